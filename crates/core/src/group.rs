@@ -1,0 +1,312 @@
+//! Conversations as MLS groups. A one-to-one chat is a two-member group.
+//! Commits are returned as [`SentCommit`]s and merged only once the relay
+//! has ordered them; a commit that lost its epoch is abandoned and retried.
+
+use hush_proto::AccountId;
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::{
+    GroupId, LeafNodeIndex, LeafNodeParameters, Member, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
+    MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, OpenMlsProvider, ProcessedMessageContent, ProtocolMessage,
+    Sender, StagedWelcome,
+};
+use openmls_traits::random::OpenMlsRand;
+
+use crate::content::Content;
+use crate::error::CoreError;
+use crate::identity::Identity;
+use crate::keys::{credential_account, VerifiedKeyPackage};
+use crate::{CIPHERSUITE, MAX_PAST_EPOCHS};
+
+/// An application message ready for the relay.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The other members.
+    pub recipients: Vec<AccountId>,
+    /// The MLS ciphertext.
+    pub payload: Vec<u8>,
+}
+
+/// A commit ready for the relay, pending until the relay accepts it.
+#[derive(Debug, Clone)]
+pub struct SentCommit {
+    /// The group.
+    pub group_id: Vec<u8>,
+    /// The epoch the commit was made in.
+    pub epoch: u64,
+    /// Existing members (other than us) who must process it.
+    pub recipients: Vec<AccountId>,
+    /// The MLS commit.
+    pub commit: Vec<u8>,
+    /// New members and their Welcome.
+    pub welcome: Option<(Vec<AccountId>, Vec<u8>)>,
+}
+
+/// What a received payload turned out to be.
+pub enum Incoming {
+    /// We were added to a group.
+    Joined {
+        /// The new conversation.
+        conversation: Conversation,
+        /// Every member, us included.
+        members: Vec<AccountId>,
+    },
+    /// An application message.
+    Message {
+        /// The group.
+        group_id: Vec<u8>,
+        /// Who sent it (checked against the credential).
+        sender: AccountId,
+        /// What it says.
+        content: Content,
+    },
+    /// A commit changed the group.
+    Changed {
+        /// The group.
+        group_id: Vec<u8>,
+        /// Who committed.
+        sender: AccountId,
+        /// Members added.
+        added: Vec<AccountId>,
+        /// Members removed.
+        removed: Vec<AccountId>,
+        /// True if we were removed.
+        self_removed: bool,
+    },
+    /// Nothing to show: a message for a group we are not (or no longer) in,
+    /// or one we processed already.
+    Ignored,
+}
+
+/// One MLS group.
+pub struct Conversation {
+    group: MlsGroup,
+}
+
+fn create_config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .build()
+}
+
+fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder().use_ratchet_tree_extension(true).max_past_epochs(MAX_PAST_EPOCHS).build()
+}
+
+fn serialize(message: &MlsMessageOut) -> Result<Vec<u8>, CoreError> {
+    message.tls_serialize_detached().map_err(CoreError::mls)
+}
+
+fn account_of(member: &Member) -> Result<AccountId, CoreError> {
+    credential_account(&member.credential, &member.signature_key)
+}
+
+/// The accounts of a list of members; fails if any credential is not a
+/// self-certifying Hush identity.
+pub fn member_accounts(members: impl Iterator<Item = Member>) -> Result<Vec<AccountId>, CoreError> {
+    members.map(|member| account_of(&member)).collect()
+}
+
+impl Conversation {
+    /// Creates a new group with only us in it.
+    pub fn create(provider: &impl OpenMlsProvider, identity: &Identity) -> Result<Self, CoreError> {
+        let id = provider.rand().random_vec(16).map_err(CoreError::mls)?;
+        let group = MlsGroup::new_with_group_id(
+            provider,
+            identity.signer(),
+            &create_config(),
+            GroupId::from_slice(&id),
+            identity.credential(),
+        )
+        .map_err(CoreError::mls)?;
+        Ok(Self { group })
+    }
+
+    /// Loads a group from storage.
+    pub fn load(provider: &impl OpenMlsProvider, group_id: &[u8]) -> Result<Option<Self>, CoreError> {
+        let group = MlsGroup::load(provider.storage(), &GroupId::from_slice(group_id)).map_err(CoreError::mls)?;
+        Ok(group.map(|group| Self { group }))
+    }
+
+    /// The group id.
+    pub fn id(&self) -> Vec<u8> {
+        self.group.group_id().as_slice().to_vec()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.group.epoch().as_u64()
+    }
+
+    /// True while we are a member.
+    pub fn is_active(&self) -> bool {
+        self.group.is_active()
+    }
+
+    /// Every member's account, us included.
+    pub fn members(&self) -> Result<Vec<AccountId>, CoreError> {
+        member_accounts(self.group.members())
+    }
+
+    /// Every member but `me`.
+    pub fn others(&self, me: AccountId) -> Result<Vec<AccountId>, CoreError> {
+        Ok(self.members()?.into_iter().filter(|account| *account != me).collect())
+    }
+
+    /// Encrypts content for the group.
+    pub fn encrypt(
+        &mut self,
+        provider: &impl OpenMlsProvider,
+        identity: &Identity,
+        content: &Content,
+    ) -> Result<Outgoing, CoreError> {
+        let recipients = self.others(identity.account())?;
+        let message =
+            self.group.create_message(provider, identity.signer(), &content.to_bytes()).map_err(CoreError::mls)?;
+        Ok(Outgoing { recipients, payload: serialize(&message)? })
+    }
+
+    /// Adds members; the commit stays pending until [`Self::confirm_commit`].
+    pub fn add(
+        &mut self,
+        provider: &impl OpenMlsProvider,
+        identity: &Identity,
+        new_members: &[VerifiedKeyPackage],
+    ) -> Result<SentCommit, CoreError> {
+        let recipients = self.others(identity.account())?;
+        let epoch = self.epoch();
+        let key_packages: Vec<_> = new_members.iter().map(|m| m.key_package.clone()).collect();
+        let (commit, welcome, _) =
+            self.group.add_members(provider, identity.signer(), &key_packages).map_err(CoreError::mls)?;
+        let added = new_members.iter().map(|m| m.account).collect();
+        Ok(SentCommit {
+            group_id: self.id(),
+            epoch,
+            recipients,
+            commit: serialize(&commit)?,
+            welcome: Some((added, serialize(&welcome)?)),
+        })
+    }
+
+    /// Removes members; the commit goes to them too, so they learn of it.
+    pub fn remove(
+        &mut self,
+        provider: &impl OpenMlsProvider,
+        identity: &Identity,
+        accounts: &[AccountId],
+    ) -> Result<SentCommit, CoreError> {
+        let recipients = self.others(identity.account())?;
+        let epoch = self.epoch();
+        let mut leaves: Vec<LeafNodeIndex> = Vec::new();
+        for member in self.group.members() {
+            if accounts.contains(&account_of(&member)?) {
+                leaves.push(member.index);
+            }
+        }
+        if leaves.is_empty() {
+            return Err(CoreError::Mls("none of those accounts is a member".into()));
+        }
+        let (commit, _, _) =
+            self.group.remove_members(provider, identity.signer(), &leaves).map_err(CoreError::mls)?;
+        Ok(SentCommit { group_id: self.id(), epoch, recipients, commit: serialize(&commit)?, welcome: None })
+    }
+
+    /// A self-update commit: fresh leaf keys (post-compromise security).
+    pub fn self_update(
+        &mut self,
+        provider: &impl OpenMlsProvider,
+        identity: &Identity,
+    ) -> Result<SentCommit, CoreError> {
+        let recipients = self.others(identity.account())?;
+        let epoch = self.epoch();
+        let bundle = self
+            .group
+            .self_update(provider, identity.signer(), LeafNodeParameters::default())
+            .map_err(CoreError::mls)?;
+        Ok(SentCommit { group_id: self.id(), epoch, recipients, commit: serialize(bundle.commit())?, welcome: None })
+    }
+
+    /// The relay accepted our pending commit: move to the next epoch.
+    pub fn confirm_commit(&mut self, provider: &impl OpenMlsProvider) -> Result<(), CoreError> {
+        self.group.merge_pending_commit(provider).map_err(CoreError::mls)
+    }
+
+    /// Our pending commit lost its epoch: forget it.
+    pub fn abandon_commit(&mut self, provider: &impl OpenMlsProvider) -> Result<(), CoreError> {
+        self.group.clear_pending_commit(provider.storage()).map_err(CoreError::mls)
+    }
+
+    fn sender_account(&self, sender: &Sender) -> Result<AccountId, CoreError> {
+        let Sender::Member(index) = sender else { return Err(CoreError::BadCredential) };
+        let member = self.group.member_at(*index).ok_or(CoreError::BadCredential)?;
+        account_of(&member)
+    }
+
+    fn process(
+        mut self,
+        provider: &impl OpenMlsProvider,
+        message: ProtocolMessage,
+    ) -> Result<Incoming, CoreError> {
+        let processed = self.group.process_message(provider, message).map_err(CoreError::mls)?;
+        let sender = self.sender_account(processed.sender())?;
+        let group_id = self.id();
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(message) => {
+                let content = Content::from_bytes(&message.into_bytes())?;
+                Ok(Incoming::Message { group_id, sender, content })
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let mut added = Vec::new();
+                for proposal in staged.add_proposals() {
+                    let leaf = proposal.add_proposal().key_package().leaf_node();
+                    added.push(credential_account(leaf.credential(), leaf.signature_key().as_slice())?);
+                }
+                if let Some(leaf) = staged.update_path_leaf_node() {
+                    // A member may refresh its keys, never swap its identity.
+                    if credential_account(leaf.credential(), leaf.signature_key().as_slice())? != sender {
+                        return Err(CoreError::BadCredential);
+                    }
+                }
+                let mut removed = Vec::new();
+                for proposal in staged.remove_proposals() {
+                    let index = proposal.remove_proposal().removed();
+                    if let Some(member) = self.group.member_at(index) {
+                        removed.push(account_of(&member)?);
+                    }
+                }
+                let self_removed = staged.self_removed();
+                self.group.merge_staged_commit(provider, *staged).map_err(CoreError::mls)?;
+                Ok(Incoming::Changed { group_id, sender, added, removed, self_removed })
+            }
+            _ => Ok(Incoming::Ignored),
+        }
+    }
+}
+
+/// Processes one payload from the mailbox: a Welcome, or a message or commit
+/// for a group we are in.
+pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result<Incoming, CoreError> {
+    let message = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| CoreError::Malformed)?;
+    match message.extract() {
+        MlsMessageBodyIn::Welcome(welcome) => {
+            if welcome.ciphersuite() != CIPHERSUITE {
+                return Err(CoreError::WrongCiphersuite);
+            }
+            let staged =
+                StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None).map_err(CoreError::mls)?;
+            let members = member_accounts(staged.members())?;
+            let group = staged.into_group(provider).map_err(CoreError::mls)?;
+            Ok(Incoming::Joined { conversation: Conversation { group }, members })
+        }
+        MlsMessageBodyIn::PrivateMessage(message) => {
+            let message: ProtocolMessage = message.into();
+            let group_id = message.group_id().as_slice().to_vec();
+            match Conversation::load(provider, &group_id)? {
+                Some(conversation) if conversation.is_active() => conversation.process(provider, message),
+                _ => Ok(Incoming::Ignored),
+            }
+        }
+        _ => Err(CoreError::Malformed),
+    }
+}

@@ -1,0 +1,597 @@
+//! Every frame of the protocol. One WebSocket binary message holds exactly
+//! one frame: a type byte followed by its fields.
+//!
+//! The relay-to-client frames are a short allow-list. None of them asks a
+//! client for anything: they carry challenges, acknowledgements, public key
+//! packages and opaque ciphertext. No frame exists that could make a client
+//! reveal, export, re-create or change a key.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::ids::{AccountId, CertificatePin, GroupId, IdentityKey};
+use crate::limits::*;
+
+/// What a client may send to the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// First frame on a connection: the protocol version the client speaks.
+    Hello {
+        /// Must equal [`crate::PROTOCOL_VERSION`].
+        version: u16,
+    },
+    /// Creates an account with an invite code; signs the challenge.
+    Register {
+        /// The secret code from the invite.
+        invite_code: String,
+        /// The new account's identity public key.
+        identity_key: IdentityKey,
+        /// Signature over [`auth_message`] with [`AuthPurpose::Register`].
+        signature: [u8; 64],
+    },
+    /// Logs in to an existing account by signing the challenge.
+    Login {
+        /// The account.
+        account: AccountId,
+        /// Signature over [`auth_message`] with [`AuthPurpose::Login`].
+        signature: [u8; 64],
+    },
+    /// Adds one-time key packages and optionally replaces the last-resort one.
+    UploadKeyPackages {
+        /// Echoed in the answer.
+        request: u32,
+        /// Key packages each handed out once.
+        one_time: Vec<Vec<u8>>,
+        /// Handed out when no one-time package is left.
+        last_resort: Option<Vec<u8>>,
+    },
+    /// Asks for one key package of another account.
+    FetchKeyPackage {
+        /// Echoed in the answer.
+        request: u32,
+        /// Whose key package.
+        account: AccountId,
+    },
+    /// Queues an opaque payload for each recipient.
+    Send {
+        /// Echoed in the answer.
+        request: u32,
+        /// Who receives the payload.
+        recipients: Vec<AccountId>,
+        /// Opaque ciphertext.
+        payload: Vec<u8>,
+        /// Seconds after which the relay drops the payload if undelivered
+        /// (0: the relay's retention limit).
+        ttl_secs: u32,
+    },
+    /// Submits an MLS commit for a group at a given epoch; the relay accepts
+    /// only one commit per epoch.
+    Commit {
+        /// Echoed in the answer.
+        request: u32,
+        /// The group.
+        group: GroupId,
+        /// The epoch the commit was made in.
+        epoch: u64,
+        /// Existing members who receive the commit.
+        recipients: Vec<AccountId>,
+        /// The opaque commit.
+        payload: Vec<u8>,
+        /// An opaque Welcome for new members, if the commit adds any.
+        welcome: Option<(Vec<AccountId>, Vec<u8>)>,
+    },
+    /// Starts delivery of the mailbox: queued payloads, then `QueueEmpty`,
+    /// then live pushes.
+    Subscribe,
+    /// Confirms that delivered payloads are stored; the relay deletes them.
+    Ack {
+        /// Delivery ids.
+        ids: Vec<u64>,
+    },
+}
+
+/// What the relay may send to a client. This is the whole allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayFrame {
+    /// A fresh nonce for the client to sign.
+    Challenge {
+        /// Random bytes, new for every connection.
+        nonce: [u8; 32],
+    },
+    /// Registration or login succeeded.
+    Ready {
+        /// The account now logged in.
+        account: AccountId,
+        /// One-time key packages the relay still holds for it.
+        key_packages: u32,
+    },
+    /// A send or commit is durably stored.
+    Accepted {
+        /// The request being answered.
+        request: u32,
+    },
+    /// A key package of the account asked for (public data).
+    KeyPackage {
+        /// The request being answered.
+        request: u32,
+        /// The serialized MLS key package.
+        key_package: Vec<u8>,
+    },
+    /// A request failed; the connection stays open.
+    Rejected {
+        /// The request being answered.
+        request: u32,
+        /// Why.
+        code: ErrorCode,
+    },
+    /// A commit lost the race for its epoch.
+    StaleEpoch {
+        /// The request being answered.
+        request: u32,
+        /// The group's current epoch at the relay.
+        epoch: u64,
+    },
+    /// One queued payload.
+    Deliver {
+        /// Delivery id, increasing per mailbox; acknowledge it.
+        id: u64,
+        /// When the relay stored it (Unix seconds).
+        arrived_at: u64,
+        /// Opaque ciphertext.
+        payload: Vec<u8>,
+    },
+    /// Everything queued so far has been delivered.
+    QueueEmpty,
+    /// A fatal error; the relay closes the connection after it.
+    Error {
+        /// Why.
+        code: ErrorCode,
+        /// Detail for a person (no user data).
+        message: String,
+    },
+}
+
+/// Error codes shared by `Rejected` and `Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The frame could not be decoded.
+    Malformed = 1,
+    /// The frame or a field is over its limit.
+    TooLarge = 2,
+    /// The protocol version is not spoken here.
+    UnsupportedVersion = 3,
+    /// The invite code is unknown, used up or expired.
+    BadInvite = 4,
+    /// The challenge signature does not verify.
+    BadSignature = 5,
+    /// No such account.
+    UnknownAccount = 6,
+    /// The account has been deactivated.
+    Deactivated = 7,
+    /// The frame needs a logged-in connection.
+    NotLoggedIn = 8,
+    /// Too many frames too fast.
+    RateLimited = 9,
+    /// The account has no key package left.
+    NoKeyPackage = 10,
+    /// The relay is at its connection limit.
+    TooManyConnections = 11,
+    /// An account with this identity key already exists.
+    AlreadyRegistered = 12,
+    /// The frame is not allowed at this point of the conversation.
+    Unexpected = 13,
+    /// The relay failed internally; try again.
+    Internal = 14,
+    /// The relay is shutting down.
+    ShuttingDown = 15,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 15] = [
+        Self::Malformed,
+        Self::TooLarge,
+        Self::UnsupportedVersion,
+        Self::BadInvite,
+        Self::BadSignature,
+        Self::UnknownAccount,
+        Self::Deactivated,
+        Self::NotLoggedIn,
+        Self::RateLimited,
+        Self::NoKeyPackage,
+        Self::TooManyConnections,
+        Self::AlreadyRegistered,
+        Self::Unexpected,
+        Self::Internal,
+        Self::ShuttingDown,
+    ];
+
+    fn from_u16(value: u16) -> Result<Self, DecodeError> {
+        Self::ALL
+            .into_iter()
+            .find(|code| *code as u16 == value)
+            .ok_or(DecodeError::Invalid("error code"))
+    }
+
+    /// A short description for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed frame",
+            Self::TooLarge => "frame or field too large",
+            Self::UnsupportedVersion => "unsupported protocol version",
+            Self::BadInvite => "invite code is unknown, used up or expired",
+            Self::BadSignature => "signature does not verify",
+            Self::UnknownAccount => "unknown account",
+            Self::Deactivated => "account is deactivated",
+            Self::NotLoggedIn => "not logged in",
+            Self::RateLimited => "rate limited",
+            Self::NoKeyPackage => "the account has no key package left",
+            Self::TooManyConnections => "relay is at its connection limit",
+            Self::AlreadyRegistered => "account already registered",
+            Self::Unexpected => "frame not allowed here",
+            Self::Internal => "relay internal error",
+            Self::ShuttingDown => "relay is shutting down",
+        }
+    }
+}
+
+/// What a challenge signature is for; part of the signed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPurpose {
+    /// Creating an account.
+    Register = 1,
+    /// Logging in.
+    Login = 2,
+}
+
+/// The exact bytes a client signs to answer a challenge. Binding the relay's
+/// certificate pin stops one relay from replaying a login at another.
+pub fn auth_message(purpose: AuthPurpose, nonce: &[u8; 32], relay: &CertificatePin) -> Vec<u8> {
+    let mut message = b"hush-auth-v1\0".to_vec();
+    message.push(purpose as u8);
+    message.extend_from_slice(nonce);
+    message.extend_from_slice(&relay.0);
+    message
+}
+
+fn write_accounts(w: &mut Writer, accounts: &[AccountId]) {
+    w.list(accounts, |w, a| w.array(&a.0));
+}
+
+fn read_accounts(r: &mut Reader<'_>) -> Result<Vec<AccountId>, DecodeError> {
+    r.list("recipients", MAX_RECIPIENTS, |r| r.array().map(AccountId))
+}
+
+impl ClientFrame {
+    /// Encodes the frame.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Hello { version } => {
+                let mut w = Writer::with_tag(0x01);
+                w.u16(*version);
+                w.finish()
+            }
+            Self::Register { invite_code, identity_key, signature } => {
+                let mut w = Writer::with_tag(0x02);
+                w.bytes(invite_code.as_bytes());
+                w.array(&identity_key.0);
+                w.array(signature);
+                w.finish()
+            }
+            Self::Login { account, signature } => {
+                let mut w = Writer::with_tag(0x03);
+                w.array(&account.0);
+                w.array(signature);
+                w.finish()
+            }
+            Self::UploadKeyPackages { request, one_time, last_resort } => {
+                let mut w = Writer::with_tag(0x04);
+                w.u32(*request);
+                w.list(one_time, |w, kp| w.bytes(kp));
+                match last_resort {
+                    None => w.u8(0),
+                    Some(kp) => {
+                        w.u8(1);
+                        w.bytes(kp);
+                    }
+                }
+                w.finish()
+            }
+            Self::FetchKeyPackage { request, account } => {
+                let mut w = Writer::with_tag(0x05);
+                w.u32(*request);
+                w.array(&account.0);
+                w.finish()
+            }
+            Self::Send { request, recipients, payload, ttl_secs } => {
+                let mut w = Writer::with_tag(0x06);
+                w.u32(*request);
+                write_accounts(&mut w, recipients);
+                w.bytes(payload);
+                w.u32(*ttl_secs);
+                w.finish()
+            }
+            Self::Commit { request, group, epoch, recipients, payload, welcome } => {
+                let mut w = Writer::with_tag(0x07);
+                w.u32(*request);
+                w.bytes(&group.0);
+                w.u64(*epoch);
+                write_accounts(&mut w, recipients);
+                w.bytes(payload);
+                match welcome {
+                    None => w.u8(0),
+                    Some((to, bytes)) => {
+                        w.u8(1);
+                        write_accounts(&mut w, to);
+                        w.bytes(bytes);
+                    }
+                }
+                w.finish()
+            }
+            Self::Subscribe => Writer::with_tag(0x08).finish(),
+            Self::Ack { ids } => {
+                let mut w = Writer::with_tag(0x09);
+                w.list(ids, |w, id| w.u64(*id));
+                w.finish()
+            }
+        }
+    }
+
+    /// Decodes one frame, refusing anything over a limit or left over.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_FRAME_BYTES {
+            return Err(DecodeError::TooLong { field: "frame", len: bytes.len(), max: MAX_FRAME_BYTES });
+        }
+        let mut r = Reader::new(bytes);
+        let frame = match r.u8()? {
+            0x01 => Self::Hello { version: r.u16()? },
+            0x02 => Self::Register {
+                invite_code: r.string("invite code", MAX_INVITE_CODE_BYTES)?,
+                identity_key: IdentityKey(r.array()?),
+                signature: r.array()?,
+            },
+            0x03 => Self::Login { account: AccountId(r.array()?), signature: r.array()? },
+            0x04 => Self::UploadKeyPackages {
+                request: r.u32()?,
+                one_time: r.list("key packages", MAX_KEY_PACKAGES_PER_UPLOAD, |r| {
+                    r.bytes("key package", MAX_KEY_PACKAGE_BYTES)
+                })?,
+                last_resort: r.option(|r| r.bytes("key package", MAX_KEY_PACKAGE_BYTES))?,
+            },
+            0x05 => Self::FetchKeyPackage { request: r.u32()?, account: AccountId(r.array()?) },
+            0x06 => Self::Send {
+                request: r.u32()?,
+                recipients: read_accounts(&mut r)?,
+                payload: r.bytes("payload", MAX_PAYLOAD_BYTES)?,
+                ttl_secs: r.u32()?,
+            },
+            0x07 => Self::Commit {
+                request: r.u32()?,
+                group: GroupId(r.bytes("group id", MAX_GROUP_ID_BYTES)?),
+                epoch: r.u64()?,
+                recipients: read_accounts(&mut r)?,
+                payload: r.bytes("payload", MAX_PAYLOAD_BYTES)?,
+                welcome: r.option(|r| Ok((read_accounts(r)?, r.bytes("welcome", MAX_PAYLOAD_BYTES)?)))?,
+            },
+            0x08 => Self::Subscribe,
+            0x09 => Self::Ack { ids: r.list("ack ids", MAX_ACK_IDS, |r| r.u64())? },
+            other => return Err(DecodeError::UnknownFrame(other)),
+        };
+        r.finish()?;
+        Ok(frame)
+    }
+}
+
+impl RelayFrame {
+    /// Encodes the frame.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Challenge { nonce } => {
+                let mut w = Writer::with_tag(0x81);
+                w.array(nonce);
+                w.finish()
+            }
+            Self::Ready { account, key_packages } => {
+                let mut w = Writer::with_tag(0x82);
+                w.array(&account.0);
+                w.u32(*key_packages);
+                w.finish()
+            }
+            Self::Accepted { request } => {
+                let mut w = Writer::with_tag(0x83);
+                w.u32(*request);
+                w.finish()
+            }
+            Self::KeyPackage { request, key_package } => {
+                let mut w = Writer::with_tag(0x84);
+                w.u32(*request);
+                w.bytes(key_package);
+                w.finish()
+            }
+            Self::Rejected { request, code } => {
+                let mut w = Writer::with_tag(0x85);
+                w.u32(*request);
+                w.u16(*code as u16);
+                w.finish()
+            }
+            Self::StaleEpoch { request, epoch } => {
+                let mut w = Writer::with_tag(0x86);
+                w.u32(*request);
+                w.u64(*epoch);
+                w.finish()
+            }
+            Self::Deliver { id, arrived_at, payload } => {
+                let mut w = Writer::with_tag(0x87);
+                w.u64(*id);
+                w.u64(*arrived_at);
+                w.bytes(payload);
+                w.finish()
+            }
+            Self::QueueEmpty => Writer::with_tag(0x88).finish(),
+            Self::Error { code, message } => {
+                let mut w = Writer::with_tag(0x89);
+                w.u16(*code as u16);
+                let end = floor_char_boundary(message, MAX_ERROR_MESSAGE_BYTES);
+                w.bytes(&message.as_bytes()[..end]);
+                w.finish()
+            }
+        }
+    }
+
+    /// Decodes one frame, refusing anything over a limit or left over.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_FRAME_BYTES {
+            return Err(DecodeError::TooLong { field: "frame", len: bytes.len(), max: MAX_FRAME_BYTES });
+        }
+        let mut r = Reader::new(bytes);
+        let frame = match r.u8()? {
+            0x81 => Self::Challenge { nonce: r.array()? },
+            0x82 => Self::Ready { account: AccountId(r.array()?), key_packages: r.u32()? },
+            0x83 => Self::Accepted { request: r.u32()? },
+            0x84 => Self::KeyPackage {
+                request: r.u32()?,
+                key_package: r.bytes("key package", MAX_KEY_PACKAGE_BYTES)?,
+            },
+            0x85 => Self::Rejected { request: r.u32()?, code: ErrorCode::from_u16(r.u16()?)? },
+            0x86 => Self::StaleEpoch { request: r.u32()?, epoch: r.u64()? },
+            0x87 => Self::Deliver {
+                id: r.u64()?,
+                arrived_at: r.u64()?,
+                payload: r.bytes("payload", MAX_PAYLOAD_BYTES)?,
+            },
+            0x88 => Self::QueueEmpty,
+            0x89 => Self::Error {
+                code: ErrorCode::from_u16(r.u16()?)?,
+                message: r.string("error message", MAX_ERROR_MESSAGE_BYTES)?,
+            },
+            other => return Err(DecodeError::UnknownFrame(other)),
+        };
+        r.finish()?;
+        Ok(frame)
+    }
+}
+
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn account() -> impl Strategy<Value = AccountId> {
+        any::<[u8; 20]>().prop_map(AccountId)
+    }
+
+    fn blob() -> impl Strategy<Value = Vec<u8>> {
+        vec(any::<u8>(), 0..64)
+    }
+
+    fn client_frame() -> impl Strategy<Value = ClientFrame> {
+        prop_oneof![
+            any::<u16>().prop_map(|version| ClientFrame::Hello { version }),
+            ("[a-z2-7]{0,64}", any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
+                |(invite_code, key, s1, s2)| {
+                    let mut signature = [0u8; 64];
+                    signature[..32].copy_from_slice(&s1);
+                    signature[32..].copy_from_slice(&s2);
+                    ClientFrame::Register { invite_code, identity_key: IdentityKey(key), signature }
+                }
+            ),
+            (account(), any::<[u8; 32]>()).prop_map(|(account, half)| {
+                let mut signature = [7u8; 64];
+                signature[..32].copy_from_slice(&half);
+                ClientFrame::Login { account, signature }
+            }),
+            (any::<u32>(), vec(blob(), 0..5), proptest::option::of(blob())).prop_map(
+                |(request, one_time, last_resort)| ClientFrame::UploadKeyPackages { request, one_time, last_resort }
+            ),
+            (any::<u32>(), account()).prop_map(|(request, account)| ClientFrame::FetchKeyPackage { request, account }),
+            (any::<u32>(), vec(account(), 0..5), blob(), any::<u32>()).prop_map(
+                |(request, recipients, payload, ttl_secs)| ClientFrame::Send { request, recipients, payload, ttl_secs }
+            ),
+            (
+                any::<u32>(),
+                vec(any::<u8>(), 0..32),
+                any::<u64>(),
+                vec(account(), 0..5),
+                blob(),
+                proptest::option::of((vec(account(), 0..3), blob()))
+            )
+                .prop_map(|(request, group, epoch, recipients, payload, welcome)| ClientFrame::Commit {
+                    request,
+                    group: GroupId(group),
+                    epoch,
+                    recipients,
+                    payload,
+                    welcome
+                }),
+            Just(ClientFrame::Subscribe),
+            vec(any::<u64>(), 0..20).prop_map(|ids| ClientFrame::Ack { ids }),
+        ]
+    }
+
+    fn error_code() -> impl Strategy<Value = ErrorCode> {
+        proptest::sample::select(ErrorCode::ALL.to_vec())
+    }
+
+    fn relay_frame() -> impl Strategy<Value = RelayFrame> {
+        prop_oneof![
+            any::<[u8; 32]>().prop_map(|nonce| RelayFrame::Challenge { nonce }),
+            (account(), any::<u32>()).prop_map(|(account, key_packages)| RelayFrame::Ready { account, key_packages }),
+            any::<u32>().prop_map(|request| RelayFrame::Accepted { request }),
+            (any::<u32>(), blob()).prop_map(|(request, key_package)| RelayFrame::KeyPackage { request, key_package }),
+            (any::<u32>(), error_code()).prop_map(|(request, code)| RelayFrame::Rejected { request, code }),
+            (any::<u32>(), any::<u64>()).prop_map(|(request, epoch)| RelayFrame::StaleEpoch { request, epoch }),
+            (any::<u64>(), any::<u64>(), blob())
+                .prop_map(|(id, arrived_at, payload)| RelayFrame::Deliver { id, arrived_at, payload }),
+            Just(RelayFrame::QueueEmpty),
+            (error_code(), "[ -~]{0,100}").prop_map(|(code, message)| RelayFrame::Error { code, message }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn client_frames_round_trip(frame in client_frame()) {
+            prop_assert_eq!(ClientFrame::decode(&frame.encode()), Ok(frame));
+        }
+
+        #[test]
+        fn relay_frames_round_trip(frame in relay_frame()) {
+            prop_assert_eq!(RelayFrame::decode(&frame.encode()), Ok(frame));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoders(bytes in vec(any::<u8>(), 0..256)) {
+            let _ = ClientFrame::decode(&bytes);
+            let _ = RelayFrame::decode(&bytes);
+        }
+
+        #[test]
+        fn truncated_frames_are_errors(frame in client_frame(), cut in 1usize..8) {
+            let bytes = frame.encode();
+            if bytes.len() > cut {
+                prop_assert!(ClientFrame::decode(&bytes[..bytes.len() - cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = ClientFrame::Subscribe.encode();
+        bytes.push(0);
+        assert_eq!(ClientFrame::decode(&bytes), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn oversized_error_message_is_cut_on_a_char_boundary() {
+        let frame = RelayFrame::Error { code: ErrorCode::Internal, message: "é".repeat(200) };
+        let RelayFrame::Error { message, .. } = RelayFrame::decode(&frame.encode()).unwrap() else {
+            unreachable!()
+        };
+        assert!(message.len() <= MAX_ERROR_MESSAGE_BYTES);
+    }
+}

@@ -1,0 +1,108 @@
+//! Invite strings: one self-contained string holding the relay's address,
+//! its certificate pin and a secret code.
+//!
+//! Format: `hush://ADDRESS/PIN/CODE`, where ADDRESS is `host:port`, PIN is the
+//! hex SHA-256 of the relay certificate and CODE is base32.
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+use crate::ids::CertificatePin;
+use crate::limits::MAX_INVITE_CODE_BYTES;
+
+/// Why an invite string could not be parsed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum InviteError {
+    /// The string does not have the `hush://ADDRESS/PIN/CODE` shape.
+    #[error("not a Hush invite (expected hush://ADDRESS/PIN/CODE)")]
+    Shape,
+    /// The pin part is not a certificate pin.
+    #[error("the invite's certificate pin is malformed")]
+    Pin,
+    /// The code part is empty or too long.
+    #[error("the invite's code is malformed")]
+    Code,
+}
+
+/// A parsed invite. The code is a secret: it is not printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// The relay's `host:port`.
+    pub address: String,
+    /// The relay's certificate pin.
+    pub pin: CertificatePin,
+    /// The secret invite code.
+    pub code: String,
+}
+
+impl fmt::Debug for Invite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invite")
+            .field("address", &self.address)
+            .field("pin", &self.pin)
+            .field("code", &"***")
+            .finish()
+    }
+}
+
+impl fmt::Display for Invite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hush://{}/{}/{}", self.address, self.pin, self.code)
+    }
+}
+
+impl FromStr for Invite {
+    type Err = InviteError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let rest = text.trim().strip_prefix("hush://").ok_or(InviteError::Shape)?;
+        let mut parts = rest.split('/');
+        let (Some(address), Some(pin), Some(code), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(InviteError::Shape);
+        };
+        if address.is_empty() || !address.contains(':') {
+            return Err(InviteError::Shape);
+        }
+        let pin = pin.parse().map_err(|_| InviteError::Pin)?;
+        let code_ok = !code.is_empty()
+            && code.len() <= MAX_INVITE_CODE_BYTES
+            && code.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !code_ok {
+            return Err(InviteError::Code);
+        }
+        Ok(Self { address: address.to_owned(), pin, code: code.to_owned() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invite_round_trips() {
+        let invite = Invite {
+            address: "127.0.0.1:7443".into(),
+            pin: CertificatePin([9u8; 32]),
+            code: "abcdef234567".into(),
+        };
+        assert_eq!(invite.to_string().parse::<Invite>(), Ok(invite));
+    }
+
+    #[test]
+    fn bad_invites_are_refused() {
+        assert_eq!("http://x/y/z".parse::<Invite>(), Err(InviteError::Shape));
+        assert_eq!("hush://127.0.0.1:1/zz/abc".parse::<Invite>(), Err(InviteError::Pin));
+        let pin = "00".repeat(32);
+        assert_eq!(format!("hush://h:1/{pin}/").parse::<Invite>(), Err(InviteError::Code));
+    }
+
+    #[test]
+    fn debug_hides_the_code() {
+        let invite = Invite { address: "h:1".into(), pin: CertificatePin([0; 32]), code: "secret".into() };
+        assert!(!format!("{invite:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,22 @@
+//! The Hush wire format: every frame that crosses the relay's WebSocket, the
+//! ids they carry, the limits on every length, and the one codec that reads
+//! and writes them.
+//!
+//! Key design decision: this crate has no I/O and no keys. The relay, the
+//! client and the load generator all depend on it, and the relay depends on
+//! nothing else of ours, so the crate graph alone shows that the server holds
+//! no means to decrypt anything. Payloads are opaque bytes here.
+
+mod codec;
+mod frames;
+mod ids;
+mod invite;
+pub mod limits;
+
+pub use codec::DecodeError;
+pub use frames::{auth_message, AuthPurpose, ClientFrame, ErrorCode, RelayFrame};
+pub use ids::{AccountId, CertificatePin, GroupId, IdError, IdentityKey};
+pub use invite::{Invite, InviteError};
+
+/// The protocol version spoken by this build; a relay refuses any other.
+pub const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,23 @@
+//! Upper bounds on every length that crosses the wire.
+//!
+//! A decoder checks each length against these before it allocates.
+
+/// Largest WebSocket message either side accepts (a whole frame).
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// Largest opaque payload in one send or commit. MLS commits in freshly
+/// created 1,000-member post-quantum groups reach ~1.2 MB; Welcomes ~1.3 MB.
+pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+/// Most recipients of one send or commit.
+pub const MAX_RECIPIENTS: usize = 1_000;
+/// Largest serialized MLS key package (an X-Wing one is ~2.7 KB).
+pub const MAX_KEY_PACKAGE_BYTES: usize = 16 * 1024;
+/// Most key packages in one upload.
+pub const MAX_KEY_PACKAGES_PER_UPLOAD: usize = 100;
+/// Most delivery ids in one acknowledgement.
+pub const MAX_ACK_IDS: usize = 1_000;
+/// Longest invite code.
+pub const MAX_INVITE_CODE_BYTES: usize = 64;
+/// Longest group id.
+pub const MAX_GROUP_ID_BYTES: usize = 32;
+/// Longest human-readable error message from the relay.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 256;

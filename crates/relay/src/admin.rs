@@ -1,0 +1,133 @@
+//! Operator actions on a data directory: start the relay, mint invites,
+//! deactivate accounts, count things. They work while the relay runs: the
+//! store is shared through SQLite's locking, and a running relay is told
+//! through its admin socket to close a deactivated account's connections.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use data_encoding::BASE32_NOPAD;
+use hush_proto::{AccountId, CertificatePin, Invite};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use crate::data_dir::{DataDir, DataDirError};
+use crate::server::{now, Relay};
+use crate::store::Stats;
+
+/// Descriptors kept back for the store, the admin socket and logs.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// What a started relay reports once it accepts clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    /// The bound address.
+    pub address: SocketAddr,
+    /// The certificate pin clients must see.
+    pub pin: CertificatePin,
+    /// Most client connections.
+    pub max_connections: usize,
+}
+
+/// Opens (creating on first start) `data`, binds `listen`, calls `ready`,
+/// and serves until `shutdown` resolves. Waits until every accepted send is
+/// durable before returning.
+pub async fn serve(
+    data: &Path,
+    listen: &str,
+    ready: impl FnOnce(Ready),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DataDirError> {
+    let dir = DataDir::create(data)?;
+    let config = dir.config()?;
+    let tls = dir.tls()?;
+    let store = dir.store()?;
+    let (handle, worker) = crate::actor::spawn(store)?;
+    let listener = TcpListener::bind(listen).await?;
+    let address = listener.local_addr()?;
+    std::fs::write(dir.address_file(), address.to_string())?;
+    let max_connections = match config.max_connections {
+        0 => descriptor_capacity(),
+        configured => configured,
+    };
+    let relay = Relay {
+        listener,
+        tls: tls.server_config()?,
+        pin: tls.pin(),
+        config,
+        store: handle,
+        admin_socket: Some(dir.admin_socket()),
+        max_connections,
+    };
+    tracing::info!(max_connections, "relay ready");
+    ready(Ready { address, pin: tls.pin(), max_connections });
+    relay.run(shutdown).await?;
+    // The relay dropped its store handle; wait for the last batch to be durable.
+    tokio::task::spawn_blocking(move || worker.join()).await.map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// Raises the soft descriptor limit to the hard one and returns how many
+/// connections fit.
+fn descriptor_capacity() -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS).max(16)).unwrap_or(usize::MAX)
+}
+
+/// Mints `count` invites, each good for `uses` registrations until `expires`
+/// from now. `address` overrides the address the relay last listened on.
+pub fn create_invites(
+    data: &Path,
+    count: u32,
+    uses: u32,
+    expires: Duration,
+    address: Option<&str>,
+) -> Result<Vec<Invite>, DataDirError> {
+    let dir = DataDir::existing(data)?;
+    let pin = dir.tls()?.pin();
+    let address = match address {
+        Some(address) => address.to_owned(),
+        None => std::fs::read_to_string(dir.address_file()).unwrap_or_else(|_| "127.0.0.1:7443".to_owned()),
+    };
+    let mut store = dir.store()?;
+    let deadline = now().saturating_add(expires.as_secs());
+    let mut invites = Vec::new();
+    for _ in 0..count {
+        let mut secret = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let code = BASE32_NOPAD.encode(&secret).to_ascii_lowercase();
+        let hash: [u8; 32] = Sha256::digest(code.as_bytes()).into();
+        store.add_invite(&hash, uses, deadline)?;
+        invites.push(Invite { address: address.trim().to_owned(), pin, code });
+    }
+    Ok(invites)
+}
+
+/// Deactivates `account`: locked out, mailbox and key packages deleted, live
+/// connections closed. Returns false if the account is unknown.
+pub fn deactivate(data: &Path, account: &AccountId) -> Result<bool, DataDirError> {
+    let dir = DataDir::existing(data)?;
+    let known = dir.store()?.deactivate(account, now())?;
+    if known {
+        tell_running_relay(&dir, &format!("close {account}\n"));
+    }
+    Ok(known)
+}
+
+/// Counts for the operator.
+pub fn stats(data: &Path) -> Result<Stats, DataDirError> {
+    Ok(DataDir::existing(data)?.store()?.stats()?)
+}
+
+fn tell_running_relay(dir: &DataDir, command: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut socket) = std::os::unix::net::UnixStream::connect(dir.admin_socket()) else { return };
+    let _ = socket.set_read_timeout(Some(Duration::from_secs(5)));
+    if socket.write_all(command.as_bytes()).is_ok() {
+        let mut reply = [0u8; 64];
+        let _ = socket.read(&mut reply);
+    }
+}

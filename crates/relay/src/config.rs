@@ -1,0 +1,59 @@
+//! The relay's operator settings, kept as `relay.json` in the data directory.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Operator settings. Missing fields take their defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Seconds an undelivered payload is kept (default 14 days).
+    pub retention_secs: u64,
+    /// Most simultaneous client connections (0: as many as the file
+    /// descriptor limit allows).
+    pub max_connections: usize,
+    /// Sustained frames per second one connection may send.
+    pub frames_per_sec: u32,
+    /// Frames one connection may send in a burst.
+    pub frame_burst: u32,
+    /// Seconds a client has to finish TLS, WebSocket and login.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: 14 * 24 * 3600,
+            max_connections: 0,
+            frames_per_sec: 2_000,
+            frame_burst: 4_000,
+            handshake_timeout_secs: 15,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Reads `path`, writing the defaults there first if it does not exist.
+    pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
+        if !path.exists() {
+            let defaults = serde_json::to_string_pretty(&Self::default()).map_err(std::io::Error::other)?;
+            std::fs::write(path, defaults + "\n")?;
+        }
+        let text = std::fs::read_to_string(path)?;
+        serde_json::from_str(&text).map_err(|error| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {error}", path.display()))
+        })
+    }
+
+    /// The retention limit.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_secs)
+    }
+
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs.max(1))
+    }
+}

@@ -1,0 +1,513 @@
+//! One client connection: TLS, WebSocket, version check, login by signed
+//! challenge, then frames in and out until the client leaves, the account is
+//! deactivated or the relay shuts down.
+//!
+//! Requests that touch the store run as their own tasks so one connection can
+//! keep many sends in flight; their answers and pushed deliveries share one
+//! outbound queue drained by a writer task.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hush_proto::limits::MAX_FRAME_BYTES;
+use hush_proto::{
+    auth_message, AccountId, AuthPurpose, ClientFrame, DecodeError, ErrorCode, IdentityKey, RelayFrame,
+    PROTOCOL_VERSION,
+};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::hub::Control;
+use crate::server::Shared;
+use crate::store::{CommitOutcome, Op, Output, Queued, StoreError};
+
+/// Answers and pushes queued per connection before the reader waits.
+const OUTBOUND_QUEUE: usize = 256;
+/// Requests one connection may have in flight at the store.
+const IN_FLIGHT: usize = 256;
+/// Payloads read from the store per page while draining a mailbox.
+const DRAIN_PAGE: u32 = 256;
+
+type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
+
+enum Outbound {
+    Frame(RelayFrame),
+    Close,
+}
+
+/// Why a connection ended early; logged without user data.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("handshake timed out")]
+    Timeout,
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("WebSocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("client closed the connection")]
+    Closed,
+    #[error("refused: {0:?}")]
+    Refused(ErrorCode),
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+}
+
+/// Serves one accepted TCP connection to its end.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    shutdown: watch::Receiver<bool>,
+    over_capacity: bool,
+) {
+    let _ = stream.set_nodelay(true);
+    match open(&shared, acceptor, stream).await {
+        Ok(ws) => {
+            if let Err(error) = run(shared, ws, shutdown, over_capacity).await {
+                tracing::debug!(%error, "connection ended");
+            }
+        }
+        Err(error) => tracing::debug!(%error, "handshake failed"),
+    }
+}
+
+async fn open(shared: &Shared, acceptor: TlsAcceptor, stream: TcpStream) -> Result<Ws, ConnectionError> {
+    let timeout = shared.config.handshake_timeout();
+    let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
+        .await
+        .map_err(|_| ConnectionError::Timeout)?
+        .map_err(ConnectionError::Tls)?;
+    let ws = tokio::time::timeout(timeout, tokio_tungstenite::accept_async_with_config(tls, Some(ws_config())))
+        .await
+        .map_err(|_| ConnectionError::Timeout)??;
+    Ok(ws)
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    ws: Ws,
+    mut shutdown: watch::Receiver<bool>,
+    over_capacity: bool,
+) -> Result<(), ConnectionError> {
+    let (sink, mut incoming) = ws.split();
+    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
+    let writer = tokio::spawn(write_loop(sink, queue));
+    let result = async {
+        if over_capacity {
+            return Err(refuse(&outbound, ErrorCode::TooManyConnections).await);
+        }
+        let deadline = Instant::now() + shared.config.handshake_timeout();
+        let account = login(&shared, &mut incoming, &outbound, deadline).await?;
+        let session = Session::new(Arc::clone(&shared), account, outbound.clone());
+        session.run(&mut incoming, &mut shutdown).await
+    }
+    .await;
+    drop(outbound);
+    let _ = writer.await;
+    result
+}
+
+async fn refuse(outbound: &mpsc::Sender<Outbound>, code: ErrorCode) -> ConnectionError {
+    let frame = RelayFrame::Error { code, message: code.describe().to_owned() };
+    let _ = outbound.send(Outbound::Frame(frame)).await;
+    let _ = outbound.send(Outbound::Close).await;
+    ConnectionError::Refused(code)
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut queue: mpsc::Receiver<Outbound>,
+) {
+    while let Some(item) = queue.recv().await {
+        let result = match item {
+            Outbound::Frame(frame) => {
+                let mut batch = vec![frame];
+                while let Ok(Outbound::Frame(next)) = queue.try_recv() {
+                    batch.push(next);
+                    if batch.len() >= 64 {
+                        break;
+                    }
+                }
+                feed_all(&mut sink, batch).await
+            }
+            Outbound::Close => {
+                let _ = sink.close().await;
+                return;
+            }
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+async fn feed_all(
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    frames: Vec<RelayFrame>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    for frame in frames {
+        sink.feed(Message::binary(frame.encode())).await?;
+    }
+    sink.flush().await
+}
+
+/// Reads the next client frame, or why there is none.
+async fn next_frame(
+    incoming: &mut futures_util::stream::SplitStream<Ws>,
+) -> Result<Result<ClientFrame, ErrorCode>, ConnectionError> {
+    loop {
+        match incoming.next().await {
+            None => return Err(ConnectionError::Closed),
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => return Ok(Err(ErrorCode::TooLarge)),
+            Some(Err(error)) => return Err(error.into()),
+            Some(Ok(Message::Binary(bytes))) => {
+                return Ok(ClientFrame::decode(&bytes).map_err(|error| match error {
+                    DecodeError::TooLong { .. } => ErrorCode::TooLarge,
+                    _ => ErrorCode::Malformed,
+                }))
+            }
+            Some(Ok(Message::Close(_))) => return Err(ConnectionError::Closed),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(_) | Message::Frame(_))) => return Ok(Err(ErrorCode::Malformed)),
+        }
+    }
+}
+
+async fn next_frame_before(
+    incoming: &mut futures_util::stream::SplitStream<Ws>,
+    deadline: Instant,
+) -> Result<Result<ClientFrame, ErrorCode>, ConnectionError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(left, next_frame(incoming)).await.map_err(|_| ConnectionError::Timeout)?
+}
+
+async fn login(
+    shared: &Shared,
+    incoming: &mut futures_util::stream::SplitStream<Ws>,
+    outbound: &mpsc::Sender<Outbound>,
+    deadline: Instant,
+) -> Result<AccountId, ConnectionError> {
+    match next_frame_before(incoming, deadline).await? {
+        Ok(ClientFrame::Hello { version }) if version == PROTOCOL_VERSION => {}
+        Ok(ClientFrame::Hello { .. }) => return Err(refuse(outbound, ErrorCode::UnsupportedVersion).await),
+        Ok(_) => return Err(refuse(outbound, ErrorCode::Unexpected).await),
+        Err(code) => return Err(refuse(outbound, code).await),
+    }
+    let mut nonce = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let _ = outbound.send(Outbound::Frame(RelayFrame::Challenge { nonce })).await;
+    let (account, key_packages) = match next_frame_before(incoming, deadline).await? {
+        Ok(ClientFrame::Register { invite_code, identity_key, signature }) => {
+            let message = auth_message(AuthPurpose::Register, &nonce, &shared.pin);
+            if !verify(&identity_key, &message, &signature) {
+                return Err(refuse(outbound, ErrorCode::BadSignature).await);
+            }
+            let invite_hash: [u8; 32] = Sha256::digest(invite_code.as_bytes()).into();
+            let op = Op::Register { invite_hash, identity_key, now: shared.now() };
+            match shared.store.run(op).await {
+                Ok(Output::Registered(account)) => {
+                    tracing::info!("account registered");
+                    (account, 0)
+                }
+                Err(error) => return Err(refuse(outbound, store_error_code(&error)).await),
+                Ok(_) => return Err(refuse(outbound, ErrorCode::Internal).await),
+            }
+        }
+        Ok(ClientFrame::Login { account, signature }) => {
+            let record = match shared.store.run(Op::Account { account }).await {
+                Ok(Output::Account(Some(record))) => record,
+                Ok(Output::Account(None)) => return Err(refuse(outbound, ErrorCode::UnknownAccount).await),
+                _ => return Err(refuse(outbound, ErrorCode::Internal).await),
+            };
+            let message = auth_message(AuthPurpose::Login, &nonce, &shared.pin);
+            if !verify(&record.identity_key, &message, &signature) {
+                return Err(refuse(outbound, ErrorCode::BadSignature).await);
+            }
+            if record.deactivated {
+                return Err(refuse(outbound, ErrorCode::Deactivated).await);
+            }
+            let count = match shared.store.run(Op::CountKeyPackages { account }).await {
+                Ok(Output::KeyPackageCount(count)) => count,
+                _ => 0,
+            };
+            (account, count)
+        }
+        Ok(_) => return Err(refuse(outbound, ErrorCode::Unexpected).await),
+        Err(code) => return Err(refuse(outbound, code).await),
+    };
+    let _ = outbound.send(Outbound::Frame(RelayFrame::Ready { account, key_packages })).await;
+    Ok(account)
+}
+
+fn verify(key: &IdentityKey, message: &[u8], signature: &[u8; 64]) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key.0) else { return false };
+    let signature = ed25519_dalek::Signature::from_bytes(signature);
+    key.verify_strict(message, &signature).is_ok()
+}
+
+fn store_error_code(error: &StoreError) -> ErrorCode {
+    match error {
+        StoreError::BadInvite => ErrorCode::BadInvite,
+        StoreError::AlreadyRegistered => ErrorCode::AlreadyRegistered,
+        StoreError::UnknownAccount => ErrorCode::UnknownAccount,
+        StoreError::NoKeyPackage => ErrorCode::NoKeyPackage,
+        StoreError::Database(_) | StoreError::Batch(_) => {
+            tracing::error!(%error, "store operation failed");
+            ErrorCode::Internal
+        }
+        StoreError::Closed => ErrorCode::ShuttingDown,
+    }
+}
+
+/// A token bucket: a hostile or buggy client is slowed down, never the relay.
+struct RateLimit {
+    tokens: f64,
+    burst: f64,
+    per_sec: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { tokens: burst, burst, per_sec: f64::from(per_sec.max(1)), last: Instant::now() }
+    }
+
+    async fn take(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
+        self.last = now;
+        if self.tokens < 1.0 {
+            let wait = (1.0 - self.tokens) / self.per_sec;
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            self.tokens = 1.0;
+            self.last = Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    account: AccountId,
+    outbound: mpsc::Sender<Outbound>,
+    in_flight: Arc<Semaphore>,
+    connection_id: u64,
+    control: Arc<Control>,
+    delivery: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, account: AccountId, outbound: mpsc::Sender<Outbound>) -> Self {
+        let (connection_id, control) = shared.hub.register(account);
+        Self {
+            shared,
+            account,
+            outbound,
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            connection_id,
+            control,
+            delivery: None,
+        }
+    }
+
+    async fn run(
+        mut self,
+        incoming: &mut futures_util::stream::SplitStream<Ws>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ConnectionError> {
+        let mut limit = RateLimit::new(self.shared.config.frames_per_sec, self.shared.config.frame_burst);
+        let control = Arc::clone(&self.control);
+        loop {
+            let frame = tokio::select! {
+                frame = next_frame(incoming) => frame?,
+                _ = control.close.notified() => return Err(refuse(&self.outbound, ErrorCode::Deactivated).await),
+                _ = shutdown.changed() => return Err(refuse(&self.outbound, ErrorCode::ShuttingDown).await),
+            };
+            match frame {
+                Ok(frame) => self.handle(frame).await,
+                Err(code) => return Err(refuse(&self.outbound, code).await),
+            }
+            limit.take().await;
+        }
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) {
+        match frame {
+            ClientFrame::Subscribe if self.delivery.is_none() => self.subscribe(),
+            ClientFrame::Subscribe => {}
+            ClientFrame::Ack { ids } => {
+                self.spawn_request(None, Op::Ack { account: self.account, ids }).await;
+            }
+            ClientFrame::UploadKeyPackages { request, one_time, last_resort } => {
+                let op = Op::AddKeyPackages { account: self.account, one_time, last_resort };
+                self.spawn_request(Some(request), op).await;
+            }
+            ClientFrame::FetchKeyPackage { request, account } => {
+                self.spawn_request(Some(request), Op::TakeKeyPackage { account }).await;
+            }
+            ClientFrame::Send { request, recipients, payload, ttl_secs } => {
+                let (now, expires) = self.shared.expiry(ttl_secs);
+                let op = Op::Enqueue { recipients, payload: payload.into(), now, expires };
+                self.spawn_request(Some(request), op).await;
+            }
+            ClientFrame::Commit { request, group, epoch, recipients, payload, welcome } => {
+                let (now, expires) = self.shared.expiry(0);
+                let welcome = welcome.map(|(to, bytes)| (to, bytes.into()));
+                let op = Op::Commit { group, epoch, recipients, payload: payload.into(), welcome, now, expires };
+                self.spawn_request(Some(request), op).await;
+            }
+            ClientFrame::Hello { .. } | ClientFrame::Register { .. } | ClientFrame::Login { .. } => {
+                let frame = RelayFrame::Error {
+                    code: ErrorCode::Unexpected,
+                    message: "already logged in".to_owned(),
+                };
+                let _ = self.outbound.send(Outbound::Frame(frame)).await;
+            }
+        }
+    }
+
+    /// Runs a store operation as its own task and answers `request` with its result.
+    async fn spawn_request(&self, request: Option<u32>, op: Op) {
+        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else { return };
+        let shared = Arc::clone(&self.shared);
+        let outbound = self.outbound.clone();
+        tokio::spawn(async move {
+            let result = shared.store.run(op).await;
+            let answer = answer(&shared, result);
+            if let (Some(request), Some(answer)) = (request, answer) {
+                let _ = outbound.send(Outbound::Frame(answer.into_frame(request))).await;
+            }
+            drop(permit);
+        });
+    }
+
+    fn subscribe(&mut self) {
+        let Some(pushes) = self.shared.hub.subscribe(self.account, self.connection_id) else { return };
+        let delivery = Delivery {
+            shared: Arc::clone(&self.shared),
+            account: self.account,
+            control: Arc::clone(&self.control),
+            outbound: self.outbound.clone(),
+            last: 0,
+        };
+        self.delivery = Some(tokio::spawn(delivery.run(pushes)));
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shared.hub.unregister(self.account, self.connection_id);
+        if let Some(delivery) = self.delivery.take() {
+            delivery.abort();
+        }
+    }
+}
+
+enum Answer {
+    Accepted,
+    KeyPackage(Vec<u8>),
+    Stale(u64),
+    Rejected(ErrorCode),
+}
+
+impl Answer {
+    fn into_frame(self, request: u32) -> RelayFrame {
+        match self {
+            Self::Accepted => RelayFrame::Accepted { request },
+            Self::KeyPackage(key_package) => RelayFrame::KeyPackage { request, key_package },
+            Self::Stale(epoch) => RelayFrame::StaleEpoch { request, epoch },
+            Self::Rejected(code) => RelayFrame::Rejected { request, code },
+        }
+    }
+}
+
+/// Turns a store result into the client's answer, pushing stored payloads
+/// to connected recipients on the way.
+fn answer(shared: &Shared, result: Result<Output, StoreError>) -> Option<Answer> {
+    match result {
+        Ok(Output::Enqueued(queued)) | Ok(Output::Commit(CommitOutcome::Accepted(queued))) => {
+            shared.hub.push(&queued);
+            Some(Answer::Accepted)
+        }
+        Ok(Output::Commit(CommitOutcome::Stale { current })) => Some(Answer::Stale(current)),
+        Ok(Output::KeyPackage(key_package)) => Some(Answer::KeyPackage(key_package)),
+        Ok(Output::KeyPackageCount(_)) | Ok(Output::Deleted(_)) => Some(Answer::Accepted),
+        Ok(_) => Some(Answer::Rejected(ErrorCode::Internal)),
+        Err(error) => Some(Answer::Rejected(store_error_code(&error))),
+    }
+}
+
+/// Delivers a mailbox: everything stored, then `QueueEmpty`, then live
+/// pushes; re-reads the store whenever pushes were dropped.
+struct Delivery {
+    shared: Arc<Shared>,
+    account: AccountId,
+    control: Arc<Control>,
+    outbound: mpsc::Sender<Outbound>,
+    last: u64,
+}
+
+impl Delivery {
+    async fn run(mut self, mut pushes: mpsc::Receiver<Queued>) {
+        loop {
+            self.control.lagged.store(false, Ordering::Release);
+            if self.drain().await.is_err() || self.send(RelayFrame::QueueEmpty).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    push = pushes.recv() => {
+                        let Some(queued) = push else { return };
+                        if queued.id > self.last && self.deliver(&queued).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = self.control.lag.notified() => break,
+                }
+            }
+        }
+    }
+
+    async fn drain(&mut self) -> Result<(), ()> {
+        loop {
+            let op = Op::Pending { account: self.account, after: self.last, limit: DRAIN_PAGE };
+            let page = match self.shared.store.run(op).await {
+                Ok(Output::Pending(page)) => page,
+                _ => return Err(()),
+            };
+            for queued in &page {
+                self.deliver(queued).await?;
+            }
+            if page.len() < DRAIN_PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn deliver(&mut self, queued: &Queued) -> Result<(), ()> {
+        self.last = queued.id;
+        let frame =
+            RelayFrame::Deliver { id: queued.id, arrived_at: queued.arrived_at, payload: queued.payload.to_vec() };
+        self.send(frame).await
+    }
+
+    async fn send(&self, frame: RelayFrame) -> Result<(), ()> {
+        self.outbound.send(Outbound::Frame(frame)).await.map_err(|_| ())
+    }
+}

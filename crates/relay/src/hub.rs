@@ -1,0 +1,107 @@
+//! Who is connected: live subscriptions per account, so a stored payload can
+//! be pushed at once, and deactivation can close every connection of an
+//! account.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hush_proto::AccountId;
+use tokio::sync::{mpsc, Notify};
+
+use crate::store::Queued;
+
+/// Pushes buffered per connection before it counts as lagging.
+const PUSH_BUFFER: usize = 1024;
+
+/// Signals from the hub to one connection.
+#[derive(Default)]
+pub struct Control {
+    /// Set when a push was dropped because the buffer was full: the
+    /// connection must re-read its mailbox from the store.
+    pub lagged: AtomicBool,
+    /// Wakes the delivery task after `lagged` was set.
+    pub lag: Notify,
+    /// Wakes the connection when its account was deactivated.
+    pub close: Notify,
+}
+
+struct Entry {
+    id: u64,
+    pushes: Option<mpsc::Sender<Queued>>,
+    control: Arc<Control>,
+}
+
+/// The registry of live connections.
+#[derive(Default)]
+pub struct Hub {
+    next_id: AtomicU64,
+    accounts: Mutex<HashMap<AccountId, Vec<Entry>>>,
+}
+
+impl Hub {
+    /// Registers a logged-in connection. Pushes go only to connections that
+    /// `subscribe`; every connection can be closed.
+    pub fn register(&self, account: AccountId) -> (u64, Arc<Control>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let control = Arc::new(Control::default());
+        let entry = Entry { id, pushes: None, control: Arc::clone(&control) };
+        self.lock().entry(account).or_default().push(entry);
+        (id, control)
+    }
+
+    /// Starts pushing payloads for `account` to connection `id`.
+    pub fn subscribe(&self, account: AccountId, id: u64) -> Option<mpsc::Receiver<Queued>> {
+        let (sender, receiver) = mpsc::channel(PUSH_BUFFER);
+        let mut accounts = self.lock();
+        let entry = accounts.get_mut(&account)?.iter_mut().find(|entry| entry.id == id)?;
+        entry.pushes = Some(sender);
+        Some(receiver)
+    }
+
+    /// Removes a connection.
+    pub fn unregister(&self, account: AccountId, id: u64) {
+        let mut accounts = self.lock();
+        if let Some(entries) = accounts.get_mut(&account) {
+            entries.retain(|entry| entry.id != id);
+            if entries.is_empty() {
+                accounts.remove(&account);
+            }
+        }
+    }
+
+    /// Pushes stored payloads to their recipients' subscribed connections.
+    pub fn push(&self, queued: &[Queued]) {
+        let accounts = self.lock();
+        for item in queued {
+            for entry in accounts.get(&item.recipient).into_iter().flatten() {
+                let Some(pushes) = &entry.pushes else { continue };
+                if pushes.try_send(item.clone()).is_err() {
+                    entry.control.lagged.store(true, Ordering::Release);
+                    entry.control.lag.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Closes every connection of `account`.
+    pub fn close(&self, account: &AccountId) -> usize {
+        let accounts = self.lock();
+        let entries = accounts.get(account).map(Vec::as_slice).unwrap_or_default();
+        for entry in entries {
+            entry.control.close.notify_one();
+        }
+        entries.len()
+    }
+
+    /// Connections currently registered.
+    pub fn connections(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, Vec<Entry>>> {
+        // A poisoned lock only means another thread panicked while holding
+        // it; the map itself stays consistent, so keep serving.
+        self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

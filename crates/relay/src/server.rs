@@ -1,0 +1,185 @@
+//! The accept loop, the admin socket and the retention purge. The listener
+//! and the shutdown signal come in as arguments, so tests run many relays on
+//! port 0 at once.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hush_proto::{AccountId, CertificatePin};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::actor::StoreHandle;
+use crate::config::RelayConfig;
+use crate::hub::Hub;
+use crate::store::{Op, UnixSeconds};
+
+/// How often expired payloads are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long shutdown waits for connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub(crate) store: StoreHandle,
+    pub(crate) hub: Hub,
+    pub(crate) pin: CertificatePin,
+    pub(crate) config: RelayConfig,
+}
+
+impl Shared {
+    pub(crate) fn now(&self) -> UnixSeconds {
+        now()
+    }
+
+    /// Arrival and expiry times for a payload with the given time-to-live
+    /// (0, or anything longer than retention, means the retention limit).
+    pub(crate) fn expiry(&self, ttl_secs: u32) -> (UnixSeconds, UnixSeconds) {
+        let now = self.now();
+        let retention = self.config.retention_secs;
+        let ttl = match u64::from(ttl_secs) {
+            0 => retention,
+            ttl => ttl.min(retention),
+        };
+        (now, now.saturating_add(ttl))
+    }
+}
+
+pub(crate) fn now() -> UnixSeconds {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Everything a running relay needs.
+pub struct Relay {
+    /// Where clients connect.
+    pub listener: TcpListener,
+    /// TLS server configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The certificate pin (bound into login signatures).
+    pub pin: CertificatePin,
+    /// Operator settings.
+    pub config: RelayConfig,
+    /// The store worker's handle.
+    pub store: StoreHandle,
+    /// Where the admin socket goes (None: no admin socket).
+    pub admin_socket: Option<PathBuf>,
+    /// Most client connections.
+    pub max_connections: usize,
+}
+
+impl Relay {
+    /// Serves until `shutdown` resolves, then stops accepting, tells clients,
+    /// and waits (bounded) for in-flight requests to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let shared = Arc::new(Shared {
+            store: self.store,
+            hub: Hub::default(),
+            pin: self.pin,
+            config: self.config,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let admin = match &self.admin_socket {
+            Some(path) => Some(tokio::spawn(admin_loop(bind_admin(path)?, Arc::clone(&shared)))),
+            None => None,
+        };
+        let purge = tokio::spawn(purge_loop(Arc::clone(&shared)));
+        let acceptor = TlsAcceptor::from(self.tls);
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let mut tasks = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let slot = Arc::clone(&slots).try_acquire_owned().ok();
+                    let over_capacity = slot.is_none();
+                    let connection = crate::connection::serve(
+                        Arc::clone(&shared), acceptor.clone(), stream, stopped.clone(), over_capacity,
+                    );
+                    tasks.spawn(async move {
+                        connection.await;
+                        drop(slot);
+                    });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        tracing::info!(connections = tasks.len(), "shutting down");
+        drop(self.listener);
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+        tasks.abort_all();
+        purge.abort();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        if let Some(path) = &self.admin_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
+
+async fn purge_loop(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Ok(crate::store::Output::Deleted(count)) = shared.store.run(Op::PurgeExpired { now: now() }).await {
+            if count > 0 {
+                tracing::info!(count, "purged expired payloads");
+            }
+        }
+    }
+}
+
+fn bind_admin(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// The admin socket: the operator's commands change the store themselves and
+/// then tell the running relay what to do about live connections.
+async fn admin_loop(listener: UnixListener, shared: Arc<Shared>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply = admin_command(&shared, &line);
+                if write.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn admin_command(shared: &Shared, line: &str) -> String {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("close"), Some(account)) => match account.parse::<AccountId>() {
+            Ok(account) => format!("ok {}\n", shared.hub.close(&account)),
+            Err(_) => "error bad account id\n".to_owned(),
+        },
+        (Some("connections"), None) => format!("ok {}\n", shared.hub.connections()),
+        _ => "error unknown command\n".to_owned(),
+    }
+}

@@ -1,0 +1,495 @@
+//! The encrypted database and Hush's own tables.
+
+use std::path::{Path, PathBuf};
+
+use hush_proto::AccountId;
+use openmls_rust_crypto::RustCrypto;
+use openmls_sqlite_storage::{Connection, SqliteStorageProvider};
+use rusqlite::{params, OptionalExtension};
+
+use crate::error::StoreError;
+use crate::keyfile::{DatabaseKey, KdfParams, KeyFile};
+use crate::provider::{HushProvider, JsonCodec};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS profile (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS contacts (name TEXT PRIMARY KEY, account BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS conversations (
+    group_id BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT,
+    peer BLOB,
+    active INTEGER NOT NULL DEFAULT 1,
+    sent_since_update INTEGER NOT NULL DEFAULT 0,
+    last_update_ms INTEGER NOT NULL DEFAULT 0,
+    needs_update INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id BLOB NOT NULL UNIQUE,
+    group_id BLOB NOT NULL,
+    sender BLOB NOT NULL,
+    text TEXT NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    shown INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_by_group ON messages(group_id, seq);
+CREATE TABLE IF NOT EXISTS seen_payloads (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
+";
+
+/// A one-to-one conversation or a named group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationKind {
+    /// Two members; shown under the other person's name.
+    Direct {
+        /// The other member.
+        peer: AccountId,
+    },
+    /// A named group.
+    Group {
+        /// Its name.
+        name: String,
+    },
+    /// Joined, but the creator's description has not arrived yet.
+    Pending,
+}
+
+/// A conversation row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRecord {
+    /// The MLS group id.
+    pub group_id: Vec<u8>,
+    /// What kind.
+    pub kind: ConversationKind,
+    /// False once we left or were removed.
+    pub active: bool,
+    /// Messages we sent since our last self-update.
+    pub sent_since_update: u64,
+    /// When we last self-updated (Unix ms).
+    pub last_update_ms: u64,
+    /// True if we owe the group a self-update (e.g. just joined).
+    pub needs_update: bool,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    /// The sender's random message id.
+    pub message_id: [u8; 16],
+    /// The group it belongs to.
+    pub group_id: Vec<u8>,
+    /// Who sent it.
+    pub sender: AccountId,
+    /// The text.
+    pub text: String,
+    /// Sender's clock (Unix ms).
+    pub sent_at_ms: u64,
+}
+
+/// An unlocked profile.
+pub struct Store {
+    dir: PathBuf,
+    connection: Connection,
+    crypto: RustCrypto,
+}
+
+fn i(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn u(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn account(bytes: Vec<u8>) -> Option<AccountId> {
+    <[u8; AccountId::LEN]>::try_from(bytes.as_slice()).ok().map(AccountId)
+}
+
+impl Store {
+    fn key_path(dir: &Path) -> PathBuf {
+        dir.join("key")
+    }
+
+    fn db_path(dir: &Path) -> PathBuf {
+        dir.join("hush.db")
+    }
+
+    /// True if `dir` holds a profile.
+    pub fn exists(dir: &Path) -> bool {
+        Self::key_path(dir).exists()
+    }
+
+    /// Creates a new profile in `dir` (created mode 0700 if missing).
+    pub fn create(dir: &Path, passphrase: &[u8], params: KdfParams) -> Result<Self, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        if Self::exists(dir) {
+            return Err(StoreError::ProfileExists);
+        }
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        for stale in ["hush.db", "hush.db-wal", "hush.db-shm", "hush.db-journal"] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        let key = DatabaseKey::random();
+        let store = Self::open_with_key(dir, &key)?;
+        KeyFile::new(passphrase, &key, params)?.write(&Self::key_path(dir))?;
+        Ok(store)
+    }
+
+    /// Unlocks the profile in `dir`. A wrong passphrase changes nothing.
+    pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Self, StoreError> {
+        if !Self::exists(dir) {
+            return Err(StoreError::NoProfile);
+        }
+        let key = KeyFile::read(&Self::key_path(dir))?.unlock(passphrase)?;
+        Self::open_with_key(dir, &key)
+    }
+
+    fn open_with_key(dir: &Path, key: &DatabaseKey) -> Result<Self, StoreError> {
+        let mut connection = Connection::open(Self::db_path(dir))?;
+        connection.pragma_update(None, "key", &*key.pragma())?;
+        connection.pragma_update(None, "cipher_memory_security", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(10))?;
+        connection.pragma_update(None, "temp_store", "MEMORY")?;
+        connection.pragma_update(None, "secure_delete", "ON")?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.execute_batch(SCHEMA)?;
+        SqliteStorageProvider::<JsonCodec, &mut Connection>::new(&mut connection)
+            .run_migrations()
+            .map_err(|error| StoreError::Migration(error.to_string()))?;
+        Ok(Self { dir: dir.to_path_buf(), connection, crypto: RustCrypto::default() })
+    }
+
+    /// The profile directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The OpenMLS provider over this database.
+    pub fn provider(&self) -> HushProvider<'_> {
+        HushProvider::new(&self.crypto, &self.connection)
+    }
+
+    /// Runs `work` in one transaction: Hush's rows and OpenMLS state commit
+    /// together or not at all.
+    pub fn transaction<T, E: From<StoreError>>(&self, work: impl FnOnce(&Self) -> Result<T, E>) -> Result<T, E> {
+        self.connection.execute_batch("BEGIN IMMEDIATE").map_err(StoreError::from)?;
+        match work(self) {
+            Ok(value) => {
+                self.connection.execute_batch("COMMIT").map_err(StoreError::from)?;
+                Ok(value)
+            }
+            Err(error) => {
+                let _ = self.connection.execute_batch("ROLLBACK");
+                Err(error)
+            }
+        }
+    }
+
+    /// Reads a profile value.
+    pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .connection
+            .query_row("SELECT value FROM profile WHERE name = ?1", [name], |row| row.get(0))
+            .optional()?)
+    }
+
+    /// Writes a profile value.
+    pub fn set_setting(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.connection.execute(
+            "INSERT INTO profile (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
+    }
+
+    /// Adds or renames a contact.
+    pub fn add_contact(&self, name: &str, contact: &AccountId) -> Result<(), StoreError> {
+        self.connection.execute("DELETE FROM contacts WHERE account = ?1", [&contact.0[..]])?;
+        self.connection.execute(
+            "INSERT INTO contacts (name, account) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET account = excluded.account",
+            params![name, &contact.0[..]],
+        )?;
+        Ok(())
+    }
+
+    /// All contacts, by name.
+    pub fn contacts(&self) -> Result<Vec<(String, AccountId)>, StoreError> {
+        let mut query = self.connection.prepare("SELECT name, account FROM contacts ORDER BY name")?;
+        let rows = query.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))?;
+        let mut contacts = Vec::new();
+        for row in rows {
+            let (name, bytes) = row?;
+            if let Some(id) = account(bytes) {
+                contacts.push((name, id));
+            }
+        }
+        Ok(contacts)
+    }
+
+    /// The account of a contact name.
+    pub fn contact(&self, name: &str) -> Result<Option<AccountId>, StoreError> {
+        let bytes: Option<Vec<u8>> = self
+            .connection
+            .query_row("SELECT account FROM contacts WHERE name = ?1", [name], |row| row.get(0))
+            .optional()?;
+        Ok(bytes.and_then(account))
+    }
+
+    /// The contact name of an account, if any.
+    pub fn contact_name(&self, id: &AccountId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .connection
+            .query_row("SELECT name FROM contacts WHERE account = ?1", [&id.0[..]], |row| row.get(0))
+            .optional()?)
+    }
+
+    /// Records a conversation.
+    pub fn insert_conversation(&self, group_id: &[u8], kind: &ConversationKind, now_ms: u64) -> Result<(), StoreError> {
+        let (kind_text, name, peer) = kind_columns(kind);
+        self.connection.execute(
+            "INSERT INTO conversations (group_id, kind, name, peer, created_ms, last_update_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT(group_id) DO UPDATE SET kind = excluded.kind, name = excluded.name, peer = excluded.peer",
+            params![group_id, kind_text, name, peer, i(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a conversation as left (or active again).
+    pub fn set_conversation_active(&self, group_id: &[u8], active: bool) -> Result<(), StoreError> {
+        self.connection.execute("UPDATE conversations SET active = ?2 WHERE group_id = ?1", params![group_id, active])?;
+        Ok(())
+    }
+
+    /// Notes a message sent (for the self-update policy).
+    pub fn count_sent(&self, group_id: &[u8]) -> Result<(), StoreError> {
+        self.connection.execute(
+            "UPDATE conversations SET sent_since_update = sent_since_update + 1 WHERE group_id = ?1",
+            [group_id],
+        )?;
+        Ok(())
+    }
+
+    /// Notes whether we owe a group a self-update.
+    pub fn set_needs_update(&self, group_id: &[u8], needs: bool) -> Result<(), StoreError> {
+        self.connection.execute("UPDATE conversations SET needs_update = ?2 WHERE group_id = ?1", params![group_id, needs])?;
+        Ok(())
+    }
+
+    /// Notes a self-update just made.
+    pub fn updated(&self, group_id: &[u8], now_ms: u64) -> Result<(), StoreError> {
+        self.connection.execute(
+            "UPDATE conversations SET sent_since_update = 0, needs_update = 0, last_update_ms = ?2 WHERE group_id = ?1",
+            params![group_id, i(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// One conversation.
+    pub fn conversation(&self, group_id: &[u8]) -> Result<Option<ConversationRecord>, StoreError> {
+        let mut all = self.conversations_where("group_id = ?1", params![group_id])?;
+        Ok(all.pop())
+    }
+
+    /// Every conversation.
+    pub fn conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.conversations_where("1 = 1", params![])
+    }
+
+    /// The active direct conversations with `peer`, canonical (smallest
+    /// group id) first. Two people who start a conversation at the same
+    /// moment end up with two groups; both sides then use the same one.
+    pub fn direct_conversations(&self, peer: &AccountId) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.conversations_where("kind = 'direct' AND peer = ?1 AND active = 1", params![&peer.0[..]])
+    }
+
+    /// The active group with this name.
+    pub fn group_by_name(&self, name: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        let mut all = self.conversations_where("kind = 'group' AND name = ?1 AND active = 1", params![name])?;
+        Ok(all.pop())
+    }
+
+    fn conversations_where(
+        &self,
+        condition: &str,
+        arguments: impl rusqlite::Params,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let sql = format!(
+            "SELECT group_id, kind, name, peer, active, sent_since_update, last_update_ms, needs_update
+             FROM conversations WHERE {condition} ORDER BY group_id"
+        );
+        let mut query = self.connection.prepare(&sql)?;
+        let rows = query.query_map(arguments, |row| {
+            let kind = match (row.get::<_, String>(1)?.as_str(), row.get::<_, Option<String>>(2)?, row.get::<_, Option<Vec<u8>>>(3)?) {
+                ("direct", _, Some(peer)) => account(peer).map(|peer| ConversationKind::Direct { peer }),
+                ("group", Some(name), _) => Some(ConversationKind::Group { name }),
+                _ => Some(ConversationKind::Pending),
+            };
+            Ok(ConversationRecord {
+                group_id: row.get(0)?,
+                kind: kind.unwrap_or(ConversationKind::Pending),
+                active: row.get(4)?,
+                sent_since_update: u(row.get(5)?),
+                last_update_ms: u(row.get(6)?),
+                needs_update: row.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores a message; false if a message with this id exists already.
+    pub fn insert_message(&self, message: &MessageRecord, received_at_ms: u64, shown: bool) -> Result<bool, StoreError> {
+        let inserted = self.connection.execute(
+            "INSERT OR IGNORE INTO messages (message_id, group_id, sender, text, sent_at_ms, received_at_ms, shown)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                &message.message_id[..],
+                message.group_id,
+                &message.sender.0[..],
+                message.text,
+                i(message.sent_at_ms),
+                i(received_at_ms),
+                shown
+            ],
+        )?;
+        Ok(inserted > 0)
+    }
+
+    /// Messages not yet printed by `recv`, oldest first.
+    pub fn unshown_messages(&self) -> Result<Vec<(i64, MessageRecord)>, StoreError> {
+        self.messages_where("shown = 0", params![])
+    }
+
+    /// Marks a message printed.
+    pub fn mark_shown(&self, seq: i64) -> Result<(), StoreError> {
+        self.connection.execute("UPDATE messages SET shown = 1 WHERE seq = ?1", [seq])?;
+        Ok(())
+    }
+
+    /// The messages of some groups, oldest first.
+    pub fn history(&self, group_ids: &[Vec<u8>]) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut all = Vec::new();
+        for group_id in group_ids {
+            all.extend(self.messages_where("group_id = ?1", params![group_id])?);
+        }
+        all.sort_by_key(|(seq, _)| *seq);
+        Ok(all.into_iter().map(|(_, message)| message).collect())
+    }
+
+    fn messages_where(
+        &self,
+        condition: &str,
+        arguments: impl rusqlite::Params,
+    ) -> Result<Vec<(i64, MessageRecord)>, StoreError> {
+        let sql = format!(
+            "SELECT seq, message_id, group_id, sender, text, sent_at_ms FROM messages WHERE {condition} ORDER BY seq"
+        );
+        let mut query = self.connection.prepare(&sql)?;
+        let rows = query.query_map(arguments, |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
+        })?;
+        let mut messages = Vec::new();
+        for row in rows {
+            let (seq, id, group_id, sender, text, sent_at_ms) = row?;
+            let (Ok(message_id), Some(sender)) = (<[u8; 16]>::try_from(id.as_slice()), account(sender)) else {
+                continue;
+            };
+            messages.push((seq, MessageRecord { message_id, group_id, sender, text, sent_at_ms: u(sent_at_ms) }));
+        }
+        Ok(messages)
+    }
+
+    /// Records a delivered payload's hash; false if it was seen before.
+    pub fn first_sighting(&self, hash: &[u8; 32], now_ms: u64) -> Result<bool, StoreError> {
+        let inserted = self.connection.execute(
+            "INSERT OR IGNORE INTO seen_payloads (hash, at_ms) VALUES (?1, ?2)",
+            params![&hash[..], i(now_ms)],
+        )?;
+        Ok(inserted > 0)
+    }
+
+    /// Forgets payload hashes older than `before_ms`.
+    pub fn forget_sightings(&self, before_ms: u64) -> Result<(), StoreError> {
+        self.connection.execute("DELETE FROM seen_payloads WHERE at_ms < ?1", [i(before_ms)])?;
+        Ok(())
+    }
+}
+
+fn kind_columns(kind: &ConversationKind) -> (&'static str, Option<&str>, Option<Vec<u8>>) {
+    match kind {
+        ConversationKind::Direct { peer } => ("direct", None, Some(peer.0.to_vec())),
+        ConversationKind::Group { name } => ("group", Some(name.as_str()), None),
+        ConversationKind::Pending => ("pending", None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHEAP: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+
+    #[test]
+    fn wrong_passphrase_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), b"right", CHEAP).unwrap();
+        store.set_setting("name", b"alice").unwrap();
+        drop(store);
+        let before = std::fs::read(dir.path().join("key")).unwrap();
+        assert!(matches!(Store::open(dir.path(), b"wrong"), Err(StoreError::WrongPassphrase)));
+        assert_eq!(std::fs::read(dir.path().join("key")).unwrap(), before);
+        let store = Store::open(dir.path(), b"right").unwrap();
+        assert_eq!(store.setting("name").unwrap(), Some(b"alice".to_vec()));
+    }
+
+    #[test]
+    fn database_files_hold_no_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), b"pw", CHEAP).unwrap();
+        store.add_contact("bobthebuilder", &AccountId([3; 20])).unwrap();
+        let message = MessageRecord {
+            message_id: [1; 16],
+            group_id: vec![1],
+            sender: AccountId([3; 20]),
+            text: "meet at the old mill".into(),
+            sent_at_ms: 1,
+        };
+        store.insert_message(&message, 2, false).unwrap();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            for needle in [&b"bobthebuilder"[..], b"meet at the old mill", b"SQLite format 3"] {
+                assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+            }
+        }
+    }
+
+    #[test]
+    fn messages_are_stored_once_and_shown_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), b"pw", CHEAP).unwrap();
+        let message = MessageRecord {
+            message_id: [9; 16],
+            group_id: vec![1],
+            sender: AccountId([3; 20]),
+            text: "hi".into(),
+            sent_at_ms: 1,
+        };
+        assert!(store.insert_message(&message, 2, false).unwrap());
+        assert!(!store.insert_message(&message, 3, false).unwrap());
+        let unshown = store.unshown_messages().unwrap();
+        assert_eq!(unshown.len(), 1);
+        store.mark_shown(unshown[0].0).unwrap();
+        assert!(store.unshown_messages().unwrap().is_empty());
+    }
+}

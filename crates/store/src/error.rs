@@ -1,0 +1,32 @@
+//! Errors of the local store.
+
+use thiserror::Error;
+
+/// What can go wrong with the local store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// No profile exists in the directory.
+    #[error("no profile here (run `hush join INVITE` first)")]
+    NoProfile,
+    /// A profile exists already.
+    #[error("a profile already exists here")]
+    ProfileExists,
+    /// The passphrase does not unlock the profile.
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    /// The key file is damaged.
+    #[error("the profile's key file is damaged")]
+    CorruptKeyFile,
+    /// A file could not be read or written.
+    #[error("profile files: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database failed.
+    #[error("profile database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The OpenMLS storage schema could not be set up.
+    #[error("profile database migration: {0}")]
+    Migration(String),
+    /// The key derivation failed.
+    #[error("key derivation: {0}")]
+    Kdf(String),
+}

@@ -1,0 +1,18 @@
+//! The client's local store: one SQLCipher database holding OpenMLS state
+//! and Hush's own tables (profile, contacts, conversations, messages), with
+//! a random database key wrapped by Argon2id(passphrase) in a key file.
+//!
+//! Key design decision: nothing is written unencrypted. The database, its
+//! WAL and journal are SQLCipher pages; temporary tables stay in memory; the
+//! only other file is the key file, which holds the database key encrypted
+//! under the passphrase.
+
+mod database;
+mod error;
+mod keyfile;
+mod provider;
+
+pub use database::{ConversationKind, ConversationRecord, MessageRecord, Store};
+pub use error::StoreError;
+pub use keyfile::{KdfParams, KeyFile};
+pub use provider::HushProvider;
