@@ -1,1 +1,18 @@
-//! placeholder
+//! The Hush client driver: opens the encrypted profile, talks to the relay
+//! over pinned TLS WebSockets and runs the protocol engine on what arrives.
+//!
+//! Key design decision: the relay is treated as an adversary. Nothing it
+//! sends can make the client reveal or change a key: the only frames acted
+//! upon are acknowledgements, public key packages (checked against the
+//! self-certifying account id asked for) and opaque MLS payloads.
+
+mod client;
+mod error;
+mod session;
+mod transport;
+
+pub use client::{Client, ReceivedMessage, Target};
+pub use error::ClientError;
+pub use hush_store::KdfParams;
+pub use session::Session;
+pub use transport::Connection;

@@ -307,6 +307,11 @@ impl Store {
         self.conversations_where("kind = 'direct' AND peer = ?1 AND active = 1", params![&peer.0[..]])
     }
 
+    /// Every direct conversation with `peer`, including ones left.
+    pub fn direct_conversations_any(&self, peer: &AccountId) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.conversations_where("kind = 'direct' AND peer = ?1", params![&peer.0[..]])
+    }
+
     /// The active group with this name.
     pub fn group_by_name(&self, name: &str) -> Result<Option<ConversationRecord>, StoreError> {
         let mut all = self.conversations_where("kind = 'group' AND name = ?1 AND active = 1", params![name])?;

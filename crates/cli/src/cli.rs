@@ -1,0 +1,184 @@
+//! The command line, as documented in `hush --help` and the CLI contract.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Hush: end-to-end encrypted messaging through a relay that learns nothing.
+#[derive(Debug, Parser)]
+#[command(name = "hush", version, about, long_about = None)]
+pub struct Cli {
+    /// Profile directory (default: $HUSH_HOME, else the platform data directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay.
+    Serve {
+        /// Data directory (created on first start).
+        #[arg(long, default_value = "./hush-data", value_name = "DIR")]
+        data: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7443", value_name = "ADDR")]
+        listen: String,
+    },
+    /// Operator commands on a relay's data directory (work while it runs).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Create a profile from an invite and register with the relay.
+    Join {
+        /// The invite string from the relay's operator.
+        invite: String,
+        /// Your display name (stays on this device).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show this profile's account id.
+    Whoami {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage contacts (names stay on this device).
+    Contact {
+        #[command(subcommand)]
+        command: ContactCommand,
+    },
+    /// Send a message to a contact, an account id or a group.
+    Send {
+        /// Contact name, account id or group name.
+        to: String,
+        /// The message.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+        /// Ask the relay to drop the message if undelivered after this long (e.g. 1h).
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// Receive queued messages.
+    Recv {
+        /// Keep listening until this many seconds pass with nothing new.
+        #[arg(long, default_value_t = 0, value_name = "SECS")]
+        wait: u64,
+        /// Print JSON, one object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the stored messages of a conversation.
+    History {
+        /// Contact name, account id or group name.
+        to: String,
+        /// Print JSON, one object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// The interactive terminal client.
+    Chat {
+        /// Open straight into this conversation.
+        to: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print invite strings, one per line.
+    Invite {
+        /// Relay data directory.
+        #[arg(long, default_value = "./hush-data", value_name = "DIR")]
+        data: PathBuf,
+        /// How many invites.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Registrations each invite allows.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long the invites stay valid.
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        expires: String,
+        /// Address clients should dial (default: the address the relay listens on).
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+    },
+    /// Lock an account out and delete its queued messages and key packages.
+    Deactivate {
+        /// The account id.
+        account: String,
+        /// Relay data directory.
+        #[arg(long, default_value = "./hush-data", value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Counts: accounts, active accounts, queued messages, queued bytes.
+    Stats {
+        /// Relay data directory.
+        #[arg(long, default_value = "./hush-data", value_name = "DIR")]
+        data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactCommand {
+    /// Add (or rename) a contact.
+    Add {
+        /// The name you will use.
+        name: String,
+        /// Their account id (as printed by `hush whoami`).
+        account: String,
+    },
+    /// List contacts.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group with the given members.
+    Create {
+        /// Group name.
+        name: String,
+        /// Contact names or account ids.
+        #[arg(required = true, num_args = 1..)]
+        members: Vec<String>,
+    },
+    /// Add members to a group.
+    Add {
+        /// Group name.
+        name: String,
+        /// Contact names or account ids.
+        #[arg(required = true, num_args = 1..)]
+        members: Vec<String>,
+    },
+    /// Remove members from a group.
+    Remove {
+        /// Group name.
+        name: String,
+        /// Contact names or account ids.
+        #[arg(required = true, num_args = 1..)]
+        members: Vec<String>,
+    },
+    /// List groups.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,192 @@
+//! An unlocked profile: identity, relay settings and the local store.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hush_core::Identity;
+use openmls_traits::OpenMlsProvider;
+use hush_proto::{AccountId, CertificatePin, IdentityKey, Invite};
+use hush_store::{ConversationKind, ConversationRecord, KdfParams, MessageRecord, Store};
+
+use crate::error::ClientError;
+
+/// A message as shown to the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The message id (hex).
+    pub id: String,
+    /// The contact or group name (or the peer's account id).
+    pub conversation: String,
+    /// The sender's account id.
+    pub from: AccountId,
+    /// The text.
+    pub text: String,
+    /// The sender's clock, Unix milliseconds.
+    pub sent_at_ms: u64,
+}
+
+/// What `send` and `history` were pointed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A person, by account id.
+    Account(AccountId),
+    /// A named group.
+    Group(ConversationRecord),
+}
+
+/// An unlocked profile.
+pub struct Client {
+    pub(crate) store: Store,
+    pub(crate) identity: Identity,
+    pub(crate) relay_address: String,
+    pub(crate) relay_pin: CertificatePin,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn text_setting(store: &Store, name: &str) -> Result<String, ClientError> {
+    let bytes = store.setting(name)?.ok_or_else(|| ClientError::Invalid(format!("profile lacks {name}")))?;
+    String::from_utf8(bytes).map_err(|_| ClientError::Invalid(format!("profile's {name} is damaged")))
+}
+
+impl Client {
+    /// Creates a profile for an invite (not yet registered: see
+    /// [`crate::Session::register`]).
+    pub fn create(
+        dir: &Path,
+        passphrase: &[u8],
+        params: KdfParams,
+        invite: &Invite,
+        name: &str,
+    ) -> Result<Self, ClientError> {
+        let store = Store::create(dir, passphrase, params)?;
+        let identity = store.transaction(|store| {
+            let identity = Identity::generate(store.provider().storage())?;
+            store.set_setting("identity_key", &identity.key().0)?;
+            store.set_setting("name", name.as_bytes())?;
+            store.set_setting("relay_address", invite.address.as_bytes())?;
+            store.set_setting("relay_pin", &invite.pin.0)?;
+            Ok::<_, ClientError>(identity)
+        })?;
+        Ok(Self { store, identity, relay_address: invite.address.clone(), relay_pin: invite.pin })
+    }
+
+    /// Unlocks the profile in `dir`.
+    pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Self, ClientError> {
+        let store = Store::open(dir, passphrase)?;
+        let key = store.setting("identity_key")?.ok_or_else(|| ClientError::Invalid("profile is incomplete".into()))?;
+        let key = IdentityKey(<[u8; 32]>::try_from(key.as_slice()).map_err(|_| ClientError::Invalid("profile is damaged".into()))?);
+        let identity = Identity::load(store.provider().storage(), &key)?;
+        let relay_address = text_setting(&store, "relay_address")?;
+        let pin = store.setting("relay_pin")?.unwrap_or_default();
+        let relay_pin = CertificatePin(<[u8; 32]>::try_from(pin.as_slice()).map_err(|_| ClientError::Invalid("profile is damaged".into()))?);
+        Ok(Self { store, identity, relay_address, relay_pin })
+    }
+
+    /// The account id.
+    pub fn account(&self) -> AccountId {
+        self.identity.account()
+    }
+
+    /// The profile's display name.
+    pub fn name(&self) -> Result<String, ClientError> {
+        text_setting(&self.store, "name")
+    }
+
+    /// The relay this profile uses.
+    pub fn relay(&self) -> (&str, CertificatePin) {
+        (&self.relay_address, self.relay_pin)
+    }
+
+    /// Adds a contact.
+    pub fn add_contact(&self, name: &str, account: AccountId) -> Result<(), ClientError> {
+        if name.trim().is_empty() || name.parse::<AccountId>().is_ok() {
+            return Err(ClientError::Invalid("a contact name must not be empty or look like an account id".into()));
+        }
+        Ok(self.store.add_contact(name, &account)?)
+    }
+
+    /// All contacts.
+    pub fn contacts(&self) -> Result<Vec<(String, AccountId)>, ClientError> {
+        Ok(self.store.contacts()?)
+    }
+
+    /// Every active group.
+    pub fn groups(&self) -> Result<Vec<(String, ConversationRecord)>, ClientError> {
+        Ok(self
+            .store
+            .conversations()?
+            .into_iter()
+            .filter(|c| c.active)
+            .filter_map(|c| match &c.kind {
+                ConversationKind::Group { name } => Some((name.clone(), c.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Resolves a contact name, group name or account id.
+    pub fn resolve(&self, to: &str) -> Result<Target, ClientError> {
+        if let Some(account) = self.store.contact(to)? {
+            return Ok(Target::Account(account));
+        }
+        if let Some(group) = self.store.group_by_name(to)? {
+            return Ok(Target::Group(group));
+        }
+        to.parse::<AccountId>().map(Target::Account).map_err(|_| {
+            ClientError::Unknown(format!("'{to}' is not a contact, a group or an account id"))
+        })
+    }
+
+    /// Resolves a member (contact name or account id).
+    pub fn resolve_member(&self, member: &str) -> Result<AccountId, ClientError> {
+        if let Some(account) = self.store.contact(member)? {
+            return Ok(account);
+        }
+        member
+            .parse::<AccountId>()
+            .map_err(|_| ClientError::Unknown(format!("'{member}' is not a contact or an account id")))
+    }
+
+    /// The stored messages of a conversation, oldest first.
+    pub fn history(&self, to: &str) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let groups = match self.resolve(to)? {
+            Target::Account(peer) => self.store.direct_conversations_any(&peer)?,
+            Target::Group(group) => vec![group],
+        };
+        let ids: Vec<Vec<u8>> = groups.iter().map(|g| g.group_id.clone()).collect();
+        self.store.history(&ids)?.iter().map(|m| self.present(m)).collect()
+    }
+
+    /// Messages received but not yet shown; marks them shown.
+    pub fn take_unshown(&self) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let mut shown = Vec::new();
+        for (seq, message) in self.store.unshown_messages()? {
+            shown.push(self.present(&message)?);
+            self.store.mark_shown(seq)?;
+        }
+        Ok(shown)
+    }
+
+    /// The name a conversation is shown under.
+    pub fn conversation_name(&self, group_id: &[u8]) -> Result<String, ClientError> {
+        let Some(record) = self.store.conversation(group_id)? else { return Ok("unknown".into()) };
+        Ok(match record.kind {
+            ConversationKind::Direct { peer } => self.store.contact_name(&peer)?.unwrap_or_else(|| peer.to_string()),
+            ConversationKind::Group { name } => name,
+            ConversationKind::Pending => "unknown".into(),
+        })
+    }
+
+    fn present(&self, message: &MessageRecord) -> Result<ReceivedMessage, ClientError> {
+        Ok(ReceivedMessage {
+            id: data_encoding::HEXLOWER.encode(&message.message_id),
+            conversation: self.conversation_name(&message.group_id)?,
+            from: message.sender,
+            text: message.text.clone(),
+            sent_at_ms: message.sent_at_ms,
+        })
+    }
+}

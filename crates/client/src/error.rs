@@ -1,0 +1,39 @@
+//! Errors of the client driver.
+
+use hush_proto::ErrorCode;
+use thiserror::Error;
+
+/// What can go wrong talking to the relay or running the protocol.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The relay could not be reached.
+    #[error("cannot reach the relay at {0}")]
+    Unreachable(String),
+    /// The relay presented a certificate other than the pinned one.
+    #[error("the relay's certificate does not match the pin in the invite: refusing to talk to it")]
+    WrongCertificate,
+    /// TLS or WebSocket failed.
+    #[error("connection to the relay failed: {0}")]
+    Transport(String),
+    /// The relay closed the connection.
+    #[error("the relay closed the connection")]
+    Disconnected,
+    /// The relay sent something outside the protocol.
+    #[error("the relay broke the protocol: {0}")]
+    Protocol(String),
+    /// The relay refused a request.
+    #[error("the relay refused: {}", .0.describe())]
+    Relay(ErrorCode),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] hush_store::StoreError),
+    /// The protocol engine failed.
+    #[error(transparent)]
+    Core(#[from] hush_core::CoreError),
+    /// A name given on the command line means nothing here.
+    #[error("{0}")]
+    Unknown(String),
+    /// Something the user asked for cannot be done.
+    #[error("{0}")]
+    Invalid(String),
+}

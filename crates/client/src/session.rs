@@ -1,0 +1,480 @@
+//! A logged-in connection for one profile: requests with answers, deliveries
+//! processed as they arrive, commits retried when they lose their epoch.
+
+use std::time::{Duration, Instant};
+
+use hush_core::{
+    new_key_packages, process_incoming, verify_key_package, Body, Content, Conversation, Incoming, SentCommit,
+    VerifiedKeyPackage,
+};
+use hush_proto::{AccountId, AuthPurpose, ClientFrame, ErrorCode, GroupId, RelayFrame, PROTOCOL_VERSION};
+use hush_store::{ConversationKind, MessageRecord};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::client::{now_ms, Client, Target};
+use crate::error::ClientError;
+use crate::transport::Connection;
+
+/// One-time key packages uploaded at a time.
+const KEY_PACKAGE_BATCH: usize = 10;
+/// Below this many one-time key packages at the relay, upload more.
+const KEY_PACKAGE_LOW_WATER: u32 = 5;
+/// How long a request may wait for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts for a commit that keeps losing its epoch.
+const COMMIT_ATTEMPTS: usize = 8;
+/// Self-update after this many sent messages...
+pub const UPDATE_AFTER_MESSAGES: u64 = 100;
+/// ...or after this long.
+pub const UPDATE_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// How long payload hashes are remembered for de-duplication.
+const SIGHTING_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+enum Answer {
+    Accepted,
+    KeyPackage(Vec<u8>),
+    Stale(u64),
+}
+
+/// A logged-in connection.
+pub struct Session<'a> {
+    client: &'a Client,
+    connection: Connection,
+    next_request: u32,
+    subscribed: bool,
+    queue_empty: bool,
+    received: usize,
+}
+
+impl<'a> Session<'a> {
+    async fn hello(client: &Client) -> Result<(Connection, [u8; 32]), ClientError> {
+        let (address, pin) = client.relay();
+        let mut connection = Connection::open(address, pin).await?;
+        connection.send(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await?;
+        match connection.recv().await? {
+            RelayFrame::Challenge { nonce } => Ok((connection, nonce)),
+            _ => Err(ClientError::Protocol("expected a challenge".into())),
+        }
+    }
+
+    fn new(client: &'a Client, connection: Connection) -> Self {
+        Self { client, connection, next_request: 1, subscribed: false, queue_empty: false, received: 0 }
+    }
+
+    /// Registers a new profile's account with an invite code, then uploads
+    /// key packages.
+    pub async fn register(client: &'a Client, invite_code: &str) -> Result<Session<'a>, ClientError> {
+        let (mut connection, nonce) = Self::hello(client).await?;
+        let signature = client.identity.sign_challenge(AuthPurpose::Register, &nonce, &client.relay_pin)?;
+        let frame = ClientFrame::Register {
+            invite_code: invite_code.to_owned(),
+            identity_key: client.identity.key(),
+            signature,
+        };
+        connection.send(&frame).await?;
+        let mut session = Self::new(client, connection);
+        session.expect_ready().await?;
+        session.upload_key_packages(true).await?;
+        Ok(session)
+    }
+
+    /// Logs in.
+    pub async fn login(client: &'a Client) -> Result<Session<'a>, ClientError> {
+        let (mut connection, nonce) = Self::hello(client).await?;
+        let signature = client.identity.sign_challenge(AuthPurpose::Login, &nonce, &client.relay_pin)?;
+        connection.send(&ClientFrame::Login { account: client.account(), signature }).await?;
+        let mut session = Self::new(client, connection);
+        let key_packages = session.expect_ready().await?;
+        if key_packages < KEY_PACKAGE_LOW_WATER {
+            session.upload_key_packages(false).await?;
+        }
+        Ok(session)
+    }
+
+    async fn expect_ready(&mut self) -> Result<u32, ClientError> {
+        match self.connection.recv().await? {
+            RelayFrame::Ready { account, key_packages } if account == self.client.account() => Ok(key_packages),
+            _ => Err(ClientError::Protocol("expected the relay to confirm the login".into())),
+        }
+    }
+
+    async fn upload_key_packages(&mut self, last_resort: bool) -> Result<(), ClientError> {
+        let (one_time, last) = self.client.store.transaction(|store| {
+            Ok::<_, ClientError>(new_key_packages(&store.provider(), &self.client.identity, KEY_PACKAGE_BATCH, last_resort)?)
+        })?;
+        let request = self.request_id();
+        self.connection.send(&ClientFrame::UploadKeyPackages { request, one_time, last_resort: last }).await?;
+        match self.answer(request).await? {
+            Answer::Accepted => Ok(()),
+            _ => Err(ClientError::Protocol("unexpected answer to a key package upload".into())),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.connection.close().await;
+    }
+
+    fn request_id(&mut self) -> u32 {
+        let id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1);
+        id
+    }
+
+    /// Waits for the answer to `request`, processing deliveries meanwhile.
+    async fn answer(&mut self, request: u32) -> Result<Answer, ClientError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, self.connection.recv())
+                .await
+                .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
+            match frame {
+                RelayFrame::Accepted { request: r } if r == request => return Ok(Answer::Accepted),
+                RelayFrame::KeyPackage { request: r, key_package } if r == request => {
+                    return Ok(Answer::KeyPackage(key_package))
+                }
+                RelayFrame::StaleEpoch { request: r, epoch } if r == request => return Ok(Answer::Stale(epoch)),
+                RelayFrame::Rejected { request: r, code } if r == request => return Err(ClientError::Relay(code)),
+                other => self.handle_unsolicited(other).await?,
+            }
+        }
+    }
+
+    async fn handle_unsolicited(&mut self, frame: RelayFrame) -> Result<(), ClientError> {
+        match frame {
+            RelayFrame::Deliver { id, payload, .. } => self.deliver(id, &payload).await,
+            RelayFrame::QueueEmpty => {
+                self.queue_empty = true;
+                Ok(())
+            }
+            // Answers to requests we no longer wait for, and anything else:
+            // nothing in the allow-list asks the client to act.
+            _ => Ok(()),
+        }
+    }
+
+    async fn subscribe(&mut self) -> Result<(), ClientError> {
+        if !self.subscribed {
+            self.connection.send(&ClientFrame::Subscribe).await?;
+            self.subscribed = true;
+        }
+        Ok(())
+    }
+
+    /// Takes everything queued, then keeps listening until `wait` passes
+    /// with nothing new. Returns how many payloads were processed.
+    pub async fn receive(&mut self, wait: Duration) -> Result<usize, ClientError> {
+        self.subscribe().await?;
+        while !self.queue_empty {
+            let frame = self.connection.recv().await?;
+            self.handle_unsolicited(frame).await?;
+        }
+        while let Ok(frame) = tokio::time::timeout(wait, self.connection.recv()).await {
+            self.handle_unsolicited(frame?).await?;
+        }
+        self.pay_owed_updates().await?;
+        Ok(self.received)
+    }
+
+    /// Processes one delivered payload and acknowledges it once stored.
+    async fn deliver(&mut self, id: u64, payload: &[u8]) -> Result<(), ClientError> {
+        self.received += 1;
+        let store = &self.client.store;
+        let hash: [u8; 32] = Sha256::digest(payload).into();
+        let now = now_ms();
+        let outcome = store.transaction(|store| {
+            if !store.first_sighting(&hash, now)? {
+                return Ok(None);
+            }
+            let incoming = process_incoming(&store.provider(), payload)?;
+            self.record(incoming, now)?;
+            Ok::<_, ClientError>(Some(()))
+        });
+        if let Err(error) = outcome {
+            // One bad payload must not block the mailbox: remember it as seen,
+            // say so in the log, and acknowledge it.
+            tracing::warn!(%error, "dropped an undecryptable payload");
+            let _ = store.first_sighting(&hash, now);
+        }
+        self.connection.send(&ClientFrame::Ack { ids: vec![id] }).await
+    }
+
+    fn record(&self, incoming: Incoming, now: u64) -> Result<(), ClientError> {
+        let store = &self.client.store;
+        match incoming {
+            Incoming::Joined { conversation, .. } => {
+                store.insert_conversation(&conversation.id(), &ConversationKind::Pending, now)?;
+                store.set_needs_update(&conversation.id(), true)?;
+            }
+            Incoming::Message { group_id, sender, content } => match content.body {
+                Body::Text(text) => {
+                    let record = MessageRecord { message_id: content.id, group_id, sender, text, sent_at_ms: content.sent_at_ms };
+                    store.insert_message(&record, now, false)?;
+                }
+                Body::Info { group_name } => {
+                    let kind = match group_name {
+                        None => ConversationKind::Direct { peer: sender },
+                        Some(name) => ConversationKind::Group { name },
+                    };
+                    let current = store.conversation(&group_id)?.map(|c| c.kind);
+                    if matches!(current, None | Some(ConversationKind::Pending)) {
+                        store.insert_conversation(&group_id, &kind, now)?;
+                    }
+                }
+            },
+            Incoming::Changed { group_id, self_removed, .. } => {
+                if self_removed {
+                    store.set_conversation_active(&group_id, false)?;
+                }
+            }
+            Incoming::Ignored => {}
+        }
+        store.forget_sightings(now.saturating_sub(SIGHTING_MEMORY.as_millis() as u64))?;
+        Ok(())
+    }
+
+    /// Fetches and verifies a key package of `account`.
+    async fn key_package(&mut self, account: AccountId) -> Result<VerifiedKeyPackage, ClientError> {
+        let request = self.request_id();
+        self.connection.send(&ClientFrame::FetchKeyPackage { request, account }).await?;
+        match self.answer(request).await {
+            Ok(Answer::KeyPackage(bytes)) => {
+                let store = &self.client.store;
+                Ok(verify_key_package(&store.provider(), &bytes, account)?)
+            }
+            Ok(_) => Err(ClientError::Protocol("unexpected answer to a key package request".into())),
+            Err(ClientError::Relay(ErrorCode::UnknownAccount)) => {
+                Err(ClientError::Unknown(format!("account {account} is unknown to the relay or deactivated")))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Makes a commit with `make`, submits it, merges it once accepted, and
+    /// retries (after catching up) when another commit won the epoch.
+    async fn commit(
+        &mut self,
+        group_id: &[u8],
+        make: impl Fn(&mut Conversation, &hush_store::HushProvider<'_>) -> Result<SentCommit, ClientError>,
+    ) -> Result<(), ClientError> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            let sent = {
+                let store = &self.client.store;
+                let provider = store.provider();
+                let mut conversation = Conversation::load(&provider, group_id)?
+                    .ok_or_else(|| ClientError::Invalid("conversation state is missing".into()))?;
+                make(&mut conversation, &provider)?
+            };
+            let request = self.request_id();
+            let frame = ClientFrame::Commit {
+                request,
+                group: GroupId(sent.group_id.clone()),
+                epoch: sent.epoch,
+                recipients: sent.recipients.clone(),
+                payload: sent.commit.clone(),
+                welcome: sent.welcome.clone(),
+            };
+            self.connection.send(&frame).await?;
+            let answer = self.answer(request).await;
+            let store = &self.client.store;
+            let provider = store.provider();
+            let mut conversation = Conversation::load(&provider, group_id)?
+                .ok_or_else(|| ClientError::Invalid("conversation state is missing".into()))?;
+            match answer {
+                Ok(Answer::Accepted) => {
+                    conversation.confirm_commit(&provider)?;
+                    return Ok(());
+                }
+                Ok(Answer::Stale(epoch)) => {
+                    conversation.abandon_commit(&provider)?;
+                    self.catch_up(group_id, epoch).await?;
+                }
+                Ok(Answer::KeyPackage(_)) => {
+                    conversation.abandon_commit(&provider)?;
+                    return Err(ClientError::Protocol("unexpected answer to a commit".into()));
+                }
+                Err(error) => {
+                    conversation.abandon_commit(&provider)?;
+                    return Err(error);
+                }
+            }
+        }
+        Err(ClientError::Invalid("the group is too busy: the commit kept losing to others; try again".into()))
+    }
+
+    /// Processes deliveries until the group reaches `epoch`.
+    async fn catch_up(&mut self, group_id: &[u8], epoch: u64) -> Result<(), ClientError> {
+        self.subscribe().await?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let current = Conversation::load(&self.client.store.provider(), group_id)?.map(|c| (c.epoch(), c.is_active()));
+            match current {
+                Some((current, true)) if current < epoch => {}
+                Some((_, true)) => return Ok(()),
+                _ => return Err(ClientError::Invalid("we are no longer a member of this conversation".into())),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, self.connection.recv())
+                .await
+                .map_err(|_| ClientError::Transport("timed out catching up with the group".into()))??;
+            self.handle_unsolicited(frame).await?;
+        }
+    }
+
+    /// Sends one application message to a group we are in.
+    async fn send_content(&mut self, group_id: &[u8], content: &Content, ttl_secs: u32) -> Result<(), ClientError> {
+        let outgoing = {
+            let store = &self.client.store;
+            let provider = store.provider();
+            let mut conversation = Conversation::load(&provider, group_id)?
+                .ok_or_else(|| ClientError::Invalid("conversation state is missing".into()))?;
+            conversation.encrypt(&provider, &self.client.identity, content)?
+        };
+        if outgoing.recipients.is_empty() {
+            return Ok(());
+        }
+        let request = self.request_id();
+        let frame = ClientFrame::Send { request, recipients: outgoing.recipients, payload: outgoing.payload, ttl_secs };
+        self.connection.send(&frame).await?;
+        match self.answer(request).await? {
+            Answer::Accepted => Ok(()),
+            _ => Err(ClientError::Protocol("unexpected answer to a send".into())),
+        }
+    }
+
+    fn content(body: Body) -> Content {
+        let mut id = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        Content { id, sent_at_ms: now_ms(), body }
+    }
+
+    /// Creates a group with us and `members`, and tells them what it is.
+    async fn create_group(&mut self, members: &[AccountId], kind: ConversationKind) -> Result<Vec<u8>, ClientError> {
+        let mut packages = Vec::new();
+        for member in members {
+            packages.push(self.key_package(*member).await?);
+        }
+        let group_id = {
+            let store = &self.client.store;
+            Conversation::create(&store.provider(), &self.client.identity)?.id()
+        };
+        let identity = &self.client.identity;
+        self.commit(&group_id, |conversation, provider| Ok(conversation.add(provider, identity, &packages)?)).await?;
+        let store = &self.client.store;
+        store.insert_conversation(&group_id, &kind, now_ms())?;
+        store.updated(&group_id, now_ms())?;
+        let group_name = match kind {
+            ConversationKind::Group { name } => Some(name),
+            _ => None,
+        };
+        self.send_content(&group_id, &Self::content(Body::Info { group_name }), 0).await?;
+        Ok(group_id)
+    }
+
+    /// The conversation to use for `peer`, started if there is none.
+    async fn direct_conversation(&mut self, peer: AccountId) -> Result<Vec<u8>, ClientError> {
+        if peer == self.client.account() {
+            return Err(ClientError::Invalid("you cannot start a conversation with yourself".into()));
+        }
+        if let Some(existing) = self.client.store.direct_conversations(&peer)?.into_iter().next() {
+            return Ok(existing.group_id);
+        }
+        self.create_group(&[peer], ConversationKind::Direct { peer }).await
+    }
+
+    /// Sends a text to a contact, account or group; returns once the relay
+    /// has durably accepted it.
+    pub async fn send_text(&mut self, to: &str, text: &str, ttl_secs: u32) -> Result<(), ClientError> {
+        let group_id = match self.client.resolve(to)? {
+            Target::Account(peer) => self.direct_conversation(peer).await?,
+            Target::Group(group) => group.group_id,
+        };
+        self.maybe_self_update(&group_id).await?;
+        let content = Self::content(Body::Text(text.to_owned()));
+        self.send_content(&group_id, &content, ttl_secs).await?;
+        let store = &self.client.store;
+        let Body::Text(text) = content.body else { return Ok(()) };
+        let record = MessageRecord {
+            message_id: content.id,
+            group_id: group_id.clone(),
+            sender: self.client.account(),
+            text,
+            sent_at_ms: content.sent_at_ms,
+        };
+        store.insert_message(&record, now_ms(), true)?;
+        store.count_sent(&group_id)?;
+        Ok(())
+    }
+
+    /// Self-updates if the policy says so (just joined, 100 messages, 24 h).
+    async fn maybe_self_update(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
+        let Some(record) = self.client.store.conversation(group_id)? else { return Ok(()) };
+        let due = record.needs_update
+            || record.sent_since_update >= UPDATE_AFTER_MESSAGES
+            || now_ms().saturating_sub(record.last_update_ms) >= UPDATE_AFTER.as_millis() as u64;
+        if due && record.active {
+            self.self_update(group_id).await?;
+        }
+        Ok(())
+    }
+
+    /// A self-update commit for one group.
+    pub async fn self_update(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
+        let identity = &self.client.identity;
+        self.commit(group_id, |conversation, provider| Ok(conversation.self_update(provider, identity)?)).await?;
+        self.client.store.updated(group_id, now_ms())?;
+        Ok(())
+    }
+
+    async fn pay_owed_updates(&mut self) -> Result<(), ClientError> {
+        let owed: Vec<_> =
+            self.client.store.conversations()?.into_iter().filter(|c| c.active && c.needs_update).collect();
+        for conversation in owed {
+            self.self_update(&conversation.group_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a named group.
+    pub async fn group_create(&mut self, name: &str, members: &[AccountId]) -> Result<(), ClientError> {
+        if self.client.store.group_by_name(name)?.is_some() {
+            return Err(ClientError::Invalid(format!("a group named '{name}' exists already")));
+        }
+        if name.parse::<AccountId>().is_ok() || self.client.store.contact(name)?.is_some() {
+            return Err(ClientError::Invalid("a group name must differ from contact names and account ids".into()));
+        }
+        self.create_group(members, ConversationKind::Group { name: name.to_owned() }).await?;
+        Ok(())
+    }
+
+    fn group(&self, name: &str) -> Result<Vec<u8>, ClientError> {
+        Ok(self
+            .client
+            .store
+            .group_by_name(name)?
+            .ok_or_else(|| ClientError::Unknown(format!("no group named '{name}'")))?
+            .group_id)
+    }
+
+    /// Adds members to a group.
+    pub async fn group_add(&mut self, name: &str, members: &[AccountId]) -> Result<(), ClientError> {
+        let group_id = self.group(name)?;
+        let mut packages = Vec::new();
+        for member in members {
+            packages.push(self.key_package(*member).await?);
+        }
+        let identity = &self.client.identity;
+        self.commit(&group_id, |conversation, provider| Ok(conversation.add(provider, identity, &packages)?)).await?;
+        let info = Self::content(Body::Info { group_name: Some(name.to_owned()) });
+        self.send_content(&group_id, &info, 0).await
+    }
+
+    /// Removes members from a group.
+    pub async fn group_remove(&mut self, name: &str, members: &[AccountId]) -> Result<(), ClientError> {
+        let group_id = self.group(name)?;
+        let identity = &self.client.identity;
+        self.commit(&group_id, |conversation, provider| Ok(conversation.remove(provider, identity, members)?)).await
+    }
+}

@@ -1,0 +1,157 @@
+//! The connection to the relay: TLS 1.3 with the relay's certificate pinned
+//! (no certificate authority is trusted), WebSocket on top, one frame per
+//! binary message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hush_proto::limits::MAX_FRAME_BYTES;
+use hush_proto::{CertificatePin, ClientFrame, RelayFrame};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::error::ClientError;
+
+/// How long connecting (TCP, TLS and WebSocket) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Accepts exactly the certificate whose SHA-256 is the pin.
+#[derive(Debug)]
+struct PinVerifier {
+    pin: CertificatePin,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if CertificatePin::of_certificate(end_entity) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("relay certificate does not match the pinned certificate".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_config(pin: CertificatePin) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(PinVerifier { pin, provider: Arc::clone(&provider) });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| ClientError::Transport(error.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A connection to the relay, speaking frames.
+pub struct Connection {
+    ws: WebSocketStream<TlsStream<TcpStream>>,
+}
+
+impl Connection {
+    /// Connects to `address` and checks the relay's certificate against `pin`.
+    pub async fn open(address: &str, pin: CertificatePin) -> Result<Self, ClientError> {
+        tokio::time::timeout(CONNECT_TIMEOUT, Self::open_inner(address, pin))
+            .await
+            .map_err(|_| ClientError::Unreachable(format!("{address}: timed out")))?
+    }
+
+    async fn open_inner(address: &str, pin: CertificatePin) -> Result<Self, ClientError> {
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|error| ClientError::Unreachable(format!("{address}: {error}")))?;
+        let _ = tcp.set_nodelay(true);
+        let connector = tokio_rustls::TlsConnector::from(tls_config(pin)?);
+        let name = ServerName::try_from("hush-relay").map_err(|error| ClientError::Transport(error.to_string()))?;
+        let tls = connector.connect(name, tcp).await.map_err(|error| {
+            if error.to_string().contains("pinned") {
+                ClientError::WrongCertificate
+            } else {
+                ClientError::Transport(format!("TLS: {error}"))
+            }
+        })?;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let (ws, _) = tokio_tungstenite::client_async_with_config("wss://hush-relay/", tls, Some(config))
+            .await
+            .map_err(|error| ClientError::Transport(format!("WebSocket: {error}")))?;
+        Ok(Self { ws })
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        self.ws.send(Message::binary(frame.encode())).await.map_err(|error| ClientError::Transport(error.to_string()))
+    }
+
+    /// Sends raw bytes as one message (tests use this to send garbage).
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.ws.send(Message::binary(bytes)).await.map_err(|error| ClientError::Transport(error.to_string()))
+    }
+
+    /// Receives the next frame. A relay `Error` frame becomes an error.
+    pub async fn recv(&mut self) -> Result<RelayFrame, ClientError> {
+        loop {
+            let message = self
+                .ws
+                .next()
+                .await
+                .ok_or(ClientError::Disconnected)?
+                .map_err(|error| ClientError::Transport(error.to_string()))?;
+            let bytes = match message {
+                Message::Binary(bytes) => bytes,
+                Message::Close(_) => return Err(ClientError::Disconnected),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                _ => return Err(ClientError::Protocol("relay sent a non-binary message".into())),
+            };
+            let frame = RelayFrame::decode(&bytes).map_err(|error| ClientError::Protocol(error.to_string()))?;
+            if let RelayFrame::Error { code, .. } = frame {
+                return Err(ClientError::Relay(code));
+            }
+            return Ok(frame);
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
