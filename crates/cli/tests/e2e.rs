@@ -1,0 +1,460 @@
+//! End-to-end tests: the real `hush` binary as relay and as clients, over
+//! real TLS sockets on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const HUSH: &str = env!("CARGO_BIN_EXE_hush");
+
+struct Relay {
+    data: PathBuf,
+    child: Option<Child>,
+    address: String,
+    pin: String,
+    log: PathBuf,
+}
+
+impl Relay {
+    fn start(data: &Path, listen: &str) -> Self {
+        let log = data.with_extension(format!("log{}", std::process::id()));
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut child = Command::new(HUSH)
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "relay did not start: {line}");
+        let address = line.split_whitespace().skip_while(|w| *w != "on").nth(1).unwrap().to_owned();
+        let pin = line.split_whitespace().skip_while(|w| *w != "pin").nth(1).unwrap().to_owned();
+        Relay { data: data.to_path_buf(), child: Some(child), address, pin, log }
+    }
+
+    fn invite(&self) -> String {
+        let out = hush(&["admin", "invite", "--data", self.data.to_str().unwrap()], None, None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn stats(&self) -> Value {
+        let out = hush(&["admin", "stats", "--json", "--data", self.data.to_str().unwrap()], None, None);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        if signal == "-TERM" {
+            assert!(status.success(), "relay did not exit cleanly on SIGTERM: {status}");
+        }
+    }
+
+    fn restart(&mut self) {
+        let address = self.address.clone();
+        *self = Relay::start(&self.data, &address);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn hush(args: &[&str], home: Option<&Path>, passphrase: Option<&str>) -> Output {
+    let mut command = Command::new(HUSH);
+    if let Some(home) = home {
+        command.arg("--home").arg(home);
+    }
+    command.args(args).env_remove("HUSH_HOME").stdin(Stdio::null());
+    match passphrase {
+        Some(p) => command.env("HUSH_PASSPHRASE", p),
+        None => command.env_remove("HUSH_PASSPHRASE"),
+    };
+    command.output().unwrap()
+}
+
+struct User {
+    home: PathBuf,
+    passphrase: String,
+    account: String,
+}
+
+impl User {
+    fn join(dir: &Path, name: &str, relay: &Relay) -> User {
+        let home = dir.join(name);
+        let passphrase = format!("{name}-passphrase");
+        let out = hush(&["join", &relay.invite(), "--name", name, "--json"], Some(&home), Some(&passphrase));
+        assert!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        User { home, passphrase, account: json["account"].as_str().unwrap().to_owned() }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        hush(args, Some(&self.home), Some(&self.passphrase))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn recv(&self) -> Vec<Value> {
+        self.ok(&["recv", "--json"]).lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.recv().iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect()
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else if path.is_file() {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn assert_nowhere(paths: &[PathBuf], needles: &[&[u8]]) {
+    for path in paths {
+        let bytes = std::fs::read(path).unwrap();
+        for needle in needles {
+            assert!(!contains(&bytes, needle), "{} contains {:?}", path.display(), String::from_utf8_lossy(needle));
+        }
+    }
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_users_chat_both_ways_and_the_relay_mailbox_empties() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    alice.ok(&["contact", "add", "bob", &bob.account]);
+    bob.ok(&["contact", "add", "alice", &alice.account]);
+
+    alice.ok(&["send", "bob", "hello", "bob"]);
+    let got = bob.recv();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["text"], "hello bob");
+    assert_eq!(got[0]["from"], alice.account.as_str());
+    assert_eq!(got[0]["conversation"], "alice");
+
+    bob.ok(&["send", "alice", "hi alice"]);
+    assert_eq!(alice.texts(), vec!["hi alice"]);
+    assert!(bob.recv().is_empty(), "a message was shown twice");
+    assert_eq!(relay.stats()["queued_messages"], 0);
+
+    let history: Vec<Value> =
+        alice.ok(&["history", "bob", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let texts: Vec<_> = history.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, vec!["hello bob", "hi alice"]);
+    let whoami: Value = serde_json::from_str(&alice.ok(&["whoami", "--json"])).unwrap();
+    assert_eq!(whoami["account"], alice.account.as_str());
+    assert_eq!(whoami["name"], "alice");
+}
+
+#[test]
+fn simultaneous_starts_end_in_one_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    alice.ok(&["send", &bob.account, "from alice"]);
+    bob.ok(&["send", &alice.account, "from bob"]);
+    assert_eq!(alice.texts(), vec!["from bob"]);
+    assert_eq!(bob.texts(), vec!["from alice"]);
+    alice.ok(&["send", &bob.account, "second from alice"]);
+    bob.ok(&["send", &alice.account, "second from bob"]);
+    assert_eq!(alice.texts(), vec!["second from bob"]);
+    assert_eq!(bob.texts(), vec!["second from alice"]);
+    let history = alice.ok(&["history", &bob.account, "--json"]);
+    assert_eq!(history.lines().count(), 4, "both groups' messages belong to one conversation");
+}
+
+#[test]
+fn group_add_and_remove_and_removed_member_reads_nothing_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    let carol = User::join(dir.path(), "carol", &relay);
+    alice.ok(&["group", "create", "crew", &bob.account]);
+    alice.ok(&["group", "add", "crew", &carol.account]);
+    alice.ok(&["send", "crew", "all three of us"]);
+    assert_eq!(bob.texts(), vec!["all three of us"]);
+    let carol_got = carol.recv();
+    assert_eq!(carol_got[0]["conversation"], "crew");
+    assert_eq!(carol_got[0]["text"], "all three of us");
+    bob.ok(&["send", "crew", "bob to the crew"]);
+    assert_eq!(alice.texts(), vec!["bob to the crew"]);
+    assert_eq!(carol.texts(), vec!["bob to the crew"]);
+
+    alice.ok(&["group", "remove", "crew", &carol.account]);
+    alice.ok(&["send", "crew", "carol must not read this"]);
+    assert_eq!(bob.texts(), vec!["carol must not read this"]);
+    assert!(carol.texts().is_empty(), "a removed member read a later message");
+    let list = carol.ok(&["group", "list"]);
+    assert!(!list.contains("crew"), "carol still lists the group: {list}");
+    assert_eq!(relay.stats()["queued_messages"], 0);
+}
+
+#[test]
+fn offline_recipient_gets_everything_once_in_order_across_restart_and_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    alice.ok(&["send", &bob.account, "one"]);
+    alice.ok(&["send", &bob.account, "two"]);
+    relay.signal("-TERM");
+    relay.restart();
+    alice.ok(&["send", &bob.account, "three"]);
+    // Killed right after the sender saw its acknowledgement.
+    relay.signal("-KILL");
+    relay.restart();
+    // The Welcome, the conversation's description and three messages.
+    assert_eq!(relay.stats()["queued_messages"], 5);
+    assert_eq!(bob.texts(), vec!["one", "two", "three"]);
+    assert!(bob.texts().is_empty());
+    // Bob, new in the conversation, sent alice a self-update commit.
+    assert_eq!(relay.stats()["queued_messages"], 1);
+    assert!(alice.texts().is_empty());
+    assert_eq!(relay.stats()["queued_messages"], 0);
+}
+
+#[test]
+fn seizure_of_relay_and_device_finds_no_plaintext_or_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    alice.ok(&["contact", "add", "bobbycontactname", &bob.account]);
+    alice.ok(&["send", "bobbycontactname", "the-drop-is-at-pier-seven"]);
+    alice.ok(&["group", "create", "secretgroupname", &bob.account]);
+    alice.ok(&["send", "secretgroupname", "the-group-plaintext-words"]);
+    // Bob stays offline: the messages are queued at the relay when it is seized.
+    let relay_files = files_under(&relay.data);
+    let plaintexts: [&[u8]; 4] =
+        [b"the-drop-is-at-pier-seven", b"the-group-plaintext-words", b"bobbycontactname", b"secretgroupname"];
+    assert_nowhere(&relay_files, &plaintexts);
+    assert_nowhere(&[relay.log.clone()], &plaintexts);
+    assert_nowhere(&[relay.log.clone()], &[alice.account.as_bytes(), bob.account.as_bytes()]);
+
+    // The queued rows carry no sender: read the mailbox table directly.
+    let db = rusqlite::Connection::open(relay.data.join("relay.db")).unwrap();
+    let alice_id: hush_proto::AccountId = alice.account.parse().unwrap();
+    let mut query = db.prepare("SELECT * FROM mailbox").unwrap();
+    let columns = query.column_count();
+    let rows: Vec<Vec<u8>> = query
+        .query_map([], |row| {
+            let mut bytes = Vec::new();
+            for i in 0..columns {
+                match row.get_ref(i)? {
+                    rusqlite::types::ValueRef::Blob(b) => bytes.extend_from_slice(b),
+                    rusqlite::types::ValueRef::Text(t) => bytes.extend_from_slice(t),
+                    _ => {}
+                }
+            }
+            Ok(bytes)
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(rows.len() >= 3, "messages should be queued for offline bob");
+    for row in &rows {
+        assert!(!contains(row, &alice_id.0), "a queued row names its sender");
+        assert!(!contains(row, alice.account.as_bytes()));
+    }
+
+    assert_eq!(bob.recv().len(), 2);
+    for user in [&alice, &bob] {
+        assert_nowhere(&files_under(&user.home), &plaintexts);
+    }
+}
+
+#[test]
+fn bad_invite_wrong_passphrase_and_deactivated_account_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+
+    // An invite with a made-up code.
+    let good = relay.invite();
+    let forged = format!("{}/{}", good.rsplit_once('/').unwrap().0, "aaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let out = hush(&["join", &forged], Some(&dir.path().join("mallory")), Some("pw"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invite"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The profile was not left half-made: the real invite still works there.
+    let out = hush(&["join", &good], Some(&dir.path().join("mallory")), Some("pw"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A used invite is refused.
+    let out = hush(&["join", &good], Some(&dir.path().join("eve")), Some("pw"));
+    assert!(!out.status.success());
+
+    // Wrong passphrase: clear error, nothing changed.
+    let key_before = std::fs::read(alice.home.join("key")).unwrap();
+    let out = hush(&["whoami"], Some(&alice.home), Some("not-the-passphrase"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    assert_eq!(std::fs::read(alice.home.join("key")).unwrap(), key_before);
+    alice.ok(&["whoami"]);
+
+    // Deactivation: locked out, queue dropped, others unaffected.
+    alice.ok(&["send", &bob.account, "queued for bob"]);
+    let out = hush(&["admin", "deactivate", &bob.account, "--data", relay.data.to_str().unwrap()], None, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(relay.stats()["queued_messages"], 0);
+    assert_eq!(relay.stats()["active_accounts"], 2);
+    let out = bob.run(&["recv"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deactivated"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = alice.run(&["send", &bob.account, "again"]);
+    assert!(!out.status.success(), "sending to a deactivated account must fail");
+    let carol = User::join(dir.path(), "carol", &relay);
+    alice.ok(&["send", &carol.account, "still working"]);
+    assert_eq!(carol.texts(), vec!["still working"]);
+}
+
+#[test]
+fn deactivation_closes_a_live_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let bob = User::join(dir.path(), "bob", &relay);
+    let mut listening = Command::new(HUSH)
+        .arg("--home")
+        .arg(&bob.home)
+        .args(["recv", "--wait", "60"])
+        .env("HUSH_PASSPHRASE", &bob.passphrase)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let socket = relay.data.join("admin.sock");
+    wait_until("bob's connection to be registered", || {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else { return false };
+        let _ = stream.write_all(b"connections\n");
+        let mut reply = [0u8; 32];
+        let n = stream.read(&mut reply).unwrap_or(0);
+        String::from_utf8_lossy(&reply[..n]).trim() == "ok 1"
+    });
+    let out = hush(&["admin", "deactivate", &bob.account, "--data", relay.data.to_str().unwrap()], None, None);
+    assert!(out.status.success());
+    let started = Instant::now();
+    wait_until("the live client to be disconnected", || listening.try_wait().unwrap().is_some());
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let output = listening.wait_with_output().unwrap();
+    assert!(!output.status.success());
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn raw_connection(relay: &Relay) -> hush_client::Connection {
+    hush_client::Connection::open(&relay.address, relay.pin.parse().unwrap()).await.unwrap()
+}
+
+#[test]
+fn hostile_frames_get_errors_and_do_not_disturb_others() {
+    use hush_client::ClientError;
+    use hush_proto::{ClientFrame, ErrorCode, RelayFrame, PROTOCOL_VERSION};
+
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    runtime().block_on(async {
+        // Garbage instead of a frame.
+        let mut garbage = raw_connection(&relay).await;
+        garbage.send_raw(vec![0xff, 1, 2, 3]).await.unwrap();
+        assert!(matches!(garbage.recv().await, Err(ClientError::Relay(ErrorCode::Malformed))));
+
+        // A frame over the size limit.
+        let mut huge = raw_connection(&relay).await;
+        let _ = huge.send_raw(vec![0u8; hush_proto::limits::MAX_FRAME_BYTES + 1024]).await;
+        assert!(huge.recv().await.is_err(), "an oversized frame must end the connection");
+
+        // Wrong protocol version.
+        let mut old = raw_connection(&relay).await;
+        old.send(&ClientFrame::Hello { version: PROTOCOL_VERSION + 1 }).await.unwrap();
+        assert!(matches!(old.recv().await, Err(ClientError::Relay(ErrorCode::UnsupportedVersion))));
+
+        // A login with a signature that does not verify.
+        let mut forger = raw_connection(&relay).await;
+        forger.send(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await.unwrap();
+        assert!(matches!(forger.recv().await.unwrap(), RelayFrame::Challenge { .. }));
+        let account = alice.account.parse().unwrap();
+        forger.send(&ClientFrame::Login { account, signature: [7u8; 64] }).await.unwrap();
+        assert!(matches!(forger.recv().await, Err(ClientError::Relay(ErrorCode::BadSignature))));
+
+        // A request before login.
+        let mut early = raw_connection(&relay).await;
+        early.send(&ClientFrame::Subscribe).await.unwrap();
+        assert!(matches!(early.recv().await, Err(ClientError::Relay(ErrorCode::Unexpected))));
+
+        // A certificate other than the pinned one is refused by the client.
+        let wrong_pin = hush_proto::CertificatePin([0u8; 32]);
+        let refused = hush_client::Connection::open(&relay.address, wrong_pin).await;
+        assert!(matches!(refused, Err(ClientError::WrongCertificate)));
+    });
+    alice.ok(&["send", &bob.account, "still served"]);
+    assert_eq!(bob.texts(), vec!["still served"]);
+}
+
+#[test]
+fn a_relay_that_substitutes_a_key_package_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    let mallory = User::join(dir.path(), "mallory", &relay);
+    // The relay lies: it hands out mallory's key packages as bob's.
+    let db = rusqlite::Connection::open(relay.data.join("relay.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let bob_id: hush_proto::AccountId = bob.account.parse().unwrap();
+    let mallory_id: hush_proto::AccountId = mallory.account.parse().unwrap();
+    db.execute("DELETE FROM key_packages WHERE account = ?1", [&bob_id.0[..]]).unwrap();
+    db.execute("UPDATE key_packages SET account = ?1 WHERE account = ?2", [&bob_id.0[..], &mallory_id.0[..]])
+        .unwrap();
+    drop(db);
+    let out = alice.run(&["send", &bob.account, "for bob only"]);
+    assert!(!out.status.success(), "the send must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("key substitution"), "{stderr}");
+    assert!(mallory.texts().is_empty());
+    assert!(bob.texts().is_empty());
+}
