@@ -24,7 +24,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Recv { wait, json } => block_on(recv(&profile_dir(home)?, wait, json)),
         Command::History { to, json } => history(&profile_dir(home)?, &to, json),
         Command::Group { command } => block_on(group(&profile_dir(home)?, command)),
-        Command::Chat { .. } => bail!("the interactive client is not built yet; use `hush send` and `hush recv`"),
+        Command::Chat { .. } => {
+            bail!("the interactive client is not built yet; use `hush send` and `hush recv`")
+        }
     }
 }
 
@@ -42,13 +44,15 @@ fn profile_dir(home: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(data).join("hush"));
     }
-    let user_home = std::env::var_os("HOME").context("cannot find a profile directory: set --home or HUSH_HOME")?;
+    let user_home =
+        std::env::var_os("HOME").context("cannot find a profile directory: set --home or HUSH_HOME")?;
     Ok(PathBuf::from(user_home).join(".local/share/hush"))
 }
 
 fn passphrase(confirm: bool) -> Result<Zeroizing<String>> {
     if let Some(value) = std::env::var_os("HUSH_PASSPHRASE") {
-        let value = Zeroizing::new(value.into_string().map_err(|_| anyhow::anyhow!("HUSH_PASSPHRASE is not UTF-8"))?);
+        let value =
+            Zeroizing::new(value.into_string().map_err(|_| anyhow::anyhow!("HUSH_PASSPHRASE is not UTF-8"))?);
         if value.is_empty() {
             bail!("HUSH_PASSPHRASE is empty");
         }
@@ -79,7 +83,8 @@ fn open(dir: &Path) -> Result<Client> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration> {
-    humantime::parse_duration(text).with_context(|| format!("'{text}' is not a duration (like 30s, 5m, 2h, 7d)"))
+    humantime::parse_duration(text)
+        .with_context(|| format!("'{text}' is not a duration (like 30s, 5m, 2h, 7d)"))
 }
 
 fn serve(data: &Path, listen: &str) -> Result<()> {
@@ -121,8 +126,13 @@ async fn shutdown_signal() {
 fn admin(command: AdminCommand) -> Result<()> {
     match command {
         AdminCommand::Invite { data, count, uses, expires, address } => {
-            let invites =
-                hush_relay::admin::create_invites(&data, count, uses, parse_duration(&expires)?, address.as_deref())?;
+            let invites = hush_relay::admin::create_invites(
+                &data,
+                count,
+                uses,
+                parse_duration(&expires)?,
+                address.as_deref(),
+            )?;
             for invite in invites {
                 println!("{invite}");
             }

@@ -20,6 +20,12 @@ pub fn print_message(message: &ReceivedMessage, json: bool) {
         });
         println!("{value}");
     } else {
-        println!("{} [{}] {}: {}", rfc3339(message.sent_at_ms), message.conversation, message.from, message.text);
+        println!(
+            "{} [{}] {}: {}",
+            rfc3339(message.sent_at_ms),
+            message.conversation,
+            message.from,
+            message.text
+        );
     }
 }

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hush_core::Identity;
-use openmls_traits::OpenMlsProvider;
 use hush_proto::{AccountId, CertificatePin, IdentityKey, Invite};
 use hush_store::{ConversationKind, ConversationRecord, KdfParams, MessageRecord, Store};
+use openmls_traits::OpenMlsProvider;
 
 use crate::error::ClientError;
 
@@ -76,12 +76,20 @@ impl Client {
     /// Unlocks the profile in `dir`.
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Self, ClientError> {
         let store = Store::open(dir, passphrase)?;
-        let key = store.setting("identity_key")?.ok_or_else(|| ClientError::Invalid("profile is incomplete".into()))?;
-        let key = IdentityKey(<[u8; 32]>::try_from(key.as_slice()).map_err(|_| ClientError::Invalid("profile is damaged".into()))?);
+        let key = store
+            .setting("identity_key")?
+            .ok_or_else(|| ClientError::Invalid("profile is incomplete".into()))?;
+        let key = IdentityKey(
+            <[u8; 32]>::try_from(key.as_slice())
+                .map_err(|_| ClientError::Invalid("profile is damaged".into()))?,
+        );
         let identity = Identity::load(store.provider().storage(), &key)?;
         let relay_address = text_setting(&store, "relay_address")?;
         let pin = store.setting("relay_pin")?.unwrap_or_default();
-        let relay_pin = CertificatePin(<[u8; 32]>::try_from(pin.as_slice()).map_err(|_| ClientError::Invalid("profile is damaged".into()))?);
+        let relay_pin = CertificatePin(
+            <[u8; 32]>::try_from(pin.as_slice())
+                .map_err(|_| ClientError::Invalid("profile is damaged".into()))?,
+        );
         Ok(Self { store, identity, relay_address, relay_pin })
     }
 
@@ -103,7 +111,9 @@ impl Client {
     /// Adds a contact.
     pub fn add_contact(&self, name: &str, account: AccountId) -> Result<(), ClientError> {
         if name.trim().is_empty() || name.parse::<AccountId>().is_ok() {
-            return Err(ClientError::Invalid("a contact name must not be empty or look like an account id".into()));
+            return Err(ClientError::Invalid(
+                "a contact name must not be empty or look like an account id".into(),
+            ));
         }
         Ok(self.store.add_contact(name, &account)?)
     }
@@ -135,9 +145,9 @@ impl Client {
         if let Some(group) = self.store.group_by_name(to)? {
             return Ok(Target::Group(group));
         }
-        to.parse::<AccountId>().map(Target::Account).map_err(|_| {
-            ClientError::Unknown(format!("'{to}' is not a contact, a group or an account id"))
-        })
+        to.parse::<AccountId>()
+            .map(Target::Account)
+            .map_err(|_| ClientError::Unknown(format!("'{to}' is not a contact, a group or an account id")))
     }
 
     /// Resolves a member (contact name or account id).
@@ -174,7 +184,9 @@ impl Client {
     pub fn conversation_name(&self, group_id: &[u8]) -> Result<String, ClientError> {
         let Some(record) = self.store.conversation(group_id)? else { return Ok("unknown".into()) };
         Ok(match record.kind {
-            ConversationKind::Direct { peer } => self.store.contact_name(&peer)?.unwrap_or_else(|| peer.to_string()),
+            ConversationKind::Direct { peer } => {
+                self.store.contact_name(&peer)?.unwrap_or_else(|| peer.to_string())
+            }
             ConversationKind::Group { name } => name,
             ConversationKind::Pending => "unknown".into(),
         })

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use hush_core::{
-    new_key_packages, process_incoming, verify_key_package, Body, Content, Conversation, Incoming, SentCommit,
-    VerifiedKeyPackage,
+    new_key_packages, process_incoming, verify_key_package, Body, Content, Conversation, Incoming,
+    SentCommit, VerifiedKeyPackage,
 };
 use hush_proto::{AccountId, AuthPurpose, ClientFrame, ErrorCode, GroupId, RelayFrame, PROTOCOL_VERSION};
 use hush_store::{ConversationKind, MessageRecord};
@@ -94,17 +94,26 @@ impl<'a> Session<'a> {
 
     async fn expect_ready(&mut self) -> Result<u32, ClientError> {
         match self.connection.recv().await? {
-            RelayFrame::Ready { account, key_packages } if account == self.client.account() => Ok(key_packages),
+            RelayFrame::Ready { account, key_packages } if account == self.client.account() => {
+                Ok(key_packages)
+            }
             _ => Err(ClientError::Protocol("expected the relay to confirm the login".into())),
         }
     }
 
     async fn upload_key_packages(&mut self, last_resort: bool) -> Result<(), ClientError> {
         let (one_time, last) = self.client.store.transaction(|store| {
-            Ok::<_, ClientError>(new_key_packages(&store.provider(), &self.client.identity, KEY_PACKAGE_BATCH, last_resort)?)
+            Ok::<_, ClientError>(new_key_packages(
+                &store.provider(),
+                &self.client.identity,
+                KEY_PACKAGE_BATCH,
+                last_resort,
+            )?)
         })?;
         let request = self.request_id();
-        self.connection.send(&ClientFrame::UploadKeyPackages { request, one_time, last_resort: last }).await?;
+        self.connection
+            .send(&ClientFrame::UploadKeyPackages { request, one_time, last_resort: last })
+            .await?;
         match self.answer(request).await? {
             Answer::Accepted => Ok(()),
             _ => Err(ClientError::Protocol("unexpected answer to a key package upload".into())),
@@ -135,8 +144,12 @@ impl<'a> Session<'a> {
                 RelayFrame::KeyPackage { request: r, key_package } if r == request => {
                     return Ok(Answer::KeyPackage(key_package))
                 }
-                RelayFrame::StaleEpoch { request: r, epoch } if r == request => return Ok(Answer::Stale(epoch)),
-                RelayFrame::Rejected { request: r, code } if r == request => return Err(ClientError::Relay(code)),
+                RelayFrame::StaleEpoch { request: r, epoch } if r == request => {
+                    return Ok(Answer::Stale(epoch))
+                }
+                RelayFrame::Rejected { request: r, code } if r == request => {
+                    return Err(ClientError::Relay(code))
+                }
                 other => self.handle_unsolicited(other).await?,
             }
         }
@@ -210,7 +223,13 @@ impl<'a> Session<'a> {
             }
             Incoming::Message { group_id, sender, content } => match content.body {
                 Body::Text(text) => {
-                    let record = MessageRecord { message_id: content.id, group_id, sender, text, sent_at_ms: content.sent_at_ms };
+                    let record = MessageRecord {
+                        message_id: content.id,
+                        group_id,
+                        sender,
+                        text,
+                        sent_at_ms: content.sent_at_ms,
+                    };
                     store.insert_message(&record, now, false)?;
                 }
                 Body::Info { group_name } => {
@@ -309,11 +328,14 @@ impl<'a> Session<'a> {
         self.subscribe().await?;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let current = Conversation::load(&self.client.store.provider(), group_id)?.map(|c| (c.epoch(), c.is_active()));
+            let current = Conversation::load(&self.client.store.provider(), group_id)?
+                .map(|c| (c.epoch(), c.is_active()));
             match current {
                 Some((current, true)) if current < epoch => {}
                 Some((_, true)) => return Ok(()),
-                _ => return Err(ClientError::Invalid("we are no longer a member of this conversation".into())),
+                _ => {
+                    return Err(ClientError::Invalid("we are no longer a member of this conversation".into()))
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let frame = tokio::time::timeout(left, self.connection.recv())
@@ -324,7 +346,12 @@ impl<'a> Session<'a> {
     }
 
     /// Sends one application message to a group we are in.
-    async fn send_content(&mut self, group_id: &[u8], content: &Content, ttl_secs: u32) -> Result<(), ClientError> {
+    async fn send_content(
+        &mut self,
+        group_id: &[u8],
+        content: &Content,
+        ttl_secs: u32,
+    ) -> Result<(), ClientError> {
         let outgoing = {
             let store = &self.client.store;
             let provider = store.provider();
@@ -336,7 +363,12 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         let request = self.request_id();
-        let frame = ClientFrame::Send { request, recipients: outgoing.recipients, payload: outgoing.payload, ttl_secs };
+        let frame = ClientFrame::Send {
+            request,
+            recipients: outgoing.recipients,
+            payload: outgoing.payload,
+            ttl_secs,
+        };
         self.connection.send(&frame).await?;
         match self.answer(request).await? {
             Answer::Accepted => Ok(()),
@@ -351,7 +383,11 @@ impl<'a> Session<'a> {
     }
 
     /// Creates a group with us and `members`, and tells them what it is.
-    async fn create_group(&mut self, members: &[AccountId], kind: ConversationKind) -> Result<Vec<u8>, ClientError> {
+    async fn create_group(
+        &mut self,
+        members: &[AccountId],
+        kind: ConversationKind,
+    ) -> Result<Vec<u8>, ClientError> {
         let mut packages = Vec::new();
         for member in members {
             packages.push(self.key_package(*member).await?);
@@ -361,7 +397,8 @@ impl<'a> Session<'a> {
             Conversation::create(&store.provider(), &self.client.identity)?.id()
         };
         let identity = &self.client.identity;
-        self.commit(&group_id, |conversation, provider| Ok(conversation.add(provider, identity, &packages)?)).await?;
+        self.commit(&group_id, |conversation, provider| Ok(conversation.add(provider, identity, &packages)?))
+            .await?;
         let store = &self.client.store;
         store.insert_conversation(&group_id, &kind, now_ms())?;
         store.updated(&group_id, now_ms())?;
@@ -423,7 +460,8 @@ impl<'a> Session<'a> {
     /// A self-update commit for one group.
     pub async fn self_update(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
         let identity = &self.client.identity;
-        self.commit(group_id, |conversation, provider| Ok(conversation.self_update(provider, identity)?)).await?;
+        self.commit(group_id, |conversation, provider| Ok(conversation.self_update(provider, identity)?))
+            .await?;
         self.client.store.updated(group_id, now_ms())?;
         Ok(())
     }
@@ -443,7 +481,9 @@ impl<'a> Session<'a> {
             return Err(ClientError::Invalid(format!("a group named '{name}' exists already")));
         }
         if name.parse::<AccountId>().is_ok() || self.client.store.contact(name)?.is_some() {
-            return Err(ClientError::Invalid("a group name must differ from contact names and account ids".into()));
+            return Err(ClientError::Invalid(
+                "a group name must differ from contact names and account ids".into(),
+            ));
         }
         self.create_group(members, ConversationKind::Group { name: name.to_owned() }).await?;
         Ok(())
@@ -466,7 +506,8 @@ impl<'a> Session<'a> {
             packages.push(self.key_package(*member).await?);
         }
         let identity = &self.client.identity;
-        self.commit(&group_id, |conversation, provider| Ok(conversation.add(provider, identity, &packages)?)).await?;
+        self.commit(&group_id, |conversation, provider| Ok(conversation.add(provider, identity, &packages)?))
+            .await?;
         let info = Self::content(Body::Info { group_name: Some(name.to_owned()) });
         self.send_content(&group_id, &info, 0).await
     }
@@ -475,6 +516,7 @@ impl<'a> Session<'a> {
     pub async fn group_remove(&mut self, name: &str, members: &[AccountId]) -> Result<(), ClientError> {
         let group_id = self.group(name)?;
         let identity = &self.client.identity;
-        self.commit(&group_id, |conversation, provider| Ok(conversation.remove(provider, identity, members)?)).await
+        self.commit(&group_id, |conversation, provider| Ok(conversation.remove(provider, identity, members)?))
+            .await
     }
 }

@@ -100,7 +100,8 @@ impl Connection {
             .map_err(|error| ClientError::Unreachable(format!("{address}: {error}")))?;
         let _ = tcp.set_nodelay(true);
         let connector = tokio_rustls::TlsConnector::from(tls_config(pin)?);
-        let name = ServerName::try_from("hush-relay").map_err(|error| ClientError::Transport(error.to_string()))?;
+        let name =
+            ServerName::try_from("hush-relay").map_err(|error| ClientError::Transport(error.to_string()))?;
         let tls = connector.connect(name, tcp).await.map_err(|error| {
             if error.to_string().contains("pinned") {
                 ClientError::WrongCertificate
@@ -119,7 +120,10 @@ impl Connection {
 
     /// Sends one frame.
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
-        self.ws.send(Message::binary(frame.encode())).await.map_err(|error| ClientError::Transport(error.to_string()))
+        self.ws
+            .send(Message::binary(frame.encode()))
+            .await
+            .map_err(|error| ClientError::Transport(error.to_string()))
     }
 
     /// Sends raw bytes as one message (tests use this to send garbage).
@@ -142,7 +146,8 @@ impl Connection {
                 Message::Ping(_) | Message::Pong(_) => continue,
                 _ => return Err(ClientError::Protocol("relay sent a non-binary message".into())),
             };
-            let frame = RelayFrame::decode(&bytes).map_err(|error| ClientError::Protocol(error.to_string()))?;
+            let frame =
+                RelayFrame::decode(&bytes).map_err(|error| ClientError::Protocol(error.to_string()))?;
             if let RelayFrame::Error { code, .. } = frame {
                 return Err(ClientError::Relay(code));
             }

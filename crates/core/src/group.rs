@@ -46,7 +46,7 @@ pub enum Incoming {
     /// We were added to a group.
     Joined {
         /// The new conversation.
-        conversation: Conversation,
+        conversation: Box<Conversation>,
         /// Every member, us included.
         members: Vec<AccountId>,
     },
@@ -125,7 +125,8 @@ impl Conversation {
 
     /// Loads a group from storage.
     pub fn load(provider: &impl OpenMlsProvider, group_id: &[u8]) -> Result<Option<Self>, CoreError> {
-        let group = MlsGroup::load(provider.storage(), &GroupId::from_slice(group_id)).map_err(CoreError::mls)?;
+        let group =
+            MlsGroup::load(provider.storage(), &GroupId::from_slice(group_id)).map_err(CoreError::mls)?;
         Ok(group.map(|group| Self { group }))
     }
 
@@ -162,8 +163,10 @@ impl Conversation {
         content: &Content,
     ) -> Result<Outgoing, CoreError> {
         let recipients = self.others(identity.account())?;
-        let message =
-            self.group.create_message(provider, identity.signer(), &content.to_bytes()).map_err(CoreError::mls)?;
+        let message = self
+            .group
+            .create_message(provider, identity.signer(), &content.to_bytes())
+            .map_err(CoreError::mls)?;
         Ok(Outgoing { recipients, payload: serialize(&message)? })
     }
 
@@ -224,7 +227,13 @@ impl Conversation {
             .group
             .self_update(provider, identity.signer(), LeafNodeParameters::default())
             .map_err(CoreError::mls)?;
-        Ok(SentCommit { group_id: self.id(), epoch, recipients, commit: serialize(bundle.commit())?, welcome: None })
+        Ok(SentCommit {
+            group_id: self.id(),
+            epoch,
+            recipients,
+            commit: serialize(bundle.commit())?,
+            welcome: None,
+        })
     }
 
     /// The relay accepted our pending commit: move to the next epoch.
@@ -293,11 +302,11 @@ pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result
             if welcome.ciphersuite() != CIPHERSUITE {
                 return Err(CoreError::WrongCiphersuite);
             }
-            let staged =
-                StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None).map_err(CoreError::mls)?;
+            let staged = StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None)
+                .map_err(CoreError::mls)?;
             let members = member_accounts(staged.members())?;
             let group = staged.into_group(provider).map_err(CoreError::mls)?;
-            Ok(Incoming::Joined { conversation: Conversation { group }, members })
+            Ok(Incoming::Joined { conversation: Box::new(Conversation { group }), members })
         }
         MlsMessageBodyIn::PrivateMessage(message) => {
             let message: ProtocolMessage = message.into();

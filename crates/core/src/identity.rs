@@ -26,7 +26,10 @@ impl Identity {
     }
 
     /// Loads the identity whose public key is `key`.
-    pub fn load<S: StorageProvider<CURRENT_VERSION>>(storage: &S, key: &IdentityKey) -> Result<Self, CoreError> {
+    pub fn load<S: StorageProvider<CURRENT_VERSION>>(
+        storage: &S,
+        key: &IdentityKey,
+    ) -> Result<Self, CoreError> {
         let signer = SignatureKeyPair::read(storage, &key.0, SignatureScheme::ED25519)
             .ok_or_else(|| CoreError::Mls("identity key missing from the store".into()))?;
         Self::from_signer(signer)

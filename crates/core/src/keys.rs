@@ -3,7 +3,9 @@
 
 use hush_proto::{AccountId, IdentityKey};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
-use openmls::prelude::{BasicCredential, Credential, KeyPackage, KeyPackageIn, OpenMlsProvider, ProtocolVersion};
+use openmls::prelude::{
+    BasicCredential, Credential, KeyPackage, KeyPackageIn, OpenMlsProvider, ProtocolVersion,
+};
 
 use crate::error::CoreError;
 use crate::identity::Identity;
@@ -18,6 +20,9 @@ pub struct VerifiedKeyPackage {
     pub key_package: KeyPackage,
 }
 
+/// Serialized key packages for upload: one-time ones and a last-resort one.
+pub type KeyPackageUpload = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
 /// Makes `count` one-time key packages and, if `last_resort`, one more that
 /// may be used repeatedly. Returns them serialized for upload.
 pub fn new_key_packages(
@@ -25,7 +30,7 @@ pub fn new_key_packages(
     identity: &Identity,
     count: usize,
     last_resort: bool,
-) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), CoreError> {
+) -> Result<KeyPackageUpload, CoreError> {
     let make = |last_resort: bool| -> Result<Vec<u8>, CoreError> {
         let mut builder = KeyPackage::builder();
         if last_resort {
@@ -43,7 +48,10 @@ pub fn new_key_packages(
 
 /// The account a credential certifies: the credential's identity must be the
 /// leaf's signature key, and the id is derived from it.
-pub(crate) fn credential_account(credential: &Credential, signature_key: &[u8]) -> Result<AccountId, CoreError> {
+pub(crate) fn credential_account(
+    credential: &Credential,
+    signature_key: &[u8],
+) -> Result<AccountId, CoreError> {
     let basic = BasicCredential::try_from(credential.clone()).map_err(|_| CoreError::BadCredential)?;
     let identity = basic.identity();
     if identity != signature_key {
@@ -73,4 +81,73 @@ pub fn verify_key_package(
         return Err(CoreError::KeySubstitution { expected });
     }
     Ok(VerifiedKeyPackage { account, key_package })
+}
+
+#[cfg(test)]
+mod tests {
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+
+    use super::*;
+    use crate::content::{Body, Content};
+    use crate::group::{process_incoming, Conversation, Incoming};
+
+    fn person() -> (OpenMlsRustCrypto, Identity) {
+        let provider = OpenMlsRustCrypto::default();
+        let identity = Identity::generate(provider.storage()).unwrap();
+        (provider, identity)
+    }
+
+    #[test]
+    fn a_key_package_for_another_account_is_a_substitution() {
+        let (provider, bob) = person();
+        let (_, mallory) = person();
+        let (packages, _) = new_key_packages(&provider, &bob, 1, false).unwrap();
+        assert!(verify_key_package(&provider, &packages[0], bob.account()).is_ok());
+        let lie = verify_key_package(&provider, &packages[0], mallory.account());
+        assert!(matches!(lie, Err(CoreError::KeySubstitution { expected }) if expected == mallory.account()));
+    }
+
+    #[test]
+    fn two_members_exchange_a_message_and_a_removed_member_reads_nothing() {
+        let (alice_provider, alice) = person();
+        let (bob_provider, bob) = person();
+        let (carol_provider, carol) = person();
+        let mut group = Conversation::create(&alice_provider, &alice).unwrap();
+        let mut packages = Vec::new();
+        for (provider, who) in [(&bob_provider, &bob), (&carol_provider, &carol)] {
+            let (kp, _) = new_key_packages(provider, who, 1, false).unwrap();
+            packages.push(verify_key_package(&alice_provider, &kp[0], who.account()).unwrap());
+        }
+        let commit = group.add(&alice_provider, &alice, &packages).unwrap();
+        group.confirm_commit(&alice_provider).unwrap();
+        let (_, welcome) = commit.welcome.unwrap();
+        for provider in [&bob_provider, &carol_provider] {
+            let Incoming::Joined { members, .. } = process_incoming(provider, &welcome).unwrap() else {
+                panic!()
+            };
+            assert_eq!(members.len(), 3);
+        }
+        let content = Content { id: [1; 16], sent_at_ms: 5, body: Body::Text("hi".into()) };
+        let outgoing = group.encrypt(&alice_provider, &alice, &content).unwrap();
+        assert_eq!(outgoing.recipients.len(), 2);
+        let Incoming::Message { sender, content: got, .. } =
+            process_incoming(&bob_provider, &outgoing.payload).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((sender, got), (alice.account(), content));
+
+        let removal = group.remove(&alice_provider, &alice, &[carol.account()]).unwrap();
+        group.confirm_commit(&alice_provider).unwrap();
+        for provider in [&bob_provider, &carol_provider] {
+            assert!(matches!(process_incoming(provider, &removal.commit).unwrap(), Incoming::Changed { .. }));
+        }
+        let secret = Content { id: [2; 16], sent_at_ms: 6, body: Body::Text("secret".into()) };
+        let outgoing = group.encrypt(&alice_provider, &alice, &secret).unwrap();
+        assert!(matches!(
+            process_incoming(&bob_provider, &outgoing.payload).unwrap(),
+            Incoming::Message { .. }
+        ));
+        assert!(matches!(process_incoming(&carol_provider, &outgoing.payload).unwrap(), Incoming::Ignored));
+    }
 }

@@ -205,10 +205,7 @@ impl ErrorCode {
     ];
 
     fn from_u16(value: u16) -> Result<Self, DecodeError> {
-        Self::ALL
-            .into_iter()
-            .find(|code| *code as u16 == value)
-            .ok_or(DecodeError::Invalid("error code"))
+        Self::ALL.into_iter().find(|code| *code as u16 == value).ok_or(DecodeError::Invalid("error code"))
     }
 
     /// A short description for people.
@@ -507,11 +504,21 @@ mod tests {
                 ClientFrame::Login { account, signature }
             }),
             (any::<u32>(), vec(blob(), 0..5), proptest::option::of(blob())).prop_map(
-                |(request, one_time, last_resort)| ClientFrame::UploadKeyPackages { request, one_time, last_resort }
+                |(request, one_time, last_resort)| ClientFrame::UploadKeyPackages {
+                    request,
+                    one_time,
+                    last_resort
+                }
             ),
-            (any::<u32>(), account()).prop_map(|(request, account)| ClientFrame::FetchKeyPackage { request, account }),
+            (any::<u32>(), account())
+                .prop_map(|(request, account)| ClientFrame::FetchKeyPackage { request, account }),
             (any::<u32>(), vec(account(), 0..5), blob(), any::<u32>()).prop_map(
-                |(request, recipients, payload, ttl_secs)| ClientFrame::Send { request, recipients, payload, ttl_secs }
+                |(request, recipients, payload, ttl_secs)| ClientFrame::Send {
+                    request,
+                    recipients,
+                    payload,
+                    ttl_secs
+                }
             ),
             (
                 any::<u32>(),
@@ -521,13 +528,15 @@ mod tests {
                 blob(),
                 proptest::option::of((vec(account(), 0..3), blob()))
             )
-                .prop_map(|(request, group, epoch, recipients, payload, welcome)| ClientFrame::Commit {
-                    request,
-                    group: GroupId(group),
-                    epoch,
-                    recipients,
-                    payload,
-                    welcome
+                .prop_map(|(request, group, epoch, recipients, payload, welcome)| {
+                    ClientFrame::Commit {
+                        request,
+                        group: GroupId(group),
+                        epoch,
+                        recipients,
+                        payload,
+                        welcome,
+                    }
                 }),
             Just(ClientFrame::Subscribe),
             vec(any::<u64>(), 0..20).prop_map(|ids| ClientFrame::Ack { ids }),
@@ -541,13 +550,19 @@ mod tests {
     fn relay_frame() -> impl Strategy<Value = RelayFrame> {
         prop_oneof![
             any::<[u8; 32]>().prop_map(|nonce| RelayFrame::Challenge { nonce }),
-            (account(), any::<u32>()).prop_map(|(account, key_packages)| RelayFrame::Ready { account, key_packages }),
+            (account(), any::<u32>())
+                .prop_map(|(account, key_packages)| RelayFrame::Ready { account, key_packages }),
             any::<u32>().prop_map(|request| RelayFrame::Accepted { request }),
-            (any::<u32>(), blob()).prop_map(|(request, key_package)| RelayFrame::KeyPackage { request, key_package }),
+            (any::<u32>(), blob())
+                .prop_map(|(request, key_package)| RelayFrame::KeyPackage { request, key_package }),
             (any::<u32>(), error_code()).prop_map(|(request, code)| RelayFrame::Rejected { request, code }),
-            (any::<u32>(), any::<u64>()).prop_map(|(request, epoch)| RelayFrame::StaleEpoch { request, epoch }),
-            (any::<u64>(), any::<u64>(), blob())
-                .prop_map(|(id, arrived_at, payload)| RelayFrame::Deliver { id, arrived_at, payload }),
+            (any::<u32>(), any::<u64>())
+                .prop_map(|(request, epoch)| RelayFrame::StaleEpoch { request, epoch }),
+            (any::<u64>(), any::<u64>(), blob()).prop_map(|(id, arrived_at, payload)| RelayFrame::Deliver {
+                id,
+                arrived_at,
+                payload
+            }),
             Just(RelayFrame::QueueEmpty),
             (error_code(), "[ -~]{0,100}").prop_map(|(code, message)| RelayFrame::Error { code, message }),
         ]

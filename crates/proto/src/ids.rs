@@ -122,9 +122,7 @@ impl FromStr for CertificatePin {
     type Err = IdError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bytes = HEXLOWER
-            .decode(text.trim().to_ascii_lowercase().as_bytes())
-            .map_err(|_| IdError::Pin)?;
+        let bytes = HEXLOWER.decode(text.trim().to_ascii_lowercase().as_bytes()).map_err(|_| IdError::Pin)?;
         let pin = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| IdError::Pin)?;
         Ok(Self(pin))
     }

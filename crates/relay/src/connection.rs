@@ -91,9 +91,10 @@ async fn open(shared: &Shared, acceptor: TlsAcceptor, stream: TcpStream) -> Resu
         .await
         .map_err(|_| ConnectionError::Timeout)?
         .map_err(ConnectionError::Tls)?;
-    let ws = tokio::time::timeout(timeout, tokio_tungstenite::accept_async_with_config(tls, Some(ws_config())))
-        .await
-        .map_err(|_| ConnectionError::Timeout)??;
+    let ws =
+        tokio::time::timeout(timeout, tokio_tungstenite::accept_async_with_config(tls, Some(ws_config())))
+            .await
+            .map_err(|_| ConnectionError::Timeout)??;
     Ok(ws)
 }
 
@@ -173,7 +174,9 @@ async fn next_frame(
     loop {
         match incoming.next().await {
             None => return Err(ConnectionError::Closed),
-            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => return Ok(Err(ErrorCode::TooLarge)),
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                return Ok(Err(ErrorCode::TooLarge))
+            }
             Some(Err(error)) => return Err(error.into()),
             Some(Ok(Message::Binary(bytes))) => {
                 return Ok(ClientFrame::decode(&bytes).map_err(|error| match error {
@@ -290,7 +293,8 @@ impl RateLimit {
 
     async fn take(&mut self) {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
         self.last = now;
         if self.tokens < 1.0 {
             let wait = (1.0 - self.tokens) / self.per_sec;
@@ -369,7 +373,8 @@ impl Session {
             ClientFrame::Commit { request, group, epoch, recipients, payload, welcome } => {
                 let (now, expires) = self.shared.expiry(0);
                 let welcome = welcome.map(|(to, bytes)| (to, bytes.into()));
-                let op = Op::Commit { group, epoch, recipients, payload: payload.into(), welcome, now, expires };
+                let op =
+                    Op::Commit { group, epoch, recipients, payload: payload.into(), welcome, now, expires };
                 self.spawn_request(Some(request), op).await;
             }
             ClientFrame::Hello { .. } | ClientFrame::Register { .. } | ClientFrame::Login { .. } => {
@@ -502,8 +507,11 @@ impl Delivery {
 
     async fn deliver(&mut self, queued: &Queued) -> Result<(), ()> {
         self.last = queued.id;
-        let frame =
-            RelayFrame::Deliver { id: queued.id, arrived_at: queued.arrived_at, payload: queued.payload.to_vec() };
+        let frame = RelayFrame::Deliver {
+            id: queued.id,
+            arrived_at: queued.arrived_at,
+            payload: queued.payload.to_vec(),
+        };
         self.send(frame).await
     }
 

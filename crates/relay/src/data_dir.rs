@@ -42,7 +42,10 @@ impl DataDir {
         if !root.join("relay.db").exists() {
             return Err(DataDirError::Io(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!("{} is not a relay data directory (run `hush serve --data DIR` once)", root.display()),
+                format!(
+                    "{} is not a relay data directory (run `hush serve --data DIR` once)",
+                    root.display()
+                ),
             )));
         }
         Ok(Self { root: root.to_path_buf() })

@@ -75,12 +75,8 @@ impl Relay {
     /// Serves until `shutdown` resolves, then stops accepting, tells clients,
     /// and waits (bounded) for in-flight requests to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let shared = Arc::new(Shared {
-            store: self.store,
-            hub: Hub::default(),
-            pin: self.pin,
-            config: self.config,
-        });
+        let shared =
+            Arc::new(Shared { store: self.store, hub: Hub::default(), pin: self.pin, config: self.config });
         let (stop, stopped) = watch::channel(false);
         let admin = match &self.admin_socket {
             Some(path) => Some(tokio::spawn(admin_loop(bind_admin(path)?, Arc::clone(&shared)))),
@@ -119,7 +115,8 @@ impl Relay {
         tracing::info!(connections = tasks.len(), "shutting down");
         drop(self.listener);
         let _ = stop.send(true);
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+        let _ =
+            tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
         purge.abort();
         if let Some(admin) = admin {
@@ -136,7 +133,9 @@ async fn purge_loop(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(PURGE_INTERVAL);
     loop {
         interval.tick().await;
-        if let Ok(crate::store::Output::Deleted(count)) = shared.store.run(Op::PurgeExpired { now: now() }).await {
+        if let Ok(crate::store::Output::Deleted(count)) =
+            shared.store.run(Op::PurgeExpired { now: now() }).await
+        {
             if count > 0 {
                 tracing::info!(count, "purged expired payloads");
             }

@@ -45,7 +45,8 @@ impl TlsIdentity {
         }
         let certificate =
             CertificateDer::from_pem_file(&cert_path).map_err(|error| TlsError::Pem(error.to_string()))?;
-        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|error| TlsError::Pem(error.to_string()))?;
+        let key =
+            PrivateKeyDer::from_pem_file(&key_path).map_err(|error| TlsError::Pem(error.to_string()))?;
         Ok(Self { certificate, key })
     }
 

@@ -174,7 +174,10 @@ impl Store {
 
     /// Runs `work` in one transaction: Hush's rows and OpenMLS state commit
     /// together or not at all.
-    pub fn transaction<T, E: From<StoreError>>(&self, work: impl FnOnce(&Self) -> Result<T, E>) -> Result<T, E> {
+    pub fn transaction<T, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&Self) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.connection.execute_batch("BEGIN IMMEDIATE").map_err(StoreError::from)?;
         match work(self) {
             Ok(value) => {
@@ -248,7 +251,12 @@ impl Store {
     }
 
     /// Records a conversation.
-    pub fn insert_conversation(&self, group_id: &[u8], kind: &ConversationKind, now_ms: u64) -> Result<(), StoreError> {
+    pub fn insert_conversation(
+        &self,
+        group_id: &[u8],
+        kind: &ConversationKind,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let (kind_text, name, peer) = kind_columns(kind);
         self.connection.execute(
             "INSERT INTO conversations (group_id, kind, name, peer, created_ms, last_update_ms)
@@ -261,7 +269,8 @@ impl Store {
 
     /// Marks a conversation as left (or active again).
     pub fn set_conversation_active(&self, group_id: &[u8], active: bool) -> Result<(), StoreError> {
-        self.connection.execute("UPDATE conversations SET active = ?2 WHERE group_id = ?1", params![group_id, active])?;
+        self.connection
+            .execute("UPDATE conversations SET active = ?2 WHERE group_id = ?1", params![group_id, active])?;
         Ok(())
     }
 
@@ -276,7 +285,10 @@ impl Store {
 
     /// Notes whether we owe a group a self-update.
     pub fn set_needs_update(&self, group_id: &[u8], needs: bool) -> Result<(), StoreError> {
-        self.connection.execute("UPDATE conversations SET needs_update = ?2 WHERE group_id = ?1", params![group_id, needs])?;
+        self.connection.execute(
+            "UPDATE conversations SET needs_update = ?2 WHERE group_id = ?1",
+            params![group_id, needs],
+        )?;
         Ok(())
     }
 
@@ -314,7 +326,8 @@ impl Store {
 
     /// The active group with this name.
     pub fn group_by_name(&self, name: &str) -> Result<Option<ConversationRecord>, StoreError> {
-        let mut all = self.conversations_where("kind = 'group' AND name = ?1 AND active = 1", params![name])?;
+        let mut all =
+            self.conversations_where("kind = 'group' AND name = ?1 AND active = 1", params![name])?;
         Ok(all.pop())
     }
 
@@ -329,7 +342,11 @@ impl Store {
         );
         let mut query = self.connection.prepare(&sql)?;
         let rows = query.query_map(arguments, |row| {
-            let kind = match (row.get::<_, String>(1)?.as_str(), row.get::<_, Option<String>>(2)?, row.get::<_, Option<Vec<u8>>>(3)?) {
+            let kind = match (
+                row.get::<_, String>(1)?.as_str(),
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, Option<Vec<u8>>>(3)?,
+            ) {
                 ("direct", _, Some(peer)) => account(peer).map(|peer| ConversationKind::Direct { peer }),
                 ("group", Some(name), _) => Some(ConversationKind::Group { name }),
                 _ => Some(ConversationKind::Pending),
@@ -347,7 +364,12 @@ impl Store {
     }
 
     /// Stores a message; false if a message with this id exists already.
-    pub fn insert_message(&self, message: &MessageRecord, received_at_ms: u64, shown: bool) -> Result<bool, StoreError> {
+    pub fn insert_message(
+        &self,
+        message: &MessageRecord,
+        received_at_ms: u64,
+        shown: bool,
+    ) -> Result<bool, StoreError> {
         let inserted = self.connection.execute(
             "INSERT OR IGNORE INTO messages (message_id, group_id, sender, text, sent_at_ms, received_at_ms, shown)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -407,10 +429,12 @@ impl Store {
         let mut messages = Vec::new();
         for row in rows {
             let (seq, id, group_id, sender, text, sent_at_ms) = row?;
-            let (Ok(message_id), Some(sender)) = (<[u8; 16]>::try_from(id.as_slice()), account(sender)) else {
+            let (Ok(message_id), Some(sender)) = (<[u8; 16]>::try_from(id.as_slice()), account(sender))
+            else {
                 continue;
             };
-            messages.push((seq, MessageRecord { message_id, group_id, sender, text, sent_at_ms: u(sent_at_ms) }));
+            messages
+                .push((seq, MessageRecord { message_id, group_id, sender, text, sent_at_ms: u(sent_at_ms) }));
         }
         Ok(messages)
     }

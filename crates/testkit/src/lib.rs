@@ -1,1 +1,94 @@
-//! placeholder
+//! Test-only helpers for Hush: a real relay in-process on port 0 with its
+//! own temporary data directory, shut down when dropped.
+//!
+//! Key design decision: nothing here fakes the relay; tests get the same
+//! `hush_relay::admin::serve` the binary runs, so many relays can run at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::oneshot;
+
+/// A relay running in a background thread.
+pub struct TestRelay {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its certificate pin (hex).
+    pub pin: String,
+    data: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestRelay {
+    /// Starts a relay on 127.0.0.1 port 0.
+    pub fn start() -> std::io::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let path: PathBuf = data.path().join("relay");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let Ok(runtime) =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+            else {
+                return;
+            };
+            let result = runtime.block_on(hush_relay::admin::serve(
+                &path,
+                "127.0.0.1:0",
+                |ready| {
+                    let _ = ready_tx.send((ready.address, ready.pin.to_string()));
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            if let Err(error) = result {
+                eprintln!("test relay failed: {error}");
+            }
+        });
+        let (address, pin) = ready_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .map_err(|_| std::io::Error::other("relay did not start"))?;
+        Ok(Self { address, pin, data, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// The relay's data directory.
+    pub fn data(&self) -> PathBuf {
+        self.data.path().join("relay")
+    }
+
+    /// Mints one single-use invite string.
+    pub fn invite(&self) -> std::io::Result<String> {
+        let invites = hush_relay::admin::create_invites(
+            &self.data(),
+            1,
+            1,
+            std::time::Duration::from_secs(3600),
+            Some(&self.address.to_string()),
+        )
+        .map_err(std::io::Error::other)?;
+        invites.first().map(ToString::to_string).ok_or_else(|| std::io::Error::other("no invite"))
+    }
+
+    /// A fresh directory for a client profile, inside the relay's temp dir.
+    pub fn profile_dir(&self, name: &str) -> PathBuf {
+        self.data.path().join("profiles").join(name)
+    }
+
+    /// The temp root (for scans).
+    pub fn root(&self) -> &Path {
+        self.data.path()
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

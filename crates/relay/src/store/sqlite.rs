@@ -80,7 +80,12 @@ impl SqliteStore {
     }
 
     /// Stores a new invite (by the hash of its code).
-    pub fn add_invite(&mut self, code_hash: &[u8; 32], uses: u32, expires: UnixSeconds) -> Result<(), StoreError> {
+    pub fn add_invite(
+        &mut self,
+        code_hash: &[u8; 32],
+        uses: u32,
+        expires: UnixSeconds,
+    ) -> Result<(), StoreError> {
         self.connection.execute(
             "INSERT INTO invites (code_hash, uses_left, expires) VALUES (?1, ?2, ?3)",
             params![&code_hash[..], uses, as_i64(expires)],
@@ -123,12 +128,16 @@ impl SqliteStore {
 
     fn run(&self, op: Op) -> Result<Output, StoreError> {
         match op {
-            Op::Register { invite_hash, identity_key, now } => self.register(&invite_hash, &identity_key, now),
+            Op::Register { invite_hash, identity_key, now } => {
+                self.register(&invite_hash, &identity_key, now)
+            }
             Op::Account { account } => self.account(&account).map(Output::Account),
             Op::AddKeyPackages { account, one_time, last_resort } => {
                 self.add_key_packages(&account, &one_time, last_resort.as_deref())
             }
-            Op::CountKeyPackages { account } => self.count_key_packages(&account).map(Output::KeyPackageCount),
+            Op::CountKeyPackages { account } => {
+                self.count_key_packages(&account).map(Output::KeyPackageCount)
+            }
             Op::TakeKeyPackage { account } => self.take_key_package(&account),
             Op::Enqueue { recipients, payload, now, expires } => {
                 self.enqueue(&recipients, &payload, now, expires).map(Output::Enqueued)
@@ -136,16 +145,24 @@ impl SqliteStore {
             Op::Commit { group, epoch, recipients, payload, welcome, now, expires } => {
                 self.commit(&group, epoch, &recipients, &payload, welcome.as_ref(), now, expires)
             }
-            Op::Pending { account, after, limit } => self.pending(&account, after, limit).map(Output::Pending),
+            Op::Pending { account, after, limit } => {
+                self.pending(&account, after, limit).map(Output::Pending)
+            }
             Op::Ack { account, ids } => self.ack(&account, &ids).map(Output::Deleted),
             Op::PurgeExpired { now } => {
-                let deleted = self.connection.execute("DELETE FROM mailbox WHERE expires <= ?1", [as_i64(now)])?;
+                let deleted =
+                    self.connection.execute("DELETE FROM mailbox WHERE expires <= ?1", [as_i64(now)])?;
                 Ok(Output::Deleted(deleted as u64))
             }
         }
     }
 
-    fn register(&self, invite_hash: &[u8; 32], key: &IdentityKey, now: UnixSeconds) -> Result<Output, StoreError> {
+    fn register(
+        &self,
+        invite_hash: &[u8; 32],
+        key: &IdentityKey,
+        now: UnixSeconds,
+    ) -> Result<Output, StoreError> {
         let account = key.account();
         let exists: Option<i64> = self
             .connection
@@ -161,7 +178,8 @@ impl SqliteStore {
         if used == 0 {
             return Err(StoreError::BadInvite);
         }
-        self.connection.execute("DELETE FROM invites WHERE code_hash = ?1 AND uses_left <= 0", [&invite_hash[..]])?;
+        self.connection
+            .execute("DELETE FROM invites WHERE code_hash = ?1 AND uses_left <= 0", [&invite_hash[..]])?;
         self.connection.execute(
             "INSERT INTO accounts (id, identity_key, created) VALUES (?1, ?2, ?3)",
             params![&account.0[..], &key.0[..], as_i64(now)],
@@ -205,8 +223,10 @@ impl SqliteStore {
             insert.execute(params![&account.0[..], false, package])?;
         }
         if let Some(package) = last_resort {
-            self.connection
-                .execute("DELETE FROM key_packages WHERE account = ?1 AND last_resort = 1", [&account.0[..]])?;
+            self.connection.execute(
+                "DELETE FROM key_packages WHERE account = ?1 AND last_resort = 1",
+                [&account.0[..]],
+            )?;
             insert.execute(params![&account.0[..], true, package])?;
         }
         self.count_key_packages(account).map(Output::KeyPackageCount)
@@ -278,7 +298,9 @@ impl SqliteStore {
     ) -> Result<Output, StoreError> {
         let current: Option<u64> = self
             .connection
-            .query_row("SELECT epoch FROM group_epochs WHERE id = ?1", [&group.0[..]], |row| row.get::<_, i64>(0))
+            .query_row("SELECT epoch FROM group_epochs WHERE id = ?1", [&group.0[..]], |row| {
+                row.get::<_, i64>(0)
+            })
             .optional()?
             .map(as_u64);
         // A group unknown to the relay starts at the epoch of its first commit.
@@ -313,7 +335,8 @@ impl SqliteStore {
     }
 
     fn ack(&self, account: &AccountId, ids: &[u64]) -> Result<u64, StoreError> {
-        let mut delete = self.connection.prepare_cached("DELETE FROM mailbox WHERE id = ?1 AND recipient = ?2")?;
+        let mut delete =
+            self.connection.prepare_cached("DELETE FROM mailbox WHERE id = ?1 AND recipient = ?2")?;
         let mut deleted = 0;
         for id in ids {
             deleted += delete.execute(params![as_i64(*id), &account.0[..]])? as u64;
@@ -378,14 +401,18 @@ mod tests {
         let (mut store, hash) = store_with_invite();
         register(&mut store, hash, 1);
         register(&mut store, hash, 2);
-        let third = one(&mut store, Op::Register { invite_hash: hash, identity_key: IdentityKey([3; 32]), now: 10 });
+        let third =
+            one(&mut store, Op::Register { invite_hash: hash, identity_key: IdentityKey([3; 32]), now: 10 });
         assert!(matches!(third, Err(StoreError::BadInvite)));
     }
 
     #[test]
     fn expired_invite_is_refused() {
         let (mut store, hash) = store_with_invite();
-        let late = one(&mut store, Op::Register { invite_hash: hash, identity_key: IdentityKey([3; 32]), now: 5_000 });
+        let late = one(
+            &mut store,
+            Op::Register { invite_hash: hash, identity_key: IdentityKey([3; 32]), now: 5_000 },
+        );
         assert!(matches!(late, Err(StoreError::BadInvite)));
     }
 
@@ -393,8 +420,11 @@ mod tests {
     fn one_time_key_packages_are_consumed_then_last_resort_is_reused() {
         let (mut store, hash) = store_with_invite();
         let alice = register(&mut store, hash, 1);
-        one(&mut store, Op::AddKeyPackages { account: alice, one_time: vec![vec![1]], last_resort: Some(vec![9]) })
-            .unwrap();
+        one(
+            &mut store,
+            Op::AddKeyPackages { account: alice, one_time: vec![vec![1]], last_resort: Some(vec![9]) },
+        )
+        .unwrap();
         let take = |store: &mut SqliteStore| match one(store, Op::TakeKeyPackage { account: alice }) {
             Ok(Output::KeyPackage(kp)) => kp,
             other => panic!("{other:?}"),
@@ -419,7 +449,10 @@ mod tests {
             expires: 100,
         };
         assert!(matches!(one(&mut store, commit(0)), Ok(Output::Commit(CommitOutcome::Accepted(_)))));
-        assert!(matches!(one(&mut store, commit(0)), Ok(Output::Commit(CommitOutcome::Stale { current: 1 }))));
+        assert!(matches!(
+            one(&mut store, commit(0)),
+            Ok(Output::Commit(CommitOutcome::Stale { current: 1 }))
+        ));
         assert!(matches!(one(&mut store, commit(1)), Ok(Output::Commit(CommitOutcome::Accepted(_)))));
     }
 
@@ -450,7 +483,10 @@ mod tests {
             panic!()
         };
         let ids: Vec<u64> = queued.iter().map(|q| q.id).collect();
-        assert!(matches!(one(&mut store, Op::Ack { account: alice, ids: ids.clone() }), Ok(Output::Deleted(1))));
+        assert!(matches!(
+            one(&mut store, Op::Ack { account: alice, ids: ids.clone() }),
+            Ok(Output::Deleted(1))
+        ));
         assert!(matches!(one(&mut store, Op::PurgeExpired { now: 50 }), Ok(Output::Deleted(1))));
         assert_eq!(store.stats().unwrap().queued_messages, 0);
     }
@@ -459,12 +495,19 @@ mod tests {
     fn deactivation_drops_mailbox_and_key_packages() {
         let (mut store, hash) = store_with_invite();
         let alice = register(&mut store, hash, 1);
-        one(&mut store, Op::AddKeyPackages { account: alice, one_time: vec![vec![1]], last_resort: None }).unwrap();
-        one(&mut store, Op::Enqueue { recipients: vec![alice], payload: Arc::from(&b"x"[..]), now: 1, expires: 9 })
+        one(&mut store, Op::AddKeyPackages { account: alice, one_time: vec![vec![1]], last_resort: None })
             .unwrap();
+        one(
+            &mut store,
+            Op::Enqueue { recipients: vec![alice], payload: Arc::from(&b"x"[..]), now: 1, expires: 9 },
+        )
+        .unwrap();
         assert!(store.deactivate(&alice, 2).unwrap());
         let stats = store.stats().unwrap();
         assert_eq!((stats.active_accounts, stats.queued_messages), (0, 0));
-        assert!(matches!(one(&mut store, Op::TakeKeyPackage { account: alice }), Err(StoreError::UnknownAccount)));
+        assert!(matches!(
+            one(&mut store, Op::TakeKeyPackage { account: alice }),
+            Err(StoreError::UnknownAccount)
+        ));
     }
 }
