@@ -38,6 +38,12 @@ pub enum Command {
         /// Your display name (stays on this device).
         #[arg(long)]
         name: Option<String>,
+        /// Self-update (refresh your keys) in a conversation after this many sent messages.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        update_every_messages: u64,
+        /// ...or after this long, whichever comes first.
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        update_every: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,

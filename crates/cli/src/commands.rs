@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use hush_client::{Client, KdfParams, Session};
+use hush_client::{Client, KdfParams, Session, UpdatePolicy};
 use hush_proto::{AccountId, Invite};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -17,7 +17,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { data, listen } => serve(&data, &listen),
         Command::Admin { command } => admin(command),
-        Command::Join { invite, name, json } => block_on(join(&profile_dir(home)?, &invite, name, json)),
+        Command::Join { invite, name, update_every_messages, update_every, json } => {
+            let policy =
+                UpdatePolicy { after_messages: update_every_messages, after: parse_duration(&update_every)? };
+            block_on(join(&profile_dir(home)?, &invite, name, policy, json))
+        }
         Command::Whoami { json } => whoami(&profile_dir(home)?, json),
         Command::Contact { command } => contact(&profile_dir(home)?, command),
         Command::Send { to, text, ttl } => block_on(send(&profile_dir(home)?, &to, &text.join(" "), ttl)),
@@ -167,7 +171,13 @@ fn admin(command: AdminCommand) -> Result<()> {
     Ok(())
 }
 
-async fn join(dir: &Path, invite: &str, name: Option<String>, json: bool) -> Result<()> {
+async fn join(
+    dir: &Path,
+    invite: &str,
+    name: Option<String>,
+    policy: UpdatePolicy,
+    json: bool,
+) -> Result<()> {
     let invite: Invite = invite.parse()?;
     if hush_store::Store::exists(dir) {
         bail!("a profile already exists in {} (use another --home)", dir.display());
@@ -175,6 +185,7 @@ async fn join(dir: &Path, invite: &str, name: Option<String>, json: bool) -> Res
     let passphrase = passphrase(true)?;
     let name = name.unwrap_or_else(|| "me".to_owned());
     let client = Client::create(dir, passphrase.as_bytes(), KdfParams::default(), &invite, &name)?;
+    client.set_update_policy(policy)?;
     let registered = Session::register(&client, &invite.code).await;
     let session = match registered {
         Ok(session) => session,

@@ -475,3 +475,26 @@ fn a_relay_that_substitutes_a_key_package_is_detected() {
     assert!(mallory.texts().is_empty());
     assert!(bob.texts().is_empty());
 }
+
+#[test]
+fn self_update_policy_from_join_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let home = dir.path().join("alice");
+    let out = hush(
+        &["join", &relay.invite(), "--update-every-messages", "2", "--json"],
+        Some(&home),
+        Some("alice-passphrase"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let account =
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["account"].as_str().unwrap().to_owned();
+    let alice = User { home, passphrase: "alice-passphrase".into(), account };
+    let bob = User::join(dir.path(), "bob", &relay);
+    for text in ["one", "two", "three"] {
+        alice.ok(&["send", &bob.account, text]);
+    }
+    // Welcome, description, three texts, and one self-update commit before the third.
+    assert_eq!(relay.stats()["queued_messages"], 6);
+    assert_eq!(bob.texts(), vec!["one", "two", "three"]);
+}

@@ -1,7 +1,7 @@
 //! An unlocked profile: identity, relay settings and the local store.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hush_core::Identity;
 use hush_proto::{AccountId, CertificatePin, IdentityKey, Invite};
@@ -32,6 +32,23 @@ pub enum Target {
     Account(AccountId),
     /// A named group.
     Group(ConversationRecord),
+}
+
+/// When a member refreshes its keys in a conversation with a self-update
+/// commit (post-compromise security): after this many sent messages or this
+/// long, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdatePolicy {
+    /// Sent messages between self-updates.
+    pub after_messages: u64,
+    /// Longest time between self-updates.
+    pub after: Duration,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        Self { after_messages: 100, after: Duration::from_secs(24 * 3600) }
+    }
 }
 
 /// An unlocked profile.
@@ -96,6 +113,30 @@ impl Client {
     /// The account id.
     pub fn account(&self) -> AccountId {
         self.identity.account()
+    }
+
+    /// The self-update policy of this profile.
+    pub fn update_policy(&self) -> Result<UpdatePolicy, ClientError> {
+        let default = UpdatePolicy::default();
+        let number = |name: &str, fallback: u64| -> Result<u64, ClientError> {
+            Ok(self
+                .store
+                .setting(name)?
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(fallback))
+        };
+        Ok(UpdatePolicy {
+            after_messages: number("update_after_messages", default.after_messages)?.max(1),
+            after: Duration::from_secs(number("update_after_secs", default.after.as_secs())?.max(1)),
+        })
+    }
+
+    /// Changes the self-update policy.
+    pub fn set_update_policy(&self, policy: UpdatePolicy) -> Result<(), ClientError> {
+        self.store.set_setting("update_after_messages", &policy.after_messages.max(1).to_be_bytes())?;
+        self.store.set_setting("update_after_secs", &policy.after.as_secs().max(1).to_be_bytes())?;
+        Ok(())
     }
 
     /// The profile's display name.

@@ -11,7 +11,7 @@ mod error;
 mod session;
 mod transport;
 
-pub use client::{Client, ReceivedMessage, Target};
+pub use client::{Client, ReceivedMessage, Target, UpdatePolicy};
 pub use error::ClientError;
 pub use hush_store::KdfParams;
 pub use session::Session;

@@ -24,10 +24,6 @@ const KEY_PACKAGE_LOW_WATER: u32 = 5;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts for a commit that keeps losing its epoch.
 const COMMIT_ATTEMPTS: usize = 8;
-/// Self-update after this many sent messages...
-pub const UPDATE_AFTER_MESSAGES: u64 = 100;
-/// ...or after this long.
-pub const UPDATE_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How long payload hashes are remembered for de-duplication.
 const SIGHTING_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -448,9 +444,10 @@ impl<'a> Session<'a> {
     /// Self-updates if the policy says so (just joined, 100 messages, 24 h).
     async fn maybe_self_update(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
         let Some(record) = self.client.store.conversation(group_id)? else { return Ok(()) };
+        let policy = self.client.update_policy()?;
         let due = record.needs_update
-            || record.sent_since_update >= UPDATE_AFTER_MESSAGES
-            || now_ms().saturating_sub(record.last_update_ms) >= UPDATE_AFTER.as_millis() as u64;
+            || record.sent_since_update >= policy.after_messages
+            || now_ms().saturating_sub(record.last_update_ms) >= policy.after.as_millis() as u64;
         if due && record.active {
             self.self_update(group_id).await?;
         }
