@@ -38,6 +38,9 @@ pub enum Command {
         /// Your display name (stays on this device).
         #[arg(long)]
         name: Option<String>,
+        /// Wrong passphrases in a row that wipe the profile (0: never).
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        max_attempts: u32,
         /// Self-update (refresh your keys) in a conversation after this many sent messages.
         #[arg(long, default_value_t = 100, value_name = "N")]
         update_every_messages: u64,
@@ -66,9 +69,27 @@ pub enum Command {
         /// The message.
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
-        /// Ask the relay to drop the message if undelivered after this long (e.g. 1h).
+        /// Make this message disappear this long after it is sent (on your
+        /// device) or received (on theirs), and from the relay if undelivered.
         #[arg(long, value_name = "DURATION")]
-        ttl: Option<String>,
+        expire: Option<String>,
+    },
+    /// Set a conversation's disappearing-message timer for every member.
+    Timer {
+        /// Contact name, account id or group name.
+        to: String,
+        /// A duration (30s, 5m, 2h, 7d) or `off`.
+        duration: String,
+    },
+    /// The panic passphrase: entered anywhere, it silently wipes this device.
+    Panic {
+        #[command(subcommand)]
+        command: PanicCommand,
+    },
+    /// Order the device holding an account to wipe itself (from any machine).
+    RemoteWipe {
+        /// The wipe code printed by `hush join`.
+        wipe_code: String,
     },
     /// Receive queued messages.
     Recv {
@@ -136,6 +157,13 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PanicCommand {
+    /// Set or change the panic passphrase (asked on the terminal, or from
+    /// HUSH_PANIC_PASSPHRASE).
+    Set,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,40 +1,58 @@
 //! What each command does, on top of hush-relay and hush-client.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use hush_client::{Client, KdfParams, Session, UpdatePolicy};
-use hush_proto::{AccountId, Invite};
+use anyhow::{anyhow, bail, Context, Result};
+use hush_client::{send_wipe_order, Client, ClientError, KdfParams, Session, UpdatePolicy};
+use hush_proto::{AccountId, Invite, WipeCode};
+use hush_store::StoreError;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::cli::{AdminCommand, Cli, Command, ContactCommand, GroupCommand};
+use crate::cli::{AdminCommand, Cli, Command, ContactCommand, GroupCommand, PanicCommand};
 use crate::output::print_message;
+
+/// How long the panic wipe may spend telling the relay (the local wipe is
+/// already done by then).
+const PANIC_NOTICE_TIMEOUT: Duration = Duration::from_millis(400);
 
 pub fn run(cli: Cli) -> Result<()> {
     let home = cli.home;
     match cli.command {
         Command::Serve { data, listen } => serve(&data, &listen),
         Command::Admin { command } => admin(command),
-        Command::Join { invite, name, update_every_messages, update_every, json } => {
+        Command::Join { invite, name, max_attempts, update_every_messages, update_every, json } => {
             let policy =
                 UpdatePolicy { after_messages: update_every_messages, after: parse_duration(&update_every)? };
-            block_on(join(&profile_dir(home)?, &invite, name, policy, json))
+            block_on(join(&profile_dir(home)?, &invite, name, max_attempts, policy, json))
         }
         Command::Whoami { json } => whoami(&profile_dir(home)?, json),
         Command::Contact { command } => contact(&profile_dir(home)?, command),
-        Command::Send { to, text, ttl } => block_on(send(&profile_dir(home)?, &to, &text.join(" "), ttl)),
-        Command::Recv { wait, json } => block_on(recv(&profile_dir(home)?, wait, json)),
+        Command::Send { to, text, expire } => {
+            let expire = expire.map(|text| parse_secs(&text)).transpose()?;
+            send(&profile_dir(home)?, &to, &text.join(" "), expire)
+        }
+        Command::Timer { to, duration } => {
+            let secs = match duration.as_str() {
+                "off" | "0" => None,
+                text => Some(parse_secs(text)?),
+            };
+            timer(&profile_dir(home)?, &to, secs)
+        }
+        Command::Recv { wait, json } => recv(&profile_dir(home)?, wait, json),
         Command::History { to, json } => history(&profile_dir(home)?, &to, json),
-        Command::Group { command } => block_on(group(&profile_dir(home)?, command)),
+        Command::Group { command } => group(&profile_dir(home)?, command),
+        Command::Panic { command: PanicCommand::Set } => panic_set(&profile_dir(home)?),
+        Command::RemoteWipe { wipe_code } => remote_wipe(&wipe_code),
         Command::Chat { .. } => {
             bail!("the interactive client is not built yet; use `hush send` and `hush recv`")
         }
     }
 }
 
-fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+fn block_on<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future)
 }
 
@@ -53,42 +71,99 @@ fn profile_dir(home: Option<PathBuf>) -> Result<PathBuf> {
     Ok(PathBuf::from(user_home).join(".local/share/hush"))
 }
 
-fn passphrase(confirm: bool) -> Result<Zeroizing<String>> {
-    if let Some(value) = std::env::var_os("HUSH_PASSPHRASE") {
-        let value =
-            Zeroizing::new(value.into_string().map_err(|_| anyhow::anyhow!("HUSH_PASSPHRASE is not UTF-8"))?);
-        if value.is_empty() {
-            bail!("HUSH_PASSPHRASE is empty");
+/// A secret from the environment (for scripts) or the terminal (never echoed).
+fn secret(variable: &str, prompt: &str, confirm: bool, allow_empty: bool) -> Result<Zeroizing<String>> {
+    if let Some(value) = std::env::var_os(variable) {
+        let value = Zeroizing::new(value.into_string().map_err(|_| anyhow!("{variable} is not UTF-8"))?);
+        if value.is_empty() && !allow_empty {
+            bail!("{variable} is empty");
         }
         return Ok(value);
     }
     let first = Zeroizing::new(
-        rpassword::prompt_password("Passphrase: ")
-            .context("cannot ask for the passphrase (no terminal?); set HUSH_PASSPHRASE")?,
+        rpassword::prompt_password(format!("{prompt}: "))
+            .with_context(|| format!("cannot ask for the {prompt} (no terminal?); set {variable}"))?,
     );
-    if first.is_empty() {
-        bail!("the passphrase must not be empty");
+    if first.is_empty() && !allow_empty {
+        bail!("the {prompt} must not be empty");
     }
-    if confirm {
-        let second = Zeroizing::new(rpassword::prompt_password("Repeat passphrase: ")?);
+    if confirm && !first.is_empty() {
+        let second = Zeroizing::new(rpassword::prompt_password(format!("Repeat {prompt}: "))?);
         if *first != *second {
-            bail!("the passphrases differ");
+            bail!("the two entries differ");
         }
     }
     Ok(first)
 }
 
+fn passphrase(confirm: bool) -> Result<Zeroizing<String>> {
+    secret("HUSH_PASSPHRASE", "passphrase", confirm, false)
+}
+
+/// What a machine that never had a profile says.
+fn no_profile(dir: &Path) -> anyhow::Error {
+    anyhow!("no profile in {} (run `hush join INVITE` first)", dir.display())
+}
+
+/// Tells the relay about a wipe, bounded in time, on a thread of its own
+/// (callers may already be inside a runtime).
+fn notify_relay_of_wipe(code: WipeCode, timeout: Duration) {
+    let notice = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let _ = runtime.block_on(send_wipe_order(&code, timeout));
+        }
+    });
+    let _ = notice.join();
+}
+
 fn open(dir: &Path) -> Result<Client> {
     if !hush_store::Store::exists(dir) {
-        bail!("no profile in {} (run `hush join INVITE` first)", dir.display());
+        return Err(no_profile(dir));
     }
     let passphrase = passphrase(false)?;
-    Ok(Client::open(dir, passphrase.as_bytes())?)
+    match Client::open(dir, passphrase.as_bytes()) {
+        Ok(client) => Ok(client),
+        Err(ClientError::Store(StoreError::Wiped(code))) => {
+            if let Some(code) = code {
+                notify_relay_of_wipe(*code, PANIC_NOTICE_TIMEOUT);
+            }
+            Err(no_profile(dir))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Obeys a verified wipe order that arrived during `result`.
+fn obey(dir: &Path, client: Client, result: Result<(), ClientError>) -> Result<()> {
+    match result {
+        Err(ClientError::WipeOrdered) => {
+            client.wipe()?;
+            Err(no_profile(dir))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Runs a client future to completion on a fresh runtime.
+fn drive(future: impl Future<Output = Result<(), ClientError>>) -> Result<(), ClientError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| ClientError::Transport(error.to_string()))?;
+    runtime.block_on(future)
 }
 
 fn parse_duration(text: &str) -> Result<Duration> {
     humantime::parse_duration(text)
         .with_context(|| format!("'{text}' is not a duration (like 30s, 5m, 2h, 7d)"))
+}
+
+fn parse_secs(text: &str) -> Result<u32> {
+    let secs = parse_duration(text)?.as_secs();
+    if secs == 0 {
+        bail!("'{text}' is too short: use at least one second");
+    }
+    u32::try_from(secs).map_err(|_| anyhow!("'{text}' is too long"))
 }
 
 fn serve(data: &Path, listen: &str) -> Result<()> {
@@ -175,6 +250,7 @@ async fn join(
     dir: &Path,
     invite: &str,
     name: Option<String>,
+    max_attempts: u32,
     policy: UpdatePolicy,
     json: bool,
 ) -> Result<()> {
@@ -182,33 +258,41 @@ async fn join(
     if hush_store::Store::exists(dir) {
         bail!("a profile already exists in {} (use another --home)", dir.display());
     }
+    let interactive = std::env::var_os("HUSH_PASSPHRASE").is_none();
     let passphrase = passphrase(true)?;
-    let name = name.unwrap_or_else(|| "me".to_owned());
-    let client = Client::create(dir, passphrase.as_bytes(), KdfParams::default(), &invite, &name)?;
-    client.set_update_policy(policy)?;
-    let registered = Session::register(&client, &invite.code).await;
-    let session = match registered {
-        Ok(session) => session,
-        Err(error) => {
-            drop(client);
-            remove_profile(dir);
-            return Err(error.into());
-        }
+    let panic = if interactive || std::env::var_os("HUSH_PANIC_PASSPHRASE").is_some() {
+        Some(secret("HUSH_PANIC_PASSPHRASE", "panic passphrase (empty for none)", true, true)?)
+    } else {
+        None
     };
-    session.close().await;
+    let name = name.unwrap_or_else(|| "me".to_owned());
+    let client =
+        Client::create(dir, passphrase.as_bytes(), KdfParams::default(), max_attempts, &invite, &name)?;
+    let registered = async {
+        client.set_update_policy(policy)?;
+        if let Some(panic) = panic.as_ref().filter(|p| !p.is_empty()) {
+            client.set_panic_passphrase(panic.as_bytes())?;
+        }
+        Session::register(&client, &invite.code).await?.close().await;
+        Ok::<_, ClientError>(())
+    }
+    .await;
+    if let Err(error) = registered {
+        drop(client);
+        let _ = hush_store::wipe(dir);
+        return Err(error.into());
+    }
+    let wipe_code = client.wipe_code()?;
     if json {
-        println!("{}", json!({ "account": client.account().to_string() }));
+        println!(
+            "{}",
+            json!({ "account": client.account().to_string(), "wipe_code": wipe_code.to_string() })
+        );
     } else {
         println!("{}", client.account());
+        println!("wipe code (keep it apart from this device; it is shown only now): {wipe_code}");
     }
     Ok(())
-}
-
-/// Removes a profile that never got registered, so `join` can be retried.
-fn remove_profile(dir: &Path) {
-    for file in ["key", "hush.db", "hush.db-wal", "hush.db-shm"] {
-        let _ = std::fs::remove_file(dir.join(file));
-    }
 }
 
 fn whoami(dir: &Path, json: bool) -> Result<()> {
@@ -241,23 +325,40 @@ fn contact(dir: &Path, command: ContactCommand) -> Result<()> {
     Ok(())
 }
 
-async fn send(dir: &Path, to: &str, text: &str, ttl: Option<String>) -> Result<()> {
-    let ttl_secs = match ttl {
-        Some(ttl) => u32::try_from(parse_duration(&ttl)?.as_secs()).unwrap_or(u32::MAX).max(1),
-        None => 0,
-    };
+fn send(dir: &Path, to: &str, text: &str, expire: Option<u32>) -> Result<()> {
     let client = open(dir)?;
-    let mut session = Session::login(&client).await?;
-    session.send_text(to, text, ttl_secs).await?;
-    session.close().await;
-    Ok(())
+    let result = drive(async {
+        let mut session = Session::login(&client).await?;
+        session.send_text(to, text, expire).await?;
+        session.close().await;
+        Ok(())
+    });
+    obey(dir, client, result)
 }
 
-async fn recv(dir: &Path, wait: u64, json: bool) -> Result<()> {
+fn timer(dir: &Path, to: &str, secs: Option<u32>) -> Result<()> {
     let client = open(dir)?;
-    let mut session = Session::login(&client).await?;
-    session.receive(Duration::from_secs(wait)).await?;
-    session.close().await;
+    let result = drive(async {
+        let mut session = Session::login(&client).await?;
+        session.set_timer(to, secs).await?;
+        session.close().await;
+        Ok(())
+    });
+    obey(dir, client, result)
+}
+
+fn recv(dir: &Path, wait: u64, json: bool) -> Result<()> {
+    let client = open(dir)?;
+    let result = drive(async {
+        let mut session = Session::login(&client).await?;
+        session.receive(Duration::from_secs(wait)).await?;
+        session.close().await;
+        Ok(())
+    });
+    if matches!(result, Err(ClientError::WipeOrdered)) {
+        return obey(dir, client, result);
+    }
+    result?;
     for message in client.take_unshown()? {
         print_message(&message, json);
     }
@@ -272,15 +373,14 @@ fn history(dir: &Path, to: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn group(dir: &Path, command: GroupCommand) -> Result<()> {
+fn group(dir: &Path, command: GroupCommand) -> Result<()> {
     let client = open(dir)?;
     let members = |names: &[String]| -> Result<Vec<AccountId>> {
         names.iter().map(|name| Ok(client.resolve_member(name)?)).collect()
     };
-    match command {
+    let result = match command {
         GroupCommand::List { json } => {
-            for (name, record) in client.groups()? {
-                let _ = record;
+            for (name, _) in client.groups()? {
                 if json {
                     println!("{}", json!({ "name": name }));
                 } else {
@@ -291,22 +391,45 @@ async fn group(dir: &Path, command: GroupCommand) -> Result<()> {
         }
         GroupCommand::Create { name, members: names } => {
             let accounts = members(&names)?;
-            let mut session = Session::login(&client).await?;
-            session.group_create(&name, &accounts).await?;
-            session.close().await;
+            drive(async {
+                let mut session = Session::login(&client).await?;
+                session.group_create(&name, &accounts).await?;
+                session.close().await;
+                Ok(())
+            })
         }
         GroupCommand::Add { name, members: names } => {
             let accounts = members(&names)?;
-            let mut session = Session::login(&client).await?;
-            session.group_add(&name, &accounts).await?;
-            session.close().await;
+            drive(async {
+                let mut session = Session::login(&client).await?;
+                session.group_add(&name, &accounts).await?;
+                session.close().await;
+                Ok(())
+            })
         }
         GroupCommand::Remove { name, members: names } => {
             let accounts = members(&names)?;
-            let mut session = Session::login(&client).await?;
-            session.group_remove(&name, &accounts).await?;
-            session.close().await;
+            drive(async {
+                let mut session = Session::login(&client).await?;
+                session.group_remove(&name, &accounts).await?;
+                session.close().await;
+                Ok(())
+            })
         }
-    }
+    };
+    obey(dir, client, result)
+}
+
+fn panic_set(dir: &Path) -> Result<()> {
+    let client = open(dir)?;
+    let panic = secret("HUSH_PANIC_PASSPHRASE", "panic passphrase", true, false)?;
+    client.set_panic_passphrase(panic.as_bytes())?;
+    Ok(())
+}
+
+fn remote_wipe(code: &str) -> Result<()> {
+    let code: WipeCode = code.parse().context("not a wipe code (hush-wipe://...)")?;
+    drive(send_wipe_order(&code, Duration::from_secs(20)))?;
+    println!("wipe ordered: the device of {} wipes itself when it next connects", code.account);
     Ok(())
 }

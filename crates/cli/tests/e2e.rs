@@ -335,12 +335,17 @@ fn bad_invite_wrong_passphrase_and_deactivated_account_get_clear_errors() {
     let out = hush(&["join", &good], Some(&dir.path().join("eve")), Some("pw"));
     assert!(!out.status.success());
 
-    // Wrong passphrase: clear error, nothing changed.
+    // Wrong passphrase: clear error; only the wrong-passphrase counter in
+    // the key file's header moves, the sealed slots and database do not.
     let key_before = std::fs::read(alice.home.join("key")).unwrap();
+    let db_before = std::fs::read(alice.home.join("hush.db")).unwrap();
     let out = hush(&["whoami"], Some(&alice.home), Some("not-the-passphrase"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
-    assert_eq!(std::fs::read(alice.home.join("key")).unwrap(), key_before);
+    let key_after = std::fs::read(alice.home.join("key")).unwrap();
+    assert_eq!(key_after.len(), key_before.len());
+    assert_eq!(key_after[28..], key_before[28..]);
+    assert_eq!(std::fs::read(alice.home.join("hush.db")).unwrap(), db_before);
     alice.ok(&["whoami"]);
 
     // Deactivation: locked out, queue dropped, others unaffected.
@@ -497,4 +502,197 @@ fn self_update_policy_from_join_is_applied() {
     // Welcome, description, three texts, and one self-update commit before the third.
     assert_eq!(relay.stats()["queued_messages"], 6);
     assert_eq!(bob.texts(), vec!["one", "two", "three"]);
+}
+
+fn fresh_machine_output(home: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = hush(args, Some(home), Some("any-passphrase"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn panic_passphrase_wipes_silently_and_deactivates_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let home = dir.path().join("alice");
+    let out = Command::new(HUSH)
+        .arg("--home")
+        .arg(&home)
+        .args(["join", &relay.invite(), "--json"])
+        .env("HUSH_PASSPHRASE", "alice-passphrase")
+        .env("HUSH_PANIC_PASSPHRASE", "duress words")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let account =
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["account"].as_str().unwrap().to_owned();
+    let alice = User { home: home.clone(), passphrase: "alice-passphrase".into(), account };
+    let bob = User::join(dir.path(), "bob", &relay);
+    alice.ok(&["contact", "add", "bobcontactname", &bob.account]);
+    alice.ok(&["send", "bobcontactname", "alice-plaintext-before-panic"]);
+    bob.ok(&["send", &alice.account, "bob-plaintext-to-alice"]);
+    assert_eq!(alice.texts(), vec!["bob-plaintext-to-alice"]);
+    let before = relay.stats()["active_accounts"].as_u64().unwrap();
+
+    let started = Instant::now();
+    let panicked = hush(&["whoami"], Some(&home), Some("duress words"));
+    eprintln!("panic wipe took {:?} (process start to exit)", started.elapsed());
+    assert!(!home.exists(), "the profile directory must be gone");
+    // Exactly what a machine that never had a profile says.
+    let fresh = fresh_machine_output(&home, &["whoami"]);
+    assert_eq!(
+        (
+            panicked.status.code(),
+            String::from_utf8_lossy(&panicked.stdout).into(),
+            String::from_utf8_lossy(&panicked.stderr).into()
+        ),
+        fresh
+    );
+    assert_eq!(relay.stats()["active_accounts"].as_u64().unwrap(), before - 1);
+    let out = bob.run(&["send", &alice.account, "after the wipe"]);
+    assert!(!out.status.success(), "a wiped account can no longer receive");
+    assert_nowhere(
+        &files_under(&relay.data),
+        &[b"alice-plaintext-before-panic", b"bob-plaintext-to-alice", b"bobcontactname", b"duress words"],
+    );
+}
+
+#[test]
+fn too_many_wrong_passphrases_wipe_the_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let home = dir.path().join("alice");
+    let out = hush(&["join", &relay.invite(), "--max-attempts", "3"], Some(&home), Some("right"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for _ in 0..2 {
+        let out = hush(&["whoami"], Some(&home), Some("wrong"));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    }
+    // A right passphrase resets the count; a wrong one changes nothing else.
+    assert!(hush(&["whoami"], Some(&home), Some("right")).status.success());
+    for _ in 0..2 {
+        assert!(!hush(&["whoami"], Some(&home), Some("wrong")).status.success());
+    }
+    assert!(home.exists());
+    let out = hush(&["whoami"], Some(&home), Some("wrong"));
+    assert!(!home.exists(), "the third wrong passphrase in a row wipes");
+    let fresh = fresh_machine_output(&home, &["whoami"]);
+    assert_eq!(out.status.code(), fresh.0);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), fresh.2);
+}
+
+#[test]
+fn disappearing_messages_vanish_from_every_member_and_from_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    alice.ok(&["send", &bob.account, "hello, this one stays"]);
+    alice.ok(&["timer", &bob.account, "3s"]);
+    alice.ok(&["send", &bob.account, "this one disappears"]);
+    let got = bob.recv();
+    let texts: Vec<_> = got.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, vec!["hello, this one stays", "disappearing messages: 3s", "this one disappears"]);
+    assert_eq!(got[1]["event"], true);
+    assert!(got[2]["expires_at"].is_string());
+    // Bob's replies follow the timer his client learned.
+    bob.ok(&["send", &alice.account, "bob's reply also disappears"]);
+    assert_eq!(alice.texts(), vec!["bob's reply also disappears"]);
+    for user in [&alice, &bob] {
+        wait_until("messages to disappear", || {
+            let history = user
+                .ok(&["history", if user.account == alice.account { &bob.account } else { &alice.account }]);
+            !history.contains("disappears")
+        });
+        let history =
+            user.ok(&["history", if user.account == alice.account { &bob.account } else { &alice.account }]);
+        assert!(history.contains("this one stays") && history.contains("disappearing messages: 3s"));
+    }
+
+    // A one-off timer on a message nobody collects: the relay drops it too.
+    alice.ok(&["timer", &bob.account, "off"]);
+    alice.ok(&["send", &bob.account, "--expire", "2s", "never delivered"]);
+    wait_until("the relay to drop the expired message", || relay.stats()["queued_messages"] == 1);
+    let texts = bob.texts();
+    assert_eq!(texts, vec!["disappearing messages: off"]);
+    assert_nowhere(&files_under(&relay.data), &[b"never delivered", b"this one disappears"]);
+}
+
+#[test]
+fn remote_wipe_with_the_wipe_code_and_only_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let home = dir.path().join("bob");
+    let out = hush(&["join", &relay.invite(), "--json"], Some(&home), Some("bob-pass"));
+    let joined: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bob = User {
+        home: home.clone(),
+        passphrase: "bob-pass".into(),
+        account: joined["account"].as_str().unwrap().into(),
+    };
+    let code = joined["wipe_code"].as_str().unwrap().to_owned();
+    assert!(code.starts_with("hush-wipe://") && code.contains(&bob.account));
+    alice.ok(&["send", &bob.account, "message-for-bob-before-wipe"]);
+    assert_eq!(bob.texts(), vec!["message-for-bob-before-wipe"]);
+
+    // A wrong code changes nothing.
+    let (head, secret) = code.rsplit_once('/').unwrap();
+    let wrong_secret: String = secret.chars().rev().collect();
+    let wrong = format!("{head}/{wrong_secret}");
+    let out = hush(&["remote-wipe", &wrong], None, None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wipe code"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    alice.ok(&["send", &bob.account, "still fine"]);
+    assert_eq!(bob.texts(), vec!["still fine"]);
+
+    // The right code, from a machine with no profile at all.
+    let out = hush(&["remote-wipe", &code], Some(&dir.path().join("nobody")), None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wiped = bob.run(&["recv"]);
+    assert!(!wiped.status.success());
+    assert!(!home.exists(), "the device wiped itself when it next connected");
+    let fresh = fresh_machine_output(&home, &["recv"]);
+    assert_eq!(String::from_utf8_lossy(&wiped.stderr), fresh.2);
+    let out = alice.run(&["send", &bob.account, "after"]);
+    assert!(!out.status.success(), "a wiped account cannot receive");
+}
+
+#[test]
+fn remote_wipe_reaches_a_connected_device_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let home = dir.path().join("bob");
+    let out = hush(&["join", &relay.invite(), "--json"], Some(&home), Some("bob-pass"));
+    let code =
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["wipe_code"].as_str().unwrap().to_owned();
+    let mut listening = Command::new(HUSH)
+        .arg("--home")
+        .arg(&home)
+        .args(["recv", "--wait", "60"])
+        .env("HUSH_PASSPHRASE", "bob-pass")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let socket = relay.data.join("admin.sock");
+    wait_until("bob's connection", || {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else { return false };
+        let _ = stream.write_all(b"connections\n");
+        let mut reply = [0u8; 32];
+        let n = stream.read(&mut reply).unwrap_or(0);
+        String::from_utf8_lossy(&reply[..n]).trim() == "ok 1"
+    });
+    assert!(hush(&["remote-wipe", &code], None, None).status.success());
+    wait_until("the connected device to wipe itself", || listening.try_wait().unwrap().is_some());
+    assert!(!listening.wait().unwrap().success());
+    assert!(!home.exists());
 }

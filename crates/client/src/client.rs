@@ -1,10 +1,10 @@
 //! An unlocked profile: identity, relay settings and the local store.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hush_core::Identity;
-use hush_proto::{AccountId, CertificatePin, IdentityKey, Invite};
+use hush_proto::{AccountId, CertificatePin, IdentityKey, Invite, WipeCode};
 use hush_store::{ConversationKind, ConversationRecord, KdfParams, MessageRecord, Store};
 use openmls_traits::OpenMlsProvider;
 
@@ -23,6 +23,10 @@ pub struct ReceivedMessage {
     pub text: String,
     /// The sender's clock, Unix milliseconds.
     pub sent_at_ms: u64,
+    /// A system event (such as a timer change) rather than a message.
+    pub event: bool,
+    /// When the message disappears (Unix ms), if it does.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// What `send` and `history` were pointed at.
@@ -59,9 +63,7 @@ pub struct Client {
     pub(crate) relay_pin: CertificatePin,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub(crate) use hush_store::now_ms;
 
 fn text_setting(store: &Store, name: &str) -> Result<String, ClientError> {
     let bytes = store.setting(name)?.ok_or_else(|| ClientError::Invalid(format!("profile lacks {name}")))?;
@@ -70,17 +72,22 @@ fn text_setting(store: &Store, name: &str) -> Result<String, ClientError> {
 
 impl Client {
     /// Creates a profile for an invite (not yet registered: see
-    /// [`crate::Session::register`]).
+    /// [`crate::Session::register`]). `max_attempts` wrong passphrases in a
+    /// row wipe it (0: never).
     pub fn create(
         dir: &Path,
         passphrase: &[u8],
         params: KdfParams,
+        max_attempts: u32,
         invite: &Invite,
         name: &str,
     ) -> Result<Self, ClientError> {
-        let store = Store::create(dir, passphrase, params)?;
+        let store = Store::create(dir, passphrase, params, max_attempts)?;
         let identity = store.transaction(|store| {
             let identity = Identity::generate(store.provider().storage())?;
+            let mut wipe_secret = zeroize::Zeroizing::new([0u8; 32]);
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, wipe_secret.as_mut());
+            store.set_setting("wipe_secret", wipe_secret.as_ref())?;
             store.set_setting("identity_key", &identity.key().0)?;
             store.set_setting("name", name.as_bytes())?;
             store.set_setting("relay_address", invite.address.as_bytes())?;
@@ -108,6 +115,42 @@ impl Client {
                 .map_err(|_| ClientError::Invalid("profile is damaged".into()))?,
         );
         Ok(Self { store, identity, relay_address, relay_pin })
+    }
+
+    /// The wipe code: whoever holds it can order this device to wipe itself.
+    pub fn wipe_code(&self) -> Result<WipeCode, ClientError> {
+        let secret = self.wipe_secret()?;
+        Ok(WipeCode {
+            address: self.relay_address.clone(),
+            pin: self.relay_pin,
+            account: self.account(),
+            secret: *secret,
+        })
+    }
+
+    pub(crate) fn wipe_secret(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, ClientError> {
+        let bytes = zeroize::Zeroizing::new(self.store.setting("wipe_secret")?.unwrap_or_default());
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            return Err(ClientError::Invalid("profile is damaged".into()));
+        }
+        secret.copy_from_slice(&bytes);
+        Ok(secret)
+    }
+
+    /// Sets or changes the panic passphrase.
+    pub fn set_panic_passphrase(&self, panic: &[u8]) -> Result<(), ClientError> {
+        Ok(self.store.set_panic_passphrase(panic, &self.wipe_code()?)?)
+    }
+
+    /// Wipes this profile (after a verified wipe order).
+    pub fn wipe(self) -> Result<(), ClientError> {
+        Ok(self.store.wipe()?)
+    }
+
+    /// Deletes messages whose timer ran out.
+    pub fn purge_expired(&self) -> Result<usize, ClientError> {
+        Ok(self.store.purge_expired(now_ms())?)
     }
 
     /// The account id.
@@ -203,6 +246,7 @@ impl Client {
 
     /// The stored messages of a conversation, oldest first.
     pub fn history(&self, to: &str) -> Result<Vec<ReceivedMessage>, ClientError> {
+        self.purge_expired()?;
         let groups = match self.resolve(to)? {
             Target::Account(peer) => self.store.direct_conversations_any(&peer)?,
             Target::Group(group) => vec![group],
@@ -213,6 +257,7 @@ impl Client {
 
     /// Messages received but not yet shown; marks them shown.
     pub fn take_unshown(&self) -> Result<Vec<ReceivedMessage>, ClientError> {
+        self.purge_expired()?;
         let mut shown = Vec::new();
         for (seq, message) in self.store.unshown_messages()? {
             shown.push(self.present(&message)?);
@@ -240,6 +285,8 @@ impl Client {
             from: message.sender,
             text: message.text.clone(),
             sent_at_ms: message.sent_at_ms,
+            event: message.event,
+            expires_at_ms: message.expires_at_ms,
         })
     }
 }

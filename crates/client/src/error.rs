@@ -30,6 +30,9 @@ pub enum ClientError {
     /// The protocol engine failed.
     #[error(transparent)]
     Core(#[from] hush_core::CoreError),
+    /// A genuine wipe order arrived: the caller must wipe the profile.
+    #[error("this device was ordered to wipe itself")]
+    WipeOrdered,
     /// A name given on the command line means nothing here.
     #[error("{0}")]
     Unknown(String),

@@ -14,5 +14,5 @@ mod transport;
 pub use client::{Client, ReceivedMessage, Target, UpdatePolicy};
 pub use error::ClientError;
 pub use hush_store::KdfParams;
-pub use session::Session;
+pub use session::{send_wipe_order, Session};
 pub use transport::Connection;

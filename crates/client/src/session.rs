@@ -63,10 +63,12 @@ impl<'a> Session<'a> {
     pub async fn register(client: &'a Client, invite_code: &str) -> Result<Session<'a>, ClientError> {
         let (mut connection, nonce) = Self::hello(client).await?;
         let signature = client.identity.sign_challenge(AuthPurpose::Register, &nonce, &client.relay_pin)?;
+        let wipe_hash: [u8; 32] = Sha256::digest(client.wipe_secret()?.as_ref()).into();
         let frame = ClientFrame::Register {
             invite_code: invite_code.to_owned(),
             identity_key: client.identity.key(),
             signature,
+            wipe_hash,
         };
         connection.send(&frame).await?;
         let mut session = Self::new(client, connection);
@@ -93,7 +95,18 @@ impl<'a> Session<'a> {
             RelayFrame::Ready { account, key_packages } if account == self.client.account() => {
                 Ok(key_packages)
             }
+            RelayFrame::WipeOrder { secret } => Err(self.wipe_order(&secret)),
             _ => Err(ClientError::Protocol("expected the relay to confirm the login".into())),
+        }
+    }
+
+    /// Checks a wipe order against our own secret. Only a real one (which
+    /// the relay cannot make without the wipe code) is obeyed.
+    fn wipe_order(&self, secret: &[u8; 32]) -> ClientError {
+        use subtle::ConstantTimeEq;
+        match self.client.wipe_secret() {
+            Ok(own) if bool::from(own.as_slice().ct_eq(secret)) => ClientError::WipeOrdered,
+            _ => ClientError::Protocol("the relay sent a wipe order that does not match this device".into()),
         }
     }
 
@@ -158,6 +171,7 @@ impl<'a> Session<'a> {
                 self.queue_empty = true;
                 Ok(())
             }
+            RelayFrame::WipeOrder { secret } => Err(self.wipe_order(&secret)),
             // Answers to requests we no longer wait for, and anything else:
             // nothing in the allow-list asks the client to act.
             _ => Ok(()),
@@ -219,13 +233,21 @@ impl<'a> Session<'a> {
             }
             Incoming::Message { group_id, sender, content } => match content.body {
                 Body::Text(text) => {
+                    let expires_at_ms = content.expires_after_secs.map(|secs| now + u64::from(secs) * 1000);
                     let record = MessageRecord {
                         message_id: content.id,
                         group_id,
                         sender,
                         text,
                         sent_at_ms: content.sent_at_ms,
+                        event: false,
+                        expires_at_ms,
                     };
+                    store.insert_message(&record, now, false)?;
+                }
+                Body::Timer { secs } => {
+                    store.set_timer(&group_id, secs)?;
+                    let record = timer_event(content.id, group_id, sender, content.sent_at_ms, secs);
                     store.insert_message(&record, now, false)?;
                 }
                 Body::Info { group_name } => {
@@ -375,7 +397,27 @@ impl<'a> Session<'a> {
     fn content(body: Body) -> Content {
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
-        Content { id, sent_at_ms: now_ms(), body }
+        Content { id, sent_at_ms: now_ms(), body, expires_after_secs: None }
+    }
+
+    async fn conversation_for(&mut self, to: &str) -> Result<Vec<u8>, ClientError> {
+        match self.client.resolve(to)? {
+            Target::Account(peer) => self.direct_conversation(peer).await,
+            Target::Group(group) => Ok(group.group_id),
+        }
+    }
+
+    /// Sets (or turns off) a conversation's disappearing-message timer for
+    /// every member, announced as an event in the conversation.
+    pub async fn set_timer(&mut self, to: &str, secs: Option<u32>) -> Result<(), ClientError> {
+        let group_id = self.conversation_for(to).await?;
+        let content = Self::content(Body::Timer { secs });
+        self.send_content(&group_id, &content, 0).await?;
+        let store = &self.client.store;
+        store.set_timer(&group_id, secs)?;
+        let record = timer_event(content.id, group_id, self.client.account(), content.sent_at_ms, secs);
+        store.insert_message(&record, now_ms(), true)?;
+        Ok(())
     }
 
     /// Creates a group with us and `members`, and tells them what it is.
@@ -418,15 +460,22 @@ impl<'a> Session<'a> {
     }
 
     /// Sends a text to a contact, account or group; returns once the relay
-    /// has durably accepted it.
-    pub async fn send_text(&mut self, to: &str, text: &str, ttl_secs: u32) -> Result<(), ClientError> {
-        let group_id = match self.client.resolve(to)? {
-            Target::Account(peer) => self.direct_conversation(peer).await?,
-            Target::Group(group) => group.group_id,
-        };
+    /// has durably accepted it. `expire_secs` (else the conversation's
+    /// timer) makes it disappear everywhere: from every member's store and,
+    /// if still undelivered, from the relay.
+    pub async fn send_text(
+        &mut self,
+        to: &str,
+        text: &str,
+        expire_secs: Option<u32>,
+    ) -> Result<(), ClientError> {
+        let group_id = self.conversation_for(to).await?;
         self.maybe_self_update(&group_id).await?;
-        let content = Self::content(Body::Text(text.to_owned()));
-        self.send_content(&group_id, &content, ttl_secs).await?;
+        let timer = self.client.store.conversation(&group_id)?.and_then(|c| c.timer_secs);
+        let expires_after_secs = expire_secs.or(timer).filter(|secs| *secs > 0);
+        let mut content = Self::content(Body::Text(text.to_owned()));
+        content.expires_after_secs = expires_after_secs;
+        self.send_content(&group_id, &content, expires_after_secs.unwrap_or(0)).await?;
         let store = &self.client.store;
         let Body::Text(text) = content.body else { return Ok(()) };
         let record = MessageRecord {
@@ -435,6 +484,8 @@ impl<'a> Session<'a> {
             sender: self.client.account(),
             text,
             sent_at_ms: content.sent_at_ms,
+            event: false,
+            expires_at_ms: expires_after_secs.map(|secs| content.sent_at_ms + u64::from(secs) * 1000),
         };
         store.insert_message(&record, now_ms(), true)?;
         store.count_sent(&group_id)?;
@@ -516,4 +567,44 @@ impl<'a> Session<'a> {
         self.commit(&group_id, |conversation, provider| Ok(conversation.remove(provider, identity, members)?))
             .await
     }
+}
+
+fn timer_event(
+    id: [u8; 16],
+    group_id: Vec<u8>,
+    sender: AccountId,
+    sent_at_ms: u64,
+    secs: Option<u32>,
+) -> MessageRecord {
+    let text = match secs {
+        Some(secs) => format!(
+            "disappearing messages: {}",
+            humantime::format_duration(Duration::from_secs(u64::from(secs)))
+        ),
+        None => "disappearing messages: off".to_owned(),
+    };
+    MessageRecord { message_id: id, group_id, sender, text, sent_at_ms, event: true, expires_at_ms: None }
+}
+
+/// Orders the device of `code.account` to wipe itself, through the relay
+/// named in the code. Used by `hush remote-wipe` and by the panic
+/// passphrase; bounded by `timeout` so a wipe never waits on the network.
+pub async fn send_wipe_order(code: &hush_proto::WipeCode, timeout: Duration) -> Result<(), ClientError> {
+    tokio::time::timeout(timeout, async {
+        let mut connection = Connection::open(&code.address, code.pin).await?;
+        connection.send(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await?;
+        let RelayFrame::Challenge { .. } = connection.recv().await? else {
+            return Err(ClientError::Protocol("expected a challenge".into()));
+        };
+        connection
+            .send(&ClientFrame::RemoteWipe { request: 1, account: code.account, secret: code.secret })
+            .await?;
+        match connection.recv().await? {
+            RelayFrame::Accepted { request: 1 } => Ok(()),
+            RelayFrame::Rejected { code, .. } => Err(ClientError::Relay(code)),
+            _ => Err(ClientError::Protocol("unexpected answer to a wipe order".into())),
+        }
+    })
+    .await
+    .map_err(|_| ClientError::Unreachable(format!("{}: timed out", code.address)))?
 }

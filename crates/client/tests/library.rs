@@ -13,7 +13,7 @@ const CHEAP: KdfParams = KdfParams { memory_kib: 8 * 1024, iterations: 1, parall
 
 async fn join(relay: &TestRelay, name: &str) -> Client {
     let invite: Invite = relay.invite().unwrap().parse().unwrap();
-    let client = Client::create(&relay.profile_dir(name), b"pw", CHEAP, &invite, name).unwrap();
+    let client = Client::create(&relay.profile_dir(name), b"pw", CHEAP, 0, &invite, name).unwrap();
     Session::register(&client, &invite.code).await.unwrap().close().await;
     client
 }
@@ -27,7 +27,7 @@ async fn texts(client: &Client) -> Vec<String> {
 
 async fn send(client: &Client, to: &str, text: &str) {
     let mut session = Session::login(client).await.unwrap();
-    session.send_text(to, text, 0).await.unwrap();
+    session.send_text(to, text, None).await.unwrap();
     session.close().await;
 }
 

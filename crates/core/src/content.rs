@@ -16,6 +16,10 @@ pub struct Content {
     pub sent_at_ms: u64,
     /// What it says.
     pub body: Body,
+    /// Seconds after receipt (after sending, on the sender's device) at
+    /// which every member deletes the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_after_secs: Option<u32>,
 }
 
 /// The kinds of application message.
@@ -23,6 +27,12 @@ pub struct Content {
 pub enum Body {
     /// A text message.
     Text(String),
+    /// Sets (or, with None, turns off) the conversation's
+    /// disappearing-message timer for every member.
+    Timer {
+        /// Seconds, or None for off.
+        secs: Option<u32>,
+    },
     /// Describes the conversation to new members: a named group, or (None) a
     /// one-to-one conversation.
     Info {

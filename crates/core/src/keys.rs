@@ -127,7 +127,8 @@ mod tests {
             };
             assert_eq!(members.len(), 3);
         }
-        let content = Content { id: [1; 16], sent_at_ms: 5, body: Body::Text("hi".into()) };
+        let content =
+            Content { id: [1; 16], sent_at_ms: 5, body: Body::Text("hi".into()), expires_after_secs: None };
         let outgoing = group.encrypt(&alice_provider, &alice, &content).unwrap();
         assert_eq!(outgoing.recipients.len(), 2);
         let Incoming::Message { sender, content: got, .. } =
@@ -142,7 +143,12 @@ mod tests {
         for provider in [&bob_provider, &carol_provider] {
             assert!(matches!(process_incoming(provider, &removal.commit).unwrap(), Incoming::Changed { .. }));
         }
-        let secret = Content { id: [2; 16], sent_at_ms: 6, body: Body::Text("secret".into()) };
+        let secret = Content {
+            id: [2; 16],
+            sent_at_ms: 6,
+            body: Body::Text("secret".into()),
+            expires_after_secs: None,
+        };
         let outgoing = group.encrypt(&alice_provider, &alice, &secret).unwrap();
         assert!(matches!(
             process_incoming(&bob_provider, &outgoing.payload).unwrap(),

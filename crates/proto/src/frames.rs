@@ -26,6 +26,9 @@ pub enum ClientFrame {
         identity_key: IdentityKey,
         /// Signature over [`auth_message`] with [`AuthPurpose::Register`].
         signature: [u8; 64],
+        /// SHA-256 of the account's remote-wipe secret. The relay keeps only
+        /// this hash, so it cannot order a wipe on its own.
+        wipe_hash: [u8; 32],
     },
     /// Logs in to an existing account by signing the challenge.
     Login {
@@ -86,6 +89,18 @@ pub enum ClientFrame {
         /// Delivery ids.
         ids: Vec<u64>,
     },
+    /// Orders the device of `account` to wipe itself (sent without logging
+    /// in, by whoever holds the wipe code). The relay checks the secret
+    /// against the stored hash, deactivates the account and passes the
+    /// secret on to the device, which checks it again.
+    RemoteWipe {
+        /// Echoed in the answer.
+        request: u32,
+        /// The account to wipe.
+        account: AccountId,
+        /// The wipe secret from the wipe code.
+        secret: [u8; 32],
+    },
 }
 
 /// What the relay may send to a client. This is the whole allow-list.
@@ -140,6 +155,13 @@ pub enum RelayFrame {
     },
     /// Everything queued so far has been delivered.
     QueueEmpty,
+    /// A wipe ordered with the account's wipe code. The device wipes itself
+    /// only if the secret hashes to the value it keeps; the relay cannot
+    /// produce it without the code.
+    WipeOrder {
+        /// The secret presented with the order.
+        secret: [u8; 32],
+    },
     /// A fatal error; the relay closes the connection after it.
     Error {
         /// Why.
@@ -183,10 +205,12 @@ pub enum ErrorCode {
     Internal = 14,
     /// The relay is shutting down.
     ShuttingDown = 15,
+    /// The wipe code does not match the account.
+    BadWipeCode = 16,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 15] = [
+    const ALL: [ErrorCode; 16] = [
         Self::Malformed,
         Self::TooLarge,
         Self::UnsupportedVersion,
@@ -202,6 +226,7 @@ impl ErrorCode {
         Self::Unexpected,
         Self::Internal,
         Self::ShuttingDown,
+        Self::BadWipeCode,
     ];
 
     fn from_u16(value: u16) -> Result<Self, DecodeError> {
@@ -226,6 +251,7 @@ impl ErrorCode {
             Self::Unexpected => "frame not allowed here",
             Self::Internal => "relay internal error",
             Self::ShuttingDown => "relay is shutting down",
+            Self::BadWipeCode => "the wipe code does not match the account",
         }
     }
 }
@@ -266,11 +292,12 @@ impl ClientFrame {
                 w.u16(*version);
                 w.finish()
             }
-            Self::Register { invite_code, identity_key, signature } => {
+            Self::Register { invite_code, identity_key, signature, wipe_hash } => {
                 let mut w = Writer::with_tag(0x02);
                 w.bytes(invite_code.as_bytes());
                 w.array(&identity_key.0);
                 w.array(signature);
+                w.array(wipe_hash);
                 w.finish()
             }
             Self::Login { account, signature } => {
@@ -329,6 +356,13 @@ impl ClientFrame {
                 w.list(ids, |w, id| w.u64(*id));
                 w.finish()
             }
+            Self::RemoteWipe { request, account, secret } => {
+                let mut w = Writer::with_tag(0x0a);
+                w.u32(*request);
+                w.array(&account.0);
+                w.array(secret);
+                w.finish()
+            }
         }
     }
 
@@ -344,6 +378,7 @@ impl ClientFrame {
                 invite_code: r.string("invite code", MAX_INVITE_CODE_BYTES)?,
                 identity_key: IdentityKey(r.array()?),
                 signature: r.array()?,
+                wipe_hash: r.array()?,
             },
             0x03 => Self::Login { account: AccountId(r.array()?), signature: r.array()? },
             0x04 => Self::UploadKeyPackages {
@@ -370,6 +405,9 @@ impl ClientFrame {
             },
             0x08 => Self::Subscribe,
             0x09 => Self::Ack { ids: r.list("ack ids", MAX_ACK_IDS, |r| r.u64())? },
+            0x0a => {
+                Self::RemoteWipe { request: r.u32()?, account: AccountId(r.array()?), secret: r.array()? }
+            }
             other => return Err(DecodeError::UnknownFrame(other)),
         };
         r.finish()?;
@@ -423,6 +461,11 @@ impl RelayFrame {
                 w.finish()
             }
             Self::QueueEmpty => Writer::with_tag(0x88).finish(),
+            Self::WipeOrder { secret } => {
+                let mut w = Writer::with_tag(0x8a);
+                w.array(secret);
+                w.finish()
+            }
             Self::Error { code, message } => {
                 let mut w = Writer::with_tag(0x89);
                 w.u16(*code as u16);
@@ -455,6 +498,7 @@ impl RelayFrame {
                 payload: r.bytes("payload", MAX_PAYLOAD_BYTES)?,
             },
             0x88 => Self::QueueEmpty,
+            0x8a => Self::WipeOrder { secret: r.array()? },
             0x89 => Self::Error {
                 code: ErrorCode::from_u16(r.u16()?)?,
                 message: r.string("error message", MAX_ERROR_MESSAGE_BYTES)?,
@@ -490,14 +534,18 @@ mod tests {
     fn client_frame() -> impl Strategy<Value = ClientFrame> {
         prop_oneof![
             any::<u16>().prop_map(|version| ClientFrame::Hello { version }),
-            ("[a-z2-7]{0,64}", any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
-                |(invite_code, key, s1, s2)| {
+            ("[a-z2-7]{0,64}", any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; 32]>())
+                .prop_map(|(invite_code, key, s1, s2, wipe_hash)| {
                     let mut signature = [0u8; 64];
                     signature[..32].copy_from_slice(&s1);
                     signature[32..].copy_from_slice(&s2);
-                    ClientFrame::Register { invite_code, identity_key: IdentityKey(key), signature }
-                }
-            ),
+                    ClientFrame::Register {
+                        invite_code,
+                        identity_key: IdentityKey(key),
+                        signature,
+                        wipe_hash,
+                    }
+                }),
             (account(), any::<[u8; 32]>()).prop_map(|(account, half)| {
                 let mut signature = [7u8; 64];
                 signature[..32].copy_from_slice(&half);
@@ -540,6 +588,8 @@ mod tests {
                 }),
             Just(ClientFrame::Subscribe),
             vec(any::<u64>(), 0..20).prop_map(|ids| ClientFrame::Ack { ids }),
+            (any::<u32>(), account(), any::<[u8; 32]>())
+                .prop_map(|(request, account, secret)| ClientFrame::RemoteWipe { request, account, secret }),
         ]
     }
 
@@ -564,6 +614,7 @@ mod tests {
                 payload
             }),
             Just(RelayFrame::QueueEmpty),
+            any::<[u8; 32]>().prop_map(|secret| RelayFrame::WipeOrder { secret }),
             (error_code(), "[ -~]{0,100}").prop_map(|(code, message)| RelayFrame::Error { code, message }),
         ]
     }

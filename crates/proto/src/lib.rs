@@ -12,11 +12,13 @@ mod frames;
 mod ids;
 mod invite;
 pub mod limits;
+mod wipe_code;
 
 pub use codec::DecodeError;
 pub use frames::{auth_message, AuthPurpose, ClientFrame, ErrorCode, RelayFrame};
 pub use ids::{AccountId, CertificatePin, GroupId, IdError, IdentityKey};
 pub use invite::{Invite, InviteError};
+pub use wipe_code::WipeCode;
 
 /// The protocol version spoken by this build; a relay refuses any other.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -215,13 +215,16 @@ async fn login(
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let _ = outbound.send(Outbound::Frame(RelayFrame::Challenge { nonce })).await;
     let (account, key_packages) = match next_frame_before(incoming, deadline).await? {
-        Ok(ClientFrame::Register { invite_code, identity_key, signature }) => {
+        Ok(ClientFrame::RemoteWipe { request, account, secret }) => {
+            return Err(remote_wipe(shared, outbound, request, account, secret).await);
+        }
+        Ok(ClientFrame::Register { invite_code, identity_key, signature, wipe_hash }) => {
             let message = auth_message(AuthPurpose::Register, &nonce, &shared.pin);
             if !verify(&identity_key, &message, &signature) {
                 return Err(refuse(outbound, ErrorCode::BadSignature).await);
             }
             let invite_hash: [u8; 32] = Sha256::digest(invite_code.as_bytes()).into();
-            let op = Op::Register { invite_hash, identity_key, now: shared.now() };
+            let op = Op::Register { invite_hash, identity_key, wipe_hash, now: shared.now() };
             match shared.store.run(op).await {
                 Ok(Output::Registered(account)) => {
                     tracing::info!("account registered");
@@ -241,6 +244,9 @@ async fn login(
             if !verify(&record.identity_key, &message, &signature) {
                 return Err(refuse(outbound, ErrorCode::BadSignature).await);
             }
+            if let Some(secret) = record.wipe_order {
+                return Err(pass_wipe_order(outbound, secret).await);
+            }
             if record.deactivated {
                 return Err(refuse(outbound, ErrorCode::Deactivated).await);
             }
@@ -257,6 +263,34 @@ async fn login(
     Ok(account)
 }
 
+/// Checks a wipe code and, if it matches, orders the wipe: the account is
+/// deactivated and its live connections get the order at once.
+async fn remote_wipe(
+    shared: &Shared,
+    outbound: &mpsc::Sender<Outbound>,
+    request: u32,
+    account: AccountId,
+    secret: [u8; 32],
+) -> ConnectionError {
+    let answer = match shared.store.run(Op::RemoteWipe { account, secret, now: shared.now() }).await {
+        Ok(_) => {
+            tracing::info!("remote wipe ordered");
+            shared.hub.wipe(&account, secret);
+            RelayFrame::Accepted { request }
+        }
+        Err(error) => RelayFrame::Rejected { request, code: store_error_code(&error) },
+    };
+    let _ = outbound.send(Outbound::Frame(answer)).await;
+    let _ = outbound.send(Outbound::Close).await;
+    ConnectionError::Closed
+}
+
+async fn pass_wipe_order(outbound: &mpsc::Sender<Outbound>, secret: [u8; 32]) -> ConnectionError {
+    let _ = outbound.send(Outbound::Frame(RelayFrame::WipeOrder { secret })).await;
+    let _ = outbound.send(Outbound::Close).await;
+    ConnectionError::Refused(ErrorCode::Deactivated)
+}
+
 fn verify(key: &IdentityKey, message: &[u8], signature: &[u8; 64]) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key.0) else { return false };
     let signature = ed25519_dalek::Signature::from_bytes(signature);
@@ -269,6 +303,7 @@ fn store_error_code(error: &StoreError) -> ErrorCode {
         StoreError::AlreadyRegistered => ErrorCode::AlreadyRegistered,
         StoreError::UnknownAccount => ErrorCode::UnknownAccount,
         StoreError::NoKeyPackage => ErrorCode::NoKeyPackage,
+        StoreError::BadWipeCode => ErrorCode::BadWipeCode,
         StoreError::Database(_) | StoreError::Batch(_) => {
             tracing::error!(%error, "store operation failed");
             ErrorCode::Internal
@@ -340,7 +375,13 @@ impl Session {
         loop {
             let frame = tokio::select! {
                 frame = next_frame(incoming) => frame?,
-                _ = control.close.notified() => return Err(refuse(&self.outbound, ErrorCode::Deactivated).await),
+                _ = control.close.notified() => {
+                    let wipe = control.wipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                    return Err(match wipe {
+                        Some(secret) => pass_wipe_order(&self.outbound, secret).await,
+                        None => refuse(&self.outbound, ErrorCode::Deactivated).await,
+                    });
+                }
                 _ = shutdown.changed() => return Err(refuse(&self.outbound, ErrorCode::ShuttingDown).await),
             };
             match frame {
@@ -377,7 +418,10 @@ impl Session {
                     Op::Commit { group, epoch, recipients, payload: payload.into(), welcome, now, expires };
                 self.spawn_request(Some(request), op).await;
             }
-            ClientFrame::Hello { .. } | ClientFrame::Register { .. } | ClientFrame::Login { .. } => {
+            ClientFrame::Hello { .. }
+            | ClientFrame::Register { .. }
+            | ClientFrame::Login { .. }
+            | ClientFrame::RemoteWipe { .. } => {
                 let frame = RelayFrame::Error {
                     code: ErrorCode::Unexpected,
                     message: "already logged in".to_owned(),
@@ -491,7 +535,12 @@ impl Delivery {
 
     async fn drain(&mut self) -> Result<(), ()> {
         loop {
-            let op = Op::Pending { account: self.account, after: self.last, limit: DRAIN_PAGE };
+            let op = Op::Pending {
+                account: self.account,
+                after: self.last,
+                limit: DRAIN_PAGE,
+                now: self.shared.now(),
+            };
             let page = match self.shared.store.run(op).await {
                 Ok(Output::Pending(page)) => page,
                 _ => return Err(()),

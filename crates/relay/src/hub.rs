@@ -24,6 +24,8 @@ pub struct Control {
     pub lag: Notify,
     /// Wakes the connection when its account was deactivated.
     pub close: Notify,
+    /// A wipe order to pass on before closing.
+    pub wipe: Mutex<Option<[u8; 32]>>,
 }
 
 struct Entry {
@@ -92,6 +94,15 @@ impl Hub {
             entry.control.close.notify_one();
         }
         entries.len()
+    }
+
+    /// Passes a wipe order to every connection of `account`, then closes them.
+    pub fn wipe(&self, account: &AccountId, secret: [u8; 32]) {
+        let accounts = self.lock();
+        for entry in accounts.get(account).map(Vec::as_slice).unwrap_or_default() {
+            *entry.control.wipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(secret);
+            entry.control.close.notify_one();
+        }
     }
 
     /// Connections currently registered.

@@ -19,7 +19,7 @@ use crate::hub::Hub;
 use crate::store::{Op, UnixSeconds};
 
 /// How often expired payloads are purged.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+const PURGE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

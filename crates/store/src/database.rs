@@ -8,7 +8,7 @@ use openmls_sqlite_storage::{Connection, SqliteStorageProvider};
 use rusqlite::{params, OptionalExtension};
 
 use crate::error::StoreError;
-use crate::keyfile::{DatabaseKey, KdfParams, KeyFile};
+use crate::keyfile::{DatabaseKey, KdfParams, KeyFile, Unlocked, FILE_LEN};
 use crate::provider::{HushProvider, JsonCodec};
 
 const SCHEMA: &str = "
@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     sent_since_update INTEGER NOT NULL DEFAULT 0,
     last_update_ms INTEGER NOT NULL DEFAULT 0,
     needs_update INTEGER NOT NULL DEFAULT 0,
+    timer_secs INTEGER,
     created_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS messages (
@@ -33,9 +34,12 @@ CREATE TABLE IF NOT EXISTS messages (
     text TEXT NOT NULL,
     sent_at_ms INTEGER NOT NULL,
     received_at_ms INTEGER NOT NULL,
-    shown INTEGER NOT NULL DEFAULT 0
+    shown INTEGER NOT NULL DEFAULT 0,
+    event INTEGER NOT NULL DEFAULT 0,
+    expires_at_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages(group_id, seq);
+CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages(expires_at_ms) WHERE expires_at_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS seen_payloads (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
 ";
 
@@ -71,6 +75,8 @@ pub struct ConversationRecord {
     pub last_update_ms: u64,
     /// True if we owe the group a self-update (e.g. just joined).
     pub needs_update: bool,
+    /// The disappearing-message timer, if set.
+    pub timer_secs: Option<u32>,
 }
 
 /// A stored message.
@@ -86,6 +92,10 @@ pub struct MessageRecord {
     pub text: String,
     /// Sender's clock (Unix ms).
     pub sent_at_ms: u64,
+    /// A system event (timer changed, ...) rather than a message.
+    pub event: bool,
+    /// When this message disappears (Unix ms), if it does.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// An unlocked profile.
@@ -122,7 +132,13 @@ impl Store {
     }
 
     /// Creates a new profile in `dir` (created mode 0700 if missing).
-    pub fn create(dir: &Path, passphrase: &[u8], params: KdfParams) -> Result<Self, StoreError> {
+    /// `max_attempts` wrong passphrases in a row wipe it (0: never).
+    pub fn create(
+        dir: &Path,
+        passphrase: &[u8],
+        params: KdfParams,
+        max_attempts: u32,
+    ) -> Result<Self, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         if Self::exists(dir) {
             return Err(StoreError::ProfileExists);
@@ -133,23 +149,99 @@ impl Store {
         }
         let key = DatabaseKey::random();
         let store = Self::open_with_key(dir, &key)?;
-        KeyFile::new(passphrase, &key, params)?.write(&Self::key_path(dir))?;
+        KeyFile::new(passphrase, &key, params, max_attempts)?.write(&Self::key_path(dir))?;
         Ok(store)
     }
 
-    /// Unlocks the profile in `dir`. A wrong passphrase changes nothing.
+    /// Unlocks the profile in `dir`.
+    ///
+    /// A wrong passphrase changes nothing but the wrong-passphrase counter,
+    /// which is counted before the passphrase is tried (so killing the
+    /// process mid-try still counts) and reset on success. The panic
+    /// passphrase, or one wrong passphrase too many, wipes the profile and
+    /// answers [`StoreError::Wiped`], which reads exactly like
+    /// [`StoreError::NoProfile`].
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Self, StoreError> {
         if !Self::exists(dir) {
             return Err(StoreError::NoProfile);
         }
-        let key = KeyFile::read(&Self::key_path(dir))?.unlock(passphrase)?;
-        Self::open_with_key(dir, &key)
+        let path = Self::key_path(dir);
+        let mut file = KeyFile::read(&path)?;
+        let attempts = file.failed_attempts().saturating_add(1);
+        file.set_failed_attempts(attempts);
+        file.write(&path)?;
+        match file.unlock(passphrase)? {
+            Some(Unlocked::Database(key)) => {
+                file.set_failed_attempts(0);
+                file.write(&path)?;
+                let store = Self::open_with_key(dir, &key)?;
+                store.purge_expired(crate::now_ms())?;
+                Ok(store)
+            }
+            Some(Unlocked::Panic(code)) => {
+                wipe(dir)?;
+                Err(StoreError::Wiped(Some(Box::new(code))))
+            }
+            None if file.max_attempts() > 0 && attempts >= file.max_attempts() => {
+                wipe(dir)?;
+                Err(StoreError::Wiped(None))
+            }
+            None => Err(StoreError::WrongPassphrase),
+        }
+    }
+
+    /// Sets (or changes) the panic passphrase: it will open nothing, only
+    /// wipe the profile and send `code` to the relay.
+    pub fn set_panic_passphrase(&self, panic: &[u8], code: &hush_proto::WipeCode) -> Result<(), StoreError> {
+        let path = Self::key_path(&self.dir);
+        let mut file = KeyFile::read(&path)?;
+        if matches!(file.unlock(panic)?, Some(Unlocked::Database(_))) {
+            return Err(StoreError::PanicIsPassphrase);
+        }
+        file.set_panic(panic, code)?;
+        file.write(&path)
+    }
+
+    /// Wipes this profile (a verified remote wipe order).
+    pub fn wipe(self) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        drop(self);
+        wipe(&dir)
+    }
+
+    /// Deletes every message whose timer ran out, then checkpoints and
+    /// truncates the WAL so no copy of them stays in it. Returns how many.
+    pub fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let deleted = self.connection.execute(
+            "DELETE FROM messages WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
+            [i(now_ms)],
+        )?;
+        if deleted > 0 {
+            self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(deleted)
+    }
+
+    /// Sets a conversation's disappearing-message timer.
+    pub fn set_timer(&self, group_id: &[u8], timer_secs: Option<u32>) -> Result<(), StoreError> {
+        self.connection.execute(
+            "UPDATE conversations SET timer_secs = ?2 WHERE group_id = ?1",
+            params![group_id, timer_secs],
+        )?;
+        Ok(())
     }
 
     fn open_with_key(dir: &Path, key: &DatabaseKey) -> Result<Self, StoreError> {
-        let mut connection = Connection::open(Self::db_path(dir))?;
+        let connection = Connection::open(Self::db_path(dir))?;
         connection.pragma_update(None, "key", &*key.pragma())?;
         connection.pragma_update(None, "cipher_memory_security", "ON")?;
+        Self::configure(dir, connection)
+    }
+
+    /// Settings that keep deleted data from lingering: temporary tables in
+    /// memory, deleted content overwritten (`secure_delete`), and the WAL
+    /// truncated after purges.
+    fn configure(dir: &Path, mut connection: Connection) -> Result<Self, StoreError> {
         connection.busy_timeout(std::time::Duration::from_secs(10))?;
         connection.pragma_update(None, "temp_store", "MEMORY")?;
         connection.pragma_update(None, "secure_delete", "ON")?;
@@ -337,7 +429,7 @@ impl Store {
         arguments: impl rusqlite::Params,
     ) -> Result<Vec<ConversationRecord>, StoreError> {
         let sql = format!(
-            "SELECT group_id, kind, name, peer, active, sent_since_update, last_update_ms, needs_update
+            "SELECT group_id, kind, name, peer, active, sent_since_update, last_update_ms, needs_update, timer_secs
              FROM conversations WHERE {condition} ORDER BY group_id"
         );
         let mut query = self.connection.prepare(&sql)?;
@@ -358,6 +450,7 @@ impl Store {
                 sent_since_update: u(row.get(5)?),
                 last_update_ms: u(row.get(6)?),
                 needs_update: row.get(7)?,
+                timer_secs: row.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -371,8 +464,9 @@ impl Store {
         shown: bool,
     ) -> Result<bool, StoreError> {
         let inserted = self.connection.execute(
-            "INSERT OR IGNORE INTO messages (message_id, group_id, sender, text, sent_at_ms, received_at_ms, shown)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR IGNORE INTO messages
+             (message_id, group_id, sender, text, sent_at_ms, received_at_ms, shown, event, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 &message.message_id[..],
                 message.group_id,
@@ -380,7 +474,9 @@ impl Store {
                 message.text,
                 i(message.sent_at_ms),
                 i(received_at_ms),
-                shown
+                shown,
+                message.event,
+                message.expires_at_ms.map(i)
             ],
         )?;
         Ok(inserted > 0)
@@ -413,7 +509,8 @@ impl Store {
         arguments: impl rusqlite::Params,
     ) -> Result<Vec<(i64, MessageRecord)>, StoreError> {
         let sql = format!(
-            "SELECT seq, message_id, group_id, sender, text, sent_at_ms FROM messages WHERE {condition} ORDER BY seq"
+            "SELECT seq, message_id, group_id, sender, text, sent_at_ms, event, expires_at_ms
+             FROM messages WHERE {condition} ORDER BY seq"
         );
         let mut query = self.connection.prepare(&sql)?;
         let rows = query.query_map(arguments, |row| {
@@ -424,17 +521,23 @@ impl Store {
                 row.get::<_, Vec<u8>>(3)?,
                 row.get::<_, String>(4)?,
                 row.get::<_, i64>(5)?,
+                row.get::<_, bool>(6)?,
+                row.get::<_, Option<i64>>(7)?,
             ))
         })?;
         let mut messages = Vec::new();
         for row in rows {
-            let (seq, id, group_id, sender, text, sent_at_ms) = row?;
+            let (seq, id, group_id, sender, text, sent_at_ms, event, expires) = row?;
             let (Ok(message_id), Some(sender)) = (<[u8; 16]>::try_from(id.as_slice()), account(sender))
             else {
                 continue;
             };
-            messages
-                .push((seq, MessageRecord { message_id, group_id, sender, text, sent_at_ms: u(sent_at_ms) }));
+            let expires_at_ms = expires.map(u);
+            let sent_at_ms = u(sent_at_ms);
+            messages.push((
+                seq,
+                MessageRecord { message_id, group_id, sender, text, sent_at_ms, event, expires_at_ms },
+            ));
         }
         Ok(messages)
     }
@@ -455,6 +558,32 @@ impl Store {
     }
 }
 
+/// Destroys a profile: the key file is overwritten with random bytes and
+/// synced first (crypto-shredding: the database is unreadable from then on,
+/// even if a copy of it survives on flash), then every file is removed.
+pub fn wipe(dir: &Path) -> Result<(), StoreError> {
+    use std::io::Write;
+    let key = dir.join("key");
+    if key.exists() {
+        let mut noise = vec![0u8; FILE_LEN];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut noise);
+        let mut file = std::fs::OpenOptions::new().write(true).open(&key)?;
+        file.write_all(&noise)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::remove_file(&key)?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    if let Some(parent) = dir.parent() {
+        if let Ok(parent) = std::fs::File::open(parent) {
+            let _ = parent.sync_all();
+        }
+    }
+    Ok(())
+}
+
 fn kind_columns(kind: &ConversationKind) -> (&'static str, Option<&str>, Option<Vec<u8>>) {
     match kind {
         ConversationKind::Direct { peer } => ("direct", None, Some(peer.0.to_vec())),
@@ -472,12 +601,10 @@ mod tests {
     #[test]
     fn wrong_passphrase_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(dir.path(), b"right", CHEAP).unwrap();
+        let store = Store::create(dir.path(), b"right", CHEAP, 10).unwrap();
         store.set_setting("name", b"alice").unwrap();
         drop(store);
-        let before = std::fs::read(dir.path().join("key")).unwrap();
         assert!(matches!(Store::open(dir.path(), b"wrong"), Err(StoreError::WrongPassphrase)));
-        assert_eq!(std::fs::read(dir.path().join("key")).unwrap(), before);
         let store = Store::open(dir.path(), b"right").unwrap();
         assert_eq!(store.setting("name").unwrap(), Some(b"alice".to_vec()));
     }
@@ -485,7 +612,7 @@ mod tests {
     #[test]
     fn database_files_hold_no_plaintext() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(dir.path(), b"pw", CHEAP).unwrap();
+        let store = Store::create(dir.path(), b"pw", CHEAP, 10).unwrap();
         store.add_contact("bobthebuilder", &AccountId([3; 20])).unwrap();
         let message = MessageRecord {
             message_id: [1; 16],
@@ -493,6 +620,8 @@ mod tests {
             sender: AccountId([3; 20]),
             text: "meet at the old mill".into(),
             sent_at_ms: 1,
+            event: false,
+            expires_at_ms: None,
         };
         store.insert_message(&message, 2, false).unwrap();
         for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -506,13 +635,15 @@ mod tests {
     #[test]
     fn messages_are_stored_once_and_shown_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(dir.path(), b"pw", CHEAP).unwrap();
+        let store = Store::create(dir.path(), b"pw", CHEAP, 10).unwrap();
         let message = MessageRecord {
             message_id: [9; 16],
             group_id: vec![1],
             sender: AccountId([3; 20]),
             text: "hi".into(),
             sent_at_ms: 1,
+            event: false,
+            expires_at_ms: None,
         };
         assert!(store.insert_message(&message, 2, false).unwrap());
         assert!(!store.insert_message(&message, 3, false).unwrap());
@@ -520,5 +651,104 @@ mod tests {
         assert_eq!(unshown.len(), 1);
         store.mark_shown(unshown[0].0).unwrap();
         assert!(store.unshown_messages().unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod wipe_tests {
+    #[test]
+    fn a_purged_message_leaves_no_trace_in_the_database_or_its_wal() {
+        // Unkeyed here so the raw pages can be searched: the settings under
+        // test (secure_delete, WAL truncation) are the same as with a key.
+        let root = tempfile::tempdir().unwrap();
+        let connection = Connection::open(root.path().join("hush.db")).unwrap();
+        let store = Store::configure(root.path(), connection).unwrap();
+        let needle = b"a-secret-that-must-vanish";
+        for n in 0..50u8 {
+            let message = MessageRecord {
+                message_id: [n; 16],
+                group_id: vec![1],
+                sender: AccountId([3; 20]),
+                text: String::from_utf8(needle.to_vec()).unwrap(),
+                sent_at_ms: 1,
+                event: false,
+                expires_at_ms: Some(10),
+            };
+            store.insert_message(&message, 2, false).unwrap();
+        }
+        let found = |root: &Path| {
+            std::fs::read_dir(root).unwrap().any(|entry| {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                bytes.windows(needle.len()).any(|w| w == needle)
+            })
+        };
+        assert!(found(root.path()), "the test must see the plaintext before the purge");
+        assert_eq!(store.purge_expired(10).unwrap(), 50);
+        assert!(!found(root.path()), "a trace of the purged message is left on disk");
+    }
+
+    use hush_proto::{CertificatePin, WipeCode};
+
+    use super::*;
+
+    const CHEAP: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+
+    fn code() -> WipeCode {
+        WipeCode {
+            address: "h:1".into(),
+            pin: CertificatePin([1; 32]),
+            account: AccountId([2; 20]),
+            secret: [3; 32],
+        }
+    }
+
+    #[test]
+    fn panic_passphrase_wipes_and_reads_like_no_profile() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("profile");
+        let store = Store::create(&dir, b"real", CHEAP, 10).unwrap();
+        assert!(matches!(store.set_panic_passphrase(b"real", &code()), Err(StoreError::PanicIsPassphrase)));
+        store.set_panic_passphrase(b"duress", &code()).unwrap();
+        drop(store);
+        let wiped = Store::open(&dir, b"duress");
+        let Err(StoreError::Wiped(Some(got))) = wiped else { panic!() };
+        assert_eq!(*got, code());
+        assert!(!dir.exists());
+        assert_eq!(StoreError::Wiped(None).to_string(), StoreError::NoProfile.to_string());
+    }
+
+    #[test]
+    fn too_many_wrong_passphrases_wipe_and_a_right_one_resets_the_count() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("profile");
+        drop(Store::create(&dir, b"real", CHEAP, 3).unwrap());
+        for _ in 0..2 {
+            assert!(matches!(Store::open(&dir, b"nope"), Err(StoreError::WrongPassphrase)));
+        }
+        drop(Store::open(&dir, b"real").unwrap());
+        for _ in 0..2 {
+            assert!(matches!(Store::open(&dir, b"nope"), Err(StoreError::WrongPassphrase)));
+        }
+        assert!(matches!(Store::open(&dir, b"nope"), Err(StoreError::Wiped(None))));
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn expired_messages_are_deleted() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::create(root.path(), b"pw", CHEAP, 0).unwrap();
+        let message = MessageRecord {
+            message_id: [7; 16],
+            group_id: vec![1],
+            sender: AccountId([3; 20]),
+            text: "gone soon".into(),
+            sent_at_ms: 1,
+            event: false,
+            expires_at_ms: Some(100),
+        };
+        store.insert_message(&message, 2, false).unwrap();
+        assert_eq!(store.purge_expired(99).unwrap(), 0);
+        assert_eq!(store.purge_expired(100).unwrap(), 1);
+        assert!(store.history(&[vec![1]]).unwrap().is_empty());
     }
 }

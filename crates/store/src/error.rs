@@ -11,6 +11,13 @@ pub enum StoreError {
     /// A profile exists already.
     #[error("a profile already exists here")]
     ProfileExists,
+    /// The profile was wiped (panic passphrase, or too many wrong ones).
+    /// Reads exactly like `NoProfile`; carries what to tell the relay.
+    #[error("no profile here (run `hush join INVITE` first)")]
+    Wiped(Option<Box<hush_proto::WipeCode>>),
+    /// The panic passphrase may not equal the passphrase.
+    #[error("the panic passphrase must differ from the passphrase")]
+    PanicIsPassphrase,
     /// The passphrase does not unlock the profile.
     #[error("wrong passphrase")]
     WrongPassphrase,

@@ -12,7 +12,15 @@ mod error;
 mod keyfile;
 mod provider;
 
-pub use database::{ConversationKind, ConversationRecord, MessageRecord, Store};
+pub use database::{wipe, ConversationKind, ConversationRecord, MessageRecord, Store};
 pub use error::StoreError;
 pub use keyfile::{KdfParams, KeyFile};
 pub use provider::HushProvider;
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// The account has no key package left.
     #[error("no key package left")]
     NoKeyPackage,
+    /// The wipe secret does not match the account.
+    #[error("wipe code does not match")]
+    BadWipeCode,
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
@@ -49,8 +52,10 @@ pub type UnixSeconds = u64;
 pub struct AccountRecord {
     /// Its identity public key.
     pub identity_key: IdentityKey,
-    /// True once an operator has deactivated it.
+    /// True once an operator (or a wipe) has deactivated it.
     pub deactivated: bool,
+    /// A wipe order waiting for the device, if one was given.
+    pub wipe_order: Option<[u8; 32]>,
 }
 
 /// One payload waiting in a mailbox.
@@ -96,7 +101,9 @@ pub struct Stats {
 #[derive(Debug)]
 pub enum Op {
     /// Create an account with an invite whose code hashes to `invite_hash`.
-    Register { invite_hash: [u8; 32], identity_key: IdentityKey, now: UnixSeconds },
+    Register { invite_hash: [u8; 32], identity_key: IdentityKey, wipe_hash: [u8; 32], now: UnixSeconds },
+    /// Check a wipe secret; on a match deactivate the account and keep the order.
+    RemoteWipe { account: AccountId, secret: [u8; 32], now: UnixSeconds },
     /// Look an account up.
     Account { account: AccountId },
     /// Store key packages; answers the count of one-time packages held.
@@ -117,8 +124,8 @@ pub enum Op {
         now: UnixSeconds,
         expires: UnixSeconds,
     },
-    /// Read queued payloads after `after` (exclusive), at most `limit`.
-    Pending { account: AccountId, after: u64, limit: u32 },
+    /// Read unexpired queued payloads after `after` (exclusive), at most `limit`.
+    Pending { account: AccountId, after: u64, limit: u32, now: UnixSeconds },
     /// Delete acknowledged payloads of `account`.
     Ack { account: AccountId, ids: Vec<u64> },
     /// Delete everything past its expiry.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hush_proto::{AccountId, GroupId, IdentityKey};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{AccountRecord, CommitOutcome, Op, Output, Queued, RelayStore, Stats, StoreError, UnixSeconds};
 
@@ -15,7 +15,13 @@ CREATE TABLE IF NOT EXISTS accounts (
     id BLOB PRIMARY KEY,
     identity_key BLOB NOT NULL UNIQUE,
     created INTEGER NOT NULL,
-    deactivated INTEGER
+    deactivated INTEGER,
+    wipe_hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wipe_orders (
+    account BLOB PRIMARY KEY,
+    secret BLOB NOT NULL,
+    created INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS key_packages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -96,15 +102,17 @@ impl SqliteStore {
     /// Deactivates an account and deletes its mailbox and key packages.
     /// Returns false if there is no such account.
     pub fn deactivate(&mut self, account: &AccountId, now: UnixSeconds) -> Result<bool, StoreError> {
-        let tx = self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = tx.execute(
-            "UPDATE accounts SET deactivated = COALESCE(deactivated, ?2) WHERE id = ?1",
-            params![&account.0[..], as_i64(now)],
-        )?;
-        tx.execute("DELETE FROM mailbox WHERE recipient = ?1", [&account.0[..]])?;
-        tx.execute("DELETE FROM key_packages WHERE account = ?1", [&account.0[..]])?;
-        tx.commit()?;
-        Ok(changed > 0)
+        self.connection.execute_batch("BEGIN IMMEDIATE")?;
+        match self.deactivate_in_place(account, now) {
+            Ok(changed) => {
+                self.connection.execute_batch("COMMIT")?;
+                Ok(changed > 0)
+            }
+            Err(error) => {
+                let _ = self.connection.execute_batch("ROLLBACK");
+                Err(error)
+            }
+        }
     }
 
     /// Counts for the operator.
@@ -128,9 +136,10 @@ impl SqliteStore {
 
     fn run(&self, op: Op) -> Result<Output, StoreError> {
         match op {
-            Op::Register { invite_hash, identity_key, now } => {
-                self.register(&invite_hash, &identity_key, now)
+            Op::Register { invite_hash, identity_key, wipe_hash, now } => {
+                self.register(&invite_hash, &identity_key, &wipe_hash, now)
             }
+            Op::RemoteWipe { account, secret, now } => self.remote_wipe(&account, &secret, now),
             Op::Account { account } => self.account(&account).map(Output::Account),
             Op::AddKeyPackages { account, one_time, last_resort } => {
                 self.add_key_packages(&account, &one_time, last_resort.as_deref())
@@ -145,8 +154,8 @@ impl SqliteStore {
             Op::Commit { group, epoch, recipients, payload, welcome, now, expires } => {
                 self.commit(&group, epoch, &recipients, &payload, welcome.as_ref(), now, expires)
             }
-            Op::Pending { account, after, limit } => {
-                self.pending(&account, after, limit).map(Output::Pending)
+            Op::Pending { account, after, limit, now } => {
+                self.pending(&account, after, limit, now).map(Output::Pending)
             }
             Op::Ack { account, ids } => self.ack(&account, &ids).map(Output::Deleted),
             Op::PurgeExpired { now } => {
@@ -161,6 +170,7 @@ impl SqliteStore {
         &self,
         invite_hash: &[u8; 32],
         key: &IdentityKey,
+        wipe_hash: &[u8; 32],
         now: UnixSeconds,
     ) -> Result<Output, StoreError> {
         let account = key.account();
@@ -181,8 +191,8 @@ impl SqliteStore {
         self.connection
             .execute("DELETE FROM invites WHERE code_hash = ?1 AND uses_left <= 0", [&invite_hash[..]])?;
         self.connection.execute(
-            "INSERT INTO accounts (id, identity_key, created) VALUES (?1, ?2, ?3)",
-            params![&account.0[..], &key.0[..], as_i64(now)],
+            "INSERT INTO accounts (id, identity_key, created, wipe_hash) VALUES (?1, ?2, ?3, ?4)",
+            params![&account.0[..], &key.0[..], as_i64(now), &wipe_hash[..]],
         )?;
         Ok(Output::Registered(account))
     }
@@ -191,15 +201,57 @@ impl SqliteStore {
         let row = self
             .connection
             .query_row(
-                "SELECT identity_key, deactivated IS NOT NULL FROM accounts WHERE id = ?1",
+                "SELECT identity_key, deactivated IS NOT NULL,
+                        (SELECT secret FROM wipe_orders WHERE wipe_orders.account = accounts.id)
+                 FROM accounts WHERE id = ?1",
                 [&account.0[..]],
-                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, bool>(1)?)),
+                |row| {
+                    Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, bool>(1)?, row.get::<_, Option<Vec<u8>>>(2)?))
+                },
             )
             .optional()?;
-        Ok(row.and_then(|(key, deactivated)| {
+        Ok(row.and_then(|(key, deactivated, wipe)| {
             let key = <[u8; 32]>::try_from(key.as_slice()).ok()?;
-            Some(AccountRecord { identity_key: IdentityKey(key), deactivated })
+            let wipe_order = wipe.and_then(|secret| <[u8; 32]>::try_from(secret.as_slice()).ok());
+            Some(AccountRecord { identity_key: IdentityKey(key), deactivated, wipe_order })
         }))
+    }
+
+    /// Checks a wipe secret against the account's stored hash; on a match,
+    /// deactivates the account and keeps the order for the device.
+    fn remote_wipe(
+        &self,
+        account: &AccountId,
+        secret: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<Output, StoreError> {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let stored: Option<Vec<u8>> = self
+            .connection
+            .query_row("SELECT wipe_hash FROM accounts WHERE id = ?1", [&account.0[..]], |row| row.get(0))
+            .optional()?;
+        let presented = Sha256::digest(secret);
+        let matches = stored.is_some_and(|hash| bool::from(hash.as_slice().ct_eq(presented.as_slice())));
+        if !matches {
+            return Err(StoreError::BadWipeCode);
+        }
+        self.connection.execute(
+            "INSERT OR REPLACE INTO wipe_orders (account, secret, created) VALUES (?1, ?2, ?3)",
+            params![&account.0[..], &secret[..], as_i64(now)],
+        )?;
+        self.deactivate_in_place(account, now)?;
+        Ok(Output::Deleted(1))
+    }
+
+    fn deactivate_in_place(&self, account: &AccountId, now: UnixSeconds) -> Result<usize, StoreError> {
+        let changed = self.connection.execute(
+            "UPDATE accounts SET deactivated = COALESCE(deactivated, ?2) WHERE id = ?1",
+            params![&account.0[..], as_i64(now)],
+        )?;
+        self.connection.execute("DELETE FROM mailbox WHERE recipient = ?1", [&account.0[..]])?;
+        self.connection.execute("DELETE FROM key_packages WHERE account = ?1", [&account.0[..]])?;
+        Ok(changed)
     }
 
     fn require_active(&self, account: &AccountId) -> Result<(), StoreError> {
@@ -319,11 +371,18 @@ impl SqliteStore {
         Ok(Output::Commit(CommitOutcome::Accepted(queued)))
     }
 
-    fn pending(&self, account: &AccountId, after: u64, limit: u32) -> Result<Vec<Queued>, StoreError> {
+    fn pending(
+        &self,
+        account: &AccountId,
+        after: u64,
+        limit: u32,
+        now: UnixSeconds,
+    ) -> Result<Vec<Queued>, StoreError> {
         let mut query = self.connection.prepare_cached(
-            "SELECT id, arrived, payload FROM mailbox WHERE recipient = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT id, arrived, payload FROM mailbox
+             WHERE recipient = ?1 AND id > ?2 AND expires > ?4 ORDER BY id LIMIT ?3",
         )?;
-        let rows = query.query_map(params![&account.0[..], as_i64(after), limit], |row| {
+        let rows = query.query_map(params![&account.0[..], as_i64(after), limit, as_i64(now)], |row| {
             Ok(Queued {
                 id: as_u64(row.get(0)?),
                 recipient: *account,
@@ -390,7 +449,15 @@ mod tests {
     }
 
     fn register(store: &mut SqliteStore, hash: [u8; 32], key: u8) -> AccountId {
-        match one(store, Op::Register { invite_hash: hash, identity_key: IdentityKey([key; 32]), now: 10 }) {
+        match one(
+            store,
+            Op::Register {
+                invite_hash: hash,
+                identity_key: IdentityKey([key; 32]),
+                wipe_hash: [0; 32],
+                now: 10,
+            },
+        ) {
             Ok(Output::Registered(id)) => id,
             other => panic!("register failed: {other:?}"),
         }
@@ -401,8 +468,15 @@ mod tests {
         let (mut store, hash) = store_with_invite();
         register(&mut store, hash, 1);
         register(&mut store, hash, 2);
-        let third =
-            one(&mut store, Op::Register { invite_hash: hash, identity_key: IdentityKey([3; 32]), now: 10 });
+        let third = one(
+            &mut store,
+            Op::Register {
+                invite_hash: hash,
+                identity_key: IdentityKey([3; 32]),
+                wipe_hash: [0; 32],
+                now: 10,
+            },
+        );
         assert!(matches!(third, Err(StoreError::BadInvite)));
     }
 
@@ -411,7 +485,12 @@ mod tests {
         let (mut store, hash) = store_with_invite();
         let late = one(
             &mut store,
-            Op::Register { invite_hash: hash, identity_key: IdentityKey([3; 32]), now: 5_000 },
+            Op::Register {
+                invite_hash: hash,
+                identity_key: IdentityKey([3; 32]),
+                wipe_hash: [0; 32],
+                now: 5_000,
+            },
         );
         assert!(matches!(late, Err(StoreError::BadInvite)));
     }
@@ -509,5 +588,61 @@ mod tests {
             one(&mut store, Op::TakeKeyPackage { account: alice }),
             Err(StoreError::UnknownAccount)
         ));
+    }
+}
+
+#[cfg(test)]
+mod wipe_tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    #[test]
+    fn only_the_right_wipe_secret_orders_a_wipe() {
+        let mut store = SqliteStore::in_memory().unwrap();
+        store.add_invite(&[1; 32], 1, 100).unwrap();
+        let secret = [42u8; 32];
+        let wipe_hash: [u8; 32] = Sha256::digest(secret).into();
+        let op = Op::Register { invite_hash: [1; 32], identity_key: IdentityKey([1; 32]), wipe_hash, now: 1 };
+        let Ok(Output::Registered(alice)) = store.apply(vec![op]).pop().unwrap() else { panic!() };
+        let wrong =
+            store.apply(vec![Op::RemoteWipe { account: alice, secret: [41; 32], now: 2 }]).pop().unwrap();
+        assert!(matches!(wrong, Err(StoreError::BadWipeCode)));
+        let Ok(Output::Account(Some(record))) =
+            store.apply(vec![Op::Account { account: alice }]).pop().unwrap()
+        else {
+            panic!()
+        };
+        assert!(!record.deactivated && record.wipe_order.is_none());
+        store.apply(vec![Op::RemoteWipe { account: alice, secret, now: 2 }]).pop().unwrap().unwrap();
+        let Ok(Output::Account(Some(record))) =
+            store.apply(vec![Op::Account { account: alice }]).pop().unwrap()
+        else {
+            panic!()
+        };
+        assert!(record.deactivated);
+        assert_eq!(record.wipe_order, Some(secret));
+    }
+
+    #[test]
+    fn expired_payloads_are_not_delivered_even_before_the_purge() {
+        let mut store = SqliteStore::in_memory().unwrap();
+        store.add_invite(&[1; 32], 1, 100).unwrap();
+        let op = Op::Register {
+            invite_hash: [1; 32],
+            identity_key: IdentityKey([1; 32]),
+            wipe_hash: [0; 32],
+            now: 1,
+        };
+        let Ok(Output::Registered(alice)) = store.apply(vec![op]).pop().unwrap() else { panic!() };
+        let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
+        store.apply(vec![Op::Enqueue { recipients: vec![alice], payload, now: 1, expires: 10 }]);
+        let mut pending =
+            |now| match store.apply(vec![Op::Pending { account: alice, after: 0, limit: 10, now }]).pop() {
+                Some(Ok(Output::Pending(p))) => p.len(),
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(pending(9), 1);
+        assert_eq!(pending(10), 0);
     }
 }
