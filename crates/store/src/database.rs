@@ -8,7 +8,7 @@ use openmls_sqlite_storage::{Connection, SqliteStorageProvider};
 use rusqlite::{params, OptionalExtension};
 
 use crate::error::StoreError;
-use crate::keyfile::{DatabaseKey, KdfParams, KeyFile, Unlocked, FILE_LEN};
+use crate::keyfile::{Attempt, DatabaseKey, KdfParams, KeyFile, Unlocked};
 use crate::provider::{HushProvider, JsonCodec};
 
 const SCHEMA: &str = "
@@ -155,9 +155,10 @@ impl Store {
 
     /// Unlocks the profile in `dir`.
     ///
-    /// A wrong passphrase changes nothing but the wrong-passphrase counter,
-    /// which is counted before the passphrase is tried (so killing the
-    /// process mid-try still counts) and reset on success. The panic
+    /// A wrong passphrase changes nothing but the key file's attempt slots
+    /// (see [`KeyFile`]): one is used up before the passphrase is tried, so
+    /// killing the process mid-try still counts, and all are re-sealed on
+    /// success. The panic
     /// passphrase, or one wrong passphrase too many, wipes the profile and
     /// answers [`StoreError::Wiped`], which reads exactly like
     /// [`StoreError::NoProfile`].
@@ -165,28 +166,21 @@ impl Store {
         if !Self::exists(dir) {
             return Err(StoreError::NoProfile);
         }
-        let path = Self::key_path(dir);
-        let mut file = KeyFile::read(&path)?;
-        let attempts = file.failed_attempts().saturating_add(1);
-        file.set_failed_attempts(attempts);
-        file.write(&path)?;
-        match file.unlock(passphrase)? {
-            Some(Unlocked::Database(key)) => {
-                file.set_failed_attempts(0);
-                file.write(&path)?;
+        match KeyFile::attempt(&Self::key_path(dir), passphrase)? {
+            Attempt::Opened(Unlocked::Database(key)) => {
                 let store = Self::open_with_key(dir, &key)?;
                 store.purge_expired(crate::now_ms())?;
                 Ok(store)
             }
-            Some(Unlocked::Panic(code)) => {
+            Attempt::Opened(Unlocked::Panic(code)) => {
                 wipe(dir)?;
                 Err(StoreError::Wiped(Some(Box::new(code))))
             }
-            None if file.max_attempts() > 0 && attempts >= file.max_attempts() => {
+            Attempt::Wrong { exhausted: true } => {
                 wipe(dir)?;
                 Err(StoreError::Wiped(None))
             }
-            None => Err(StoreError::WrongPassphrase),
+            Attempt::Wrong { exhausted: false } => Err(StoreError::WrongPassphrase),
         }
     }
 
@@ -195,7 +189,7 @@ impl Store {
     pub fn set_panic_passphrase(&self, panic: &[u8], code: &hush_proto::WipeCode) -> Result<(), StoreError> {
         let path = Self::key_path(&self.dir);
         let mut file = KeyFile::read(&path)?;
-        if matches!(file.unlock(panic)?, Some(Unlocked::Database(_))) {
+        if file.is_passphrase(panic)? {
             return Err(StoreError::PanicIsPassphrase);
         }
         file.set_panic(panic, code)?;
@@ -565,7 +559,8 @@ pub fn wipe(dir: &Path) -> Result<(), StoreError> {
     use std::io::Write;
     let key = dir.join("key");
     if key.exists() {
-        let mut noise = vec![0u8; FILE_LEN];
+        let len = std::fs::metadata(&key).map(|m| m.len() as usize).unwrap_or(0);
+        let mut noise = vec![0u8; len];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut noise);
         let mut file = std::fs::OpenOptions::new().write(true).open(&key)?;
         file.write_all(&noise)?;

@@ -1,12 +1,20 @@
 //! The key file: the random database key, wrapped by a key derived from the
-//! passphrase with Argon2id and sealed with XChaCha20-Poly1305, plus the
-//! wrong-passphrase counter.
+//! passphrase with Argon2id and sealed with XChaCha20-Poly1305.
 //!
-//! The file always holds two slots of the same shape and size. One seals the
-//! database key under the passphrase; the other seals the wipe instructions
-//! under the panic passphrase, or holds random bytes when no panic
-//! passphrase is set. Every unlock derives and tries both, so neither the
-//! file nor the time taken says whether a panic passphrase exists.
+//! Wrong passphrases are limited by consuming slots, not by trusting a
+//! counter. The database key is sealed in `max_attempts` slots (all under
+//! the same Argon2id-derived key, each with its own nonce). Every unlock
+//! first destroys the next slot on disk and only then tries the passphrase
+//! on the copy in memory; a right passphrase re-seals all slots. Editing
+//! the file's counter therefore cannot bring back a used slot: after
+//! `max_attempts` wrong passphrases in a row no slot opens and the profile
+//! is wiped. (Restoring a whole earlier copy of the file is the one way
+//! around this, as it is for any software-only counter.)
+//!
+//! A last slot of the same shape holds the wipe instructions sealed under
+//! the panic passphrase, or random bytes when none is set. Every unlock
+//! derives and tries both, so neither the file nor the time taken says
+//! whether a panic passphrase exists.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,22 +28,21 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::StoreError;
 
-const MAGIC: &[u8; 8] = b"HUSHKEY2";
+const MAGIC: &[u8; 8] = b"HUSHKEY3";
 const SALT: usize = 16;
 const NONCE: usize = 24;
 /// Plaintext sealed in a slot: a kind byte and its contents, padded.
 const PAYLOAD: usize = 256;
 const SEALED: usize = PAYLOAD + 16;
 const SLOT: usize = SALT + NONCE + SEALED;
-const SLOTS: usize = 2;
 const HEADER: usize = MAGIC.len() + 5 * 4;
-/// Size of every key file.
-pub const FILE_LEN: usize = HEADER + SLOTS * SLOT;
+/// Most wrong passphrases a profile may allow before wiping.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
 const KIND_DATABASE_KEY: u8 = 1;
 const KIND_WIPE: u8 = 2;
-const REAL: usize = 0;
-const PANIC: usize = 1;
+
+type Slot = [u8; SLOT];
 
 /// Argon2id cost parameters, stored in the key file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,14 +89,6 @@ pub(crate) enum Unlocked {
     Panic(WipeCode),
 }
 
-/// A parsed key file.
-pub struct KeyFile {
-    params: KdfParams,
-    failed_attempts: u32,
-    max_attempts: u32,
-    slots: [[u8; SLOT]; SLOTS],
-}
-
 fn derive(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>, StoreError> {
     let params = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
         .map_err(|error| StoreError::Kdf(error.to_string()))?;
@@ -100,38 +99,36 @@ fn derive(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing
     Ok(out)
 }
 
-fn random_slot() -> [u8; SLOT] {
+fn random_slot() -> Slot {
     let mut slot = [0u8; SLOT];
     rand::rngs::OsRng.fill_bytes(&mut slot);
     slot
 }
 
-fn seal(
-    passphrase: &[u8],
+fn cipher(kek: &Zeroizing<[u8; 32]>) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(kek.as_ref().into())
+}
+
+/// Seals `payload` under an already derived key, with a fresh nonce.
+fn seal_with(
+    kek: &Zeroizing<[u8; 32]>,
+    salt: &[u8],
     payload: &Zeroizing<[u8; PAYLOAD]>,
-    params: KdfParams,
-) -> Result<[u8; SLOT], StoreError> {
+) -> Result<Slot, StoreError> {
     let mut slot = random_slot();
-    let kek = derive(passphrase, &slot[..SALT], params)?;
-    let cipher = XChaCha20Poly1305::new(kek.as_ref().into());
-    let sealed = cipher
+    slot[..SALT].copy_from_slice(salt);
+    let sealed = cipher(kek)
         .encrypt(XNonce::from_slice(&slot[SALT..SALT + NONCE]), &payload[..])
         .map_err(|_| StoreError::Kdf("sealing failed".into()))?;
     slot[SALT + NONCE..].copy_from_slice(&sealed);
     Ok(slot)
 }
 
-fn open_slot(
-    passphrase: &[u8],
-    slot: &[u8; SLOT],
-    params: KdfParams,
-) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-    let kek = derive(passphrase, &slot[..SALT], params)?;
-    let cipher = XChaCha20Poly1305::new(kek.as_ref().into());
-    Ok(cipher
+fn open_with(kek: &Zeroizing<[u8; 32]>, slot: &Slot) -> Option<Zeroizing<Vec<u8>>> {
+    cipher(kek)
         .decrypt(XNonce::from_slice(&slot[SALT..SALT + NONCE]), &slot[SALT + NONCE..])
         .ok()
-        .map(Zeroizing::new))
+        .map(Zeroizing::new)
 }
 
 fn key_payload(key: &DatabaseKey) -> Zeroizing<[u8; PAYLOAD]> {
@@ -177,35 +174,48 @@ fn parse_payload(payload: &[u8]) -> Option<Unlocked> {
     }
 }
 
+/// The result of one unlock attempt.
+pub(crate) enum Attempt {
+    /// The passphrase (or the panic passphrase) opened a slot.
+    Opened(Unlocked),
+    /// Wrong passphrase; `exhausted` once no slot is left.
+    Wrong {
+        /// True when this was the last allowed attempt.
+        exhausted: bool,
+    },
+}
+
+/// A parsed key file.
+pub struct KeyFile {
+    params: KdfParams,
+    next_slot: u32,
+    max_attempts: u32,
+    real: Vec<Slot>,
+    panic: Slot,
+}
+
 impl KeyFile {
-    /// A new key file with `key` sealed under `passphrase` and no panic passphrase.
+    /// A new key file with `key` sealed under `passphrase` in every slot and
+    /// no panic passphrase. `max_attempts` 0 means one slot, never consumed.
     pub(crate) fn new(
         passphrase: &[u8],
         key: &DatabaseKey,
         params: KdfParams,
         max_attempts: u32,
     ) -> Result<Self, StoreError> {
-        let real = seal(passphrase, &key_payload(key), params)?;
-        Ok(Self { params, failed_attempts: 0, max_attempts, slots: [real, random_slot()] })
-    }
-
-    /// Tries `passphrase` on both slots (always both, so the time taken
-    /// says nothing about the panic slot).
-    pub(crate) fn unlock(&self, passphrase: &[u8]) -> Result<Option<Unlocked>, StoreError> {
-        let real = open_slot(passphrase, &self.slots[REAL], self.params)?;
-        let panic = open_slot(passphrase, &self.slots[PANIC], self.params)?;
-        Ok(real.or(panic).and_then(|payload| parse_payload(&payload)))
-    }
-
-    /// Seals the wipe instructions under `panic` in the second slot.
-    pub(crate) fn set_panic(&mut self, panic: &[u8], code: &WipeCode) -> Result<(), StoreError> {
-        self.slots[PANIC] = seal(panic, &wipe_payload(code)?, self.params)?;
-        Ok(())
+        let max_attempts = max_attempts.min(MAX_ATTEMPTS_LIMIT);
+        let mut salt = [0u8; SALT];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let kek = derive(passphrase, &salt, params)?;
+        let payload = key_payload(key);
+        let real =
+            (0..max_attempts.max(1)).map(|_| seal_with(&kek, &salt, &payload)).collect::<Result<_, _>>()?;
+        Ok(Self { params, next_slot: 0, max_attempts, real, panic: random_slot() })
     }
 
     /// Wrong passphrases in a row so far.
     pub fn failed_attempts(&self) -> u32 {
-        self.failed_attempts
+        self.next_slot
     }
 
     /// Wrong passphrases in a row that wipe the profile (0: never).
@@ -213,14 +223,72 @@ impl KeyFile {
         self.max_attempts
     }
 
-    pub(crate) fn set_failed_attempts(&mut self, count: u32) {
-        self.failed_attempts = count;
+    /// One unlock attempt on the key file at `path`: the slot it uses is
+    /// destroyed on disk before the passphrase is tried (so killing the
+    /// process mid-try still counts), and all slots are re-sealed on success.
+    pub(crate) fn attempt(path: &Path, passphrase: &[u8]) -> Result<Attempt, StoreError> {
+        let mut file = Self::read(path)?;
+        let counted = file.max_attempts > 0;
+        let index = if counted { file.next_slot as usize } else { 0 };
+        let Some(taken) = file.real.get(index).copied() else {
+            return Ok(Attempt::Wrong { exhausted: true });
+        };
+        if counted {
+            file.real[index] = random_slot();
+            file.next_slot += 1;
+            file.write(path)?;
+        }
+        let kek = derive(passphrase, &taken[..SALT], file.params)?;
+        let panic_kek = derive(passphrase, &file.panic[..SALT], file.params)?;
+        let opened = open_with(&kek, &taken).or_else(|| open_with(&panic_kek, &file.panic));
+        match opened.and_then(|payload| parse_payload(&payload)) {
+            Some(Unlocked::Database(key)) => {
+                if counted {
+                    let payload = key_payload(&key);
+                    for slot in file.real.iter_mut() {
+                        *slot = seal_with(&kek, &taken[..SALT], &payload)?;
+                    }
+                    file.next_slot = 0;
+                    file.write(path)?;
+                }
+                Ok(Attempt::Opened(Unlocked::Database(key)))
+            }
+            Some(panic) => Ok(Attempt::Opened(panic)),
+            None => Ok(Attempt::Wrong { exhausted: counted && file.next_slot >= file.max_attempts }),
+        }
+    }
+
+    /// True if `passphrase` is the profile's passphrase (consumes nothing).
+    /// Right after a successful unlock every slot is sealed, so the first
+    /// one answers.
+    pub(crate) fn is_passphrase(&self, passphrase: &[u8]) -> Result<bool, StoreError> {
+        let Some(slot) = self.real.first() else { return Ok(false) };
+        let kek = derive(passphrase, &slot[..SALT], self.params)?;
+        Ok(open_with(&kek, slot).is_some())
+    }
+
+    /// Seals the wipe instructions under `panic` in the panic slot.
+    pub(crate) fn set_panic(&mut self, panic: &[u8], code: &WipeCode) -> Result<(), StoreError> {
+        let mut salt = [0u8; SALT];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let kek = derive(panic, &salt, self.params)?;
+        self.panic = seal_with(&kek, &salt, &wipe_payload(code)?)?;
+        Ok(())
+    }
+
+    fn slot_count(max_attempts: u32) -> usize {
+        max_attempts.clamp(1, MAX_ATTEMPTS_LIMIT) as usize
+    }
+
+    /// The size of a key file allowing `max_attempts`.
+    pub fn len_for(max_attempts: u32) -> usize {
+        HEADER + (Self::slot_count(max_attempts) + 1) * SLOT
     }
 
     /// Reads a key file.
     pub fn read(path: &Path) -> Result<Self, StoreError> {
         let bytes = std::fs::read(path)?;
-        if bytes.len() != FILE_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
             return Err(StoreError::CorruptKeyFile);
         }
         let word = |i: usize| {
@@ -228,30 +296,37 @@ impl KeyFile {
             u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
         };
         let params = KdfParams { memory_kib: word(0), iterations: word(1), parallelism: word(2) };
-        let mut slots = [[0u8; SLOT]; SLOTS];
-        for (i, slot) in slots.iter_mut().enumerate() {
-            slot.copy_from_slice(&bytes[HEADER + i * SLOT..HEADER + (i + 1) * SLOT]);
+        let (next_slot, max_attempts) = (word(3), word(4));
+        if max_attempts > MAX_ATTEMPTS_LIMIT || bytes.len() != Self::len_for(max_attempts) {
+            return Err(StoreError::CorruptKeyFile);
         }
-        Ok(Self { params, failed_attempts: word(3), max_attempts: word(4), slots })
+        let slot_at = |i: usize| -> Slot {
+            let mut slot = [0u8; SLOT];
+            slot.copy_from_slice(&bytes[HEADER + i * SLOT..HEADER + (i + 1) * SLOT]);
+            slot
+        };
+        let count = Self::slot_count(max_attempts);
+        let real = (0..count).map(slot_at).collect();
+        Ok(Self { params, next_slot, max_attempts, real, panic: slot_at(count) })
     }
 
     /// Writes the key file durably and atomically (temp file, fsync,
     /// rename, fsync of the directory), mode 0600.
     pub(crate) fn write(&self, path: &Path) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut bytes = Vec::with_capacity(FILE_LEN);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(Self::len_for(self.max_attempts)));
         bytes.extend_from_slice(MAGIC);
         let words = [
             self.params.memory_kib,
             self.params.iterations,
             self.params.parallelism,
-            self.failed_attempts,
+            self.next_slot,
             self.max_attempts,
         ];
         for word in words {
             bytes.extend_from_slice(&word.to_be_bytes());
         }
-        for slot in &self.slots {
+        for slot in self.real.iter().chain(std::iter::once(&self.panic)) {
             bytes.extend_from_slice(slot);
         }
         let temp = path.with_extension("tmp");
@@ -282,6 +357,13 @@ mod tests {
         }
     }
 
+    fn opened_key(attempt: Attempt) -> Option<[u8; 32]> {
+        match attempt {
+            Attempt::Opened(Unlocked::Database(key)) => Some(*key.0),
+            _ => None,
+        }
+    }
+
     #[test]
     fn each_passphrase_opens_its_own_slot() {
         let dir = tempfile::tempdir().unwrap();
@@ -290,12 +372,50 @@ mod tests {
         let mut file = KeyFile::new(b"correct horse", &key, CHEAP, 10).unwrap();
         file.set_panic(b"duress", &code()).unwrap();
         file.write(&path).unwrap();
-        let file = KeyFile::read(&path).unwrap();
-        let Some(Unlocked::Database(opened)) = file.unlock(b"correct horse").unwrap() else { panic!() };
-        assert_eq!(opened.0.as_ref(), key.0.as_ref());
-        let Some(Unlocked::Panic(opened)) = file.unlock(b"duress").unwrap() else { panic!() };
+        assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(*key.0));
+        assert!(KeyFile::read(&path).unwrap().is_passphrase(b"correct horse").unwrap());
+        assert!(!KeyFile::read(&path).unwrap().is_passphrase(b"duress").unwrap());
+        let Attempt::Opened(Unlocked::Panic(opened)) = KeyFile::attempt(&path, b"duress").unwrap() else {
+            panic!()
+        };
         assert_eq!(opened, code());
-        assert!(file.unlock(b"wrong").unwrap().is_none());
+        assert!(matches!(KeyFile::attempt(&path, b"wrong").unwrap(), Attempt::Wrong { exhausted: false }));
+    }
+
+    #[test]
+    fn resetting_the_counter_by_hand_does_not_bring_back_used_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let key = DatabaseKey::random();
+        KeyFile::new(b"right", &key, CHEAP, 3).unwrap().write(&path).unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                KeyFile::attempt(&path, b"wrong").unwrap(),
+                Attempt::Wrong { exhausted: false }
+            ));
+        }
+        // An attacker sets the counter back to zero in the header.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[MAGIC.len() + 12..MAGIC.len() + 16].copy_from_slice(&0u32.to_be_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        // The used slots are gone: even the right passphrase fails on them.
+        for _ in 0..2 {
+            assert!(opened_key(KeyFile::attempt(&path, b"right").unwrap()).is_none());
+        }
+        // The one slot never used still opens, and re-seals every slot.
+        assert_eq!(opened_key(KeyFile::attempt(&path, b"right").unwrap()), Some(*key.0));
+        assert_eq!(KeyFile::read(&path).unwrap().failed_attempts(), 0);
+        assert_eq!(opened_key(KeyFile::attempt(&path, b"right").unwrap()), Some(*key.0));
+    }
+
+    #[test]
+    fn the_last_allowed_wrong_passphrase_is_reported_as_exhausted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        KeyFile::new(b"right", &DatabaseKey::random(), CHEAP, 2).unwrap().write(&path).unwrap();
+        assert!(matches!(KeyFile::attempt(&path, b"wrong").unwrap(), Attempt::Wrong { exhausted: false }));
+        assert!(matches!(KeyFile::attempt(&path, b"wrong").unwrap(), Attempt::Wrong { exhausted: true }));
+        assert!(matches!(KeyFile::attempt(&path, b"right").unwrap(), Attempt::Wrong { exhausted: true }));
     }
 
     #[test]
@@ -309,7 +429,7 @@ mod tests {
         file.set_panic(b"duress", &code()).unwrap();
         file.write(&with_panic).unwrap();
         let (a, b) = (std::fs::read(&plain).unwrap(), std::fs::read(&with_panic).unwrap());
-        assert_eq!(a.len(), FILE_LEN);
+        assert_eq!(a.len(), KeyFile::len_for(10));
         assert_eq!(a.len(), b.len());
         assert_eq!(a[..HEADER], b[..HEADER]);
         for bytes in [&a, &b] {
@@ -322,7 +442,7 @@ mod tests {
     fn truncated_key_file_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
-        std::fs::write(&path, b"HUSHKEY2").unwrap();
+        std::fs::write(&path, b"HUSHKEY3").unwrap();
         assert!(matches!(KeyFile::read(&path), Err(StoreError::CorruptKeyFile)));
     }
 }
