@@ -15,4 +15,4 @@ pub use client::{Client, ReceivedMessage, Target, UpdatePolicy};
 pub use error::ClientError;
 pub use hush_store::KdfParams;
 pub use session::{send_wipe_order, Session};
-pub use transport::Connection;
+pub use transport::{Connection, FrameReceiver, FrameSender};

@@ -94,8 +94,43 @@ impl Connection {
             .map_err(|_| ClientError::Unreachable(format!("{address}: timed out")))?
     }
 
+    /// Like [`Self::open`], from a chosen local address (load tests spread
+    /// connections over several loopback source addresses).
+    pub async fn open_from(
+        address: &str,
+        pin: CertificatePin,
+        local: std::net::IpAddr,
+    ) -> Result<Self, ClientError> {
+        tokio::time::timeout(CONNECT_TIMEOUT, Self::open_inner_from(address, pin, Some(local)))
+            .await
+            .map_err(|_| ClientError::Unreachable(format!("{address}: timed out")))?
+    }
+
     async fn open_inner(address: &str, pin: CertificatePin) -> Result<Self, ClientError> {
-        let tcp = TcpStream::connect(address)
+        Self::open_inner_from(address, pin, None).await
+    }
+
+    async fn tcp(address: &str, local: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+        let Some(local) = local else { return TcpStream::connect(address).await };
+        let remote = tokio::net::lookup_host(address)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+        let socket = if remote.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        socket.connect(remote).await
+    }
+
+    async fn open_inner_from(
+        address: &str,
+        pin: CertificatePin,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Self, ClientError> {
+        let tcp = Self::tcp(address, local)
             .await
             .map_err(|error| ClientError::Unreachable(format!("{address}: {error}")))?;
         let _ = tcp.set_nodelay(true);
@@ -158,5 +193,72 @@ impl Connection {
     /// Closes the connection politely.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+
+    /// Splits into a sending and a receiving half, for pipelined use.
+    pub fn split(self) -> (FrameSender, FrameReceiver) {
+        let (sink, stream) = self.ws.split();
+        (FrameSender { sink }, FrameReceiver { stream })
+    }
+}
+
+type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// The sending half of a split connection.
+pub struct FrameSender {
+    sink: futures_util::stream::SplitSink<Ws, Message>,
+}
+
+impl FrameSender {
+    /// Queues a frame without flushing.
+    pub async fn feed(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        self.sink
+            .feed(Message::binary(frame.encode()))
+            .await
+            .map_err(|error| ClientError::Transport(error.to_string()))
+    }
+
+    /// Flushes queued frames.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.sink.flush().await.map_err(|error| ClientError::Transport(error.to_string()))
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        self.sink
+            .send(Message::binary(frame.encode()))
+            .await
+            .map_err(|error| ClientError::Transport(error.to_string()))
+    }
+}
+
+/// The receiving half of a split connection.
+pub struct FrameReceiver {
+    stream: futures_util::stream::SplitStream<Ws>,
+}
+
+impl FrameReceiver {
+    /// Receives the next frame. A relay `Error` frame becomes an error.
+    pub async fn recv(&mut self) -> Result<RelayFrame, ClientError> {
+        loop {
+            let message = self
+                .stream
+                .next()
+                .await
+                .ok_or(ClientError::Disconnected)?
+                .map_err(|error| ClientError::Transport(error.to_string()))?;
+            let bytes = match message {
+                Message::Binary(bytes) => bytes,
+                Message::Close(_) => return Err(ClientError::Disconnected),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                _ => return Err(ClientError::Protocol("relay sent a non-binary message".into())),
+            };
+            return match RelayFrame::decode(&bytes)
+                .map_err(|error| ClientError::Protocol(error.to_string()))?
+            {
+                RelayFrame::Error { code, .. } => Err(ClientError::Relay(code)),
+                frame => Ok(frame),
+            };
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use crate::store::{Op, Output, RelayStore, StoreError};
+use crate::store::{CommitOutcome, Op, Output, Queued, RelayStore, StoreError};
 
 /// Most operations in one batch.
 const MAX_BATCH: usize = 512;
@@ -33,14 +33,20 @@ impl StoreWorker {
     }
 }
 
-/// Starts the worker thread over `store`.
-pub fn spawn(store: impl RelayStore) -> std::io::Result<(StoreHandle, StoreWorker)> {
+/// Starts the worker thread over `store`. `stored` is called with every
+/// payload queued, after its batch is durable and in commit order (so pushes
+/// to connected recipients never overtake each other), before any reply.
+pub fn spawn(
+    store: impl RelayStore,
+    stored: impl Fn(&[Queued]) + Send + 'static,
+) -> std::io::Result<(StoreHandle, StoreWorker)> {
     let (sender, receiver) = std_mpsc::channel();
-    let thread = std::thread::Builder::new().name("hush-store".into()).spawn(move || run(store, receiver))?;
+    let thread =
+        std::thread::Builder::new().name("hush-store".into()).spawn(move || run(store, receiver, stored))?;
     Ok((StoreHandle { sender }, StoreWorker { thread }))
 }
 
-fn run(mut store: impl RelayStore, receiver: std_mpsc::Receiver<(Op, Reply)>) {
+fn run(mut store: impl RelayStore, receiver: std_mpsc::Receiver<(Op, Reply)>, stored: impl Fn(&[Queued])) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -51,6 +57,11 @@ fn run(mut store: impl RelayStore, receiver: std_mpsc::Receiver<(Op, Reply)>) {
         }
         let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
         let results = store.apply(ops);
+        for result in &results {
+            if let Ok(Output::Enqueued(queued) | Output::Commit(CommitOutcome::Accepted(queued))) = result {
+                stored(queued);
+            }
+        }
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }

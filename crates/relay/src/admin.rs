@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use data_encoding::BASE32_NOPAD;
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::data_dir::{DataDir, DataDirError};
+use crate::hub::Hub;
 use crate::server::{now, Relay};
 use crate::store::Stats;
 
@@ -45,7 +47,9 @@ pub async fn serve(
     let config = dir.config()?;
     let tls = dir.tls()?;
     let store = dir.store()?;
-    let (handle, worker) = crate::actor::spawn(store)?;
+    let hub = Arc::new(Hub::default());
+    let pushes = Arc::clone(&hub);
+    let (handle, worker) = crate::actor::spawn(store, move |queued| pushes.push(queued))?;
     let listener = TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     std::fs::write(dir.address_file(), address.to_string())?;
@@ -59,6 +63,7 @@ pub async fn serve(
         pin: tls.pin(),
         config,
         store: handle,
+        hub,
         admin_socket: Some(dir.admin_socket()),
         max_connections,
     };

@@ -438,7 +438,7 @@ impl Session {
         let outbound = self.outbound.clone();
         tokio::spawn(async move {
             let result = shared.store.run(op).await;
-            let answer = answer(&shared, result);
+            let answer = answer(result);
             if let (Some(request), Some(answer)) = (request, answer) {
                 let _ = outbound.send(Outbound::Frame(answer.into_frame(request))).await;
             }
@@ -486,14 +486,11 @@ impl Answer {
     }
 }
 
-/// Turns a store result into the client's answer, pushing stored payloads
-/// to connected recipients on the way.
-fn answer(shared: &Shared, result: Result<Output, StoreError>) -> Option<Answer> {
+/// Turns a store result into the client's answer. (Stored payloads were
+/// already pushed to connected recipients by the store worker, in order.)
+fn answer(result: Result<Output, StoreError>) -> Option<Answer> {
     match result {
-        Ok(Output::Enqueued(queued)) | Ok(Output::Commit(CommitOutcome::Accepted(queued))) => {
-            shared.hub.push(&queued);
-            Some(Answer::Accepted)
-        }
+        Ok(Output::Enqueued(_)) | Ok(Output::Commit(CommitOutcome::Accepted(_))) => Some(Answer::Accepted),
         Ok(Output::Commit(CommitOutcome::Stale { current })) => Some(Answer::Stale(current)),
         Ok(Output::KeyPackage(key_package)) => Some(Answer::KeyPackage(key_package)),
         Ok(Output::KeyPackageCount(_)) | Ok(Output::Deleted(_)) => Some(Answer::Accepted),

@@ -1,0 +1,103 @@
+//! Simulated accounts: an Ed25519 identity each, registered with an invite
+//! and logged in exactly as the real client does.
+
+use std::net::IpAddr;
+
+use anyhow::{bail, Result};
+use ed25519_dalek::{Signer, SigningKey};
+use hush_client::{Connection, FrameReceiver, FrameSender};
+use hush_proto::{
+    auth_message, AccountId, AuthPurpose, ClientFrame, IdentityKey, RelayFrame, PROTOCOL_VERSION,
+};
+
+use crate::relay::RelayUnderTest;
+
+/// One simulated account.
+pub struct Account {
+    /// Its id.
+    pub id: AccountId,
+    key: SigningKey,
+}
+
+/// A logged-in connection, split for pipelining.
+pub type Link = (FrameSender, FrameReceiver);
+
+/// Loopback source addresses, so the load is not limited by one address's
+/// ephemeral ports.
+pub fn source_address(index: usize) -> IpAddr {
+    IpAddr::from([127, 0, 0, 1 + (index % 8) as u8])
+}
+
+impl Account {
+    /// A fresh identity.
+    pub fn generate() -> Self {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let id = IdentityKey(key.verifying_key().to_bytes()).account();
+        Self { id, key }
+    }
+
+    async fn hello(relay: &RelayUnderTest, source: IpAddr) -> Result<(Connection, [u8; 32])> {
+        let mut connection = Connection::open_from(&relay.address, relay.pin, source).await?;
+        connection.send(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await?;
+        match connection.recv().await? {
+            RelayFrame::Challenge { nonce } => Ok((connection, nonce)),
+            other => bail!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    async fn ready(mut connection: Connection) -> Result<Link> {
+        match connection.recv().await? {
+            RelayFrame::Ready { .. } => Ok(connection.split()),
+            other => bail!("expected Ready, got {other:?}"),
+        }
+    }
+
+    /// Registers with `invite_code` and stays logged in.
+    pub async fn register(&self, relay: &RelayUnderTest, invite_code: &str, source: IpAddr) -> Result<Link> {
+        let (mut connection, nonce) = Self::hello(relay, source).await?;
+        let signature = self.key.sign(&auth_message(AuthPurpose::Register, &nonce, &relay.pin)).to_bytes();
+        let frame = ClientFrame::Register {
+            invite_code: invite_code.to_owned(),
+            identity_key: IdentityKey(self.key.verifying_key().to_bytes()),
+            signature,
+            wipe_hash: rand::random(),
+        };
+        connection.send(&frame).await?;
+        Self::ready(connection).await
+    }
+
+    /// Logs in.
+    pub async fn login(&self, relay: &RelayUnderTest, source: IpAddr) -> Result<Link> {
+        let (mut connection, nonce) = Self::hello(relay, source).await?;
+        let signature = self.key.sign(&auth_message(AuthPurpose::Login, &nonce, &relay.pin)).to_bytes();
+        connection.send(&ClientFrame::Login { account: self.id, signature }).await?;
+        Self::ready(connection).await
+    }
+}
+
+/// Registers `count` accounts, at most `parallel` at a time; returns them
+/// with their (still open) connections.
+pub async fn provision(
+    relay: &RelayUnderTest,
+    count: usize,
+    parallel: usize,
+) -> Result<Vec<(Account, Link)>> {
+    let invite = relay.invite(count.max(1))?;
+    let mut done = Vec::with_capacity(count);
+    let mut next = 0;
+    while next < count {
+        let batch = (next..(next + parallel).min(count)).map(|i| {
+            let code = invite.code.clone();
+            async move {
+                let account = Account::generate();
+                let link = account.register(relay, &code, source_address(i)).await?;
+                Ok::<_, anyhow::Error>((account, link))
+            }
+        });
+        for result in futures_util::future::join_all(batch).await {
+            done.push(result?);
+        }
+        next += parallel;
+    }
+    Ok(done)
+}

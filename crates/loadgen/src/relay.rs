@@ -1,0 +1,160 @@
+//! The relay under test: started from the workspace's `hush` binary in a
+//! temporary directory (or attached to a running one), with its CPU time and
+//! RSS read from /proc.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use hush_proto::{CertificatePin, Invite};
+
+/// A relay to drive.
+pub struct RelayUnderTest {
+    /// Where clients connect.
+    pub address: String,
+    /// Its certificate pin.
+    pub pin: CertificatePin,
+    data: PathBuf,
+    child: Option<Child>,
+    _temp: Option<TempDir>,
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn hush_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("HUSH_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("no executable directory")?;
+    for candidate in [dir.join("hush"), dir.join("../hush")] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("cannot find the `hush` binary next to hush-loadgen: build it (cargo build --release -p hush-cli) or set HUSH_BIN")
+}
+
+impl RelayUnderTest {
+    /// Starts a fresh relay on a temporary data directory.
+    pub fn start() -> Result<Self> {
+        let temp = std::env::temp_dir().join(format!(
+            "hush-loadgen-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&temp)?;
+        let data = temp.join("relay");
+        let mut relay = Self::spawn(&data, "127.0.0.1:0")?;
+        relay._temp = Some(TempDir(temp));
+        Ok(relay)
+    }
+
+    fn spawn(data: &Path, listen: &str) -> Result<Self> {
+        let mut child = Command::new(hush_binary()?)
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", listen])
+            .env("HUSH_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the relay")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("no relay stdout")?).read_line(&mut line)?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied();
+        let (Some(address), Some(pin)) = (after("on"), after("pin")) else {
+            bail!("the relay did not start: {line}");
+        };
+        Ok(Self {
+            address: address.to_owned(),
+            pin: pin.parse()?,
+            data: data.to_path_buf(),
+            child: Some(child),
+            _temp: None,
+        })
+    }
+
+    /// A handle that only knows where the relay is (for reconnecting tasks).
+    pub fn detached(address: &str, pin: CertificatePin) -> Self {
+        Self { address: address.to_owned(), pin, data: PathBuf::new(), child: None, _temp: None }
+    }
+
+    /// Attaches to a running relay.
+    pub fn attach(address: &str, data: &Path) -> Result<Self> {
+        let invite = Self::invites_from(data, 1, 1)?;
+        Ok(Self {
+            address: address.to_owned(),
+            pin: invite.pin,
+            data: data.to_path_buf(),
+            child: None,
+            _temp: None,
+        })
+    }
+
+    fn invites_from(data: &Path, count: usize, uses: usize) -> Result<Invite> {
+        let out = Command::new(hush_binary()?)
+            .args(["admin", "invite", "--data"])
+            .arg(data)
+            .args(["--count", &count.to_string(), "--uses", &uses.to_string()])
+            .output()?;
+        if !out.status.success() {
+            bail!("hush admin invite failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8(out.stdout)?;
+        Ok(text.lines().next().context("no invite printed")?.parse()?)
+    }
+
+    /// One invite good for `uses` registrations.
+    pub fn invite(&self, uses: usize) -> Result<Invite> {
+        Self::invites_from(&self.data, 1, uses)
+    }
+
+    /// The relay's process id, if we started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// CPU seconds used so far (user + system).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    }
+
+    /// Kills the relay with SIGKILL and starts it again on the same data.
+    pub fn kill_and_restart(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else { bail!("cannot kill a relay we did not start") };
+        child.kill()?;
+        child.wait()?;
+        let mut restarted = Self::spawn(&self.data, &self.address)?;
+        self.child = restarted.child.take();
+        Ok(())
+    }
+}
+
+impl Drop for RelayUnderTest {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+}

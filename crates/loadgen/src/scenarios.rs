@@ -1,0 +1,469 @@
+//! The five scenarios. Each message carries (pair, sequence, send time), so
+//! every delivery is checked: exactly once, none lost, and how long it took.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use hush_proto::{AccountId, ClientFrame, RelayFrame};
+use tokio::sync::{Barrier, Semaphore};
+
+use crate::accounts::{provision, source_address, Account, Link};
+use crate::relay::RelayUnderTest;
+use crate::report::{quantile, Report};
+use crate::Options;
+
+const HEADER: usize = 4 + 8 + 8;
+/// Registrations in flight while provisioning.
+const PROVISION_PARALLEL: usize = 64;
+
+pub async fn run(options: &Options) -> Result<Report> {
+    if options.vs_mosquitto {
+        bail!("--vs-mosquitto is not implemented yet");
+    }
+    if options.size < HEADER {
+        bail!("--size must be at least {HEADER} bytes");
+    }
+    let mut relay = match (&options.relay, &options.data) {
+        (Some(address), Some(data)) => RelayUnderTest::attach(address, data)?,
+        _ => RelayUnderTest::start()?,
+    };
+    match options.scenario.as_str() {
+        "idle" => idle(&relay, options).await,
+        "throughput" => pairs(&relay, options, Pace::Window(options.window), options.messages).await,
+        "latency" => {
+            let pairs_count = options.pairs.max(1) as f64;
+            let interval = Duration::from_secs_f64(pairs_count / options.rate.max(1) as f64);
+            let messages = ((options.rate * options.seconds) as f64 / pairs_count).max(1.0) as usize;
+            pairs(&relay, options, Pace::Every(interval), messages).await
+        }
+        "drain" => drain(&relay, options).await,
+        "crash" => crash(&mut relay, options).await,
+        other => bail!("unknown scenario {other}"),
+    }
+}
+
+fn now_ns(start: Instant) -> u64 {
+    start.elapsed().as_nanos() as u64
+}
+
+fn payload(size: usize, pair: u32, seq: u64, sent_ns: u64) -> Vec<u8> {
+    let mut bytes = vec![0x5a; size];
+    bytes[..4].copy_from_slice(&pair.to_be_bytes());
+    bytes[4..12].copy_from_slice(&seq.to_be_bytes());
+    bytes[12..20].copy_from_slice(&sent_ns.to_be_bytes());
+    bytes
+}
+
+fn parse(payload: &[u8]) -> Option<(u32, u64, u64)> {
+    let pair = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(payload.get(4..12)?.try_into().ok()?);
+    let sent = u64::from_be_bytes(payload.get(12..20)?.try_into().ok()?);
+    Some((pair, seq, sent))
+}
+
+fn relay_figures(report: &mut Report, relay: &RelayUnderTest, cpu_before: Option<f64>, delivered: usize) {
+    report.set("relay_rss_kib", relay.rss_kib());
+    if let (Some(before), Some(after)) = (cpu_before, relay.cpu_seconds()) {
+        let used = after - before;
+        report.set("relay_cpu_s", used);
+        if delivered > 0 {
+            report.set("relay_cpu_us_per_msg", used * 1e6 / delivered as f64);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Pace {
+    /// As fast as possible with this many sends in flight.
+    Window(usize),
+    /// One send per interval.
+    Every(Duration),
+}
+
+/// What one recipient saw.
+#[derive(Default)]
+struct Received {
+    unique: usize,
+    duplicates: usize,
+    latencies_ms: Vec<f64>,
+}
+
+async fn receive(
+    (mut sender, mut receiver): Link,
+    expected: usize,
+    start: Instant,
+    ready: Arc<Barrier>,
+    deadline: Instant,
+) -> Result<Received> {
+    sender.send(&ClientFrame::Subscribe).await?;
+    let mut seen = vec![false; expected];
+    let mut got = Received::default();
+    let mut acks = Vec::new();
+    let mut announced = false;
+    while got.unique < expected || !announced {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(frame) = tokio::time::timeout(left, receiver.recv()).await else { break };
+        match frame? {
+            RelayFrame::Deliver { id, payload, .. } => {
+                acks.push(id);
+                if let Some((_, seq, sent)) = parse(&payload) {
+                    match seen.get_mut(seq as usize) {
+                        Some(slot) if !*slot => {
+                            *slot = true;
+                            got.unique += 1;
+                            got.latencies_ms.push((now_ns(start).saturating_sub(sent)) as f64 / 1e6);
+                        }
+                        _ => got.duplicates += 1,
+                    }
+                }
+                if acks.len() >= 256 {
+                    sender.send(&ClientFrame::Ack { ids: std::mem::take(&mut acks) }).await?;
+                }
+            }
+            RelayFrame::QueueEmpty => {
+                if !acks.is_empty() {
+                    sender.send(&ClientFrame::Ack { ids: std::mem::take(&mut acks) }).await?;
+                }
+                if !announced {
+                    announced = true;
+                    ready.wait().await;
+                }
+            }
+            _ => {}
+        }
+    }
+    if !acks.is_empty() {
+        sender.send(&ClientFrame::Ack { ids: acks }).await?;
+    }
+    Ok(got)
+}
+
+async fn send(
+    (mut sender, mut receiver): Link,
+    to: AccountId,
+    pair: u32,
+    messages: usize,
+    pace: Pace,
+    size: usize,
+    start: Instant,
+) -> Result<usize> {
+    let window = match pace {
+        Pace::Window(window) => window.max(1),
+        Pace::Every(_) => 10_000,
+    };
+    let permits = Arc::new(Semaphore::new(window));
+    let acked = tokio::spawn({
+        let permits = Arc::clone(&permits);
+        async move {
+            let mut acked = 0;
+            while acked < messages {
+                match receiver.recv().await? {
+                    RelayFrame::Accepted { .. } => {
+                        acked += 1;
+                        permits.add_permits(1);
+                    }
+                    RelayFrame::Rejected { code, .. } => return Err(anyhow!("send rejected: {code:?}")),
+                    _ => {}
+                }
+            }
+            Ok::<_, anyhow::Error>(acked)
+        }
+    });
+    let mut ticker = match pace {
+        Pace::Every(interval) => Some(tokio::time::interval(interval)),
+        Pace::Window(_) => None,
+    };
+    for seq in 0..messages as u64 {
+        if let Some(ticker) = ticker.as_mut() {
+            ticker.tick().await;
+        }
+        let permit = match permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                sender.flush().await?;
+                permits.acquire().await?
+            }
+        };
+        permit.forget();
+        let frame = ClientFrame::Send {
+            request: seq as u32,
+            recipients: vec![to],
+            payload: payload(size, pair, seq, now_ns(start)),
+            ttl_secs: 0,
+        };
+        sender.send(&frame).await?;
+    }
+    sender.flush().await?;
+    acked.await?
+}
+
+/// Sender/recipient pairs: throughput (windowed) or latency (paced).
+async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: usize) -> Result<Report> {
+    let pairs = options.pairs.max(1);
+    eprintln!("provisioning {} accounts...", 2 * pairs);
+    let mut accounts = provision(relay, 2 * pairs, PROVISION_PARALLEL).await?;
+    let receivers = accounts.split_off(pairs);
+    let start = Instant::now();
+    let ready = Arc::new(Barrier::new(pairs + 1));
+    let budget = Duration::from_secs(120) + Duration::from_millis((messages * pairs) as u64 / 2);
+    let deadline = Instant::now() + budget;
+    let mut receiving = Vec::new();
+    let mut recipients = Vec::new();
+    for (account, link) in receivers {
+        recipients.push(account.id);
+        receiving.push(tokio::spawn(receive(link, messages, start, Arc::clone(&ready), deadline)));
+    }
+    ready.wait().await;
+    let cpu_before = relay.cpu_seconds();
+    eprintln!("{pairs} pairs x {messages} messages of {} bytes...", options.size);
+    let began = Instant::now();
+    let mut sending = Vec::new();
+    for (pair, ((_, link), to)) in accounts.into_iter().zip(recipients).enumerate() {
+        sending.push(tokio::spawn(send(link, to, pair as u32, messages, pace, options.size, start)));
+    }
+    let mut acked = 0;
+    for task in sending {
+        acked += task.await??;
+    }
+    let mut total = Received::default();
+    for task in receiving {
+        let got = task.await??;
+        total.unique += got.unique;
+        total.duplicates += got.duplicates;
+        total.latencies_ms.extend(got.latencies_ms);
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let mut report = Report::new(&options.scenario);
+    report.set("pairs", pairs);
+    report.set("messages", messages * pairs);
+    report.set("size", options.size);
+    report.set("acked", acked);
+    report.set("delivered", total.unique);
+    report.set("lost", acked.saturating_sub(total.unique));
+    report.set("duplicates", total.duplicates);
+    report.set("elapsed_s", elapsed);
+    report.set("msgs_per_s", total.unique as f64 / elapsed);
+    total.latencies_ms.sort_by(f64::total_cmp);
+    for (name, q) in [("p50_ms", 0.5), ("p90_ms", 0.9), ("p99_ms", 0.99), ("p999_ms", 0.999), ("max_ms", 1.0)]
+    {
+        report.set(name, quantile(&total.latencies_ms, q));
+    }
+    relay_figures(&mut report, relay, cpu_before, total.unique);
+    Ok(report)
+}
+
+/// Holds many idle, logged-in connections and measures the relay's memory.
+async fn idle(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
+    let before = relay.rss_kib();
+    eprintln!("opening {} connections...", options.connections);
+    let links = provision(relay, options.connections, 256).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = relay.rss_kib();
+    let mut report = Report::new("idle");
+    report.set("connections", links.len());
+    report.set("relay_rss_before_kib", before);
+    report.set("relay_rss_kib", after);
+    if let (Some(before), Some(after)) = (before, after) {
+        report.set("kib_per_connection", (after.saturating_sub(before)) as f64 / links.len().max(1) as f64);
+    }
+    drop(links);
+    Ok(report)
+}
+
+/// One offline recipient accumulates M messages, then connects.
+async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
+    let mut accounts = provision(relay, 2, 2).await?;
+    let (recipient, recipient_link) = accounts.pop().ok_or_else(|| anyhow!("no recipient"))?;
+    let (_, sender_link) = accounts.pop().ok_or_else(|| anyhow!("no sender"))?;
+    drop(recipient_link);
+    let start = Instant::now();
+    let rss_before = relay.rss_kib();
+    eprintln!("queueing {} messages for an offline recipient...", options.messages);
+    let began = Instant::now();
+    let acked =
+        send(sender_link, recipient.id, 0, options.messages, Pace::Window(1000), options.size, start).await?;
+    let publish_s = began.elapsed().as_secs_f64();
+    let rss_queued = relay.rss_kib();
+    let link = recipient.login(relay, source_address(0)).await?;
+    let ready = Arc::new(Barrier::new(1));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let began = Instant::now();
+    let got = receive(link, options.messages, start, ready, deadline).await?;
+    let drain_s = began.elapsed().as_secs_f64();
+    let mut report = Report::new("drain");
+    report.set("messages", options.messages);
+    report.set("acked", acked);
+    report.set("publish_msgs_per_s", acked as f64 / publish_s);
+    report.set("delivered", got.unique);
+    report.set("lost", acked.saturating_sub(got.unique));
+    report.set("duplicates", got.duplicates);
+    report.set("drain_s", drain_s);
+    report.set("msgs_per_s", got.unique as f64 / drain_s);
+    report.set("relay_rss_kib", rss_queued);
+    if let (Some(before), Some(queued)) = (rss_before, rss_queued) {
+        let per_message = queued.saturating_sub(before) as f64 * 1024.0 / acked.max(1) as f64;
+        report.set("relay_bytes_per_queued_msg", per_message);
+    }
+    Ok(report)
+}
+
+type Acked = Arc<Mutex<Vec<bool>>>;
+
+/// Sustained load; the relay is killed with SIGKILL halfway and restarted.
+/// Every acknowledged message must still arrive, none twice after
+/// de-duplication.
+async fn crash(relay: &mut RelayUnderTest, options: &Options) -> Result<Report> {
+    let pairs = options.pairs.max(1);
+    let mut accounts = provision(relay, 2 * pairs, PROVISION_PARALLEL).await?;
+    let receivers: Vec<Account> = accounts.split_off(pairs).into_iter().map(|(account, _)| account).collect();
+    let senders: Vec<Account> = accounts.into_iter().map(|(account, _)| account).collect();
+    let per_pair = (options.rate as usize * options.seconds as usize / pairs).max(1);
+    let interval = Duration::from_secs_f64(pairs as f64 / options.rate.max(1) as f64);
+    let acked: Vec<Acked> = (0..pairs).map(|_| Arc::new(Mutex::new(vec![false; per_pair]))).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = (relay.address.clone(), relay.pin);
+    let mut tasks = Vec::new();
+    for (pair, (account, to)) in senders.into_iter().zip(receivers.iter().map(|r| r.id)).enumerate() {
+        let job = SenderJob {
+            relay: RelayUnderTest::detached(&target.0, target.1),
+            account,
+            to,
+            pair: pair as u32,
+            messages: per_pair,
+            interval,
+            size: options.size,
+            acked: Arc::clone(&acked[pair]),
+            stop: Arc::clone(&stop),
+        };
+        tasks.push(tokio::spawn(job.run()));
+    }
+    tokio::time::sleep(Duration::from_secs(options.seconds) / 2).await;
+    eprintln!("killing the relay with SIGKILL and restarting it...");
+    relay.kill_and_restart()?;
+    for task in tasks {
+        task.await??;
+    }
+    stop.store(true, Ordering::Release);
+    let mut lost = 0;
+    let mut redelivered = 0;
+    let mut acked_total = 0;
+    for (pair, account) in receivers.iter().enumerate() {
+        let expected: Vec<bool> = acked[pair].lock().map(|v| v.clone()).unwrap_or_default();
+        acked_total += expected.iter().filter(|a| **a).count();
+        let link = account.login(relay, source_address(pair)).await?;
+        let (seen, duplicates) = collect_all(link, per_pair).await?;
+        lost += expected.iter().zip(&seen).filter(|(was_acked, got)| **was_acked && !**got).count();
+        redelivered += duplicates;
+    }
+    let mut report = Report::new("crash");
+    report.set("pairs", pairs);
+    report.set("acked", acked_total);
+    report.set("lost", lost);
+    report.set("redelivered", redelivered);
+    report.set("duplicates", 0);
+    report.set("relay_rss_kib", relay.rss_kib());
+    Ok(report)
+}
+
+/// A sender that keeps going across relay restarts, resending whatever was
+/// not acknowledged before its connection died.
+struct SenderJob {
+    relay: RelayUnderTest,
+    account: Account,
+    to: AccountId,
+    pair: u32,
+    messages: usize,
+    interval: Duration,
+    size: usize,
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+}
+
+impl SenderJob {
+    async fn run(self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut next = 0u64;
+        while !self.done(next) && Instant::now() < deadline && !self.stop.load(Ordering::Acquire) {
+            let Ok((mut sender, mut receiver)) =
+                self.account.login(&self.relay, source_address(self.pair as usize)).await
+            else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let acked = Arc::clone(&self.acked);
+            let listener = tokio::spawn(async move {
+                while let Ok(frame) = receiver.recv().await {
+                    if let (RelayFrame::Accepted { request }, Ok(mut acked)) = (frame, acked.lock()) {
+                        if let Some(slot) = acked.get_mut(request as usize) {
+                            *slot = true;
+                        }
+                    }
+                }
+            });
+            let mut ticker = tokio::time::interval(self.interval);
+            while (next as usize) < self.messages {
+                ticker.tick().await;
+                let frame = ClientFrame::Send {
+                    request: next as u32,
+                    recipients: vec![self.to],
+                    payload: payload(self.size, self.pair, next, 0),
+                    ttl_secs: 0,
+                };
+                if sender.send(&frame).await.is_err() {
+                    break;
+                }
+                next += 1;
+            }
+            // Give the last acknowledgements time to arrive, then resend from
+            // the first message that has none.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            listener.abort();
+            if let Some(missing) = self.first_unacked() {
+                next = next.min(missing as u64);
+            }
+        }
+        Ok(())
+    }
+
+    fn first_unacked(&self) -> Option<usize> {
+        self.acked.lock().ok().and_then(|acked| acked.iter().position(|a| !a))
+    }
+
+    fn done(&self, next: u64) -> bool {
+        next as usize >= self.messages && self.first_unacked().is_none()
+    }
+}
+
+/// Logs in and takes everything queued: (seen per sequence, redeliveries).
+async fn collect_all((mut sender, mut receiver): Link, size: usize) -> Result<(Vec<bool>, usize)> {
+    sender.send(&ClientFrame::Subscribe).await?;
+    let mut seen = vec![false; size];
+    let mut duplicates = 0;
+    let mut acks = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), receiver.recv()).await {
+            Ok(Ok(RelayFrame::Deliver { id, payload, .. })) => {
+                acks.push(id);
+                if let Some((_, seq, _)) = parse(&payload) {
+                    match seen.get_mut(seq as usize) {
+                        Some(slot) if !*slot => *slot = true,
+                        _ => duplicates += 1,
+                    }
+                }
+            }
+            Ok(Ok(RelayFrame::QueueEmpty)) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => bail!("timed out collecting queued messages"),
+        }
+        if acks.len() >= 256 {
+            sender.send(&ClientFrame::Ack { ids: std::mem::take(&mut acks) }).await?;
+        }
+    }
+    if !acks.is_empty() {
+        sender.send(&ClientFrame::Ack { ids: acks }).await?;
+    }
+    Ok((seen, duplicates))
+}
