@@ -36,7 +36,7 @@ pub async fn run(options: &Options) -> Result<Report> {
             let pairs_count = options.pairs.max(1) as f64;
             let interval = Duration::from_secs_f64(pairs_count / options.rate.max(1) as f64);
             let messages = ((options.rate * options.seconds) as f64 / pairs_count).max(1.0) as usize;
-            pairs(&relay, options, Pace::Every(interval), messages).await
+            pairs(&relay, options, Pace::Every(interval, Duration::ZERO), messages).await
         }
         "drain" => drain(&relay, options).await,
         "crash" => crash(&mut relay, options).await,
@@ -78,8 +78,10 @@ fn relay_figures(report: &mut Report, relay: &RelayUnderTest, cpu_before: Option
 enum Pace {
     /// As fast as possible with this many sends in flight.
     Window(usize),
-    /// One send per interval.
-    Every(Duration),
+    /// One send per interval, starting after the given phase (pairs are
+    /// spread evenly over the interval, so the load is smooth rather than
+    /// a burst from every pair at the same instant).
+    Every(Duration, Duration),
 }
 
 /// What one recipient saw.
@@ -92,6 +94,7 @@ struct Received {
 
 async fn receive(
     (mut sender, mut receiver): Link,
+    ack_every: usize,
     expected: usize,
     start: Instant,
     ready: Arc<Barrier>,
@@ -118,7 +121,7 @@ async fn receive(
                         _ => got.duplicates += 1,
                     }
                 }
-                if acks.len() >= 256 {
+                if acks.len() >= ack_every {
                     sender.send(&ClientFrame::Ack { ids: std::mem::take(&mut acks) }).await?;
                 }
             }
@@ -151,7 +154,7 @@ async fn send(
 ) -> Result<usize> {
     let window = match pace {
         Pace::Window(window) => window.max(1),
-        Pace::Every(_) => 10_000,
+        Pace::Every(..) => 10_000,
     };
     let permits = Arc::new(Semaphore::new(window));
     let acked = tokio::spawn({
@@ -172,7 +175,9 @@ async fn send(
         }
     });
     let mut ticker = match pace {
-        Pace::Every(interval) => Some(tokio::time::interval(interval)),
+        Pace::Every(interval, phase) => {
+            Some(tokio::time::interval_at(tokio::time::Instant::now() + phase, interval))
+        }
         Pace::Window(_) => None,
     };
     for seq in 0..messages as u64 {
@@ -213,7 +218,10 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
     let mut recipients = Vec::new();
     for (account, link) in receivers {
         recipients.push(account.id);
-        receiving.push(tokio::spawn(receive(link, messages, start, Arc::clone(&ready), deadline)));
+        // Paced runs acknowledge each message as the real client does;
+        // throughput runs batch acknowledgements.
+        let ack_every = if matches!(pace, Pace::Every(..)) { 1 } else { 64 };
+        receiving.push(tokio::spawn(receive(link, ack_every, messages, start, Arc::clone(&ready), deadline)));
     }
     ready.wait().await;
     let cpu_before = relay.cpu_seconds();
@@ -221,6 +229,10 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
     let began = Instant::now();
     let mut sending = Vec::new();
     for (pair, ((_, link), to)) in accounts.into_iter().zip(recipients).enumerate() {
+        let pace = match pace {
+            Pace::Every(interval, _) => Pace::Every(interval, interval.mul_f64(pair as f64 / pairs as f64)),
+            window => window,
+        };
         sending.push(tokio::spawn(send(link, to, pair as u32, messages, pace, options.size, start)));
     }
     let mut acked = 0;
@@ -290,7 +302,7 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     let ready = Arc::new(Barrier::new(1));
     let deadline = Instant::now() + Duration::from_secs(300);
     let began = Instant::now();
-    let got = receive(link, options.messages, start, ready, deadline).await?;
+    let got = receive(link, 256, options.messages, start, ready, deadline).await?;
     let drain_s = began.elapsed().as_secs_f64();
     let mut report = Report::new("drain");
     report.set("messages", options.messages);

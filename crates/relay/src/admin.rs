@@ -47,6 +47,8 @@ pub async fn serve(
     let config = dir.config()?;
     let tls = dir.tls()?;
     let store = dir.store()?;
+    store.disable_auto_checkpoint()?;
+    let checkpoints = spawn_checkpointer(dir.store()?)?;
     let hub = Arc::new(Hub::default());
     let pushes = Arc::clone(&hub);
     let (handle, worker) = crate::actor::spawn(store, move |queued| pushes.push(queued))?;
@@ -72,7 +74,39 @@ pub async fn serve(
     relay.run(shutdown).await?;
     // The relay dropped its store handle; wait for the last batch to be durable.
     tokio::task::spawn_blocking(move || worker.join()).await.map_err(std::io::Error::other)?;
+    checkpoints.stop();
     Ok(())
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// Checkpoints on a thread and connection of its own, so the store worker
+/// never pays for them inside a batch.
+fn spawn_checkpointer(store: crate::store::SqliteStore) -> std::io::Result<Checkpointer> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new().name("hush-checkpoint".into()).spawn(move || {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL)
+        {
+            if let Err(error) = store.checkpoint_passive() {
+                tracing::warn!(%error, "checkpoint failed");
+            }
+        }
+        let _ = store.checkpoint();
+    })?;
+    Ok(Checkpointer { stop, thread })
 }
 
 /// Raises the soft descriptor limit to the hard one and returns how many

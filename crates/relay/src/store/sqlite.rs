@@ -92,10 +92,9 @@ impl SqliteStore {
         uses: u32,
         expires: UnixSeconds,
     ) -> Result<(), StoreError> {
-        self.connection.execute(
-            "INSERT INTO invites (code_hash, uses_left, expires) VALUES (?1, ?2, ?3)",
-            params![&code_hash[..], uses, as_i64(expires)],
-        )?;
+        self.connection
+            .prepare_cached("INSERT INTO invites (code_hash, uses_left, expires) VALUES (?1, ?2, ?3)")?
+            .execute(params![&code_hash[..], uses, as_i64(expires)])?;
         Ok(())
     }
 
@@ -126,6 +125,21 @@ impl SqliteStore {
             queued_messages: count("SELECT COUNT(*) FROM mailbox")?,
             queued_bytes: count("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM mailbox")?,
         })
+    }
+
+    /// Leaves checkpoints to [`Self::checkpoint_passive`] on another
+    /// connection, so the writer never stalls copying the WAL into the
+    /// database in the middle of a batch.
+    pub fn disable_auto_checkpoint(&self) -> Result<(), StoreError> {
+        self.connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(())
+    }
+
+    /// Copies what it can of the WAL into the database without blocking the
+    /// writer.
+    pub fn checkpoint_passive(&self) -> Result<(), StoreError> {
+        self.connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// Checkpoints the WAL into the main file and truncates it.
@@ -159,8 +173,10 @@ impl SqliteStore {
             }
             Op::Ack { account, ids } => self.ack(&account, &ids).map(Output::Deleted),
             Op::PurgeExpired { now } => {
-                let deleted =
-                    self.connection.execute("DELETE FROM mailbox WHERE expires <= ?1", [as_i64(now)])?;
+                let deleted = self
+                    .connection
+                    .prepare_cached("DELETE FROM mailbox WHERE expires <= ?1")?
+                    .execute([as_i64(now)])?;
                 Ok(Output::Deleted(deleted as u64))
             }
         }
@@ -176,13 +192,13 @@ impl SqliteStore {
         let account = key.account();
         let exists: Option<i64> = self
             .connection
-            .query_row("SELECT 1 FROM accounts WHERE id = ?1", [&account.0[..]], |row| row.get(0))
+            .prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?
+            .query_row([&account.0[..]], |row| row.get(0))
             .optional()?;
         if exists.is_some() {
             return Err(StoreError::AlreadyRegistered);
         }
-        let used = self.connection.execute(
-            "UPDATE invites SET uses_left = uses_left - 1 WHERE code_hash = ?1 AND uses_left > 0 AND expires > ?2",
+        let used = self.connection.prepare_cached("UPDATE invites SET uses_left = uses_left - 1 WHERE code_hash = ?1 AND uses_left > 0 AND expires > ?2")?.execute(
             params![&invite_hash[..], as_i64(now)],
         )?;
         if used == 0 {
@@ -190,25 +206,25 @@ impl SqliteStore {
         }
         self.connection
             .execute("DELETE FROM invites WHERE code_hash = ?1 AND uses_left <= 0", [&invite_hash[..]])?;
-        self.connection.execute(
-            "INSERT INTO accounts (id, identity_key, created, wipe_hash) VALUES (?1, ?2, ?3, ?4)",
-            params![&account.0[..], &key.0[..], as_i64(now), &wipe_hash[..]],
-        )?;
+        self.connection
+            .prepare_cached(
+                "INSERT INTO accounts (id, identity_key, created, wipe_hash) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![&account.0[..], &key.0[..], as_i64(now), &wipe_hash[..]])?;
         Ok(Output::Registered(account))
     }
 
     fn account(&self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
         let row = self
             .connection
-            .query_row(
+            .prepare_cached(
                 "SELECT identity_key, deactivated IS NOT NULL,
                         (SELECT secret FROM wipe_orders WHERE wipe_orders.account = accounts.id)
                  FROM accounts WHERE id = ?1",
-                [&account.0[..]],
-                |row| {
-                    Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, bool>(1)?, row.get::<_, Option<Vec<u8>>>(2)?))
-                },
-            )
+            )?
+            .query_row([&account.0[..]], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, bool>(1)?, row.get::<_, Option<Vec<u8>>>(2)?))
+            })
             .optional()?;
         Ok(row.and_then(|(key, deactivated, wipe)| {
             let key = <[u8; 32]>::try_from(key.as_slice()).ok()?;
@@ -229,28 +245,34 @@ impl SqliteStore {
         use subtle::ConstantTimeEq;
         let stored: Option<Vec<u8>> = self
             .connection
-            .query_row("SELECT wipe_hash FROM accounts WHERE id = ?1", [&account.0[..]], |row| row.get(0))
+            .prepare_cached("SELECT wipe_hash FROM accounts WHERE id = ?1")?
+            .query_row([&account.0[..]], |row| row.get(0))
             .optional()?;
         let presented = Sha256::digest(secret);
         let matches = stored.is_some_and(|hash| bool::from(hash.as_slice().ct_eq(presented.as_slice())));
         if !matches {
             return Err(StoreError::BadWipeCode);
         }
-        self.connection.execute(
-            "INSERT OR REPLACE INTO wipe_orders (account, secret, created) VALUES (?1, ?2, ?3)",
-            params![&account.0[..], &secret[..], as_i64(now)],
-        )?;
+        self.connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO wipe_orders (account, secret, created) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![&account.0[..], &secret[..], as_i64(now)])?;
         self.deactivate_in_place(account, now)?;
         Ok(Output::Deleted(1))
     }
 
     fn deactivate_in_place(&self, account: &AccountId, now: UnixSeconds) -> Result<usize, StoreError> {
-        let changed = self.connection.execute(
-            "UPDATE accounts SET deactivated = COALESCE(deactivated, ?2) WHERE id = ?1",
-            params![&account.0[..], as_i64(now)],
-        )?;
-        self.connection.execute("DELETE FROM mailbox WHERE recipient = ?1", [&account.0[..]])?;
-        self.connection.execute("DELETE FROM key_packages WHERE account = ?1", [&account.0[..]])?;
+        let changed = self
+            .connection
+            .prepare_cached("UPDATE accounts SET deactivated = COALESCE(deactivated, ?2) WHERE id = ?1")?
+            .execute(params![&account.0[..], as_i64(now)])?;
+        self.connection
+            .prepare_cached("DELETE FROM mailbox WHERE recipient = ?1")?
+            .execute([&account.0[..]])?;
+        self.connection
+            .prepare_cached("DELETE FROM key_packages WHERE account = ?1")?
+            .execute([&account.0[..]])?;
         Ok(changed)
     }
 
@@ -275,21 +297,19 @@ impl SqliteStore {
             insert.execute(params![&account.0[..], false, package])?;
         }
         if let Some(package) = last_resort {
-            self.connection.execute(
-                "DELETE FROM key_packages WHERE account = ?1 AND last_resort = 1",
-                [&account.0[..]],
-            )?;
+            self.connection
+                .prepare_cached("DELETE FROM key_packages WHERE account = ?1 AND last_resort = 1")?
+                .execute([&account.0[..]])?;
             insert.execute(params![&account.0[..], true, package])?;
         }
         self.count_key_packages(account).map(Output::KeyPackageCount)
     }
 
     fn count_key_packages(&self, account: &AccountId) -> Result<u32, StoreError> {
-        let count: i64 = self.connection.query_row(
-            "SELECT COUNT(*) FROM key_packages WHERE account = ?1 AND last_resort = 0",
-            [&account.0[..]],
-            |row| row.get(0),
-        )?;
+        let count: i64 = self
+            .connection
+            .prepare_cached("SELECT COUNT(*) FROM key_packages WHERE account = ?1 AND last_resort = 0")?
+            .query_row([&account.0[..]], |row| row.get(0))?;
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
@@ -297,16 +317,15 @@ impl SqliteStore {
         self.require_active(account)?;
         let row: Option<(i64, bool, Vec<u8>)> = self
             .connection
-            .query_row(
+            .prepare_cached(
                 "SELECT seq, last_resort, data FROM key_packages WHERE account = ?1
                  ORDER BY last_resort ASC, seq ASC LIMIT 1",
-                [&account.0[..]],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
+            )?
+            .query_row([&account.0[..]], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .optional()?;
         let (seq, last_resort, data) = row.ok_or(StoreError::NoKeyPackage)?;
         if !last_resort {
-            self.connection.execute("DELETE FROM key_packages WHERE seq = ?1", [seq])?;
+            self.connection.prepare_cached("DELETE FROM key_packages WHERE seq = ?1")?.execute([seq])?;
         }
         Ok(Output::KeyPackage(data))
     }
@@ -350,9 +369,8 @@ impl SqliteStore {
     ) -> Result<Output, StoreError> {
         let current: Option<u64> = self
             .connection
-            .query_row("SELECT epoch FROM group_epochs WHERE id = ?1", [&group.0[..]], |row| {
-                row.get::<_, i64>(0)
-            })
+            .prepare_cached("SELECT epoch FROM group_epochs WHERE id = ?1")?
+            .query_row([&group.0[..]], |row| row.get::<_, i64>(0))
             .optional()?
             .map(as_u64);
         // A group unknown to the relay starts at the epoch of its first commit.
@@ -363,11 +381,12 @@ impl SqliteStore {
         if let Some((new_members, welcome)) = welcome {
             queued.extend(self.enqueue(new_members, welcome, now, expires)?);
         }
-        self.connection.execute(
-            "INSERT INTO group_epochs (id, epoch) VALUES (?1, ?2)
+        self.connection
+            .prepare_cached(
+                "INSERT INTO group_epochs (id, epoch) VALUES (?1, ?2)
              ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch",
-            params![&group.0[..], as_i64(epoch.saturating_add(1))],
-        )?;
+            )?
+            .execute(params![&group.0[..], as_i64(epoch.saturating_add(1))])?;
         Ok(Output::Commit(CommitOutcome::Accepted(queued)))
     }
 
@@ -404,10 +423,12 @@ impl SqliteStore {
     }
 
     fn run_in_savepoint(&mut self, op: Op) -> Result<Output, StoreError> {
-        self.connection.execute_batch("SAVEPOINT op")?;
+        self.connection.prepare_cached("SAVEPOINT op")?.execute([])?;
         let result = self.run(op);
-        let end = if result.is_ok() { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
-        self.connection.execute_batch(end)?;
+        if result.is_err() {
+            self.connection.prepare_cached("ROLLBACK TO op")?.execute([])?;
+        }
+        self.connection.prepare_cached("RELEASE op")?.execute([])?;
         result
     }
 }
