@@ -284,18 +284,36 @@ async fn idle(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     Ok(report)
 }
 
-/// One offline recipient accumulates M messages, then connects.
+/// One offline recipient accumulates M messages from P senders, then
+/// connects and takes them all.
 async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
-    let mut accounts = provision(relay, 2, 2).await?;
+    let senders = options.pairs.clamp(1, options.messages.max(1));
+    let mut accounts = provision(relay, senders + 1, PROVISION_PARALLEL).await?;
     let (recipient, recipient_link) = accounts.pop().ok_or_else(|| anyhow!("no recipient"))?;
-    let (_, sender_link) = accounts.pop().ok_or_else(|| anyhow!("no sender"))?;
     drop(recipient_link);
     let start = Instant::now();
     let rss_before = relay.rss_kib();
-    eprintln!("queueing {} messages for an offline recipient...", options.messages);
+    eprintln!("queueing {} messages from {senders} senders for an offline recipient...", options.messages);
     let began = Instant::now();
-    let acked =
-        send(sender_link, recipient.id, 0, options.messages, Pace::Window(1000), options.size, start).await?;
+    let mut sending = Vec::new();
+    for (index, (_, link)) in accounts.into_iter().enumerate() {
+        // Sequence numbers are global, so each sender takes its own range.
+        let share = options.messages / senders + usize::from(index < options.messages % senders);
+        let first = index * (options.messages / senders) + index.min(options.messages % senders);
+        sending.push(tokio::spawn(send_range(
+            link,
+            recipient.id,
+            first,
+            share,
+            options.window,
+            options.size,
+            start,
+        )));
+    }
+    let mut acked = 0;
+    for task in sending {
+        acked += task.await??;
+    }
     let publish_s = began.elapsed().as_secs_f64();
     let rss_queued = relay.rss_kib();
     let link = recipient.login(relay, source_address(0)).await?;
@@ -306,6 +324,7 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     let drain_s = began.elapsed().as_secs_f64();
     let mut report = Report::new("drain");
     report.set("messages", options.messages);
+    report.set("senders", senders);
     report.set("acked", acked);
     report.set("publish_msgs_per_s", acked as f64 / publish_s);
     report.set("delivered", got.unique);
@@ -319,6 +338,55 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
         report.set("relay_bytes_per_queued_msg", per_message);
     }
     Ok(report)
+}
+
+/// Sends sequence numbers `first..first + count` as fast as the window allows.
+async fn send_range(
+    (mut sender, mut receiver): Link,
+    to: AccountId,
+    first: usize,
+    count: usize,
+    window: usize,
+    size: usize,
+    start: Instant,
+) -> Result<usize> {
+    let permits = Arc::new(Semaphore::new(window.max(1)));
+    let acked = tokio::spawn({
+        let permits = Arc::clone(&permits);
+        async move {
+            let mut acked = 0;
+            while acked < count {
+                match receiver.recv().await? {
+                    RelayFrame::Accepted { .. } => {
+                        acked += 1;
+                        permits.add_permits(1);
+                    }
+                    RelayFrame::Rejected { code, .. } => return Err(anyhow!("send rejected: {code:?}")),
+                    _ => {}
+                }
+            }
+            Ok::<_, anyhow::Error>(acked)
+        }
+    });
+    for seq in first..first + count {
+        let permit = match permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                sender.flush().await?;
+                permits.acquire().await?
+            }
+        };
+        permit.forget();
+        let frame = ClientFrame::Send {
+            request: seq as u32,
+            recipients: vec![to],
+            payload: payload(size, 0, seq as u64, now_ns(start)),
+            ttl_secs: 0,
+        };
+        sender.feed(&frame).await?;
+    }
+    sender.flush().await?;
+    acked.await?
 }
 
 type Acked = Arc<Mutex<Vec<bool>>>;

@@ -332,9 +332,13 @@ impl RateLimit {
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
         self.last = now;
         if self.tokens < 1.0 {
-            let wait = (1.0 - self.tokens) / self.per_sec;
+            // Sleep for a refill of at least 10 ms worth of frames: timers
+            // are coarse, and sleeping per frame would cap the rate far
+            // below `per_sec`.
+            let refill = (self.per_sec * 0.01).max(1.0).min(self.burst);
+            let wait = (refill - self.tokens) / self.per_sec;
             tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-            self.tokens = 1.0;
+            self.tokens = refill;
             self.last = Instant::now();
         }
         self.tokens -= 1.0;
