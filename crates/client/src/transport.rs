@@ -168,26 +168,7 @@ impl Connection {
 
     /// Receives the next frame. A relay `Error` frame becomes an error.
     pub async fn recv(&mut self) -> Result<RelayFrame, ClientError> {
-        loop {
-            let message = self
-                .ws
-                .next()
-                .await
-                .ok_or(ClientError::Disconnected)?
-                .map_err(|error| ClientError::Transport(error.to_string()))?;
-            let bytes = match message {
-                Message::Binary(bytes) => bytes,
-                Message::Close(_) => return Err(ClientError::Disconnected),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                _ => return Err(ClientError::Protocol("relay sent a non-binary message".into())),
-            };
-            let frame =
-                RelayFrame::decode(&bytes).map_err(|error| ClientError::Protocol(error.to_string()))?;
-            if let RelayFrame::Error { code, .. } = frame {
-                return Err(ClientError::Relay(code));
-            }
-            return Ok(frame);
-        }
+        read_frame(&mut self.ws).await
     }
 
     /// Closes the connection politely.
@@ -240,25 +221,31 @@ pub struct FrameReceiver {
 impl FrameReceiver {
     /// Receives the next frame. A relay `Error` frame becomes an error.
     pub async fn recv(&mut self) -> Result<RelayFrame, ClientError> {
-        loop {
-            let message = self
-                .stream
-                .next()
-                .await
-                .ok_or(ClientError::Disconnected)?
-                .map_err(|error| ClientError::Transport(error.to_string()))?;
-            let bytes = match message {
-                Message::Binary(bytes) => bytes,
-                Message::Close(_) => return Err(ClientError::Disconnected),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                _ => return Err(ClientError::Protocol("relay sent a non-binary message".into())),
-            };
-            return match RelayFrame::decode(&bytes)
-                .map_err(|error| ClientError::Protocol(error.to_string()))?
-            {
-                RelayFrame::Error { code, .. } => Err(ClientError::Relay(code)),
-                frame => Ok(frame),
-            };
-        }
+        read_frame(&mut self.stream).await
+    }
+}
+
+/// Reads the next frame from a WebSocket (whole or split). A relay `Error`
+/// frame becomes an error; pings and pongs are skipped.
+async fn read_frame<S>(stream: &mut S) -> Result<RelayFrame, ClientError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message = stream
+            .next()
+            .await
+            .ok_or(ClientError::Disconnected)?
+            .map_err(|error| ClientError::Transport(error.to_string()))?;
+        let bytes = match message {
+            Message::Binary(bytes) => bytes,
+            Message::Close(_) => return Err(ClientError::Disconnected),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            _ => return Err(ClientError::Protocol("relay sent a non-binary message".into())),
+        };
+        return match RelayFrame::decode(&bytes).map_err(|error| ClientError::Protocol(error.to_string()))? {
+            RelayFrame::Error { code, .. } => Err(ClientError::Relay(code)),
+            frame => Ok(frame),
+        };
     }
 }

@@ -143,10 +143,14 @@ async fn receive(
     Ok(got)
 }
 
+/// Sends sequence numbers `first..first + messages` of `pair` to `to`, paced
+/// or windowed; returns how many the relay acknowledged.
+#[allow(clippy::too_many_arguments)]
 async fn send(
     (mut sender, mut receiver): Link,
     to: AccountId,
     pair: u32,
+    first: u64,
     messages: usize,
     pace: Pace,
     size: usize,
@@ -180,7 +184,7 @@ async fn send(
         }
         Pace::Window(_) => None,
     };
-    for seq in 0..messages as u64 {
+    for seq in first..first + messages as u64 {
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;
         }
@@ -233,7 +237,7 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
             Pace::Every(interval, _) => Pace::Every(interval, interval.mul_f64(pair as f64 / pairs as f64)),
             window => window,
         };
-        sending.push(tokio::spawn(send(link, to, pair as u32, messages, pace, options.size, start)));
+        sending.push(tokio::spawn(send(link, to, pair as u32, 0, messages, pace, options.size, start)));
     }
     let mut acked = 0;
     for task in sending {
@@ -300,12 +304,14 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
         // Sequence numbers are global, so each sender takes its own range.
         let share = options.messages / senders + usize::from(index < options.messages % senders);
         let first = index * (options.messages / senders) + index.min(options.messages % senders);
-        sending.push(tokio::spawn(send_range(
+        let pace = Pace::Window(options.window);
+        sending.push(tokio::spawn(send(
             link,
             recipient.id,
-            first,
+            0,
+            first as u64,
             share,
-            options.window,
+            pace,
             options.size,
             start,
         )));
@@ -338,55 +344,6 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
         report.set("relay_bytes_per_queued_msg", per_message);
     }
     Ok(report)
-}
-
-/// Sends sequence numbers `first..first + count` as fast as the window allows.
-async fn send_range(
-    (mut sender, mut receiver): Link,
-    to: AccountId,
-    first: usize,
-    count: usize,
-    window: usize,
-    size: usize,
-    start: Instant,
-) -> Result<usize> {
-    let permits = Arc::new(Semaphore::new(window.max(1)));
-    let acked = tokio::spawn({
-        let permits = Arc::clone(&permits);
-        async move {
-            let mut acked = 0;
-            while acked < count {
-                match receiver.recv().await? {
-                    RelayFrame::Accepted { .. } => {
-                        acked += 1;
-                        permits.add_permits(1);
-                    }
-                    RelayFrame::Rejected { code, .. } => return Err(anyhow!("send rejected: {code:?}")),
-                    _ => {}
-                }
-            }
-            Ok::<_, anyhow::Error>(acked)
-        }
-    });
-    for seq in first..first + count {
-        let permit = match permits.try_acquire() {
-            Ok(permit) => permit,
-            Err(_) => {
-                sender.flush().await?;
-                permits.acquire().await?
-            }
-        };
-        permit.forget();
-        let frame = ClientFrame::Send {
-            request: seq as u32,
-            recipients: vec![to],
-            payload: payload(size, 0, seq as u64, now_ns(start)),
-            ttl_secs: 0,
-        };
-        sender.feed(&frame).await?;
-    }
-    sender.flush().await?;
-    acked.await?
 }
 
 type Acked = Arc<Mutex<Vec<bool>>>;
