@@ -289,8 +289,10 @@ async fn join(
             json!({ "account": client.account().to_string(), "wipe_code": wipe_code.to_string() })
         );
     } else {
+        // stdout holds the account id alone, for scripts; the wipe code goes
+        // to the terminal once.
         println!("{}", client.account());
-        println!("wipe code (keep it apart from this device; it is shown only now): {wipe_code}");
+        eprintln!("wipe code (keep it apart from this device; it is shown only now): {wipe_code}");
     }
     Ok(())
 }
