@@ -62,7 +62,7 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(0)
 }
 
@@ -75,9 +75,12 @@ pub(crate) async fn serve(
     over_capacity: bool,
 ) {
     let _ = stream.set_nodelay(true);
-    match open(&shared, acceptor, stream).await {
+    // Each phase is boxed so a connection's task holds only the memory of
+    // the phase it is in: the TLS and WebSocket handshakes are large state
+    // machines that an idle connection should not keep paying for.
+    match Box::pin(open(&shared, acceptor, stream)).await {
         Ok(ws) => {
-            if let Err(error) = run(shared, ws, shutdown, over_capacity).await {
+            if let Err(error) = Box::pin(run(shared, ws, shutdown, over_capacity)).await {
                 tracing::debug!(%error, "connection ended");
             }
         }
@@ -112,7 +115,7 @@ async fn run(
             return Err(refuse(&outbound, ErrorCode::TooManyConnections).await);
         }
         let deadline = Instant::now() + shared.config.handshake_timeout();
-        let account = login(&shared, &mut incoming, &outbound, deadline).await?;
+        let account = Box::pin(login(&shared, &mut incoming, &outbound, deadline)).await?;
         let session = Session::new(Arc::clone(&shared), account, outbound.clone());
         session.run(&mut incoming, &mut shutdown).await
     }
