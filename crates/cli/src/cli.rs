@@ -113,10 +113,13 @@ pub enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// The interactive terminal client.
+    /// The interactive terminal client (keys and commands: F1 or /help inside).
     Chat {
-        /// Open straight into this conversation.
+        /// Open straight into this conversation (contact, group or account id).
         to: Option<String>,
+        /// Lock the screen after this long without a key press ("off": never).
+        #[arg(long, default_value = "5m", value_name = "DURATION")]
+        lock_after: String,
     },
 }
 

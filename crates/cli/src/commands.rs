@@ -46,8 +46,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Group { command } => group(&profile_dir(home)?, command),
         Command::Panic { command: PanicCommand::Set } => panic_set(&profile_dir(home)?),
         Command::RemoteWipe { wipe_code } => remote_wipe(&wipe_code),
-        Command::Chat { .. } => {
-            bail!("the interactive client is not built yet; use `hush send` and `hush recv`")
+        Command::Chat { to, lock_after } => {
+            let lock_after = match lock_after.as_str() {
+                "off" | "0" => None,
+                text => Some(parse_duration(text)?),
+            };
+            chat(&profile_dir(home)?, to, lock_after)
         }
     }
 }
@@ -130,6 +134,32 @@ fn open(dir: &Path) -> Result<Client> {
             Err(no_profile(dir))
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+fn chat(dir: &Path, open: Option<String>, lock_after: Option<Duration>) -> Result<()> {
+    use std::io::IsTerminal;
+    if !hush_store::Store::exists(dir) {
+        return Err(no_profile(dir));
+    }
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        bail!("hush chat needs a terminal; scripts use `hush send` and `hush recv`");
+    }
+    let passphrase = match std::env::var_os("HUSH_PASSPHRASE") {
+        Some(value) => {
+            Some(Zeroizing::new(value.into_string().map_err(|_| anyhow!("HUSH_PASSPHRASE is not UTF-8"))?))
+        }
+        None => None,
+    };
+    let options = hush_tui::Options { dir: dir.to_path_buf(), open, lock_after, passphrase };
+    match hush_tui::run(options)? {
+        hush_tui::Outcome::Quit => Ok(()),
+        hush_tui::Outcome::Wiped(code) => {
+            if let Some(code) = code {
+                notify_relay_of_wipe(*code, PANIC_NOTICE_TIMEOUT);
+            }
+            Err(no_profile(dir))
+        }
     }
 }
 

@@ -695,3 +695,6 @@ fn remote_wipe_reaches_a_connected_device_at_once() {
     assert!(!listening.wait().unwrap().success());
     assert!(!home.exists());
 }
+
+#[path = "e2e/chat.rs"]
+mod chat;

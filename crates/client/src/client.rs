@@ -29,6 +29,21 @@ pub struct ReceivedMessage {
     pub expires_at_ms: Option<u64>,
 }
 
+/// One conversation as a conversation list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSummary {
+    /// The contact or group name (or the peer's account id).
+    pub name: String,
+    /// A named group rather than a one-to-one conversation.
+    pub group: bool,
+    /// Messages that arrived and were not shown yet.
+    pub unread: u64,
+    /// When the last message arrived or was sent (Unix ms; 0 if none).
+    pub last_activity_ms: u64,
+    /// The disappearing-message timer, if set.
+    pub timer_secs: Option<u32>,
+}
+
 /// What `send` and `history` were pointed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -247,11 +262,7 @@ impl Client {
     /// The stored messages of a conversation, oldest first.
     pub fn history(&self, to: &str) -> Result<Vec<ReceivedMessage>, ClientError> {
         self.purge_expired()?;
-        let groups = match self.resolve(to)? {
-            Target::Account(peer) => self.store.direct_conversations_any(&peer)?,
-            Target::Group(group) => vec![group],
-        };
-        let ids: Vec<Vec<u8>> = groups.iter().map(|g| g.group_id.clone()).collect();
+        let ids = self.group_ids(to)?;
         self.store.history(&ids)?.iter().map(|m| self.present(m)).collect()
     }
 
@@ -264,6 +275,68 @@ impl Client {
             self.store.mark_shown(seq)?;
         }
         Ok(shown)
+    }
+
+    /// Every active conversation, most recent activity first. Two groups
+    /// with the same peer (a simultaneous start) show as one conversation.
+    pub fn conversation_summaries(&self) -> Result<Vec<ConversationSummary>, ClientError> {
+        let activity: std::collections::HashMap<Vec<u8>, (u64, u64)> = self
+            .store
+            .activity()?
+            .into_iter()
+            .map(|(group_id, unread, last)| (group_id, (unread, last)))
+            .collect();
+        let mut summaries: Vec<ConversationSummary> = Vec::new();
+        for record in self.store.conversations()? {
+            if !record.active || record.kind == ConversationKind::Pending {
+                continue;
+            }
+            let name = self.conversation_name(&record.group_id)?;
+            let (unread, last) = activity.get(&record.group_id).copied().unwrap_or((0, 0));
+            match summaries.iter_mut().find(|s| s.name == name) {
+                Some(existing) => {
+                    existing.unread += unread;
+                    existing.last_activity_ms = existing.last_activity_ms.max(last);
+                }
+                None => summaries.push(ConversationSummary {
+                    name,
+                    group: matches!(record.kind, ConversationKind::Group { .. }),
+                    unread,
+                    last_activity_ms: last,
+                    timer_secs: record.timer_secs,
+                }),
+            }
+        }
+        summaries.sort_by(|a, b| b.last_activity_ms.cmp(&a.last_activity_ms).then(a.name.cmp(&b.name)));
+        Ok(summaries)
+    }
+
+    /// Marks every message of a conversation as shown (read).
+    pub fn mark_read(&self, to: &str) -> Result<(), ClientError> {
+        for group_id in self.group_ids(to)? {
+            self.store.mark_group_shown(&group_id)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the passphrase again (a lock screen). Same rules as
+    /// [`Client::open`]: the panic passphrase wipes the profile.
+    pub fn check_passphrase(&self, passphrase: &[u8]) -> Result<(), ClientError> {
+        Ok(self.store.check_passphrase(passphrase)?)
+    }
+
+    /// A contact's name, else the account id.
+    pub fn display_name(&self, account: &AccountId) -> Result<String, ClientError> {
+        Ok(self.store.contact_name(account)?.unwrap_or_else(|| account.to_string()))
+    }
+
+    fn group_ids(&self, to: &str) -> Result<Vec<Vec<u8>>, ClientError> {
+        Ok(match self.resolve(to)? {
+            Target::Account(peer) => {
+                self.store.direct_conversations_any(&peer)?.into_iter().map(|c| c.group_id).collect()
+            }
+            Target::Group(group) => vec![group.group_id],
+        })
     }
 
     /// The name a conversation is shown under.

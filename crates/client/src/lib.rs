@@ -11,8 +11,8 @@ mod error;
 mod session;
 mod transport;
 
-pub use client::{Client, ReceivedMessage, Target, UpdatePolicy};
+pub use client::{Client, ConversationSummary, ReceivedMessage, Target, UpdatePolicy};
 pub use error::ClientError;
 pub use hush_store::KdfParams;
-pub use session::{send_wipe_order, Session};
+pub use session::{send_wipe_order, Draft, Push, Session};
 pub use transport::{Connection, FrameReceiver, FrameSender};

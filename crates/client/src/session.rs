@@ -33,6 +33,35 @@ enum Answer {
     Stale(u64),
 }
 
+/// A frame the relay pushed, taken by [`Session::next_push`] and processed
+/// by [`Session::handle_push`].
+pub struct Push(RelayFrame);
+
+/// A text message before it is sent. Its id and time are fixed once, so
+/// sending it again after a lost connection cannot show it twice: every
+/// member stores a message id once.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    id: [u8; 16],
+    sent_at_ms: u64,
+    text: String,
+    expire_secs: Option<u32>,
+}
+
+impl Draft {
+    /// A new message; `expire_secs` overrides the conversation's timer.
+    pub fn new(text: &str, expire_secs: Option<u32>) -> Self {
+        let mut id = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        Self { id, sent_at_ms: now_ms(), text: text.to_owned(), expire_secs }
+    }
+
+    /// The message id (hex), as [`crate::ReceivedMessage::id`] will show it.
+    pub fn id(&self) -> String {
+        data_encoding::HEXLOWER.encode(&self.id)
+    }
+}
+
 /// A logged-in connection.
 pub struct Session<'a> {
     client: &'a Client,
@@ -178,7 +207,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn subscribe(&mut self) -> Result<(), ClientError> {
+    /// Asks the relay for queued and live deliveries (once per session).
+    pub async fn subscribe(&mut self) -> Result<(), ClientError> {
         if !self.subscribed {
             self.connection.send(&ClientFrame::Subscribe).await?;
             self.subscribed = true;
@@ -199,6 +229,24 @@ impl<'a> Session<'a> {
         }
         self.pay_owed_updates().await?;
         Ok(self.received)
+    }
+
+    /// Waits for the next frame the relay pushes. Cancel-safe: nothing is
+    /// lost if the future is dropped, so it can race other work in
+    /// `tokio::select!`. Call [`Session::subscribe`] first.
+    pub async fn next_push(&mut self) -> Result<Push, ClientError> {
+        self.connection.recv().await.map(Push)
+    }
+
+    /// Processes a pushed frame: a delivery is decrypted, stored and
+    /// acknowledged; once the queue is drained, owed self-updates are sent.
+    pub async fn handle_push(&mut self, push: Push) -> Result<(), ClientError> {
+        let drained = matches!(push.0, RelayFrame::QueueEmpty);
+        self.handle_unsolicited(push.0).await?;
+        if drained {
+            self.pay_owed_updates().await?;
+        }
+        Ok(())
     }
 
     /// Processes one delivered payload and acknowledges it once stored.
@@ -261,7 +309,8 @@ impl<'a> Session<'a> {
                     }
                 }
             },
-            Incoming::Changed { group_id, self_removed, .. } => {
+            Incoming::Changed { group_id, sender, added, removed, self_removed } => {
+                self.record_membership(&group_id, sender, &added, &removed, now)?;
                 if self_removed {
                     store.set_conversation_active(&group_id, false)?;
                 }
@@ -269,6 +318,46 @@ impl<'a> Session<'a> {
             Incoming::Ignored => {}
         }
         store.forget_sightings(now.saturating_sub(SIGHTING_MEMORY.as_millis() as u64))?;
+        Ok(())
+    }
+
+    /// Notes a member change in a group's history as an event ("alice
+    /// added bob"). Events are not unread messages: `recv` skips them.
+    fn record_membership(
+        &self,
+        group_id: &[u8],
+        by: AccountId,
+        added: &[AccountId],
+        removed: &[AccountId],
+        now: u64,
+    ) -> Result<(), ClientError> {
+        let store = &self.client.store;
+        let is_group =
+            matches!(store.conversation(group_id)?.map(|c| c.kind), Some(ConversationKind::Group { .. }));
+        if !is_group {
+            return Ok(());
+        }
+        let names = |accounts: &[AccountId]| -> Result<String, ClientError> {
+            let names: Result<Vec<_>, _> = accounts.iter().map(|a| self.client.display_name(a)).collect();
+            Ok(names?.join(", "))
+        };
+        let who =
+            if by == self.client.account() { "you".to_owned() } else { self.client.display_name(&by)? };
+        for (verb, members) in [("added", added), ("removed", removed)] {
+            if members.is_empty() {
+                continue;
+            }
+            let record = MessageRecord {
+                message_id: Draft::new("", None).id,
+                group_id: group_id.to_vec(),
+                sender: by,
+                text: format!("{who} {verb} {}", names(members)?),
+                sent_at_ms: now,
+                event: true,
+                expires_at_ms: None,
+            };
+            store.insert_message(&record, now, true)?;
+        }
         Ok(())
     }
 
@@ -407,6 +496,12 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Starts the conversation with a contact or account (no-op if it
+    /// exists), so it shows in both people's lists before anything is sent.
+    pub async fn start_conversation(&mut self, to: &str) -> Result<(), ClientError> {
+        self.conversation_for(to).await.map(|_| ())
+    }
+
     /// Sets (or turns off) a conversation's disappearing-message timer for
     /// every member, announced as an event in the conversation.
     pub async fn set_timer(&mut self, to: &str, secs: Option<u32>) -> Result<(), ClientError> {
@@ -469,20 +564,29 @@ impl<'a> Session<'a> {
         text: &str,
         expire_secs: Option<u32>,
     ) -> Result<(), ClientError> {
+        self.send_draft(to, &Draft::new(text, expire_secs)).await
+    }
+
+    /// Sends a draft, as [`Session::send_text`]. Sending the same draft
+    /// again (after a lost connection) shows it once to every member.
+    pub async fn send_draft(&mut self, to: &str, draft: &Draft) -> Result<(), ClientError> {
         let group_id = self.conversation_for(to).await?;
         self.maybe_self_update(&group_id).await?;
         let timer = self.client.store.conversation(&group_id)?.and_then(|c| c.timer_secs);
-        let expires_after_secs = expire_secs.or(timer).filter(|secs| *secs > 0);
-        let mut content = Self::content(Body::Text(text.to_owned()));
-        content.expires_after_secs = expires_after_secs;
+        let expires_after_secs = draft.expire_secs.or(timer).filter(|secs| *secs > 0);
+        let content = Content {
+            id: draft.id,
+            sent_at_ms: draft.sent_at_ms,
+            body: Body::Text(draft.text.clone()),
+            expires_after_secs,
+        };
         self.send_content(&group_id, &content, expires_after_secs.unwrap_or(0)).await?;
         let store = &self.client.store;
-        let Body::Text(text) = content.body else { return Ok(()) };
         let record = MessageRecord {
             message_id: content.id,
             group_id: group_id.clone(),
             sender: self.client.account(),
-            text,
+            text: draft.text.clone(),
             sent_at_ms: content.sent_at_ms,
             event: false,
             expires_at_ms: expires_after_secs.map(|secs| content.sent_at_ms + u64::from(secs) * 1000),
@@ -533,8 +637,8 @@ impl<'a> Session<'a> {
                 "a group name must differ from contact names and account ids".into(),
             ));
         }
-        self.create_group(members, ConversationKind::Group { name: name.to_owned() }).await?;
-        Ok(())
+        let group_id = self.create_group(members, ConversationKind::Group { name: name.to_owned() }).await?;
+        self.record_membership(&group_id, self.client.account(), members, &[], now_ms())
     }
 
     fn group(&self, name: &str) -> Result<Vec<u8>, ClientError> {
@@ -556,6 +660,7 @@ impl<'a> Session<'a> {
         let identity = &self.client.identity;
         self.commit(&group_id, |conversation, provider| Ok(conversation.add(provider, identity, &packages)?))
             .await?;
+        self.record_membership(&group_id, self.client.account(), members, &[], now_ms())?;
         let info = Self::content(Body::Info { group_name: Some(name.to_owned()) });
         self.send_content(&group_id, &info, 0).await
     }
@@ -564,8 +669,12 @@ impl<'a> Session<'a> {
     pub async fn group_remove(&mut self, name: &str, members: &[AccountId]) -> Result<(), ClientError> {
         let group_id = self.group(name)?;
         let identity = &self.client.identity;
-        self.commit(&group_id, |conversation, provider| Ok(conversation.remove(provider, identity, members)?))
-            .await
+        self.commit(
+            &group_id,
+            |conversation, provider| Ok(conversation.remove(provider, identity, members)?),
+        )
+        .await?;
+        self.record_membership(&group_id, self.client.account(), &[], members, now_ms())
     }
 }
 

@@ -77,3 +77,38 @@ async fn a_commit_that_loses_its_epoch_is_retried() {
     send(&alice, "pair", "after the race").await;
     assert_eq!(texts(&bob).await, vec!["after the race"]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_draft_sent_twice_is_shown_once_and_pushes_arrive_live() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    bob.add_contact("alice", alice.account()).unwrap();
+    let bob_id = bob.account().to_string();
+
+    // Bob listens live, the way `hush chat` does.
+    let mut listener = Session::login(&bob).await.unwrap();
+    listener.subscribe().await.unwrap();
+
+    let draft = hush_client::Draft::new("only once", None);
+    let mut session = Session::login(&alice).await.unwrap();
+    session.send_draft(&bob_id, &draft).await.unwrap();
+    // As after a lost acknowledgement: the same draft again.
+    session.send_draft(&bob_id, &draft).await.unwrap();
+    session.send_text(&bob_id, "then this", None).await.unwrap();
+    session.close().await;
+
+    let mut shown = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while shown.len() < 2 {
+        let push = tokio::time::timeout_at(deadline, listener.next_push()).await.unwrap().unwrap();
+        listener.handle_push(push).await.unwrap();
+        shown.extend(bob.take_unshown().unwrap().into_iter().map(|m| m.text));
+    }
+    assert_eq!(shown, vec!["only once", "then this"]);
+    let summaries = bob.conversation_summaries().unwrap();
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].name, "alice");
+    assert_eq!(bob.history("alice").unwrap().len(), 2);
+    listener.close().await;
+}

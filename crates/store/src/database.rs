@@ -184,6 +184,25 @@ impl Store {
         }
     }
 
+    /// Checks the passphrase of this open profile (the lock screen), with
+    /// the same rules as [`Store::open`]: a wrong one uses up an attempt,
+    /// the panic passphrase or one miss too many wipes the profile and
+    /// answers [`StoreError::Wiped`].
+    pub fn check_passphrase(&self, passphrase: &[u8]) -> Result<(), StoreError> {
+        match KeyFile::attempt(&Self::key_path(&self.dir), passphrase)? {
+            Attempt::Opened(Unlocked::Database(_)) => Ok(()),
+            Attempt::Opened(Unlocked::Panic(code)) => {
+                wipe(&self.dir)?;
+                Err(StoreError::Wiped(Some(Box::new(code))))
+            }
+            Attempt::Wrong { exhausted: true } => {
+                wipe(&self.dir)?;
+                Err(StoreError::Wiped(None))
+            }
+            Attempt::Wrong { exhausted: false } => Err(StoreError::WrongPassphrase),
+        }
+    }
+
     /// Sets (or changes) the panic passphrase: it will open nothing, only
     /// wipe the profile and send `code` to the relay.
     pub fn set_panic_passphrase(&self, panic: &[u8], code: &hush_proto::WipeCode) -> Result<(), StoreError> {
@@ -484,6 +503,24 @@ impl Store {
     /// Marks a message printed.
     pub fn mark_shown(&self, seq: i64) -> Result<(), StoreError> {
         self.connection.execute("UPDATE messages SET shown = 1 WHERE seq = ?1", [seq])?;
+        Ok(())
+    }
+
+    /// Per conversation: messages not yet shown, and when the last message
+    /// arrived (Unix ms). Events count as activity, not as unread.
+    pub fn activity(&self) -> Result<Vec<(Vec<u8>, u64, u64)>, StoreError> {
+        let mut query = self.connection.prepare_cached(
+            "SELECT group_id, SUM(shown = 0 AND event = 0), MAX(received_at_ms) FROM messages GROUP BY group_id",
+        )?;
+        let rows =
+            query.query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, u(row.get(1)?), u(row.get(2)?))))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks every message of a group shown.
+    pub fn mark_group_shown(&self, group_id: &[u8]) -> Result<(), StoreError> {
+        self.connection
+            .execute("UPDATE messages SET shown = 1 WHERE group_id = ?1 AND shown = 0", [group_id])?;
         Ok(())
     }
 

@@ -1,0 +1,145 @@
+//! What the screen and the network worker say to each other.
+
+use hush_client::{ConversationSummary, ReceivedMessage};
+use hush_proto::WipeCode;
+use zeroize::Zeroizing;
+
+/// Who is using the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me {
+    /// Own account id.
+    pub account: String,
+    /// Own display name.
+    pub name: String,
+}
+
+/// The state of the connection to the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Dialling or logging in.
+    Connecting,
+    /// Logged in and receiving live.
+    Online,
+    /// Lost; the next attempt is due in `retry_in_secs`.
+    Offline {
+        /// Why (no user data).
+        reason: String,
+        /// Seconds until the next attempt.
+        retry_in_secs: u64,
+    },
+}
+
+/// Everything the screen shows, read from the profile after each change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Contacts: (name, account id).
+    pub contacts: Vec<(String, String)>,
+    /// Active conversations, most recent first.
+    pub conversations: Vec<ConversationSummary>,
+    /// The open conversation's messages, oldest first.
+    pub open: Option<OpenConversation>,
+}
+
+/// The conversation on screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenConversation {
+    /// Its name (contact, group or account id).
+    pub name: String,
+    /// The latest messages, oldest first.
+    pub messages: Vec<ReceivedMessage>,
+}
+
+/// Something to change, carried out by the worker when online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start (or reuse) the conversation with a contact or account.
+    Start {
+        /// Account id.
+        account: String,
+        /// Contact name to save it under first.
+        name: Option<String>,
+    },
+    /// Save a contact.
+    Contact {
+        /// Name.
+        name: String,
+        /// Account id.
+        account: String,
+    },
+    /// Create a group.
+    GroupCreate {
+        /// Name.
+        name: String,
+        /// Members.
+        members: Vec<String>,
+    },
+    /// Add members to a group.
+    GroupAdd {
+        /// Group name.
+        name: String,
+        /// Members.
+        members: Vec<String>,
+    },
+    /// Remove members from a group.
+    GroupRemove {
+        /// Group name.
+        name: String,
+        /// Members.
+        members: Vec<String>,
+    },
+    /// Set or clear a conversation's timer.
+    Timer {
+        /// Conversation.
+        to: String,
+        /// Seconds, `None` for off.
+        secs: Option<u32>,
+    },
+}
+
+/// What the screen asks of the worker.
+#[derive(Debug)]
+pub enum Request {
+    /// Show this conversation (and mark it read), or none.
+    Open(Option<String>),
+    /// Send a text; answered with `Sent` or `SendFailed` carrying `local_id`.
+    Send {
+        /// The screen's id for it.
+        local_id: u64,
+        /// Conversation.
+        to: String,
+        /// Text.
+        text: String,
+    },
+    /// Carry out an action; answered with `Done` or `Failed`.
+    Act(Action),
+    /// The screen is locked: send no more snapshots.
+    Lock,
+    /// Check the passphrase to unlock the screen.
+    CheckPassphrase(Zeroizing<String>),
+}
+
+/// What the worker tells the screen.
+#[derive(Debug)]
+pub enum Report {
+    /// The profile is open (or the lock screen's passphrase was right).
+    Unlocked(Me),
+    /// The passphrase was wrong (one attempt used up).
+    WrongPassphrase,
+    /// The connection changed.
+    Link(Link),
+    /// The profile changed.
+    Snapshot(Snapshot),
+    /// The relay durably accepted a message.
+    Sent(u64),
+    /// A message could not be sent (and will not be retried).
+    SendFailed(u64, String),
+    /// An action was carried out.
+    Done(String),
+    /// An action failed.
+    Failed(String),
+    /// The profile is gone: a panic passphrase (with the code to tell the
+    /// relay), too many wrong passphrases, or a verified remote wipe order.
+    Wiped(Option<Box<WipeCode>>),
+    /// Something broke that the client cannot go on from.
+    Fatal(String),
+}
