@@ -125,6 +125,16 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// Pre-enrol accounts without invites, from lines of
+    /// `IDENTITY_KEY_HEX WIPE_HASH_HEX` (a prepared device's public key and
+    /// the SHA-256 of its wipe secret). Prints how many were new.
+    Provision {
+        /// File of accounts, one per line ("-": standard input).
+        file: PathBuf,
+        /// Relay data directory.
+        #[arg(long, default_value = "./hush-data", value_name = "DIR")]
+        data: PathBuf,
+    },
     /// Print invite strings, one per line.
     Invite {
         /// Relay data directory.

@@ -183,6 +183,33 @@ fn drive(future: impl Future<Output = Result<(), ClientError>>) -> Result<(), Cl
     runtime.block_on(future)
 }
 
+/// Lines of `IDENTITY_KEY_HEX WIPE_HASH_HEX`.
+fn read_provision_file(path: &Path) -> Result<Vec<(hush_proto::IdentityKey, [u8; 32])>> {
+    use std::io::Read;
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let hex32 = |word: Option<&str>, line: usize| -> Result<[u8; 32]> {
+        let bytes = word
+            .and_then(|w| data_encoding::HEXLOWER_PERMISSIVE.decode(w.as_bytes()).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok());
+        bytes.ok_or_else(|| {
+            anyhow!("line {line}: expected IDENTITY_KEY_HEX WIPE_HASH_HEX (64 hex digits each)")
+        })
+    };
+    let mut accounts = Vec::new();
+    for (index, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let mut words = line.split_whitespace();
+        let key = hex32(words.next(), index + 1)?;
+        let wipe_hash = hex32(words.next(), index + 1)?;
+        accounts.push((hush_proto::IdentityKey(key), wipe_hash));
+    }
+    Ok(accounts)
+}
+
 fn parse_duration(text: &str) -> Result<Duration> {
     humantime::parse_duration(text)
         .with_context(|| format!("'{text}' is not a duration (like 30s, 5m, 2h, 7d)"))
@@ -245,6 +272,11 @@ fn admin(command: AdminCommand) -> Result<()> {
             for invite in invites {
                 println!("{invite}");
             }
+        }
+        AdminCommand::Provision { file, data } => {
+            let accounts = read_provision_file(&file)?;
+            let added = hush_relay::admin::provision(&data, &accounts)?;
+            println!("provisioned {added} of {} accounts", accounts.len());
         }
         AdminCommand::Deactivate { account, data } => {
             let account: AccountId = account.parse().context("not an account id")?;

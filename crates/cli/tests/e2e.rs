@@ -696,5 +696,25 @@ fn remote_wipe_reaches_a_connected_device_at_once() {
     assert!(!home.exists());
 }
 
+#[test]
+fn provisioned_accounts_are_counted_and_bad_lines_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let data = relay.data.to_str().unwrap().to_owned();
+    let file = dir.path().join("accounts");
+    let line = |n: u8| format!("{} {}\n", format!("{n:02x}").repeat(32), "ab".repeat(32));
+    std::fs::write(&file, format!("{}{}{}", line(1), line(2), line(1))).unwrap();
+    let out = hush(&["admin", "provision", file.to_str().unwrap(), "--data", &data], None, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "provisioned 2 of 3 accounts");
+    assert_eq!(relay.stats()["accounts"], 2);
+
+    std::fs::write(&file, "not-hex ab\n").unwrap();
+    let out = hush(&["admin", "provision", file.to_str().unwrap(), "--data", &data], None, None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1: expected IDENTITY_KEY_HEX"));
+    assert_eq!(relay.stats()["accounts"], 2);
+}
+
 #[path = "e2e/chat.rs"]
 mod chat;

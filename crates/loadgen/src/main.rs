@@ -8,6 +8,8 @@
 //! /proc beside the client-side figures, and the crash scenario can kill it.
 
 mod accounts;
+mod mosquitto;
+mod mqtt;
 mod relay;
 mod report;
 mod scenarios;
@@ -49,7 +51,12 @@ pub struct Options {
     /// Sends in flight per sender (throughput, drain).
     #[arg(long, default_value_t = 64)]
     pub window: usize,
-    /// Run the same scenario against Mosquitto in the same invocation.
+    /// Offline accounts to enrol before the run (growth: throughput with a
+    /// big store).
+    #[arg(long, default_value_t = 0)]
+    pub accounts: usize,
+    /// Run the same scenario (throughput, latency or drain) against
+    /// Mosquitto in the same invocation and report Hush/Mosquitto ratios.
     #[arg(long)]
     pub vs_mosquitto: bool,
     /// Print the figures as one JSON object (the last line).

@@ -119,6 +119,28 @@ impl RelayUnderTest {
         Self::invites_from(&self.data, 1, uses)
     }
 
+    /// Pre-enrols `count` offline accounts through `hush admin provision`
+    /// (random keys: they never log in; they only make the store big).
+    pub fn provision(&self, count: usize) -> Result<()> {
+        use std::io::Write;
+        let mut child = Command::new(hush_binary()?)
+            .args(["admin", "provision", "-", "--data"])
+            .arg(&self.data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?;
+        let mut stdin = std::io::BufWriter::new(child.stdin.take().context("no stdin")?);
+        let hex = |bytes: [u8; 32]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        for _ in 0..count {
+            writeln!(stdin, "{} {}", hex(rand::random()), hex(rand::random()))?;
+        }
+        drop(stdin);
+        if !child.wait()?.success() {
+            bail!("hush admin provision failed");
+        }
+        Ok(())
+    }
+
     /// The relay's process id, if we started it.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -126,17 +148,12 @@ impl RelayUnderTest {
 
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        process_rss_kib(self.pid()?)
     }
 
     /// CPU seconds used so far (user + system).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(ticks as f64 / 100.0)
+        process_cpu_seconds(self.pid()?)
     }
 
     /// Kills the relay with SIGKILL and starts it again on the same data.
@@ -148,6 +165,21 @@ impl RelayUnderTest {
         self.child = restarted.child.take();
         Ok(())
     }
+}
+
+/// A process's resident memory in KiB, from /proc.
+pub fn process_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A process's CPU seconds so far (user + system), from /proc.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 impl Drop for RelayUnderTest {

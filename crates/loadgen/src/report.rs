@@ -25,6 +25,11 @@ impl Report {
         }
     }
 
+    /// A figure as a number, if it is one.
+    pub fn number(&self, name: &str) -> Option<f64> {
+        self.fields.iter().find(|(key, _)| key == name).and_then(|(_, value)| value.as_f64())
+    }
+
     /// Prints the summary table to stderr and, with `json`, the JSON object
     /// as the last line of stdout (else the table goes to stdout).
     pub fn print(&self, json: bool) {

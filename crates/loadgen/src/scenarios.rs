@@ -10,6 +10,7 @@ use hush_proto::{AccountId, ClientFrame, RelayFrame};
 use tokio::sync::{Barrier, Semaphore};
 
 use crate::accounts::{provision, source_address, Account, Link};
+use crate::mosquitto::Figures;
 use crate::relay::RelayUnderTest;
 use crate::report::{quantile, Report};
 use crate::Options;
@@ -19,9 +20,34 @@ const HEADER: usize = 4 + 8 + 8;
 const PROVISION_PARALLEL: usize = 64;
 
 pub async fn run(options: &Options) -> Result<Report> {
-    if options.vs_mosquitto {
-        bail!("--vs-mosquitto is not implemented yet");
+    if options.vs_mosquitto && !matches!(options.scenario.as_str(), "throughput" | "latency" | "drain") {
+        bail!("--vs-mosquitto covers throughput, latency and drain");
     }
+    let mut report = run_hush(options).await?;
+    if options.vs_mosquitto {
+        let number = |name: &str| report.number(name).unwrap_or(0.0);
+        let hush = Figures {
+            msgs_per_s: number("msgs_per_s"),
+            p50_ms: number("p50_ms"),
+            p99_ms: number("p99_ms"),
+            drain_s: number("drain_s"),
+            ..Figures::default()
+        };
+        crate::mosquitto::compare(options, &mut report, hush).await?;
+    }
+    Ok(report)
+}
+
+/// The pacing of the latency scenario: `rate` messages per second in total,
+/// spread over the pairs, for `seconds`.
+pub fn latency_pace(options: &Options) -> (Pace, usize) {
+    let pairs_count = options.pairs.max(1) as f64;
+    let interval = Duration::from_secs_f64(pairs_count / options.rate.max(1) as f64);
+    let messages = ((options.rate * options.seconds) as f64 / pairs_count).max(1.0) as usize;
+    (Pace::Every(interval, Duration::ZERO), messages)
+}
+
+async fn run_hush(options: &Options) -> Result<Report> {
     if options.size < HEADER {
         bail!("--size must be at least {HEADER} bytes");
     }
@@ -29,26 +55,34 @@ pub async fn run(options: &Options) -> Result<Report> {
         (Some(address), Some(data)) => RelayUnderTest::attach(address, data)?,
         _ => RelayUnderTest::start()?,
     };
-    match options.scenario.as_str() {
+    if options.accounts > 0 {
+        eprintln!("enrolling {} offline accounts...", options.accounts);
+        let began = Instant::now();
+        relay.provision(options.accounts)?;
+        eprintln!("enrolled in {:.1} s", began.elapsed().as_secs_f64());
+    }
+    let mut report = match options.scenario.as_str() {
         "idle" => idle(&relay, options).await,
         "throughput" => pairs(&relay, options, Pace::Window(options.window), options.messages).await,
         "latency" => {
-            let pairs_count = options.pairs.max(1) as f64;
-            let interval = Duration::from_secs_f64(pairs_count / options.rate.max(1) as f64);
-            let messages = ((options.rate * options.seconds) as f64 / pairs_count).max(1.0) as usize;
-            pairs(&relay, options, Pace::Every(interval, Duration::ZERO), messages).await
+            let (pace, messages) = latency_pace(options);
+            pairs(&relay, options, pace, messages).await
         }
         "drain" => drain(&relay, options).await,
         "crash" => crash(&mut relay, options).await,
         other => bail!("unknown scenario {other}"),
+    }?;
+    if options.accounts > 0 {
+        report.set("offline_accounts", options.accounts);
     }
+    Ok(report)
 }
 
-fn now_ns(start: Instant) -> u64 {
+pub fn now_ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
 
-fn payload(size: usize, pair: u32, seq: u64, sent_ns: u64) -> Vec<u8> {
+pub fn payload(size: usize, pair: u32, seq: u64, sent_ns: u64) -> Vec<u8> {
     let mut bytes = vec![0x5a; size];
     bytes[..4].copy_from_slice(&pair.to_be_bytes());
     bytes[4..12].copy_from_slice(&seq.to_be_bytes());
@@ -56,7 +90,7 @@ fn payload(size: usize, pair: u32, seq: u64, sent_ns: u64) -> Vec<u8> {
     bytes
 }
 
-fn parse(payload: &[u8]) -> Option<(u32, u64, u64)> {
+pub fn parse(payload: &[u8]) -> Option<(u32, u64, u64)> {
     let pair = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?);
     let seq = u64::from_be_bytes(payload.get(4..12)?.try_into().ok()?);
     let sent = u64::from_be_bytes(payload.get(12..20)?.try_into().ok()?);
@@ -75,7 +109,7 @@ fn relay_figures(report: &mut Report, relay: &RelayUnderTest, cpu_before: Option
 }
 
 #[derive(Clone, Copy)]
-enum Pace {
+pub enum Pace {
     /// As fast as possible with this many sends in flight.
     Window(usize),
     /// One send per interval, starting after the given phase (pairs are
@@ -84,12 +118,32 @@ enum Pace {
     Every(Duration, Duration),
 }
 
+impl Pace {
+    /// Sends in flight at most.
+    pub fn window(self) -> usize {
+        match self {
+            Pace::Window(window) => window.max(1),
+            Pace::Every(..) => 10_000,
+        }
+    }
+
+    /// The clock of a paced sender (none when windowed).
+    pub fn ticker(self) -> Option<tokio::time::Interval> {
+        match self {
+            Pace::Every(interval, phase) => {
+                Some(tokio::time::interval_at(tokio::time::Instant::now() + phase, interval))
+            }
+            Pace::Window(_) => None,
+        }
+    }
+}
+
 /// What one recipient saw.
 #[derive(Default)]
-struct Received {
-    unique: usize,
-    duplicates: usize,
-    latencies_ms: Vec<f64>,
+pub struct Received {
+    pub unique: usize,
+    pub duplicates: usize,
+    pub latencies_ms: Vec<f64>,
 }
 
 async fn receive(
@@ -156,11 +210,7 @@ async fn send(
     size: usize,
     start: Instant,
 ) -> Result<usize> {
-    let window = match pace {
-        Pace::Window(window) => window.max(1),
-        Pace::Every(..) => 10_000,
-    };
-    let permits = Arc::new(Semaphore::new(window));
+    let permits = Arc::new(Semaphore::new(pace.window()));
     let acked = tokio::spawn({
         let permits = Arc::clone(&permits);
         async move {
@@ -178,12 +228,7 @@ async fn send(
             Ok::<_, anyhow::Error>(acked)
         }
     });
-    let mut ticker = match pace {
-        Pace::Every(interval, phase) => {
-            Some(tokio::time::interval_at(tokio::time::Instant::now() + phase, interval))
-        }
-        Pace::Window(_) => None,
-    };
+    let mut ticker = pace.ticker();
     for seq in first..first + messages as u64 {
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;

@@ -27,6 +27,14 @@ fn throughput_delivers_every_pipelined_message_once() {
 }
 
 #[test]
+fn growth_enrols_offline_accounts_before_the_run() {
+    let report = run(&["throughput", "--pairs", "2", "--messages", "100", "--accounts", "5000"]);
+    assert_eq!(report["offline_accounts"], 5000);
+    assert_eq!(report["delivered"], 200);
+    assert_eq!(report["lost"], 0);
+}
+
+#[test]
 fn latency_reports_percentiles() {
     let report = run(&["latency", "--pairs", "2", "--rate", "100", "--seconds", "2"]);
     assert_eq!(report["lost"], 0);
@@ -55,4 +63,18 @@ fn crash_loses_no_acknowledged_message() {
     assert!(report["acked"].as_u64().unwrap() > 0);
     assert_eq!(report["lost"], 0);
     assert_eq!(report["duplicates"], 0);
+}
+
+#[test]
+fn vs_mosquitto_runs_the_same_scenarios_against_mosquitto() {
+    let report = run(&["throughput", "--pairs", "2", "--messages", "200", "--vs-mosquitto"]);
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["mosquitto_lost"], 0);
+    assert!(report["mosquitto_msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["ratio"].as_f64().unwrap() > 0.0);
+    let report = run(&["latency", "--pairs", "2", "--rate", "100", "--seconds", "1", "--vs-mosquitto"]);
+    assert!(report["mosquitto_p99_ms"].as_f64().unwrap() > 0.0);
+    let report = run(&["drain", "--messages", "300", "--vs-mosquitto"]);
+    assert_eq!(report["mosquitto_lost"], 0);
+    assert!(report["mosquitto_drain_s"].as_f64().unwrap() > 0.0);
 }

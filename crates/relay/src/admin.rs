@@ -156,6 +156,23 @@ pub fn deactivate(data: &Path, account: &AccountId) -> Result<bool, DataDirError
     Ok(known)
 }
 
+/// Pre-enrols accounts without invites: each is an identity key and the
+/// SHA-256 of its wipe secret, as a device exports them (for handing out
+/// prepared devices, and for the growth benchmark). Returns how many were
+/// new; already known keys are skipped.
+pub fn provision(
+    data: &Path,
+    accounts: &[(hush_proto::IdentityKey, [u8; 32])],
+) -> Result<usize, DataDirError> {
+    let dir = DataDir::existing(data)?;
+    let mut store = dir.store()?;
+    let mut added = 0;
+    for chunk in accounts.chunks(10_000) {
+        added += store.provision(chunk, now())?;
+    }
+    Ok(added)
+}
+
 /// Counts for the operator.
 pub fn stats(data: &Path) -> Result<Stats, DataDirError> {
     Ok(DataDir::existing(data)?.store()?.stats()?)

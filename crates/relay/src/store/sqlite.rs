@@ -114,6 +114,28 @@ impl SqliteStore {
         }
     }
 
+    /// Pre-enrols accounts (identity key, SHA-256 of the wipe secret) without
+    /// invites, in one transaction; returns how many were new.
+    pub fn provision(
+        &mut self,
+        accounts: &[(IdentityKey, [u8; 32])],
+        now: UnixSeconds,
+    ) -> Result<usize, StoreError> {
+        let transaction = self.connection.transaction()?;
+        let mut added = 0;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO accounts (id, identity_key, created, wipe_hash) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (key, wipe_hash) in accounts {
+                let id = key.account();
+                added += insert.execute(params![&id.0[..], &key.0[..], as_i64(now), &wipe_hash[..]])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(added)
+    }
+
     /// Counts for the operator.
     pub fn stats(&self) -> Result<Stats, StoreError> {
         let count = |sql: &str| -> Result<u64, StoreError> {
