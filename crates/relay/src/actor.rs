@@ -68,11 +68,35 @@ fn run(mut store: impl RelayStore, receiver: std_mpsc::Receiver<(Op, Reply)>, st
     }
 }
 
+/// Starts a reader thread over a connection of its own: it answers
+/// [`Op::Pending`] (mailbox drains) from the last committed state, so a
+/// drain never waits behind write batches and their fsyncs. WAL mode lets it
+/// read while the worker writes. It stops once every handle is dropped.
+pub fn spawn_reader(store: crate::store::SqliteStore) -> std::io::Result<StoreHandle> {
+    let (sender, receiver) = std_mpsc::channel::<(Op, Reply)>();
+    std::thread::Builder::new().name("hush-reader".into()).spawn(move || {
+        while let Ok((op, reply)) = receiver.recv() {
+            let _ = reply.send(store.read(op));
+        }
+    })?;
+    Ok(StoreHandle { sender })
+}
+
 impl StoreHandle {
     /// Runs one operation; resolves once it is durable.
     pub async fn run(&self, op: Op) -> Result<Output, StoreError> {
+        self.start(op).await
+    }
+
+    /// Hands the operation to the worker now (not when first polled), so
+    /// the caller can do other work while it runs; the future resolves
+    /// with its result.
+    pub fn start(&self, op: Op) -> impl std::future::Future<Output = Result<Output, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send((op, reply)).map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let sent = self.sender.send((op, reply));
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
     }
 }

@@ -52,6 +52,7 @@ pub async fn serve(
     let hub = Arc::new(Hub::default());
     let pushes = Arc::clone(&hub);
     let (handle, worker) = crate::actor::spawn(store, move |queued| pushes.push(queued))?;
+    let reader = crate::actor::spawn_reader(dir.store()?)?;
     let listener = TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     std::fs::write(dir.address_file(), address.to_string())?;
@@ -65,6 +66,7 @@ pub async fn serve(
         pin: tls.pin(),
         config,
         store: handle,
+        reader,
         hub,
         admin_socket: Some(dir.admin_socket()),
         max_connections,

@@ -34,7 +34,7 @@ const OUTBOUND_QUEUE: usize = 256;
 /// Requests one connection may have in flight at the store.
 const IN_FLIGHT: usize = 256;
 /// Payloads read from the store per page while draining a mailbox.
-const DRAIN_PAGE: u32 = 256;
+const DRAIN_PAGE: u32 = 512;
 
 type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
 
@@ -537,23 +537,32 @@ impl Delivery {
         }
     }
 
+    /// Sends everything queued, page by page; the next page is read while
+    /// the current one goes out.
     async fn drain(&mut self) -> Result<(), ()> {
+        let mut page = self.read_page(self.last).await?;
         loop {
-            let op = Op::Pending {
-                account: self.account,
-                after: self.last,
-                limit: DRAIN_PAGE,
-                now: self.shared.now(),
-            };
-            let page = match self.shared.store.run(op).await {
-                Ok(Output::Pending(page)) => page,
-                _ => return Err(()),
+            let next = match page.last() {
+                Some(last) if page.len() == DRAIN_PAGE as usize => Some(self.read_page(last.id)),
+                _ => None,
             };
             for queued in &page {
                 self.deliver(queued).await?;
             }
-            if page.len() < DRAIN_PAGE as usize {
-                return Ok(());
+            match next {
+                Some(next) => page = next.await?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn read_page(&self, after: u64) -> impl std::future::Future<Output = Result<Vec<Queued>, ()>> {
+        let op = Op::Pending { account: self.account, after, limit: DRAIN_PAGE, now: self.shared.now() };
+        let answer = self.shared.reader.start(op);
+        async move {
+            match answer.await {
+                Ok(Output::Pending(page)) => Ok(page),
+                _ => Err(()),
             }
         }
     }

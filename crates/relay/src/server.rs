@@ -26,6 +26,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub(crate) store: StoreHandle,
+    pub(crate) reader: StoreHandle,
     pub(crate) hub: Arc<Hub>,
     pub(crate) pin: CertificatePin,
     pub(crate) config: RelayConfig,
@@ -65,6 +66,8 @@ pub struct Relay {
     pub config: RelayConfig,
     /// The store worker's handle.
     pub store: StoreHandle,
+    /// The mailbox reader's handle (see [`crate::actor::spawn_reader`]).
+    pub reader: StoreHandle,
     /// Live connections (the store worker pushes stored payloads to it).
     pub hub: Arc<Hub>,
     /// Where the admin socket goes (None: no admin socket).
@@ -77,8 +80,13 @@ impl Relay {
     /// Serves until `shutdown` resolves, then stops accepting, tells clients,
     /// and waits (bounded) for in-flight requests to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let shared =
-            Arc::new(Shared { store: self.store, hub: self.hub, pin: self.pin, config: self.config });
+        let shared = Arc::new(Shared {
+            store: self.store,
+            reader: self.reader,
+            hub: self.hub,
+            pin: self.pin,
+            config: self.config,
+        });
         let (stop, stopped) = watch::channel(false);
         let admin = match &self.admin_socket {
             Some(path) => Some(tokio::spawn(admin_loop(bind_admin(path)?, Arc::clone(&shared)))),

@@ -434,6 +434,17 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Answers a read-only operation outside any write batch (see
+    /// [`crate::actor::spawn_reader`]).
+    pub fn read(&self, op: Op) -> Result<Output, StoreError> {
+        match op {
+            Op::Pending { account, after, limit, now } => {
+                self.pending(&account, after, limit, now).map(Output::Pending)
+            }
+            _ => Err(StoreError::Batch("not a read-only operation".into())),
+        }
+    }
+
     fn ack(&self, account: &AccountId, ids: &[u64]) -> Result<u64, StoreError> {
         let mut delete =
             self.connection.prepare_cached("DELETE FROM mailbox WHERE id = ?1 AND recipient = ?2")?;
@@ -611,6 +622,20 @@ mod tests {
         ));
         assert!(matches!(one(&mut store, Op::PurgeExpired { now: 50 }), Ok(Output::Deleted(1))));
         assert_eq!(store.stats().unwrap().queued_messages, 0);
+    }
+
+    #[test]
+    fn the_reader_answers_pending_from_committed_state_and_nothing_else() {
+        let (mut store, hash) = store_with_invite();
+        let alice = register(&mut store, hash, 1);
+        let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
+        let enqueue = Op::Enqueue { recipients: vec![alice], payload, now: 1, expires: 50 };
+        assert!(one(&mut store, enqueue).is_ok());
+        let pending = Op::Pending { account: alice, after: 0, limit: 10, now: 2 };
+        assert!(matches!(store.read(pending), Ok(Output::Pending(page)) if page.len() == 1));
+        let write = Op::Ack { account: alice, ids: vec![1] };
+        assert!(matches!(store.read(write), Err(StoreError::Batch(_))));
+        assert_eq!(store.stats().unwrap().queued_messages, 1, "a refused write changed nothing");
     }
 
     #[test]
