@@ -38,9 +38,17 @@ const DRAIN_PAGE: u32 = 512;
 
 type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
 
+/// What the writer task sends. The frame is boxed so the channel's
+/// preallocated block of slots stays small on every idle connection.
 enum Outbound {
-    Frame(RelayFrame),
+    Frame(Box<RelayFrame>),
     Close,
+}
+
+impl Outbound {
+    fn frame(frame: RelayFrame) -> Self {
+        Self::Frame(Box::new(frame))
+    }
 }
 
 /// Why a connection ended early; logged without user data.
@@ -62,7 +70,7 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
 }
 
@@ -88,7 +96,10 @@ pub(crate) async fn serve(
     }
 }
 
-async fn open(shared: &Shared, acceptor: TlsAcceptor, stream: TcpStream) -> Result<Ws, ConnectionError> {
+/// The TLS and WebSocket handshakes. The stream comes back boxed: moved
+/// through the async functions by value, its ~3 KB would stay reserved in
+/// each of their state machines for the connection's whole life.
+async fn open(shared: &Shared, acceptor: TlsAcceptor, stream: TcpStream) -> Result<Box<Ws>, ConnectionError> {
     let timeout = shared.config.handshake_timeout();
     let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
         .await
@@ -98,16 +109,16 @@ async fn open(shared: &Shared, acceptor: TlsAcceptor, stream: TcpStream) -> Resu
         tokio::time::timeout(timeout, tokio_tungstenite::accept_async_with_config(tls, Some(ws_config())))
             .await
             .map_err(|_| ConnectionError::Timeout)??;
-    Ok(ws)
+    Ok(Box::new(ws))
 }
 
 async fn run(
     shared: Arc<Shared>,
-    ws: Ws,
+    ws: Box<Ws>,
     mut shutdown: watch::Receiver<bool>,
     over_capacity: bool,
 ) -> Result<(), ConnectionError> {
-    let (sink, mut incoming) = ws.split();
+    let (sink, mut incoming) = (*ws).split();
     let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
     let writer = tokio::spawn(write_loop(sink, queue));
     let result = async {
@@ -127,7 +138,7 @@ async fn run(
 
 async fn refuse(outbound: &mpsc::Sender<Outbound>, code: ErrorCode) -> ConnectionError {
     let frame = RelayFrame::Error { code, message: code.describe().to_owned() };
-    let _ = outbound.send(Outbound::Frame(frame)).await;
+    let _ = outbound.send(Outbound::frame(frame)).await;
     let _ = outbound.send(Outbound::Close).await;
     ConnectionError::Refused(code)
 }
@@ -139,17 +150,27 @@ async fn write_loop(
     while let Some(item) = queue.recv().await {
         let result = match item {
             Outbound::Frame(frame) => {
-                let mut batch = vec![frame];
-                while let Ok(Outbound::Frame(next)) = queue.try_recv() {
-                    batch.push(next);
-                    if batch.len() >= 64 {
-                        break;
+                let mut batch = vec![*frame];
+                let mut closing = false;
+                while batch.len() < 64 {
+                    match queue.try_recv() {
+                        Ok(Outbound::Frame(next)) => batch.push(*next),
+                        Ok(Outbound::Close) => {
+                            closing = true;
+                            break;
+                        }
+                        Err(_) => break,
                     }
                 }
-                feed_all(&mut sink, batch).await
+                let fed = Box::pin(feed_all(&mut sink, batch)).await;
+                if closing {
+                    let _ = Box::pin(sink.close()).await;
+                    return;
+                }
+                fed
             }
             Outbound::Close => {
-                let _ = sink.close().await;
+                let _ = Box::pin(sink.close()).await;
                 return;
             }
         };
@@ -216,7 +237,7 @@ async fn login(
     }
     let mut nonce = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let _ = outbound.send(Outbound::Frame(RelayFrame::Challenge { nonce })).await;
+    let _ = outbound.send(Outbound::frame(RelayFrame::Challenge { nonce })).await;
     let (account, key_packages) = match next_frame_before(incoming, deadline).await? {
         Ok(ClientFrame::RemoteWipe { request, account, secret }) => {
             return Err(remote_wipe(shared, outbound, request, account, secret).await);
@@ -262,7 +283,7 @@ async fn login(
         Ok(_) => return Err(refuse(outbound, ErrorCode::Unexpected).await),
         Err(code) => return Err(refuse(outbound, code).await),
     };
-    let _ = outbound.send(Outbound::Frame(RelayFrame::Ready { account, key_packages })).await;
+    let _ = outbound.send(Outbound::frame(RelayFrame::Ready { account, key_packages })).await;
     Ok(account)
 }
 
@@ -283,13 +304,13 @@ async fn remote_wipe(
         }
         Err(error) => RelayFrame::Rejected { request, code: store_error_code(&error) },
     };
-    let _ = outbound.send(Outbound::Frame(answer)).await;
+    let _ = outbound.send(Outbound::frame(answer)).await;
     let _ = outbound.send(Outbound::Close).await;
     ConnectionError::Closed
 }
 
 async fn pass_wipe_order(outbound: &mpsc::Sender<Outbound>, secret: [u8; 32]) -> ConnectionError {
-    let _ = outbound.send(Outbound::Frame(RelayFrame::WipeOrder { secret })).await;
+    let _ = outbound.send(Outbound::frame(RelayFrame::WipeOrder { secret })).await;
     let _ = outbound.send(Outbound::Close).await;
     ConnectionError::Refused(ErrorCode::Deactivated)
 }
@@ -329,22 +350,25 @@ impl RateLimit {
         Self { tokens: burst, burst, per_sec: f64::from(per_sec.max(1)), last: Instant::now() }
     }
 
-    async fn take(&mut self) {
+    /// Takes a token; returns how long to sleep first if there was none.
+    fn take(&mut self) -> Option<Duration> {
         let now = Instant::now();
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
         self.last = now;
+        let mut wait = None;
         if self.tokens < 1.0 {
             // Sleep for a refill of at least 10 ms worth of frames: timers
             // are coarse, and sleeping per frame would cap the rate far
             // below `per_sec`.
             let refill = (self.per_sec * 0.01).max(1.0).min(self.burst);
-            let wait = (refill - self.tokens) / self.per_sec;
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            let seconds = (refill - self.tokens) / self.per_sec;
+            wait = Some(Duration::from_secs_f64(seconds));
             self.tokens = refill;
-            self.last = Instant::now();
+            self.last = now + Duration::from_secs_f64(seconds);
         }
         self.tokens -= 1.0;
+        wait
     }
 }
 
@@ -385,17 +409,23 @@ impl Session {
                 _ = control.close.notified() => {
                     let wipe = control.wipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                     return Err(match wipe {
-                        Some(secret) => pass_wipe_order(&self.outbound, secret).await,
-                        None => refuse(&self.outbound, ErrorCode::Deactivated).await,
+                        Some(secret) => Box::pin(pass_wipe_order(&self.outbound, secret)).await,
+                        None => Box::pin(refuse(&self.outbound, ErrorCode::Deactivated)).await,
                     });
                 }
-                _ = shutdown.changed() => return Err(refuse(&self.outbound, ErrorCode::ShuttingDown).await),
+                _ = shutdown.changed() => {
+                    return Err(Box::pin(refuse(&self.outbound, ErrorCode::ShuttingDown)).await)
+                }
             };
+            // Boxed: an idle connection's task is as big as its largest
+            // await point, and it spends its life waiting above.
             match frame {
-                Ok(frame) => self.handle(frame).await,
-                Err(code) => return Err(refuse(&self.outbound, code).await),
+                Ok(frame) => Box::pin(self.handle(frame)).await,
+                Err(code) => return Err(Box::pin(refuse(&self.outbound, code)).await),
             }
-            limit.take().await;
+            if let Some(wait) = limit.take() {
+                Box::pin(tokio::time::sleep(wait)).await;
+            }
         }
     }
 
@@ -433,7 +463,7 @@ impl Session {
                     code: ErrorCode::Unexpected,
                     message: "already logged in".to_owned(),
                 };
-                let _ = self.outbound.send(Outbound::Frame(frame)).await;
+                let _ = self.outbound.send(Outbound::frame(frame)).await;
             }
         }
     }
@@ -447,7 +477,7 @@ impl Session {
             let result = shared.store.run(op).await;
             let answer = answer(result);
             if let (Some(request), Some(answer)) = (request, answer) {
-                let _ = outbound.send(Outbound::Frame(answer.into_frame(request))).await;
+                let _ = outbound.send(Outbound::frame(answer.into_frame(request))).await;
             }
             drop(permit);
         });
@@ -578,6 +608,6 @@ impl Delivery {
     }
 
     async fn send(&self, frame: RelayFrame) -> Result<(), ()> {
-        self.outbound.send(Outbound::Frame(frame)).await.map_err(|_| ())
+        self.outbound.send(Outbound::frame(frame)).await.map_err(|_| ())
     }
 }
