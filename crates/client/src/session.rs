@@ -306,6 +306,19 @@ impl<'a> Session<'a> {
                     let current = store.conversation(&group_id)?.map(|c| c.kind);
                     if matches!(current, None | Some(ConversationKind::Pending)) {
                         store.insert_conversation(&group_id, &kind, now)?;
+                        if matches!(kind, ConversationKind::Group { .. }) {
+                            let by = self.client.display_name(&sender)?;
+                            let record = MessageRecord {
+                                message_id: content.id,
+                                group_id: group_id.clone(),
+                                sender,
+                                text: format!("{by} added you"),
+                                sent_at_ms: content.sent_at_ms,
+                                event: true,
+                                expires_at_ms: None,
+                            };
+                            store.insert_message(&record, now, true)?;
+                        }
                     }
                 }
             },

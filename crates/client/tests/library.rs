@@ -46,6 +46,14 @@ async fn chat_and_group_membership_changes() {
     session.close().await;
     send(&alice, "team", "to the team").await;
     assert_eq!(texts(&bob).await, vec!["to the team"]);
+    let alice_id = alice.account().to_string();
+    let events: Vec<String> =
+        bob.history("team").unwrap().into_iter().filter(|m| m.event).map(|m| m.text).collect();
+    assert_eq!(
+        events,
+        vec![format!("{alice_id} added you")],
+        "membership events are shown, not counted unread"
+    );
     assert_eq!(texts(&carol).await, vec!["to the team"]);
 
     // Bob and carol both self-updated after joining; alice catches up first.
