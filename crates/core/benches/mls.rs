@@ -8,7 +8,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use hush_core::{
@@ -86,15 +86,23 @@ fn commits(c: &mut Criterion) {
     commits.sample_size(10).measurement_time(Duration::from_secs(5));
     for size in [2, 100, 1000] {
         let (creator, mut conversation, _) = group(size);
+        // Each timed add is undone (untimed) so the group stays at `size`.
         commits.bench_function(format!("add member, group of {size}"), |b| {
-            b.iter_batched(
-                || key_package(&member(), &creator),
-                |package| {
+            b.iter_custom(|iterations| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iterations {
+                    let newcomer = member();
+                    let package = key_package(&newcomer, &creator);
+                    let start = Instant::now();
                     conversation.add(&creator.provider, &creator.identity, &[package]).unwrap();
                     conversation.confirm_commit(&creator.provider).unwrap();
-                },
-                BatchSize::PerIteration,
-            )
+                    timed += start.elapsed();
+                    let account = newcomer.identity.account();
+                    conversation.remove(&creator.provider, &creator.identity, &[account]).unwrap();
+                    conversation.confirm_commit(&creator.provider).unwrap();
+                }
+                timed
+            })
         });
         commits.bench_function(format!("self-update, group of {size}"), |b| {
             b.iter(|| {
