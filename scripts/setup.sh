@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Installs the system packages the build and tests need (a C compiler and
-# OpenSSL headers for SQLCipher; tmux, which drives `hush chat` in a real
-# pseudo-terminal in the end-to-end tests; Mosquitto, which the load
-# generator's comparison mode drives in its smoke test). Safe to run again;
-# does nothing when all is there.
+# Installs the system packages the build needs (a C compiler and OpenSSL
+# headers for SQLCipher); with --tests also what the test suite needs: tmux,
+# which drives `hush chat` in a real pseudo-terminal in the end-to-end tests,
+# and Mosquitto, which the load generator's comparison smoke test runs
+# against. Safe to run again; does nothing when all is there.
 set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-command -v tmux >/dev/null 2>&1 || need+=(tmux)
-[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+if [ "${1:-}" = "--tests" ]; then
+  command -v tmux >/dev/null 2>&1 || need+=(tmux)
+  [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
