@@ -10,6 +10,7 @@
 mod accounts;
 mod mosquitto;
 mod mqtt;
+mod progress;
 mod relay;
 mod report;
 mod scenarios;

@@ -11,6 +11,7 @@ use tokio::sync::{Barrier, Semaphore};
 
 use crate::accounts::{provision, source_address, Account, Link};
 use crate::mosquitto::Figures;
+use crate::progress::{Counter, Progress};
 use crate::relay::RelayUnderTest;
 use crate::report::{quantile, Report};
 use crate::Options;
@@ -148,11 +149,11 @@ pub struct Received {
 
 async fn receive(
     (mut sender, mut receiver): Link,
-    ack_every: usize,
-    expected: usize,
+    (ack_every, expected): (usize, usize),
     start: Instant,
     ready: Arc<Barrier>,
     deadline: Instant,
+    progress: Counter,
 ) -> Result<Received> {
     sender.send(&ClientFrame::Subscribe).await?;
     let mut seen = vec![false; expected];
@@ -170,6 +171,7 @@ async fn receive(
                         Some(slot) if !*slot => {
                             *slot = true;
                             got.unique += 1;
+                            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             got.latencies_ms.push((now_ns(start).saturating_sub(sent)) as f64 / 1e6);
                         }
                         _ => got.duplicates += 1,
@@ -265,15 +267,19 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
     let deadline = Instant::now() + budget;
     let mut receiving = Vec::new();
     let mut recipients = Vec::new();
+    let counter = Counter::default();
     for (account, link) in receivers {
         recipients.push(account.id);
         // Paced runs acknowledge each message as the real client does;
         // throughput runs batch acknowledgements.
         let ack_every = if matches!(pace, Pace::Every(..)) { 1 } else { 64 };
-        receiving.push(tokio::spawn(receive(link, ack_every, messages, start, Arc::clone(&ready), deadline)));
+        let counter = Arc::clone(&counter);
+        let ready = Arc::clone(&ready);
+        receiving.push(tokio::spawn(receive(link, (ack_every, messages), start, ready, deadline, counter)));
     }
     ready.wait().await;
     let cpu_before = relay.cpu_seconds();
+    let progress = Progress::watch(&options.scenario, messages * pairs, Arc::clone(&counter));
     eprintln!("{pairs} pairs x {messages} messages of {} bytes...", options.size);
     let began = Instant::now();
     let mut sending = Vec::new();
@@ -296,6 +302,7 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
         total.latencies_ms.extend(got.latencies_ms);
     }
     let elapsed = began.elapsed().as_secs_f64();
+    drop(progress);
     let mut report = Report::new(&options.scenario);
     report.set("pairs", pairs);
     report.set("messages", messages * pairs);
@@ -371,7 +378,10 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     let ready = Arc::new(Barrier::new(1));
     let deadline = Instant::now() + Duration::from_secs(300);
     let began = Instant::now();
-    let got = receive(link, 256, options.messages, start, ready, deadline).await?;
+    let counter = Counter::default();
+    let progress = Progress::watch("drain", options.messages, Arc::clone(&counter));
+    let got = receive(link, (256, options.messages), start, ready, deadline, counter).await?;
+    drop(progress);
     let drain_s = began.elapsed().as_secs_f64();
     let mut report = Report::new("drain");
     report.set("messages", options.messages);
