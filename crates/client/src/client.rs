@@ -266,6 +266,13 @@ impl Client {
         self.store.history(&ids)?.iter().map(|m| self.present(m)).collect()
     }
 
+    /// The latest `limit` messages of a conversation, oldest first.
+    pub fn recent_history(&self, to: &str, limit: usize) -> Result<Vec<ReceivedMessage>, ClientError> {
+        self.purge_expired()?;
+        let ids = self.group_ids(to)?;
+        self.store.recent_history(&ids, limit)?.iter().map(|m| self.present(m)).collect()
+    }
+
     /// Messages received but not yet shown; marks them shown.
     pub fn take_unshown(&self) -> Result<Vec<ReceivedMessage>, ClientError> {
         self.purge_expired()?;

@@ -534,6 +534,26 @@ impl Store {
         Ok(all.into_iter().map(|(_, message)| message).collect())
     }
 
+    /// The latest `limit` messages of some groups, oldest first (what a
+    /// screen shows, without reading a long history whole).
+    pub fn recent_history(
+        &self,
+        group_ids: &[Vec<u8>],
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut all = Vec::new();
+        for group_id in group_ids {
+            all.extend(self.messages_where(
+                "group_id = ?1 AND seq IN (SELECT seq FROM messages WHERE group_id = ?1 ORDER BY seq DESC LIMIT ?2)",
+                params![group_id, limit],
+            )?);
+        }
+        all.sort_by_key(|(seq, _)| *seq);
+        let skip = all.len().saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(all.into_iter().skip(skip).map(|(_, message)| message).collect())
+    }
+
     fn messages_where(
         &self,
         condition: &str,
@@ -683,6 +703,28 @@ mod tests {
         assert_eq!(unshown.len(), 1);
         store.mark_shown(unshown[0].0).unwrap();
         assert!(store.unshown_messages().unwrap().is_empty());
+    }
+
+    #[test]
+    fn recent_history_is_the_latest_messages_across_groups_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), b"pw", CHEAP, 10).unwrap();
+        for n in 0..10u8 {
+            let message = MessageRecord {
+                message_id: [n; 16],
+                group_id: vec![n % 2],
+                sender: AccountId([3; 20]),
+                text: n.to_string(),
+                sent_at_ms: u64::from(n),
+                event: false,
+                expires_at_ms: None,
+            };
+            store.insert_message(&message, 0, false).unwrap();
+        }
+        let texts = |messages: Vec<MessageRecord>| messages.into_iter().map(|m| m.text).collect::<Vec<_>>();
+        assert_eq!(texts(store.recent_history(&[vec![0], vec![1]], 3).unwrap()), ["7", "8", "9"]);
+        assert_eq!(texts(store.recent_history(&[vec![0]], 2).unwrap()), ["6", "8"]);
+        assert_eq!(store.recent_history(&[vec![1]], 100).unwrap().len(), 5);
     }
 }
 

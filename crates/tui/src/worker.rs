@@ -366,14 +366,12 @@ impl<'a> Worker<'a> {
         let open = match &self.open {
             Some(name) => {
                 // A conversation being created has no history yet.
-                let mut messages = match self.client.history(name) {
+                let messages = match self.client.recent_history(name, SHOWN_MESSAGES) {
                     Ok(messages) => messages,
                     Err(ClientError::Unknown(_)) => Vec::new(),
                     Err(error) => return Err(error),
                 };
                 let _ = self.client.mark_read(name);
-                let skip = messages.len().saturating_sub(SHOWN_MESSAGES);
-                messages.drain(..skip);
                 Some(OpenConversation { name: name.clone(), messages })
             }
             None => None,
