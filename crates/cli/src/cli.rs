@@ -4,9 +4,20 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+const ENVIRONMENT: &str = "\
+Environment (for scripts; a person types passphrases at the prompt):
+  HUSH_HOME                   profile directory
+  HUSH_PASSPHRASE             the profile passphrase
+  HUSH_PANIC_PASSPHRASE       the panic passphrase, at `join` and `panic set`
+  HUSH_NEW_PASSPHRASE         the new passphrase, at `passphrase change`
+  HUSH_MIN_PASSPHRASE_SCORE   the passphrase strength floor, 0-4 (default 3; 0: off)
+A variable set on the command line (`HUSH_PASSPHRASE=... hush recv`) is kept
+in the shell's history: set it from a prompt (`read -rs HUSH_PASSPHRASE;
+export HUSH_PASSPHRASE`) or a file only you can read.";
+
 /// Hush: end-to-end encrypted messaging through a relay that learns nothing.
 #[derive(Debug, Parser)]
-#[command(name = "hush", version, about, long_about = None)]
+#[command(name = "hush", version, about, long_about = None, after_help = ENVIRONMENT)]
 pub struct Cli {
     /// Profile directory (default: $HUSH_HOME, else the platform data directory).
     #[arg(long, global = true, value_name = "DIR")]
@@ -33,8 +44,10 @@ pub enum Command {
     },
     /// Create a profile from an invite and register with the relay.
     Join {
-        /// The invite string from the relay's operator.
-        invite: String,
+        /// The invite string from the relay's operator. Leave it out to be
+        /// asked for it (or to pipe it in): a command line is kept in your
+        /// shell's history and shown to other users in the process list.
+        invite: Option<String>,
         /// Your display name (stays on this device).
         #[arg(long)]
         name: Option<String>,
@@ -66,8 +79,9 @@ pub enum Command {
     Send {
         /// Contact name, account id or group name.
         to: String,
-        /// The message.
-        #[arg(required = true, num_args = 1..)]
+        /// The message. Leave it out to read it from standard input (one
+        /// line or many), which keeps it out of your shell's history and
+        /// the process list: `echo text | hush send bob`.
         text: Vec<String>,
         /// Make this message disappear this long after it is sent (on your
         /// device) or received (on theirs), and from the relay if undelivered.
@@ -88,8 +102,14 @@ pub enum Command {
     },
     /// Order the device holding an account to wipe itself (from any machine).
     RemoteWipe {
-        /// The wipe code printed by `hush join`.
-        wipe_code: String,
+        /// The wipe code printed by `hush join`. Leave it out to be asked
+        /// for it (or to pipe it in).
+        wipe_code: Option<String>,
+    },
+    /// The profile passphrase.
+    Passphrase {
+        #[command(subcommand)]
+        command: PassphraseCommand,
     },
     /// Receive queued messages.
     Recv {
@@ -180,13 +200,21 @@ pub enum PanicCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PassphraseCommand {
+    /// Change the passphrase (asked on the terminal, or from
+    /// HUSH_NEW_PASSPHRASE); the strength floor applies.
+    Change,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ContactCommand {
-    /// Add (or rename) a contact.
+    /// Add (or rename) a contact. Leave out both to give `NAME ACCOUNT`
+    /// on standard input (or at a prompt), out of your shell's history.
     Add {
         /// The name you will use.
-        name: String,
+        name: Option<String>,
         /// Their account id (as printed by `hush whoami`).
-        account: String,
+        account: Option<String>,
     },
     /// List contacts.
     List {
@@ -202,24 +230,24 @@ pub enum GroupCommand {
     Create {
         /// Group name.
         name: String,
-        /// Contact names or account ids.
-        #[arg(required = true, num_args = 1..)]
+        /// Contact names or account ids (left out: read from standard
+        /// input, one per line).
         members: Vec<String>,
     },
     /// Add members to a group.
     Add {
         /// Group name.
         name: String,
-        /// Contact names or account ids.
-        #[arg(required = true, num_args = 1..)]
+        /// Contact names or account ids (left out: read from standard
+        /// input, one per line).
         members: Vec<String>,
     },
     /// Remove members from a group.
     Remove {
         /// Group name.
         name: String,
-        /// Contact names or account ids.
-        #[arg(required = true, num_args = 1..)]
+        /// Contact names or account ids (left out: read from standard
+        /// input, one per line).
         members: Vec<String>,
     },
     /// List groups.

@@ -11,8 +11,8 @@ use hush_store::StoreError;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::cli::{AdminCommand, Cli, Command, ContactCommand, GroupCommand, PanicCommand};
-use crate::output::print_message;
+use crate::cli::{AdminCommand, Cli, Command, ContactCommand, GroupCommand, PanicCommand, PassphraseCommand};
+use crate::output::{json_line, print_message, visible};
 
 /// How long the panic wipe may spend telling the relay (the local wipe is
 /// already done by then).
@@ -20,19 +20,24 @@ const PANIC_NOTICE_TIMEOUT: Duration = Duration::from_millis(400);
 
 pub fn run(cli: Cli) -> Result<()> {
     let home = cli.home;
+    if !matches!(cli.command, Command::Serve { .. } | Command::Admin { .. }) {
+        hush_client::harden_process().context("cannot disable core dumps for this process")?;
+    }
     match cli.command {
         Command::Serve { data, listen } => serve(&data, &listen),
         Command::Admin { command } => admin(command),
         Command::Join { invite, name, max_attempts, update_every_messages, update_every, json } => {
             let policy =
                 UpdatePolicy { after_messages: update_every_messages, after: parse_duration(&update_every)? };
+            let invite = argument_or_stdin(invite, "invite")?;
             block_on(join(&profile_dir(home)?, &invite, name, max_attempts, policy, json))
         }
         Command::Whoami { json } => whoami(&profile_dir(home)?, json),
         Command::Contact { command } => contact(&profile_dir(home)?, command),
         Command::Send { to, text, expire } => {
             let expire = expire.map(|text| parse_secs(&text)).transpose()?;
-            send(&profile_dir(home)?, &to, &text.join(" "), expire)
+            let text = if text.is_empty() { message_from_stdin()? } else { Zeroizing::new(text.join(" ")) };
+            send(&profile_dir(home)?, &to, &text, expire)
         }
         Command::Timer { to, duration } => {
             let secs = match duration.as_str() {
@@ -45,7 +50,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::History { to, json } => history(&profile_dir(home)?, &to, json),
         Command::Group { command } => group(&profile_dir(home)?, command),
         Command::Panic { command: PanicCommand::Set } => panic_set(&profile_dir(home)?),
-        Command::RemoteWipe { wipe_code } => remote_wipe(&wipe_code),
+        Command::RemoteWipe { wipe_code } => remote_wipe(&argument_or_stdin(wipe_code, "wipe code")?),
+        Command::Passphrase { command: PassphraseCommand::Change } => passphrase_change(&profile_dir(home)?),
         Command::Chat { to, lock_after } => {
             let lock_after = match lock_after.as_str() {
                 "off" | "0" => None,
@@ -98,6 +104,80 @@ fn secret(variable: &str, prompt: &str, confirm: bool, allow_empty: bool) -> Res
         }
     }
     Ok(first)
+}
+
+/// A secret argument (an invite, a wipe code) given on the command line,
+/// else asked on the terminal (not echoed), else the first line of
+/// standard input.
+fn argument_or_stdin(given: Option<String>, what: &str) -> Result<Zeroizing<String>> {
+    use std::io::{BufRead, IsTerminal};
+    if let Some(given) = given {
+        return Ok(Zeroizing::new(given));
+    }
+    let mut line = Zeroizing::new(String::new());
+    if std::io::stdin().is_terminal() {
+        *line = rpassword::prompt_password(format!("{what}: "))
+            .with_context(|| format!("cannot ask for the {what}"))?;
+    } else {
+        std::io::stdin().lock().read_line(&mut line).with_context(|| format!("cannot read the {what}"))?;
+    }
+    let value = Zeroizing::new(line.trim().to_owned());
+    if value.is_empty() {
+        bail!("no {what} given (as an argument, at the prompt or on standard input)");
+    }
+    Ok(value)
+}
+
+/// Lines from standard input (or typed at the terminal, ended with
+/// Ctrl-D), trimmed, empty ones skipped: names that should not go into the
+/// shell's history.
+fn lines_from_stdin(what: &str) -> Result<Vec<String>> {
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        eprintln!("{what}, one per line; end with Ctrl-D:");
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .take(MAX_MESSAGE_BYTES)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read the {what}"))?;
+    let lines: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    if lines.is_empty() {
+        bail!("no {what} given (as arguments or on standard input)");
+    }
+    Ok(lines)
+}
+
+/// The largest message `hush send` reads from standard input.
+const MAX_MESSAGE_BYTES: u64 = 64 * 1024;
+
+/// A message from standard input: all of it, less one final line break.
+fn message_from_stdin() -> Result<Zeroizing<String>> {
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        eprintln!("Type the message; end it with Ctrl-D on a line of its own.");
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .take(MAX_MESSAGE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot read the message")?;
+    if bytes.len() as u64 > MAX_MESSAGE_BYTES {
+        bail!("the message is longer than {} KiB", MAX_MESSAGE_BYTES / 1024);
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("the message is not UTF-8 text"))?;
+    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(text);
+    if text.trim().is_empty() {
+        bail!("the message is empty (give it as an argument or on standard input)");
+    }
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+/// Refuses a new passphrase below the strength floor.
+fn check_strength(passphrase: &str, context: &[&str]) -> Result<()> {
+    let floor = hush_client::strength::min_score_from_env()?;
+    Ok(hush_client::strength::check(passphrase, floor, context)?)
 }
 
 fn passphrase(confirm: bool) -> Result<Zeroizing<String>> {
@@ -321,13 +401,17 @@ async fn join(
         bail!("a profile already exists in {} (use another --home)", dir.display());
     }
     let interactive = std::env::var_os("HUSH_PASSPHRASE").is_none();
+    let name = name.unwrap_or_else(|| "me".to_owned());
     let passphrase = passphrase(true)?;
+    check_strength(&passphrase, &[&name, &invite.address])?;
     let panic = if interactive || std::env::var_os("HUSH_PANIC_PASSPHRASE").is_some() {
         Some(secret("HUSH_PANIC_PASSPHRASE", "panic passphrase (empty for none)", true, true)?)
     } else {
         None
     };
-    let name = name.unwrap_or_else(|| "me".to_owned());
+    if panic.as_ref().is_some_and(|panic| **panic == *passphrase) {
+        bail!("the panic passphrase must differ from the passphrase");
+    }
     let client =
         Client::create(dir, passphrase.as_bytes(), KdfParams::default(), max_attempts, &invite, &name)?;
     let registered = async {
@@ -362,9 +446,12 @@ async fn join(
 fn whoami(dir: &Path, json: bool) -> Result<()> {
     let client = open(dir)?;
     if json {
-        println!("{}", json!({ "account": client.account().to_string(), "name": client.name()? }));
+        println!(
+            "{}",
+            json_line(&json!({ "account": client.account().to_string(), "name": client.name()? }))
+        );
     } else {
-        println!("{} {}", client.account(), client.name()?);
+        println!("{} {}", client.account(), visible(&client.name()?));
     }
     Ok(())
 }
@@ -373,15 +460,24 @@ fn contact(dir: &Path, command: ContactCommand) -> Result<()> {
     let client = open(dir)?;
     match command {
         ContactCommand::Add { name, account } => {
+            let (name, account) = match (name, account) {
+                (Some(name), Some(account)) => (name, account),
+                (Some(name), None) => (name, lines_from_stdin("account id")?.remove(0)),
+                (None, _) => {
+                    let line = lines_from_stdin("contact name and account id")?.remove(0);
+                    let (name, account) = line.rsplit_once(char::is_whitespace).unwrap_or(("", &line));
+                    (name.trim().to_owned(), account.to_owned())
+                }
+            };
             let account: AccountId = account.parse().context("not an account id")?;
             client.add_contact(&name, account)?;
         }
         ContactCommand::List { json } => {
             for (name, account) in client.contacts()? {
                 if json {
-                    println!("{}", json!({ "name": name, "account": account.to_string() }));
+                    println!("{}", json_line(&json!({ "name": name, "account": account.to_string() })));
                 } else {
-                    println!("{name} {account}");
+                    println!("{} {account}", visible(&name));
                 }
             }
         }
@@ -440,15 +536,16 @@ fn history(dir: &Path, to: &str, json: bool) -> Result<()> {
 fn group(dir: &Path, command: GroupCommand) -> Result<()> {
     let client = open(dir)?;
     let members = |names: &[String]| -> Result<Vec<AccountId>> {
+        let names = if names.is_empty() { lines_from_stdin("members")? } else { names.to_vec() };
         names.iter().map(|name| Ok(client.resolve_member(name)?)).collect()
     };
     let result = match command {
         GroupCommand::List { json } => {
             for (name, _) in client.groups()? {
                 if json {
-                    println!("{}", json!({ "name": name }));
+                    println!("{}", json_line(&json!({ "name": name })));
                 } else {
-                    println!("{name}");
+                    println!("{}", visible(&name));
                 }
             }
             return Ok(());
@@ -482,6 +579,16 @@ fn group(dir: &Path, command: GroupCommand) -> Result<()> {
         }
     };
     obey(dir, client, result)
+}
+
+fn passphrase_change(dir: &Path) -> Result<()> {
+    let client = open(dir)?;
+    let new = secret("HUSH_NEW_PASSPHRASE", "new passphrase", true, false)?;
+    let name = client.name()?;
+    check_strength(&new, &[&name, client.relay().0])?;
+    client.change_passphrase(new.as_bytes())?;
+    eprintln!("passphrase changed");
+    Ok(())
 }
 
 fn panic_set(dir: &Path) -> Result<()> {

@@ -75,17 +75,43 @@ impl Drop for Relay {
     }
 }
 
-fn hush(args: &[&str], home: Option<&Path>, passphrase: Option<&str>) -> Output {
+/// The `hush` command as the tests run it: no profile from the
+/// environment, stdin empty, and the passphrase strength floor off (test
+/// passphrases are short; the floor has tests of its own).
+fn hush_command(args: &[&str], home: Option<&Path>, passphrase: Option<&str>) -> Command {
     let mut command = Command::new(HUSH);
     if let Some(home) = home {
         command.arg("--home").arg(home);
     }
-    command.args(args).env_remove("HUSH_HOME").stdin(Stdio::null());
+    command
+        .args(args)
+        .env_remove("HUSH_HOME")
+        .env_remove("HUSH_PANIC_PASSPHRASE")
+        .env_remove("HUSH_NEW_PASSPHRASE")
+        .env("HUSH_MIN_PASSPHRASE_SCORE", "0")
+        .stdin(Stdio::null());
     match passphrase {
         Some(p) => command.env("HUSH_PASSPHRASE", p),
         None => command.env_remove("HUSH_PASSPHRASE"),
     };
-    command.output().unwrap()
+    command
+}
+
+fn hush(args: &[&str], home: Option<&Path>, passphrase: Option<&str>) -> Output {
+    hush_command(args, home, passphrase).output().unwrap()
+}
+
+/// `hush` with `input` on standard input.
+fn hush_with_stdin(args: &[&str], home: Option<&Path>, passphrase: Option<&str>, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = hush_command(args, home, passphrase)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 struct User {
@@ -102,6 +128,21 @@ impl User {
         assert!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
         let json: Value = serde_json::from_slice(&out.stdout).unwrap();
         User { home, passphrase, account: json["account"].as_str().unwrap().to_owned() }
+    }
+
+    /// Joins at `home` with `passphrase` and a panic passphrase.
+    fn join_with_panic(home: &Path, relay: &Relay, passphrase: &str, panic: &str, extra: &[&str]) -> User {
+        let invite = relay.invite();
+        let mut args = vec!["join", invite.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        let out = hush_command(&args, Some(home), Some(passphrase))
+            .env("HUSH_PANIC_PASSPHRASE", panic)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let account = json["account"].as_str().unwrap().to_owned();
+        User { home: home.to_path_buf(), passphrase: passphrase.to_owned(), account }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -517,18 +558,7 @@ fn panic_passphrase_wipes_silently_and_deactivates_the_account() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
     let home = dir.path().join("alice");
-    let out = Command::new(HUSH)
-        .arg("--home")
-        .arg(&home)
-        .args(["join", &relay.invite(), "--json"])
-        .env("HUSH_PASSPHRASE", "alice-passphrase")
-        .env("HUSH_PANIC_PASSPHRASE", "duress words")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let account =
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()["account"].as_str().unwrap().to_owned();
-    let alice = User { home: home.clone(), passphrase: "alice-passphrase".into(), account };
+    let alice = User::join_with_panic(&home, &relay, "alice-passphrase", "duress words", &[]);
     let bob = User::join(dir.path(), "bob", &relay);
     alice.ok(&["contact", "add", "bobcontactname", &bob.account]);
     alice.ok(&["send", "bobcontactname", "alice-plaintext-before-panic"]);
@@ -718,3 +748,5 @@ fn provisioned_accounts_are_counted_and_bad_lines_refused() {
 
 #[path = "e2e/chat.rs"]
 mod chat;
+#[path = "e2e/seizure.rs"]
+mod seizure;

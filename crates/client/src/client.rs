@@ -158,6 +158,12 @@ impl Client {
         Ok(self.store.set_panic_passphrase(panic, &self.wipe_code()?)?)
     }
 
+    /// Changes the passphrase. The caller applies the strength floor
+    /// ([`crate::strength::check`]); the panic passphrase is refused.
+    pub fn change_passphrase(&self, passphrase: &[u8]) -> Result<(), ClientError> {
+        Ok(self.store.change_passphrase(passphrase)?)
+    }
+
     /// Wipes this profile (after a verified wipe order).
     pub fn wipe(self) -> Result<(), ClientError> {
         Ok(self.store.wipe()?)

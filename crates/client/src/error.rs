@@ -39,4 +39,7 @@ pub enum ClientError {
     /// Something the user asked for cannot be done.
     #[error("{0}")]
     Invalid(String),
+    /// A new passphrase is below the strength floor (the text says why).
+    #[error("{0}")]
+    WeakPassphrase(String),
 }

@@ -7,12 +7,16 @@
 //! self-certifying account id asked for) and opaque MLS payloads.
 
 mod client;
+pub mod display;
 mod error;
+mod hardening;
 mod session;
+pub mod strength;
 mod transport;
 
 pub use client::{Client, ConversationSummary, ReceivedMessage, Target, UpdatePolicy};
 pub use error::ClientError;
+pub use hardening::harden_process;
 pub use hush_store::KdfParams;
 pub use session::{send_wipe_order, Draft, Push, Session};
 pub use transport::{Connection, FrameReceiver, FrameSender};

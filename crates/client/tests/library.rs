@@ -9,7 +9,7 @@ use hush_client::{Client, KdfParams, Session};
 use hush_proto::Invite;
 use hush_testkit::TestRelay;
 
-const CHEAP: KdfParams = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+const CHEAP: KdfParams = KdfParams::FAST;
 
 async fn join(relay: &TestRelay, name: &str) -> Client {
     let invite: Invite = relay.invite().unwrap().parse().unwrap();

@@ -1,5 +1,6 @@
 //! The encrypted database and Hush's own tables.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use hush_proto::AccountId;
@@ -8,7 +9,7 @@ use openmls_sqlite_storage::{Connection, SqliteStorageProvider};
 use rusqlite::{params, OptionalExtension};
 
 use crate::error::StoreError;
-use crate::keyfile::{Attempt, DatabaseKey, KdfParams, KeyFile, Unlocked};
+use crate::keyfile::{Attempt, DatabaseKey, KdfParams, KeyFile, SealedKeys, Unlocked, Wrapping};
 use crate::provider::{HushProvider, JsonCodec};
 
 const SCHEMA: &str = "
@@ -42,6 +43,9 @@ CREATE INDEX IF NOT EXISTS messages_by_group ON messages(group_id, seq);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages(expires_at_ms) WHERE expires_at_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS seen_payloads (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
 ";
+
+/// The profile setting that records the last re-key (Unix ms, big-endian).
+const REKEYED_AT: &str = "rekeyed_at_ms";
 
 /// A one-to-one conversation or a named group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +107,24 @@ pub struct Store {
     dir: PathBuf,
     connection: Connection,
     crypto: RustCrypto,
+    /// The database key in use and how the key file wraps it; replaced by
+    /// a re-key or a passphrase change.
+    keys: RefCell<Keys>,
 }
+
+struct Keys {
+    database: DatabaseKey,
+    wrapping: Wrapping,
+}
+
+/// How often the database key is replaced even when nothing expired.
+pub const REKEY_EVERY_MS: u64 = 24 * 3600 * 1000;
+/// After a purge of expired messages the key is replaced at once, unless
+/// the last re-key is more recent than this (a conversation with a short
+/// timer purges often; see docs/device-security.md for the measured cost).
+pub const REKEY_AFTER_PURGE_GAP_MS: u64 = 10 * 60 * 1000;
+
+const DATABASE_FILES: [&str; 4] = ["hush.db", "hush.db-wal", "hush.db-shm", "hush.db-journal"];
 
 fn i(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -115,6 +136,36 @@ fn u(value: i64) -> u64 {
 
 fn account(bytes: Vec<u8>) -> Option<AccountId> {
     <[u8; AccountId::LEN]>::try_from(bytes.as_slice()).ok().map(AccountId)
+}
+
+/// Makes `dir` (mode 0700, whatever the umask or its earlier mode) and an
+/// empty database file in it (mode 0600: SQLite gives its WAL and shared
+/// memory files the database file's mode).
+fn prepare_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for stale in DATABASE_FILES {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    let db =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dir.join("hush.db"))?;
+    db.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Sets every profile file to mode 0600 (profiles made before this rule,
+/// or files a umask widened).
+fn restrict_modes(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for name in DATABASE_FILES.iter().chain(std::iter::once(&"key")) {
+        match std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -131,7 +182,7 @@ impl Store {
         Self::key_path(dir).exists()
     }
 
-    /// Creates a new profile in `dir` (created mode 0700 if missing).
+    /// Creates a new profile in `dir` (mode 0700, its files 0600).
     /// `max_attempts` wrong passphrases in a row wipe it (0: never).
     pub fn create(
         dir: &Path,
@@ -139,37 +190,38 @@ impl Store {
         params: KdfParams,
         max_attempts: u32,
     ) -> Result<Self, StoreError> {
-        use std::os::unix::fs::DirBuilderExt;
         if Self::exists(dir) {
             return Err(StoreError::ProfileExists);
         }
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        for stale in ["hush.db", "hush.db-wal", "hush.db-shm", "hush.db-journal"] {
-            let _ = std::fs::remove_file(dir.join(stale));
-        }
+        prepare_private_dir(dir)?;
         let key = DatabaseKey::random();
-        let store = Self::open_with_key(dir, &key)?;
-        KeyFile::new(passphrase, &key, params, max_attempts)?.write(&Self::key_path(dir))?;
+        let connection = Self::open_with_key(dir, &key)?;
+        let wrapping = KeyFile::create(&Self::key_path(dir), passphrase, &key, params, max_attempts)?;
+        let store = Self::configure(dir, connection, Keys { database: key, wrapping })?;
+        store.set_setting(REKEYED_AT, &crate::now_ms().to_be_bytes())?;
         Ok(store)
     }
 
     /// Unlocks the profile in `dir`.
     ///
     /// A wrong passphrase changes nothing but the key file's attempt slots
-    /// (see [`KeyFile`]): one is used up before the passphrase is tried, so
-    /// killing the process mid-try still counts, and all are re-sealed on
-    /// success. The panic
-    /// passphrase, or one wrong passphrase too many, wipes the profile and
-    /// answers [`StoreError::Wiped`], which reads exactly like
-    /// [`StoreError::NoProfile`].
+    /// (see the key file's design): one is used up before the passphrase
+    /// is tried, so killing the process mid-try still counts, and all are
+    /// re-sealed on success. The panic passphrase, or one wrong passphrase
+    /// too many, wipes the profile and answers [`StoreError::Wiped`], which
+    /// reads exactly like [`StoreError::NoProfile`]. Expired messages are
+    /// purged, and the database key replaced when it is due.
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Self, StoreError> {
         if !Self::exists(dir) {
             return Err(StoreError::NoProfile);
         }
         match KeyFile::attempt(&Self::key_path(dir), passphrase)? {
-            Attempt::Opened(Unlocked::Database(key)) => {
-                let store = Self::open_with_key(dir, &key)?;
-                store.purge_expired(crate::now_ms())?;
+            Attempt::Opened(Unlocked::Database(keys, wrapping)) => {
+                restrict_modes(dir)?;
+                let store = Self::open_sealed(dir, keys, wrapping)?;
+                let now = crate::now_ms();
+                store.purge_expired(now)?;
+                store.rekey_if_due(now, REKEY_EVERY_MS)?;
                 Ok(store)
             }
             Attempt::Opened(Unlocked::Panic(code)) => {
@@ -184,13 +236,30 @@ impl Store {
         }
     }
 
+    /// Opens the database with the sealed key, or with the next key when a
+    /// re-key committed in the database but not yet in the key file (a
+    /// crash between the two); then seals the one that worked, alone.
+    fn open_sealed(dir: &Path, keys: SealedKeys, wrapping: Wrapping) -> Result<Self, StoreError> {
+        let SealedKeys { current, next } = keys;
+        let (connection, key) = match Self::open_with_key(dir, &current) {
+            Ok(connection) => (connection, current),
+            Err(error) => match next {
+                Some(next) => (Self::open_with_key(dir, &next)?, next),
+                None => return Err(error),
+            },
+        };
+        let sealed = SealedKeys { current: key.duplicate(), next: None };
+        KeyFile::reseal(&Self::key_path(dir), &wrapping, &sealed)?;
+        Self::configure(dir, connection, Keys { database: key, wrapping })
+    }
+
     /// Checks the passphrase of this open profile (the lock screen), with
     /// the same rules as [`Store::open`]: a wrong one uses up an attempt,
     /// the panic passphrase or one miss too many wipes the profile and
     /// answers [`StoreError::Wiped`].
     pub fn check_passphrase(&self, passphrase: &[u8]) -> Result<(), StoreError> {
         match KeyFile::attempt(&Self::key_path(&self.dir), passphrase)? {
-            Attempt::Opened(Unlocked::Database(_)) => Ok(()),
+            Attempt::Opened(Unlocked::Database(..)) => Ok(()),
             Attempt::Opened(Unlocked::Panic(code)) => {
                 wipe(&self.dir)?;
                 Err(StoreError::Wiped(Some(Box::new(code))))
@@ -206,13 +275,23 @@ impl Store {
     /// Sets (or changes) the panic passphrase: it will open nothing, only
     /// wipe the profile and send `code` to the relay.
     pub fn set_panic_passphrase(&self, panic: &[u8], code: &hush_proto::WipeCode) -> Result<(), StoreError> {
-        let path = Self::key_path(&self.dir);
-        let mut file = KeyFile::read(&path)?;
-        if file.is_passphrase(panic)? {
-            return Err(StoreError::PanicIsPassphrase);
-        }
-        file.set_panic(panic, code)?;
-        file.write(&path)
+        let keys = self.keys.borrow();
+        KeyFile::set_panic(&Self::key_path(&self.dir), &keys.wrapping, panic, code)
+    }
+
+    /// Changes the passphrase (the strength floor is the caller's rule).
+    /// Refuses the panic passphrase.
+    pub fn change_passphrase(&self, passphrase: &[u8]) -> Result<(), StoreError> {
+        let mut keys = self.keys.borrow_mut();
+        let sealed = SealedKeys { current: keys.database.duplicate(), next: None };
+        keys.wrapping =
+            KeyFile::change_passphrase(&Self::key_path(&self.dir), &keys.wrapping, passphrase, &sealed)?;
+        Ok(())
+    }
+
+    /// Wrong passphrases in a row that wipe this profile (0: never).
+    pub fn max_attempts(&self) -> u32 {
+        self.keys.borrow().wrapping.max_attempts()
     }
 
     /// Wipes this profile (a verified remote wipe order).
@@ -222,8 +301,61 @@ impl Store {
         wipe(&dir)
     }
 
+    /// Replaces the database key: every page is re-encrypted under a new
+    /// random key and the old key is overwritten in the key file, so pages
+    /// written under it (freed WAL blocks, earlier copies on disk) become
+    /// noise. Crash-safe: the key file holds both keys until the database
+    /// has committed the new one.
+    pub fn rekey(&self, now_ms: u64) -> Result<(), StoreError> {
+        let path = Self::key_path(&self.dir);
+        let mut keys = self.keys.borrow_mut();
+        let next = DatabaseKey::random();
+        let both = SealedKeys { current: keys.database.duplicate(), next: Some(next.duplicate()) };
+        KeyFile::reseal(&path, &keys.wrapping, &both)?;
+        if let Err(error) = self.reencrypt(&next) {
+            let current = SealedKeys { current: keys.database.duplicate(), next: None };
+            KeyFile::reseal(&path, &keys.wrapping, &current)?;
+            return Err(error);
+        }
+        KeyFile::reseal(&path, &keys.wrapping, &SealedKeys { current: next.duplicate(), next: None })?;
+        keys.database = next;
+        drop(keys);
+        self.set_setting(REKEYED_AT, &now_ms.to_be_bytes())?;
+        self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Rewrites every page under `key`: the WAL is emptied first and the
+    /// database taken out of WAL mode for the re-key, so every page is
+    /// rewritten in the database file itself.
+    fn reencrypt(&self, key: &DatabaseKey) -> Result<(), StoreError> {
+        self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.connection.pragma_update(None, "journal_mode", "DELETE")?;
+        let rekeyed = self.connection.pragma_update(None, "rekey", &*key.pragma());
+        self.connection.pragma_update(None, "journal_mode", "WAL")?;
+        rekeyed?;
+        self.connection.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Re-keys if the last re-key is older than `gap_ms`. Returns whether
+    /// it did.
+    pub fn rekey_if_due(&self, now_ms: u64, gap_ms: u64) -> Result<bool, StoreError> {
+        let last = self
+            .setting(REKEYED_AT)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
+        if now_ms.saturating_sub(last) < gap_ms {
+            return Ok(false);
+        }
+        self.rekey(now_ms)?;
+        Ok(true)
+    }
+
     /// Deletes every message whose timer ran out, then checkpoints and
-    /// truncates the WAL so no copy of them stays in it. Returns how many.
+    /// truncates the WAL so no copy of them stays in it, and replaces the
+    /// database key unless that was done in the last
+    /// [`REKEY_AFTER_PURGE_GAP_MS`]. Returns how many were deleted.
     pub fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
         let deleted = self.connection.execute(
             "DELETE FROM messages WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
@@ -231,6 +363,7 @@ impl Store {
         )?;
         if deleted > 0 {
             self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            self.rekey_if_due(now_ms, REKEY_AFTER_PURGE_GAP_MS)?;
         }
         Ok(deleted)
     }
@@ -244,17 +377,23 @@ impl Store {
         Ok(())
     }
 
-    fn open_with_key(dir: &Path, key: &DatabaseKey) -> Result<Self, StoreError> {
+    /// Opens the database under `key` and checks that the key is right.
+    fn open_with_key(dir: &Path, key: &DatabaseKey) -> Result<Connection, StoreError> {
         let connection = Connection::open(Self::db_path(dir))?;
+        // SQLCipher's own log goes to stderr (a failed key check, say):
+        // nothing of it belongs on a user's terminal.
+        connection.pragma_update(None, "cipher_log_level", "NONE")?;
         connection.pragma_update(None, "key", &*key.pragma())?;
+        connection.pragma_update(None, "cipher_log_level", "NONE")?;
         connection.pragma_update(None, "cipher_memory_security", "ON")?;
-        Self::configure(dir, connection)
+        connection.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        Ok(connection)
     }
 
     /// Settings that keep deleted data from lingering: temporary tables in
     /// memory, deleted content overwritten (`secure_delete`), and the WAL
     /// truncated after purges.
-    fn configure(dir: &Path, mut connection: Connection) -> Result<Self, StoreError> {
+    fn configure(dir: &Path, mut connection: Connection, keys: Keys) -> Result<Self, StoreError> {
         connection.busy_timeout(std::time::Duration::from_secs(10))?;
         connection.pragma_update(None, "temp_store", "MEMORY")?;
         connection.pragma_update(None, "secure_delete", "ON")?;
@@ -264,7 +403,12 @@ impl Store {
         SqliteStorageProvider::<JsonCodec, &mut Connection>::new(&mut connection)
             .run_migrations()
             .map_err(|error| StoreError::Migration(error.to_string()))?;
-        Ok(Self { dir: dir.to_path_buf(), connection, crypto: RustCrypto::default() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            connection,
+            crypto: RustCrypto::default(),
+            keys: RefCell::new(keys),
+        })
     }
 
     /// The profile directory.
@@ -609,21 +753,20 @@ impl Store {
     }
 }
 
-/// Destroys a profile: the key file is overwritten with random bytes and
-/// synced first (crypto-shredding: the database is unreadable from then on,
-/// even if a copy of it survives on flash), then every file is removed.
+/// Destroys a profile. The key file is overwritten in place with random
+/// bytes and synced first: from then on the database cannot be decrypted,
+/// even from copies of its pages left elsewhere (crypto-shredding). Then
+/// the database files are overwritten with zeros in place and synced
+/// (cheap, and it leaves no ciphertext to carve), and everything is
+/// removed. What overwriting cannot promise on flash storage and
+/// copy-on-write file systems is in docs/device-security.md.
 pub fn wipe(dir: &Path) -> Result<(), StoreError> {
-    use std::io::Write;
     let key = dir.join("key");
     if key.exists() {
-        let len = std::fs::metadata(&key).map(|m| m.len() as usize).unwrap_or(0);
-        let mut noise = vec![0u8; len];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut noise);
-        let mut file = std::fs::OpenOptions::new().write(true).open(&key)?;
-        file.write_all(&noise)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::remove_file(&key)?;
+        KeyFile::destroy(&key)?;
+    }
+    for name in DATABASE_FILES {
+        let _ = overwrite_with_zeros(&dir.join(name));
     }
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
@@ -633,6 +776,22 @@ pub fn wipe(dir: &Path) -> Result<(), StoreError> {
             let _ = parent.sync_all();
         }
     }
+    Ok(())
+}
+
+/// Overwrites a file's contents with zeros where they are, then syncs.
+fn overwrite_with_zeros(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = usize::try_from((len - at).min(zeros.len() as u64)).unwrap_or(zeros.len());
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_all()?;
     Ok(())
 }
 
@@ -648,7 +807,7 @@ fn kind_columns(kind: &ConversationKind) -> (&'static str, Option<&str>, Option<
 mod tests {
     use super::*;
 
-    const CHEAP: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+    const CHEAP: KdfParams = KdfParams::FAST;
 
     #[test]
     fn wrong_passphrase_is_refused_and_changes_nothing() {
@@ -736,7 +895,8 @@ mod wipe_tests {
         // test (secure_delete, WAL truncation) are the same as with a key.
         let root = tempfile::tempdir().unwrap();
         let connection = Connection::open(root.path().join("hush.db")).unwrap();
-        let store = Store::configure(root.path(), connection).unwrap();
+        let keys = Keys { database: DatabaseKey::random(), wrapping: Wrapping::unusable() };
+        let store = Store::configure(root.path(), connection, keys).unwrap();
         let needle = b"a-secret-that-must-vanish";
         for n in 0..50u8 {
             let message = MessageRecord {
@@ -765,7 +925,7 @@ mod wipe_tests {
 
     use super::*;
 
-    const CHEAP: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+    const CHEAP: KdfParams = KdfParams::FAST;
 
     fn code() -> WipeCode {
         WipeCode {
@@ -826,3 +986,6 @@ mod wipe_tests {
         assert!(store.history(&[vec![1]]).unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod rekey_tests;

@@ -1,50 +1,90 @@
 //! The key file: the random database key, wrapped by a key derived from the
-//! passphrase with Argon2id and sealed with XChaCha20-Poly1305.
+//! passphrase with Argon2id and sealed with XChaCha20-Poly1305, in a file
+//! that can be destroyed and that looks like random bytes.
 //!
-//! Wrong passphrases are limited by consuming slots, not by trusting a
-//! counter. The database key is sealed in `max_attempts` slots (all under
-//! the same Argon2id-derived key, each with its own nonce). Every unlock
-//! first destroys the next slot on disk and only then tries the passphrase
-//! on the copy in memory; a right passphrase re-seals all slots. Editing
-//! the file's counter therefore cannot bring back a used slot: after
-//! `max_attempts` wrong passphrases in a row no slot opens and the profile
-//! is wiped. (Restoring a whole earlier copy of the file is the one way
-//! around this, as it is for any software-only counter.)
+//! **Destroyable.** The file has one fixed size and is only ever rewritten
+//! in place (same file, same blocks on a file system that overwrites in
+//! place, such as ext4), then synced: no temporary file, no rename, so no
+//! earlier version is left in freed blocks. A wipe overwrites it with
+//! random bytes and syncs before anything else is touched.
+//!
+//! **No structure.** There is no magic and no readable header. The only
+//! field read before the passphrase is known, the attempt state, is hidden
+//! in a random 32-bit word: its value modulo a small number is the state,
+//! so every possible word (every random file) decodes to a valid state.
+//! Salts, nonces and sealed slots are random-looking by construction. An
+//! examiner who carves a disk cannot tell the file from random data.
+//!
+//! **Wrong passphrases consume slots.** The database key is sealed in
+//! `max_attempts` slots under one Argon2id-derived key. An attempt first
+//! overwrites the last live slot on disk (and counts it down) and only then
+//! tries the passphrase on the copy in memory; the right passphrase
+//! re-seals every slot. Killing the process mid-try still counts, and
+//! editing the word cannot bring a destroyed slot back. The whole attempt
+//! holds an exclusive lock on the file, so parallel attempts cannot share a
+//! slot.
+//!
+//! **Authenticated state.** Each slot is sealed with its own index and the
+//! file's mode (counted or unlimited) as associated data, so editing the
+//! word (to "unlimited", or to point at another slot) makes unlocking fail
+//! instead of disabling the limit. The Argon2id cost level is part of the
+//! word too; editing it derives a different key and unlocking fails.
 //!
 //! A last slot of the same shape holds the wipe instructions sealed under
-//! the panic passphrase, or random bytes when none is set. Every unlock
+//! the panic passphrase, or random bytes when none is set. Every attempt
 //! derives and tries both, so neither the file nor the time taken says
 //! whether a panic passphrase exists.
+//!
+//! Limits: restoring a whole earlier copy of the file restores its slots
+//! (as for any software-only counter); a copy taken before a wipe can be
+//! attacked offline, where only the passphrase's strength and Argon2id's
+//! cost help; on flash storage and copy-on-write file systems (btrfs, ZFS,
+//! an SSD's own remapping) "in place" is a request the hardware may not
+//! honour (see docs/device-security.md).
 
-use std::io::Write;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hush_proto::{AccountId, CertificatePin, WipeCode};
-use rand::RngCore;
+use rand::{Rng, RngCore};
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::StoreError;
 
-const MAGIC: &[u8; 8] = b"HUSHKEY3";
+const WORD: usize = 4;
 const SALT: usize = 16;
 const NONCE: usize = 24;
 /// Plaintext sealed in a slot: a kind byte and its contents, padded.
 const PAYLOAD: usize = 256;
 const SEALED: usize = PAYLOAD + 16;
-const SLOT: usize = SALT + NONCE + SEALED;
-const HEADER: usize = MAGIC.len() + 5 * 4;
+const SLOT: usize = NONCE + SEALED;
 /// Most wrong passphrases a profile may allow before wiping.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+const REAL_SLOTS: usize = MAX_ATTEMPTS_LIMIT as usize;
+const REAL_SALT_AT: usize = WORD;
+const PANIC_SALT_AT: usize = REAL_SALT_AT + SALT;
+const PANIC_SLOT_AT: usize = PANIC_SALT_AT + SALT;
+const REAL_SLOTS_AT: usize = PANIC_SLOT_AT + SLOT;
+/// The size of every key file.
+pub const KEY_FILE_LEN: usize = REAL_SLOTS_AT + REAL_SLOTS * SLOT;
+
+/// Attempt states hidden in the word: 0 unlimited, 1..=100 slots left,
+/// 101 exhausted.
+const STATES: u32 = MAX_ATTEMPTS_LIMIT + 2;
+const UNLIMITED: u32 = 0;
+const EXHAUSTED: u32 = MAX_ATTEMPTS_LIMIT + 1;
 
 const KIND_DATABASE_KEY: u8 = 1;
 const KIND_WIPE: u8 = 2;
 
-type Slot = [u8; SLOT];
-
-/// Argon2id cost parameters, stored in the key file.
+/// Argon2id cost parameters. Only the levels in [`KdfParams::LEVELS`] can
+/// be used: the file records which one by its index, hidden in the word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KdfParams {
     /// Memory in KiB.
@@ -55,10 +95,28 @@ pub struct KdfParams {
     pub parallelism: u32,
 }
 
+impl KdfParams {
+    /// Above OWASP's Argon2id recommendation (46 MiB, 1 pass): 64 MiB, 3
+    /// passes. What every profile made by `hush join` uses.
+    pub const STANDARD: Self = Self { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
+    /// 8 MiB, 1 pass: for tests and benchmarks only. It protects a copied
+    /// key file far less against offline guessing.
+    pub const FAST: Self = Self { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+    /// The levels a key file can record, by index.
+    pub const LEVELS: [Self; 2] = [Self::STANDARD, Self::FAST];
+
+    fn level(self) -> Result<u32, StoreError> {
+        Self::LEVELS
+            .iter()
+            .position(|level| *level == self)
+            .and_then(|index| u32::try_from(index).ok())
+            .ok_or_else(|| StoreError::Kdf("unsupported Argon2id parameters".into()))
+    }
+}
+
 impl Default for KdfParams {
     fn default() -> Self {
-        // Above OWASP's Argon2id recommendation (46 MiB, 1 pass): 64 MiB, 3 passes.
-        Self { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
+        Self::STANDARD
     }
 }
 
@@ -72,6 +130,23 @@ impl DatabaseKey {
         Self(key)
     }
 
+    /// A second copy of the key (for sealing it while it stays in use).
+    pub(crate) fn duplicate(&self) -> Self {
+        Self(self.0.clone())
+    }
+
+    /// The key's bytes, for tests that compare keys.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> [u8; 32] {
+        *self.0
+    }
+
+    fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(bytes.get(..32)?);
+        Some(Self(key))
+    }
+
     /// The SQLCipher raw-key pragma value.
     pub(crate) fn pragma(&self) -> Zeroizing<String> {
         let mut hex = data_encoding::HEXLOWER.encode(self.0.as_ref());
@@ -81,12 +156,40 @@ impl DatabaseKey {
     }
 }
 
+/// The database key as sealed in the slots: the key in use and, while a
+/// re-key is under way, the key that replaces it (the database holds one
+/// of the two; opening tries both).
+pub(crate) struct SealedKeys {
+    pub(crate) current: DatabaseKey,
+    pub(crate) next: Option<DatabaseKey>,
+}
+
+/// What an unlocked profile needs to rewrite its key file later (re-key,
+/// panic passphrase): the passphrase-derived key and the attempt limit.
+/// Zeroized on drop.
+pub(crate) struct Wrapping {
+    kek: Zeroizing<[u8; 32]>,
+    level: u32,
+    max_attempts: u32,
+}
+
 /// What a passphrase opened.
 pub(crate) enum Unlocked {
-    /// The real passphrase: the database key.
-    Database(DatabaseKey),
+    /// The real passphrase: the database key(s).
+    Database(SealedKeys, Wrapping),
     /// The panic passphrase: what to tell the relay while wiping.
     Panic(WipeCode),
+}
+
+/// The result of one unlock attempt.
+pub(crate) enum Attempt {
+    /// The passphrase (or the panic passphrase) opened a slot.
+    Opened(Unlocked),
+    /// Wrong passphrase; `exhausted` once no slot is left.
+    Wrong {
+        /// True when this was the last allowed attempt.
+        exhausted: bool,
+    },
 }
 
 fn derive(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>, StoreError> {
@@ -99,43 +202,63 @@ fn derive(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing
     Ok(out)
 }
 
-fn random_slot() -> Slot {
+fn level_params(level: u32) -> Result<KdfParams, StoreError> {
+    usize::try_from(level)
+        .ok()
+        .and_then(|index| KdfParams::LEVELS.get(index).copied())
+        .ok_or(StoreError::CorruptKeyFile)
+}
+
+/// Associated data of a real slot: its index and the file's mode.
+fn real_slot_ad(index: usize, counted: bool) -> [u8; 16] {
+    let mut ad = *b"hush-key-slot\0\0\0";
+    ad[14] = u8::try_from(index).unwrap_or(u8::MAX);
+    ad[15] = u8::from(counted);
+    ad
+}
+
+const PANIC_SLOT_AD: &[u8] = b"hush-panic-slot";
+
+fn seal(kek: &[u8; 32], ad: &[u8], payload: &[u8; PAYLOAD]) -> Result<[u8; SLOT], StoreError> {
     let mut slot = [0u8; SLOT];
-    rand::rngs::OsRng.fill_bytes(&mut slot);
-    slot
-}
-
-fn cipher(kek: &Zeroizing<[u8; 32]>) -> XChaCha20Poly1305 {
-    XChaCha20Poly1305::new(kek.as_ref().into())
-}
-
-/// Seals `payload` under an already derived key, with a fresh nonce.
-fn seal_with(
-    kek: &Zeroizing<[u8; 32]>,
-    salt: &[u8],
-    payload: &Zeroizing<[u8; PAYLOAD]>,
-) -> Result<Slot, StoreError> {
-    let mut slot = random_slot();
-    slot[..SALT].copy_from_slice(salt);
-    let sealed = cipher(kek)
-        .encrypt(XNonce::from_slice(&slot[SALT..SALT + NONCE]), &payload[..])
+    rand::rngs::OsRng.fill_bytes(&mut slot[..NONCE]);
+    let sealed = XChaCha20Poly1305::new(kek.into())
+        .encrypt(XNonce::from_slice(&slot[..NONCE]), Payload { msg: payload, aad: ad })
         .map_err(|_| StoreError::Kdf("sealing failed".into()))?;
-    slot[SALT + NONCE..].copy_from_slice(&sealed);
+    slot[NONCE..].copy_from_slice(&sealed);
     Ok(slot)
 }
 
-fn open_with(kek: &Zeroizing<[u8; 32]>, slot: &Slot) -> Option<Zeroizing<Vec<u8>>> {
-    cipher(kek)
-        .decrypt(XNonce::from_slice(&slot[SALT..SALT + NONCE]), &slot[SALT + NONCE..])
+fn open(kek: &[u8; 32], ad: &[u8], slot: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    XChaCha20Poly1305::new(kek.into())
+        .decrypt(XNonce::from_slice(slot.get(..NONCE)?), Payload { msg: slot.get(NONCE..SLOT)?, aad: ad })
         .ok()
         .map(Zeroizing::new)
 }
 
-fn key_payload(key: &DatabaseKey) -> Zeroizing<[u8; PAYLOAD]> {
+fn keys_payload(keys: &SealedKeys, max_attempts: u32) -> Zeroizing<[u8; PAYLOAD]> {
     let mut payload = Zeroizing::new([0u8; PAYLOAD]);
     payload[0] = KIND_DATABASE_KEY;
-    payload[1..33].copy_from_slice(key.0.as_ref());
+    payload[1..33].copy_from_slice(keys.current.0.as_ref());
+    payload[33..37].copy_from_slice(&max_attempts.to_be_bytes());
+    if let Some(next) = &keys.next {
+        payload[37] = 1;
+        payload[38..70].copy_from_slice(next.0.as_ref());
+    }
     payload
+}
+
+fn parse_keys(payload: &[u8]) -> Option<(SealedKeys, u32)> {
+    if *payload.first()? != KIND_DATABASE_KEY {
+        return None;
+    }
+    let current = DatabaseKey::from_slice(payload.get(1..33)?)?;
+    let max_attempts = u32::from_be_bytes(payload.get(33..37)?.try_into().ok()?);
+    let next = match payload.get(37)? {
+        1 => Some(DatabaseKey::from_slice(payload.get(38..70)?)?),
+        _ => None,
+    };
+    Some((SealedKeys { current, next }, max_attempts))
 }
 
 fn wipe_payload(code: &WipeCode) -> Result<Zeroizing<[u8; PAYLOAD]>, StoreError> {
@@ -154,295 +277,287 @@ fn wipe_payload(code: &WipeCode) -> Result<Zeroizing<[u8; PAYLOAD]>, StoreError>
     Ok(payload)
 }
 
-fn parse_payload(payload: &[u8]) -> Option<Unlocked> {
-    match *payload.first()? {
-        KIND_DATABASE_KEY => {
-            let mut key = Zeroizing::new([0u8; 32]);
-            key.copy_from_slice(payload.get(1..33)?);
-            Some(Unlocked::Database(DatabaseKey(key)))
+fn parse_wipe(payload: &[u8]) -> Option<WipeCode> {
+    if *payload.first()? != KIND_WIPE {
+        return None;
+    }
+    let len = usize::from(*payload.get(85)?);
+    Some(WipeCode {
+        account: AccountId(payload.get(1..21)?.try_into().ok()?),
+        secret: payload.get(21..53)?.try_into().ok()?,
+        pin: CertificatePin(payload.get(53..85)?.try_into().ok()?),
+        address: String::from_utf8(payload.get(86..86 + len)?.to_vec()).ok()?,
+    })
+}
+
+/// The word: `state + STATES * level`, hidden in a uniformly random u32
+/// that has that value modulo `STATES * LEVELS`.
+fn encode_word(state: u32, level: u32) -> [u8; WORD] {
+    let modulus = STATES * KdfParams::LEVELS.len() as u32;
+    let value = state + STATES * level;
+    let top = (u32::MAX - value) / modulus;
+    let word = value + modulus * rand::rngs::OsRng.gen_range(0..=top);
+    word.to_be_bytes()
+}
+
+fn decode_word(word: [u8; WORD]) -> (u32, u32) {
+    let value = u32::from_be_bytes(word) % (STATES * KdfParams::LEVELS.len() as u32);
+    (value % STATES, value / STATES)
+}
+
+/// The bytes of a key file, read and written whole, always in place.
+struct Image(Zeroizing<Vec<u8>>);
+
+impl Image {
+    fn random() -> Self {
+        let mut bytes = Zeroizing::new(vec![0u8; KEY_FILE_LEN]);
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    fn read(file: &mut File) -> Result<Self, StoreError> {
+        let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_FILE_LEN));
+        file.read_to_end(&mut bytes)?;
+        if bytes.len() != KEY_FILE_LEN {
+            return Err(StoreError::CorruptKeyFile);
         }
-        KIND_WIPE => {
-            let len = usize::from(*payload.get(85)?);
-            Some(Unlocked::Panic(WipeCode {
-                account: AccountId(payload.get(1..21)?.try_into().ok()?),
-                secret: payload.get(21..53)?.try_into().ok()?,
-                pin: CertificatePin(payload.get(53..85)?.try_into().ok()?),
-                address: String::from_utf8(payload.get(86..86 + len)?.to_vec()).ok()?,
-            }))
+        Ok(Self(bytes))
+    }
+
+    /// Overwrites the file's bytes where they are and syncs.
+    fn write(&self, file: &File) -> Result<(), StoreError> {
+        file.write_all_at(&self.0, 0)?;
+        file.sync_all()?;
+        Ok(())
+    }
+
+    fn state(&self) -> (u32, u32) {
+        let mut word = [0u8; WORD];
+        word.copy_from_slice(&self.0[..WORD]);
+        decode_word(word)
+    }
+
+    fn set_state(&mut self, state: u32, level: u32) {
+        self.0[..WORD].copy_from_slice(&encode_word(state, level));
+    }
+
+    fn real_salt(&self) -> &[u8] {
+        &self.0[REAL_SALT_AT..REAL_SALT_AT + SALT]
+    }
+
+    fn panic_salt(&self) -> &[u8] {
+        &self.0[PANIC_SALT_AT..PANIC_SALT_AT + SALT]
+    }
+
+    fn panic_slot(&self) -> &[u8] {
+        &self.0[PANIC_SLOT_AT..PANIC_SLOT_AT + SLOT]
+    }
+
+    fn real_slot(&self, index: usize) -> &[u8] {
+        let at = REAL_SLOTS_AT + index * SLOT;
+        &self.0[at..at + SLOT]
+    }
+
+    fn set_real_slot(&mut self, index: usize, slot: &[u8; SLOT]) {
+        let at = REAL_SLOTS_AT + index * SLOT;
+        self.0[at..at + SLOT].copy_from_slice(slot);
+    }
+
+    fn destroy_real_slot(&mut self, index: usize) {
+        let at = REAL_SLOTS_AT + index * SLOT;
+        rand::rngs::OsRng.fill_bytes(&mut self.0[at..at + SLOT]);
+    }
+
+    /// Seals `keys` in every real slot the limit uses, fresh noise in the
+    /// rest, and sets the state to "all slots left".
+    fn seal_keys(&mut self, wrapping: &Wrapping, keys: &SealedKeys) -> Result<(), StoreError> {
+        let payload = keys_payload(keys, wrapping.max_attempts);
+        let counted = wrapping.max_attempts > 0;
+        let used = slot_count(wrapping.max_attempts);
+        for index in 0..REAL_SLOTS {
+            if index < used {
+                let slot = seal(&wrapping.kek, &real_slot_ad(index, counted), &payload)?;
+                self.set_real_slot(index, &slot);
+            } else {
+                self.destroy_real_slot(index);
+            }
         }
-        _ => None,
+        let state = if counted { wrapping.max_attempts } else { UNLIMITED };
+        self.set_state(state, wrapping.level);
+        Ok(())
     }
 }
 
-/// The result of one unlock attempt.
-pub(crate) enum Attempt {
-    /// The passphrase (or the panic passphrase) opened a slot.
-    Opened(Unlocked),
-    /// Wrong passphrase; `exhausted` once no slot is left.
-    Wrong {
-        /// True when this was the last allowed attempt.
-        exhausted: bool,
-    },
+fn slot_count(max_attempts: u32) -> usize {
+    max_attempts.clamp(1, MAX_ATTEMPTS_LIMIT) as usize
 }
 
-/// A parsed key file.
-pub struct KeyFile {
-    params: KdfParams,
-    next_slot: u32,
-    max_attempts: u32,
-    real: Vec<Slot>,
-    panic: Slot,
+/// Opens the key file for reading and writing in place and takes an
+/// exclusive lock on it (released when the file is closed).
+fn open_locked(path: &Path) -> Result<File, StoreError> {
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    file.lock()?;
+    Ok(file)
 }
+
+/// The key file of a profile.
+pub(crate) struct KeyFile;
 
 impl KeyFile {
-    /// A new key file with `key` sealed under `passphrase` in every slot and
-    /// no panic passphrase. `max_attempts` 0 means one slot, never consumed.
-    pub(crate) fn new(
+    /// Writes a new key file at `path` (which must not exist, created mode
+    /// 0600) with `key` sealed under `passphrase` and no panic passphrase.
+    /// `max_attempts` 0 means one slot, never consumed.
+    pub(crate) fn create(
+        path: &Path,
         passphrase: &[u8],
         key: &DatabaseKey,
         params: KdfParams,
         max_attempts: u32,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Wrapping, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let level = params.level()?;
         let max_attempts = max_attempts.min(MAX_ATTEMPTS_LIMIT);
-        let mut salt = [0u8; SALT];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        let kek = derive(passphrase, &salt, params)?;
-        let payload = key_payload(key);
-        let real =
-            (0..max_attempts.max(1)).map(|_| seal_with(&kek, &salt, &payload)).collect::<Result<_, _>>()?;
-        Ok(Self { params, next_slot: 0, max_attempts, real, panic: random_slot() })
+        let mut image = Image::random();
+        let kek = derive(passphrase, image.real_salt(), params)?;
+        let wrapping = Wrapping { kek, level, max_attempts };
+        let keys = SealedKeys { current: key.duplicate(), next: None };
+        image.seal_keys(&wrapping, &keys)?;
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        file.lock()?;
+        image.write(&file)?;
+        sync_parent(path);
+        Ok(wrapping)
     }
 
-    /// Wrong passphrases in a row so far.
-    pub fn failed_attempts(&self) -> u32 {
-        self.next_slot
+    /// One unlock attempt: the slot it uses is destroyed on disk before the
+    /// passphrase is tried (so killing the process mid-try still counts),
+    /// and all slots are re-sealed on success. Holds the file's lock
+    /// throughout.
+    pub(crate) fn attempt(path: &Path, passphrase: &[u8]) -> Result<Attempt, StoreError> {
+        let mut file = open_locked(path)?;
+        let mut image = Image::read(&mut file)?;
+        let (state, level) = image.state();
+        if state == EXHAUSTED {
+            return Ok(Attempt::Wrong { exhausted: true });
+        }
+        let counted = state != UNLIMITED;
+        let index = if counted { state as usize - 1 } else { 0 };
+        let mut taken = [0u8; SLOT];
+        taken.copy_from_slice(image.real_slot(index));
+        if counted {
+            image.destroy_real_slot(index);
+            image.set_state(if state == 1 { EXHAUSTED } else { state - 1 }, level);
+            image.write(&file)?;
+        }
+        let params = level_params(level)?;
+        let kek = derive(passphrase, image.real_salt(), params)?;
+        let panic_kek = derive(passphrase, image.panic_salt(), params)?;
+        let real = open(&kek, &real_slot_ad(index, counted), &taken).and_then(|p| parse_keys(&p));
+        taken.zeroize();
+        if let Some((keys, max_attempts)) = real {
+            if counted != (max_attempts > 0) || index >= slot_count(max_attempts) {
+                return Err(StoreError::CorruptKeyFile);
+            }
+            let wrapping = Wrapping { kek, level, max_attempts };
+            if counted {
+                image.seal_keys(&wrapping, &keys)?;
+                image.write(&file)?;
+            }
+            return Ok(Attempt::Opened(Unlocked::Database(keys, wrapping)));
+        }
+        if let Some(code) = open(&panic_kek, PANIC_SLOT_AD, image.panic_slot()).and_then(|p| parse_wipe(&p)) {
+            return Ok(Attempt::Opened(Unlocked::Panic(code)));
+        }
+        Ok(Attempt::Wrong { exhausted: counted && state == 1 })
+    }
+
+    /// Re-seals `keys` in every slot (after a re-key, or to finish one).
+    pub(crate) fn reseal(path: &Path, wrapping: &Wrapping, keys: &SealedKeys) -> Result<(), StoreError> {
+        let mut file = open_locked(path)?;
+        let mut image = Image::read(&mut file)?;
+        image.seal_keys(wrapping, keys)?;
+        image.write(&file)
+    }
+
+    /// Seals the wipe instructions under `panic` in the panic slot, with a
+    /// fresh salt. Refuses a panic passphrase equal to the passphrase.
+    pub(crate) fn set_panic(
+        path: &Path,
+        wrapping: &Wrapping,
+        panic: &[u8],
+        code: &WipeCode,
+    ) -> Result<(), StoreError> {
+        let mut file = open_locked(path)?;
+        let mut image = Image::read(&mut file)?;
+        let params = level_params(wrapping.level)?;
+        let as_real = derive(panic, image.real_salt(), params)?;
+        if bool::from(as_real.as_slice().ct_eq(wrapping.kek.as_slice())) {
+            return Err(StoreError::PanicIsPassphrase);
+        }
+        rand::rngs::OsRng.fill_bytes(&mut image.0[PANIC_SALT_AT..PANIC_SALT_AT + SALT]);
+        let kek = derive(panic, image.panic_salt(), params)?;
+        let slot = seal(&kek, PANIC_SLOT_AD, &*wipe_payload(code)?)?;
+        image.0[PANIC_SLOT_AT..PANIC_SLOT_AT + SLOT].copy_from_slice(&slot);
+        image.write(&file)
+    }
+
+    /// Re-seals `keys` under a new passphrase (fresh salt), and returns the
+    /// new wrapping. Refuses a passphrase that opens the panic slot.
+    pub(crate) fn change_passphrase(
+        path: &Path,
+        wrapping: &Wrapping,
+        passphrase: &[u8],
+        keys: &SealedKeys,
+    ) -> Result<Wrapping, StoreError> {
+        let mut file = open_locked(path)?;
+        let mut image = Image::read(&mut file)?;
+        let params = level_params(wrapping.level)?;
+        let as_panic = derive(passphrase, image.panic_salt(), params)?;
+        if open(&as_panic, PANIC_SLOT_AD, image.panic_slot()).is_some() {
+            return Err(StoreError::PanicIsPassphrase);
+        }
+        rand::rngs::OsRng.fill_bytes(&mut image.0[REAL_SALT_AT..REAL_SALT_AT + SALT]);
+        let kek = derive(passphrase, image.real_salt(), params)?;
+        let wrapping = Wrapping { kek, level: wrapping.level, max_attempts: wrapping.max_attempts };
+        image.seal_keys(&wrapping, keys)?;
+        image.write(&file)?;
+        Ok(wrapping)
+    }
+
+    /// Overwrites the whole file with random bytes in place and syncs: no
+    /// slot, salt or state of it survives. Does not remove it.
+    pub(crate) fn destroy(path: &Path) -> Result<(), StoreError> {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(KEY_FILE_LEN).max(KEY_FILE_LEN);
+        let mut noise = vec![0u8; len];
+        rand::rngs::OsRng.fill_bytes(&mut noise);
+        file.write_all_at(&noise, 0)?;
+        file.sync_all()?;
+        Ok(())
+    }
+}
+
+impl Wrapping {
+    /// A wrapping that seals nothing anyone can open (tests of an unkeyed
+    /// database).
+    #[cfg(test)]
+    pub(crate) fn unusable() -> Self {
+        Self { kek: Zeroizing::new([0; 32]), level: 0, max_attempts: 0 }
     }
 
     /// Wrong passphrases in a row that wipe the profile (0: never).
-    pub fn max_attempts(&self) -> u32 {
+    pub(crate) fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
+}
 
-    /// One unlock attempt on the key file at `path`: the slot it uses is
-    /// destroyed on disk before the passphrase is tried (so killing the
-    /// process mid-try still counts), and all slots are re-sealed on success.
-    pub(crate) fn attempt(path: &Path, passphrase: &[u8]) -> Result<Attempt, StoreError> {
-        let mut file = Self::read(path)?;
-        let counted = file.max_attempts > 0;
-        let index = if counted { file.next_slot as usize } else { 0 };
-        let Some(taken) = file.real.get(index).copied() else {
-            return Ok(Attempt::Wrong { exhausted: true });
-        };
-        if counted {
-            file.real[index] = random_slot();
-            file.next_slot += 1;
-            file.write(path)?;
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(dir) = File::open(dir) {
+            let _ = dir.sync_all();
         }
-        let kek = derive(passphrase, &taken[..SALT], file.params)?;
-        let panic_kek = derive(passphrase, &file.panic[..SALT], file.params)?;
-        let opened = open_with(&kek, &taken).or_else(|| open_with(&panic_kek, &file.panic));
-        match opened.and_then(|payload| parse_payload(&payload)) {
-            Some(Unlocked::Database(key)) => {
-                if counted {
-                    let payload = key_payload(&key);
-                    for slot in file.real.iter_mut() {
-                        *slot = seal_with(&kek, &taken[..SALT], &payload)?;
-                    }
-                    file.next_slot = 0;
-                    file.write(path)?;
-                }
-                Ok(Attempt::Opened(Unlocked::Database(key)))
-            }
-            Some(panic) => Ok(Attempt::Opened(panic)),
-            None => Ok(Attempt::Wrong { exhausted: counted && file.next_slot >= file.max_attempts }),
-        }
-    }
-
-    /// True if `passphrase` is the profile's passphrase (consumes nothing).
-    /// Right after a successful unlock every slot is sealed, so the first
-    /// one answers.
-    pub(crate) fn is_passphrase(&self, passphrase: &[u8]) -> Result<bool, StoreError> {
-        let Some(slot) = self.real.first() else { return Ok(false) };
-        let kek = derive(passphrase, &slot[..SALT], self.params)?;
-        Ok(open_with(&kek, slot).is_some())
-    }
-
-    /// Seals the wipe instructions under `panic` in the panic slot.
-    pub(crate) fn set_panic(&mut self, panic: &[u8], code: &WipeCode) -> Result<(), StoreError> {
-        let mut salt = [0u8; SALT];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        let kek = derive(panic, &salt, self.params)?;
-        self.panic = seal_with(&kek, &salt, &wipe_payload(code)?)?;
-        Ok(())
-    }
-
-    fn slot_count(max_attempts: u32) -> usize {
-        max_attempts.clamp(1, MAX_ATTEMPTS_LIMIT) as usize
-    }
-
-    /// The size of a key file allowing `max_attempts`.
-    pub fn len_for(max_attempts: u32) -> usize {
-        HEADER + (Self::slot_count(max_attempts) + 1) * SLOT
-    }
-
-    /// Reads a key file.
-    pub fn read(path: &Path) -> Result<Self, StoreError> {
-        let bytes = std::fs::read(path)?;
-        if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(StoreError::CorruptKeyFile);
-        }
-        let word = |i: usize| {
-            let at = MAGIC.len() + 4 * i;
-            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        let params = KdfParams { memory_kib: word(0), iterations: word(1), parallelism: word(2) };
-        let (next_slot, max_attempts) = (word(3), word(4));
-        if max_attempts > MAX_ATTEMPTS_LIMIT || bytes.len() != Self::len_for(max_attempts) {
-            return Err(StoreError::CorruptKeyFile);
-        }
-        let slot_at = |i: usize| -> Slot {
-            let mut slot = [0u8; SLOT];
-            slot.copy_from_slice(&bytes[HEADER + i * SLOT..HEADER + (i + 1) * SLOT]);
-            slot
-        };
-        let count = Self::slot_count(max_attempts);
-        let real = (0..count).map(slot_at).collect();
-        Ok(Self { params, next_slot, max_attempts, real, panic: slot_at(count) })
-    }
-
-    /// Writes the key file durably and atomically (temp file, fsync,
-    /// rename, fsync of the directory), mode 0600.
-    pub(crate) fn write(&self, path: &Path) -> Result<(), StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut bytes = Zeroizing::new(Vec::with_capacity(Self::len_for(self.max_attempts)));
-        bytes.extend_from_slice(MAGIC);
-        let words = [
-            self.params.memory_kib,
-            self.params.iterations,
-            self.params.parallelism,
-            self.next_slot,
-            self.max_attempts,
-        ];
-        for word in words {
-            bytes.extend_from_slice(&word.to_be_bytes());
-        }
-        for slot in self.real.iter().chain(std::iter::once(&self.panic)) {
-            bytes.extend_from_slice(slot);
-        }
-        let temp = path.with_extension("tmp");
-        let mut file =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CHEAP: KdfParams = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
-
-    fn code() -> WipeCode {
-        WipeCode {
-            address: "127.0.0.1:7443".into(),
-            pin: CertificatePin([1; 32]),
-            account: AccountId([2; 20]),
-            secret: [3; 32],
-        }
-    }
-
-    fn opened_key(attempt: Attempt) -> Option<[u8; 32]> {
-        match attempt {
-            Attempt::Opened(Unlocked::Database(key)) => Some(*key.0),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn each_passphrase_opens_its_own_slot() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        let key = DatabaseKey::random();
-        let mut file = KeyFile::new(b"correct horse", &key, CHEAP, 10).unwrap();
-        file.set_panic(b"duress", &code()).unwrap();
-        file.write(&path).unwrap();
-        assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(*key.0));
-        assert!(KeyFile::read(&path).unwrap().is_passphrase(b"correct horse").unwrap());
-        assert!(!KeyFile::read(&path).unwrap().is_passphrase(b"duress").unwrap());
-        let Attempt::Opened(Unlocked::Panic(opened)) = KeyFile::attempt(&path, b"duress").unwrap() else {
-            panic!()
-        };
-        assert_eq!(opened, code());
-        assert!(matches!(KeyFile::attempt(&path, b"wrong").unwrap(), Attempt::Wrong { exhausted: false }));
-    }
-
-    #[test]
-    fn resetting_the_counter_by_hand_does_not_bring_back_used_slots() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        let key = DatabaseKey::random();
-        KeyFile::new(b"right", &key, CHEAP, 3).unwrap().write(&path).unwrap();
-        for _ in 0..2 {
-            assert!(matches!(
-                KeyFile::attempt(&path, b"wrong").unwrap(),
-                Attempt::Wrong { exhausted: false }
-            ));
-        }
-        // An attacker sets the counter back to zero in the header.
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[MAGIC.len() + 12..MAGIC.len() + 16].copy_from_slice(&0u32.to_be_bytes());
-        std::fs::write(&path, &bytes).unwrap();
-        // The used slots are gone: even the right passphrase fails on them.
-        for _ in 0..2 {
-            assert!(opened_key(KeyFile::attempt(&path, b"right").unwrap()).is_none());
-        }
-        // The one slot never used still opens, and re-seals every slot.
-        assert_eq!(opened_key(KeyFile::attempt(&path, b"right").unwrap()), Some(*key.0));
-        assert_eq!(KeyFile::read(&path).unwrap().failed_attempts(), 0);
-        assert_eq!(opened_key(KeyFile::attempt(&path, b"right").unwrap()), Some(*key.0));
-    }
-
-    #[test]
-    fn the_last_allowed_wrong_passphrase_is_reported_as_exhausted() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        KeyFile::new(b"right", &DatabaseKey::random(), CHEAP, 2).unwrap().write(&path).unwrap();
-        assert!(matches!(KeyFile::attempt(&path, b"wrong").unwrap(), Attempt::Wrong { exhausted: false }));
-        assert!(matches!(KeyFile::attempt(&path, b"wrong").unwrap(), Attempt::Wrong { exhausted: true }));
-        assert!(matches!(KeyFile::attempt(&path, b"right").unwrap(), Attempt::Wrong { exhausted: true }));
-    }
-
-    #[test]
-    fn files_with_and_without_a_panic_slot_have_the_same_shape() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = DatabaseKey::random();
-        let plain = dir.path().join("plain");
-        let with_panic = dir.path().join("panic");
-        KeyFile::new(b"pw", &key, CHEAP, 10).unwrap().write(&plain).unwrap();
-        let mut file = KeyFile::new(b"pw", &key, CHEAP, 10).unwrap();
-        file.set_panic(b"duress", &code()).unwrap();
-        file.write(&with_panic).unwrap();
-        let (a, b) = (std::fs::read(&plain).unwrap(), std::fs::read(&with_panic).unwrap());
-        assert_eq!(a.len(), KeyFile::len_for(10));
-        assert_eq!(a.len(), b.len());
-        assert_eq!(a[..HEADER], b[..HEADER]);
-        for bytes in [&a, &b] {
-            assert!(!bytes.windows(32).any(|w| w == key.0.as_ref()));
-            assert!(!bytes.windows(14).any(|w| w == b"127.0.0.1:7443"));
-        }
-    }
-
-    #[test]
-    fn truncated_key_file_is_corrupt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        std::fs::write(&path, b"HUSHKEY3").unwrap();
-        assert!(matches!(KeyFile::read(&path), Err(StoreError::CorruptKeyFile)));
-    }
-}
+mod tests;

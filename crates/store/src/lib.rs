@@ -5,16 +5,21 @@
 //! Key design decision: nothing is written unencrypted. The database, its
 //! WAL and journal are SQLCipher pages; temporary tables stay in memory; the
 //! only other file is the key file, which holds the database key encrypted
-//! under the passphrase.
+//! under the passphrase, is rewritten only in place, and looks like random
+//! bytes. The database key is replaced on a schedule and after purges, so
+//! pages written under an old key become noise once it is overwritten.
 
 mod database;
 mod error;
 mod keyfile;
 mod provider;
 
-pub use database::{wipe, ConversationKind, ConversationRecord, MessageRecord, Store};
+pub use database::{
+    wipe, ConversationKind, ConversationRecord, MessageRecord, Store, REKEY_AFTER_PURGE_GAP_MS,
+    REKEY_EVERY_MS,
+};
 pub use error::StoreError;
-pub use keyfile::{KdfParams, KeyFile};
+pub use keyfile::{KdfParams, KEY_FILE_LEN, MAX_ATTEMPTS_LIMIT};
 pub use provider::HushProvider;
 
 /// Now, in Unix milliseconds.

@@ -141,8 +141,11 @@ fn focus_title(title: &str, focused: bool) -> String {
 }
 
 fn draw_messages(frame: &mut Frame, area: Rect, app: &App) {
-    let title =
-        app.open.clone().map(|name| format!(" {name} ")).unwrap_or_else(|| " no conversation open ".into());
+    let title = app
+        .open
+        .as_deref()
+        .map(|name| format!(" {} ", hush_client::display::strip(name, false)))
+        .unwrap_or_else(|| " no conversation open ".into());
     let block = Block::bordered().title(focus_title(&title, app.focus == Focus::Messages));
     let width = area.width.saturating_sub(2) as usize;
     let height = area.height.saturating_sub(2) as usize;
@@ -264,7 +267,8 @@ fn draw_account(frame: &mut Frame, area: Rect, title: &str, account: &str) {
     let width = lines.iter().map(|l| l.width()).max().unwrap_or(0) as u16 + 2;
     let rect = centered(area, width, lines.len() as u16 + 2);
     frame.render_widget(Clear, rect);
-    let block = Block::bordered().title(format!(" {title} (any key closes) "));
+    let block =
+        Block::bordered().title(format!(" {} (any key closes) ", hush_client::display::strip(title, false)));
     frame.render_widget(Paragraph::new(lines).block(block), rect);
 }
 
@@ -323,11 +327,12 @@ fn display_width(text: &str) -> usize {
     text.chars().map(|c| c.width().unwrap_or(0)).sum()
 }
 
-/// Cuts `text` to `width` columns.
+/// Cuts `text` to `width` columns, without the characters a terminal
+/// would act on (newlines, escape sequences, bidirectional overrides).
 fn fit(text: &str, width: usize) -> String {
     let mut out = String::new();
     let mut used = 0;
-    for c in text.chars() {
+    for c in hush_client::display::strip(text, false).chars() {
         let w = c.width().unwrap_or(0);
         if used + w > width {
             break;
@@ -351,9 +356,11 @@ fn skip_columns(text: &str, columns: usize) -> String {
 
 /// Word-wraps `text` (which may hold newlines) to `width` columns;
 /// continuation lines are indented by two spaces.
+/// Characters a terminal would act on are dropped first.
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(4);
     let mut lines = Vec::new();
+    let text = hush_client::display::strip(text, true);
     for (index, paragraph) in text.split('\n').enumerate() {
         let mut line = if index == 0 { String::new() } else { "  ".to_owned() };
         let mut used = display_width(&line);

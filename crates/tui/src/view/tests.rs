@@ -133,3 +133,20 @@ fn wrap_breaks_at_words_and_indents_continuations() {
     assert_eq!(wrap("one\ntwo", 20), vec!["one", "  two"]);
     assert_eq!(wrap("abcdefghij", 6), vec!["abcdef", "  ghij"]);
 }
+
+#[test]
+fn escape_sequences_and_overrides_from_a_sender_never_reach_the_terminal() {
+    let mut app = chatting();
+    let hostile = "hi\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}olleh\rX";
+    let mut snapshot = app.snapshot.clone();
+    snapshot.conversations[1].name = "te\u{1b}[5mam".into();
+    if let Some(open) = snapshot.open.as_mut() {
+        open.messages.push(message(BOB, hostile, false));
+    }
+    app.update(1_700_000_000_000, Event::Report(Report::Snapshot(snapshot)));
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("hi]0;owned[2J31molleh"), "{text}");
+    assert!(text.contains("#te[5mam"), "{text}");
+    let unsafe_drawn = text.chars().any(|c| c != '\n' && hush_client::display::is_unsafe(c));
+    assert!(!unsafe_drawn, "{text:?}");
+}
