@@ -586,8 +586,13 @@ fn passphrase_change(dir: &Path) -> Result<()> {
     let new = secret("HUSH_NEW_PASSPHRASE", "new passphrase", true, false)?;
     let name = client.name()?;
     check_strength(&new, &[&name, client.relay().0])?;
-    client.change_passphrase(new.as_bytes())?;
-    eprintln!("passphrase changed");
+    let (_, rekey) = client.change_passphrase(new.as_bytes())?;
+    match rekey {
+        hush_client::Rekey::Busy => eprintln!(
+            "passphrase changed; the database key is replaced at the next unlock (another hush has the profile open)"
+        ),
+        _ => eprintln!("passphrase changed and the database key replaced"),
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hush_core::Identity;
 use hush_proto::{AccountId, CertificatePin, IdentityKey, Invite, WipeCode};
-use hush_store::{ConversationKind, ConversationRecord, KdfParams, MessageRecord, Store};
+use hush_store::{ConversationKind, ConversationRecord, KdfParams, MessageRecord, Rekey, Store};
 use openmls_traits::OpenMlsProvider;
 
 use crate::error::ClientError;
@@ -158,10 +158,17 @@ impl Client {
         Ok(self.store.set_panic_passphrase(panic, &self.wipe_code()?)?)
     }
 
-    /// Changes the passphrase. The caller applies the strength floor
-    /// ([`crate::strength::check`]); the panic passphrase is refused.
-    pub fn change_passphrase(&self, passphrase: &[u8]) -> Result<(), ClientError> {
-        Ok(self.store.change_passphrase(passphrase)?)
+    /// Changes the passphrase, then replaces the database key (so an
+    /// earlier copy of the key file opens nothing current with the old
+    /// passphrase), and gives back the client on the re-keyed profile. The
+    /// caller applies the strength floor ([`crate::strength::check`]); the
+    /// panic passphrase is refused. While another process has the profile
+    /// open the re-key waits for the next unlock ([`Rekey::Busy`]).
+    pub fn change_passphrase(self, passphrase: &[u8]) -> Result<(Self, Rekey), ClientError> {
+        self.store.change_passphrase(passphrase)?;
+        let Client { store, identity, relay_address, relay_pin } = self;
+        let (store, outcome) = store.rekeyed(now_ms())?;
+        Ok((Client { store, identity, relay_address, relay_pin }, outcome))
     }
 
     /// Wipes this profile (after a verified wipe order).

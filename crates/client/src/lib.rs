@@ -17,6 +17,6 @@ mod transport;
 pub use client::{Client, ConversationSummary, ReceivedMessage, Target, UpdatePolicy};
 pub use error::ClientError;
 pub use hardening::harden_process;
-pub use hush_store::KdfParams;
+pub use hush_store::{KdfParams, Rekey};
 pub use session::{send_wipe_order, Draft, Push, Session};
 pub use transport::{Connection, FrameReceiver, FrameSender};

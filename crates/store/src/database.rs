@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS seen_payloads (hash BLOB PRIMARY KEY, at_ms INTEGER N
 
 /// The profile setting that records the last re-key (Unix ms, big-endian).
 const REKEYED_AT: &str = "rekeyed_at_ms";
+/// Set to `[1]` when messages were purged after the last re-key.
+const PURGED_SINCE_REKEY: &str = "purged_since_rekey";
+/// Set to `[1]` when the key must be replaced at the next chance (a new
+/// passphrase).
+const REKEY_REQUESTED: &str = "rekey_requested";
 
 /// A one-to-one conversation or a named group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,8 +115,57 @@ pub struct Store {
     /// The database key in use and how the key file wraps it; replaced by
     /// a re-key or a passphrase change.
     keys: RefCell<Keys>,
+    /// The profile directory, opened and locked shared for as long as this
+    /// process has the profile open; a re-key needs it exclusive.
+    presence: ProfileLock,
 }
 
+/// A `flock` on the profile directory. Every process with the profile open
+/// holds it shared; a re-key (which changes the key every other process
+/// would read the database with) runs only if it can take it exclusive,
+/// that is only when no other process has the profile open. An unlock
+/// waits while a re-key runs.
+struct ProfileLock(std::fs::File);
+
+impl ProfileLock {
+    fn shared(dir: &Path) -> Result<Self, StoreError> {
+        let file = std::fs::File::open(dir)?;
+        file.lock_shared()?;
+        Ok(Self(file))
+    }
+
+    /// Runs `work` with the lock exclusive, or answers None at once when
+    /// another process holds it; the lock is shared again afterwards.
+    ///
+    /// Converting a `flock` is not atomic (the old lock is dropped first),
+    /// so every conversion, up and down, happens under the key file's lock:
+    /// no other process can take the directory exclusive in the gap.
+    fn exclusively<T>(
+        &self,
+        key_path: &Path,
+        work: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let serializer = KeyFile::lock(key_path)?;
+        match self.0.try_lock() {
+            Ok(()) => drop(serializer),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                self.0.lock_shared()?;
+                return Ok(None);
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                self.0.lock_shared()?;
+                return Err(error.into());
+            }
+        }
+        let result = work();
+        let serializer = KeyFile::lock(key_path)?;
+        self.0.lock_shared()?;
+        drop(serializer);
+        result.map(Some)
+    }
+}
+
+/// The database key of an open profile and how the key file wraps it.
 struct Keys {
     database: DatabaseKey,
     wrapping: Wrapping,
@@ -124,7 +178,8 @@ pub const REKEY_EVERY_MS: u64 = 24 * 3600 * 1000;
 /// timer purges often; see docs/device-security.md for the measured cost).
 pub const REKEY_AFTER_PURGE_GAP_MS: u64 = 10 * 60 * 1000;
 
-const DATABASE_FILES: [&str; 4] = ["hush.db", "hush.db-wal", "hush.db-shm", "hush.db-journal"];
+const DATABASE_FILES: [&str; 5] =
+    ["hush.db", "hush.db-wal", "hush.db-shm", "hush.db-journal", rekey::EXPORT_FILE];
 
 fn i(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -194,10 +249,11 @@ impl Store {
             return Err(StoreError::ProfileExists);
         }
         prepare_private_dir(dir)?;
+        let presence = ProfileLock::shared(dir)?;
         let key = DatabaseKey::random();
         let connection = Self::open_with_key(dir, &key)?;
         let wrapping = KeyFile::create(&Self::key_path(dir), passphrase, &key, params, max_attempts)?;
-        let store = Self::configure(dir, connection, Keys { database: key, wrapping })?;
+        let store = Self::configure(dir, connection, Keys { database: key, wrapping }, presence)?;
         store.set_setting(REKEYED_AT, &crate::now_ms().to_be_bytes())?;
         Ok(store)
     }
@@ -215,14 +271,14 @@ impl Store {
         if !Self::exists(dir) {
             return Err(StoreError::NoProfile);
         }
+        let presence = ProfileLock::shared(dir)?;
         match KeyFile::attempt(&Self::key_path(dir), passphrase)? {
             Attempt::Opened(Unlocked::Database(keys, wrapping)) => {
                 restrict_modes(dir)?;
-                let store = Self::open_sealed(dir, keys, wrapping)?;
+                let store = Self::open_sealed(dir, keys, wrapping, presence)?;
                 let now = crate::now_ms();
                 store.purge_expired(now)?;
-                store.rekey_if_due(now, REKEY_EVERY_MS)?;
-                Ok(store)
+                Ok(store.rekeyed_if_due(now)?.0)
             }
             Attempt::Opened(Unlocked::Panic(code)) => {
                 wipe(dir)?;
@@ -239,7 +295,12 @@ impl Store {
     /// Opens the database with the sealed key, or with the next key when a
     /// re-key committed in the database but not yet in the key file (a
     /// crash between the two); then seals the one that worked, alone.
-    fn open_sealed(dir: &Path, keys: SealedKeys, wrapping: Wrapping) -> Result<Self, StoreError> {
+    fn open_sealed(
+        dir: &Path,
+        keys: SealedKeys,
+        wrapping: Wrapping,
+        presence: ProfileLock,
+    ) -> Result<Self, StoreError> {
         let SealedKeys { current, next } = keys;
         let (connection, key) = match Self::open_with_key(dir, &current) {
             Ok(connection) => (connection, current),
@@ -250,7 +311,7 @@ impl Store {
         };
         let sealed = SealedKeys { current: key.duplicate(), next: None };
         KeyFile::reseal(&Self::key_path(dir), &wrapping, &sealed)?;
-        Self::configure(dir, connection, Keys { database: key, wrapping })
+        Self::configure(dir, connection, Keys { database: key, wrapping }, presence)
     }
 
     /// Checks the passphrase of this open profile (the lock screen), with
@@ -276,17 +337,22 @@ impl Store {
     /// wipe the profile and send `code` to the relay.
     pub fn set_panic_passphrase(&self, panic: &[u8], code: &hush_proto::WipeCode) -> Result<(), StoreError> {
         let keys = self.keys.borrow();
-        KeyFile::set_panic(&Self::key_path(&self.dir), &keys.wrapping, panic, code)
+        let sealed = SealedKeys { current: keys.database.duplicate(), next: None };
+        KeyFile::set_panic(&Self::key_path(&self.dir), &keys.wrapping, &sealed, panic, code)
     }
 
-    /// Changes the passphrase (the strength floor is the caller's rule).
-    /// Refuses the panic passphrase.
+    /// Changes the passphrase (the strength floor is the caller's rule)
+    /// and marks the database key due for replacement, so that an earlier
+    /// copy of the key file and the old passphrase open nothing current
+    /// once [`Store::rekeyed`] has run. Refuses the panic passphrase.
     pub fn change_passphrase(&self, passphrase: &[u8]) -> Result<(), StoreError> {
-        let mut keys = self.keys.borrow_mut();
-        let sealed = SealedKeys { current: keys.database.duplicate(), next: None };
-        keys.wrapping =
-            KeyFile::change_passphrase(&Self::key_path(&self.dir), &keys.wrapping, passphrase, &sealed)?;
-        Ok(())
+        {
+            let mut keys = self.keys.borrow_mut();
+            let sealed = SealedKeys { current: keys.database.duplicate(), next: None };
+            keys.wrapping =
+                KeyFile::change_passphrase(&Self::key_path(&self.dir), &keys.wrapping, passphrase, &sealed)?;
+        }
+        self.set_setting(REKEY_REQUESTED, &[1])
     }
 
     /// Wrong passphrases in a row that wipe this profile (0: never).
@@ -301,69 +367,25 @@ impl Store {
         wipe(&dir)
     }
 
-    /// Replaces the database key: every page is re-encrypted under a new
-    /// random key and the old key is overwritten in the key file, so pages
-    /// written under it (freed WAL blocks, earlier copies on disk) become
-    /// noise. Crash-safe: the key file holds both keys until the database
-    /// has committed the new one.
-    pub fn rekey(&self, now_ms: u64) -> Result<(), StoreError> {
-        let path = Self::key_path(&self.dir);
-        let mut keys = self.keys.borrow_mut();
-        let next = DatabaseKey::random();
-        let both = SealedKeys { current: keys.database.duplicate(), next: Some(next.duplicate()) };
-        KeyFile::reseal(&path, &keys.wrapping, &both)?;
-        if let Err(error) = self.reencrypt(&next) {
-            let current = SealedKeys { current: keys.database.duplicate(), next: None };
-            KeyFile::reseal(&path, &keys.wrapping, &current)?;
-            return Err(error);
-        }
-        KeyFile::reseal(&path, &keys.wrapping, &SealedKeys { current: next.duplicate(), next: None })?;
-        keys.database = next;
-        drop(keys);
-        self.set_setting(REKEYED_AT, &now_ms.to_be_bytes())?;
-        self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
-    }
-
-    /// Rewrites every page under `key`: the WAL is emptied first and the
-    /// database taken out of WAL mode for the re-key, so every page is
-    /// rewritten in the database file itself.
-    fn reencrypt(&self, key: &DatabaseKey) -> Result<(), StoreError> {
-        self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        self.connection.pragma_update(None, "journal_mode", "DELETE")?;
-        let rekeyed = self.connection.pragma_update(None, "rekey", &*key.pragma());
-        self.connection.pragma_update(None, "journal_mode", "WAL")?;
-        rekeyed?;
-        self.connection.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
-        Ok(())
-    }
-
-    /// Re-keys if the last re-key is older than `gap_ms`. Returns whether
-    /// it did.
-    pub fn rekey_if_due(&self, now_ms: u64, gap_ms: u64) -> Result<bool, StoreError> {
-        let last = self
-            .setting(REKEYED_AT)?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes);
-        if now_ms.saturating_sub(last) < gap_ms {
-            return Ok(false);
-        }
-        self.rekey(now_ms)?;
-        Ok(true)
+    /// Checkpoints the WAL and truncates it to nothing; false if a reader
+    /// kept part of it (then it stays until the next chance).
+    fn truncate_wal(&self) -> Result<bool, StoreError> {
+        let busy: i64 = self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+        Ok(busy == 0)
     }
 
     /// Deletes every message whose timer ran out, then checkpoints and
-    /// truncates the WAL so no copy of them stays in it, and replaces the
-    /// database key unless that was done in the last
-    /// [`REKEY_AFTER_PURGE_GAP_MS`]. Returns how many were deleted.
+    /// truncates the WAL so no copy of them stays in it, and notes that the
+    /// database key is due for replacement (see [`Store::rekeyed`]).
+    /// Returns how many messages were deleted.
     pub fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
         let deleted = self.connection.execute(
             "DELETE FROM messages WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
             [i(now_ms)],
         )?;
         if deleted > 0 {
-            self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            self.rekey_if_due(now_ms, REKEY_AFTER_PURGE_GAP_MS)?;
+            self.set_setting(PURGED_SINCE_REKEY, &[1])?;
+            self.truncate_wal()?;
         }
         Ok(deleted)
     }
@@ -379,13 +401,17 @@ impl Store {
 
     /// Opens the database under `key` and checks that the key is right.
     fn open_with_key(dir: &Path, key: &DatabaseKey) -> Result<Connection, StoreError> {
-        let connection = Connection::open(Self::db_path(dir))?;
+        Self::open_file_with_key(&Self::db_path(dir), key)
+    }
+
+    fn open_file_with_key(path: &Path, key: &DatabaseKey) -> Result<Connection, StoreError> {
+        let connection = Connection::open(path)?;
         // SQLCipher's own log goes to stderr (a failed key check, say):
         // nothing of it belongs on a user's terminal.
         connection.pragma_update(None, "cipher_log_level", "NONE")?;
+        connection.pragma_update(None, "cipher_memory_security", "ON")?;
         connection.pragma_update(None, "key", &*key.pragma())?;
         connection.pragma_update(None, "cipher_log_level", "NONE")?;
-        connection.pragma_update(None, "cipher_memory_security", "ON")?;
         connection.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
         Ok(connection)
     }
@@ -393,7 +419,12 @@ impl Store {
     /// Settings that keep deleted data from lingering: temporary tables in
     /// memory, deleted content overwritten (`secure_delete`), and the WAL
     /// truncated after purges.
-    fn configure(dir: &Path, mut connection: Connection, keys: Keys) -> Result<Self, StoreError> {
+    fn configure(
+        dir: &Path,
+        mut connection: Connection,
+        keys: Keys,
+        presence: ProfileLock,
+    ) -> Result<Self, StoreError> {
         connection.busy_timeout(std::time::Duration::from_secs(10))?;
         connection.pragma_update(None, "temp_store", "MEMORY")?;
         connection.pragma_update(None, "secure_delete", "ON")?;
@@ -408,6 +439,7 @@ impl Store {
             connection,
             crypto: RustCrypto::default(),
             keys: RefCell::new(keys),
+            presence,
         })
     }
 
@@ -896,7 +928,8 @@ mod wipe_tests {
         let root = tempfile::tempdir().unwrap();
         let connection = Connection::open(root.path().join("hush.db")).unwrap();
         let keys = Keys { database: DatabaseKey::random(), wrapping: Wrapping::unusable() };
-        let store = Store::configure(root.path(), connection, keys).unwrap();
+        let presence = ProfileLock::shared(root.path()).unwrap();
+        let store = Store::configure(root.path(), connection, keys, presence).unwrap();
         let needle = b"a-secret-that-must-vanish";
         for n in 0..50u8 {
             let message = MessageRecord {
@@ -986,6 +1019,8 @@ mod wipe_tests {
         assert!(store.history(&[vec![1]]).unwrap().is_empty());
     }
 }
+
+pub mod rekey;
 
 #[cfg(test)]
 mod rekey_tests;

@@ -24,6 +24,17 @@ pub enum StoreError {
     /// The key file is damaged.
     #[error("the profile's key file is damaged")]
     CorruptKeyFile,
+    /// The key file was made by an older development version of Hush.
+    #[error("this profile was made by an older version of Hush whose key file this one cannot read; make a new profile (hush join) and wipe this one")]
+    OldKeyFile,
+    /// Another process changed the passphrase while this one had the
+    /// profile open.
+    #[error("the passphrase was changed by another process: unlock again")]
+    ProfileChanged,
+    /// Replacing the database key failed; the database is read-only until
+    /// the profile is unlocked again (nothing is lost).
+    #[error("replacing the database key failed ({0}); unlock the profile again")]
+    RekeyFailed(String),
     /// A file could not be read or written.
     #[error("profile files: {0}")]
     Io(#[from] std::io::Error),

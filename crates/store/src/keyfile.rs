@@ -169,6 +169,9 @@ pub(crate) struct SealedKeys {
 /// Zeroized on drop.
 pub(crate) struct Wrapping {
     kek: Zeroizing<[u8; 32]>,
+    /// The salt `kek` was derived with: a rewrite refuses a file whose salt
+    /// changed since (another process changed the passphrase).
+    salt: [u8; SALT],
     level: u32,
     max_attempts: u32,
 }
@@ -209,11 +212,16 @@ fn level_params(level: u32) -> Result<KdfParams, StoreError> {
         .ok_or(StoreError::CorruptKeyFile)
 }
 
-/// Associated data of a real slot: its index and the file's mode.
-fn real_slot_ad(index: usize, counted: bool) -> [u8; 16] {
-    let mut ad = *b"hush-key-slot\0\0\0";
+/// Associated data of a real slot: its index, the file's mode and a hash
+/// of the panic salt and slot, so that replacing the panic slot (to disarm
+/// the panic passphrase) makes unlocking fail too.
+fn real_slot_ad(index: usize, counted: bool, panic_area: &[u8]) -> [u8; 48] {
+    use sha2::{Digest, Sha256};
+    let mut ad = [0u8; 48];
+    ad[..14].copy_from_slice(b"hush-key-slot\0");
     ad[14] = u8::try_from(index).unwrap_or(u8::MAX);
     ad[15] = u8::from(counted);
+    ad[16..].copy_from_slice(&Sha256::digest(panic_area));
     ad
 }
 
@@ -318,6 +326,9 @@ impl Image {
     fn read(file: &mut File) -> Result<Self, StoreError> {
         let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_FILE_LEN));
         file.read_to_end(&mut bytes)?;
+        if bytes.starts_with(b"HUSHKEY") {
+            return Err(StoreError::OldKeyFile);
+        }
         if bytes.len() != KEY_FILE_LEN {
             return Err(StoreError::CorruptKeyFile);
         }
@@ -353,6 +364,15 @@ impl Image {
         &self.0[PANIC_SLOT_AT..PANIC_SLOT_AT + SLOT]
     }
 
+    /// The panic salt and slot together (bound into every real slot).
+    fn panic_area(&self) -> &[u8] {
+        &self.0[PANIC_SALT_AT..PANIC_SLOT_AT + SLOT]
+    }
+
+    fn slot_ad(&self, index: usize, counted: bool) -> [u8; 48] {
+        real_slot_ad(index, counted, self.panic_area())
+    }
+
     fn real_slot(&self, index: usize) -> &[u8] {
         let at = REAL_SLOTS_AT + index * SLOT;
         &self.0[at..at + SLOT]
@@ -369,21 +389,48 @@ impl Image {
     }
 
     /// Seals `keys` in every real slot the limit uses, fresh noise in the
-    /// rest, and sets the state to "all slots left".
+    /// rest, and sets the state to "all slots left": only after the right
+    /// passphrase (or a new one).
     fn seal_keys(&mut self, wrapping: &Wrapping, keys: &SealedKeys) -> Result<(), StoreError> {
-        let payload = keys_payload(keys, wrapping.max_attempts);
         let counted = wrapping.max_attempts > 0;
-        let used = slot_count(wrapping.max_attempts);
+        let state = if counted { wrapping.max_attempts } else { UNLIMITED };
+        self.seal_live_slots(wrapping, keys, state)
+    }
+
+    /// Seals `keys` in the slots that `state` says are live, noise in the
+    /// rest, and keeps `state`: a rewrite while the profile is open (a
+    /// re-key, a new panic passphrase) gives back no used attempt.
+    fn seal_live_slots(
+        &mut self,
+        wrapping: &Wrapping,
+        keys: &SealedKeys,
+        state: u32,
+    ) -> Result<(), StoreError> {
+        let payload = keys_payload(keys, wrapping.max_attempts);
+        let counted = state != UNLIMITED;
+        let live = match state {
+            UNLIMITED => 1,
+            EXHAUSTED => 0,
+            left => left as usize,
+        };
         for index in 0..REAL_SLOTS {
-            if index < used {
-                let slot = seal(&wrapping.kek, &real_slot_ad(index, counted), &payload)?;
+            if index < live {
+                let slot = seal(&wrapping.kek, &self.slot_ad(index, counted), &payload)?;
                 self.set_real_slot(index, &slot);
             } else {
                 self.destroy_real_slot(index);
             }
         }
-        let state = if counted { wrapping.max_attempts } else { UNLIMITED };
         self.set_state(state, wrapping.level);
+        Ok(())
+    }
+
+    /// Refuses a rewrite by a process whose passphrase-derived key is no
+    /// longer the file's (the passphrase was changed meanwhile).
+    fn check_wrapping(&self, wrapping: &Wrapping) -> Result<(), StoreError> {
+        if self.real_salt() != wrapping.salt {
+            return Err(StoreError::ProfileChanged);
+        }
         Ok(())
     }
 }
@@ -395,8 +442,14 @@ fn slot_count(max_attempts: u32) -> usize {
 /// Opens the key file for reading and writing in place and takes an
 /// exclusive lock on it (released when the file is closed).
 fn open_locked(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::MetadataExt;
     let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
     file.lock()?;
+    // A wipe holds the lock until it has unlinked the file: whoever waited
+    // for it finds a file with no name and must not write it back.
+    if file.metadata()?.nlink() == 0 {
+        return Err(StoreError::NoProfile);
+    }
     Ok(file)
 }
 
@@ -419,7 +472,7 @@ impl KeyFile {
         let max_attempts = max_attempts.min(MAX_ATTEMPTS_LIMIT);
         let mut image = Image::random();
         let kek = derive(passphrase, image.real_salt(), params)?;
-        let wrapping = Wrapping { kek, level, max_attempts };
+        let wrapping = Wrapping { kek, salt: salt_of(&image), level, max_attempts };
         let keys = SealedKeys { current: key.duplicate(), next: None };
         image.seal_keys(&wrapping, &keys)?;
         let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
@@ -452,13 +505,13 @@ impl KeyFile {
         let params = level_params(level)?;
         let kek = derive(passphrase, image.real_salt(), params)?;
         let panic_kek = derive(passphrase, image.panic_salt(), params)?;
-        let real = open(&kek, &real_slot_ad(index, counted), &taken).and_then(|p| parse_keys(&p));
+        let real = open(&kek, &image.slot_ad(index, counted), &taken).and_then(|p| parse_keys(&p));
         taken.zeroize();
         if let Some((keys, max_attempts)) = real {
             if counted != (max_attempts > 0) || index >= slot_count(max_attempts) {
                 return Err(StoreError::CorruptKeyFile);
             }
-            let wrapping = Wrapping { kek, level, max_attempts };
+            let wrapping = Wrapping { kek, salt: salt_of(&image), level, max_attempts };
             if counted {
                 image.seal_keys(&wrapping, &keys)?;
                 image.write(&file)?;
@@ -471,24 +524,37 @@ impl KeyFile {
         Ok(Attempt::Wrong { exhausted: counted && state == 1 })
     }
 
+    /// Takes the key file's exclusive lock (held until the file is
+    /// dropped): what every attempt and every rewrite holds.
+    pub(crate) fn lock(path: &Path) -> Result<File, StoreError> {
+        open_locked(path)
+    }
+
     /// Re-seals `keys` in every slot (after a re-key, or to finish one).
+    /// The attempt state is kept: a reseal gives back no used attempt.
     pub(crate) fn reseal(path: &Path, wrapping: &Wrapping, keys: &SealedKeys) -> Result<(), StoreError> {
         let mut file = open_locked(path)?;
         let mut image = Image::read(&mut file)?;
-        image.seal_keys(wrapping, keys)?;
+        image.check_wrapping(wrapping)?;
+        let (state, _) = image.state();
+        image.seal_live_slots(wrapping, keys, state)?;
         image.write(&file)
     }
 
     /// Seals the wipe instructions under `panic` in the panic slot, with a
     /// fresh salt. Refuses a panic passphrase equal to the passphrase.
+    /// The real slots are re-sealed too (they are bound to the panic slot),
+    /// keeping the attempt state.
     pub(crate) fn set_panic(
         path: &Path,
         wrapping: &Wrapping,
+        keys: &SealedKeys,
         panic: &[u8],
         code: &WipeCode,
     ) -> Result<(), StoreError> {
         let mut file = open_locked(path)?;
         let mut image = Image::read(&mut file)?;
+        image.check_wrapping(wrapping)?;
         let params = level_params(wrapping.level)?;
         let as_real = derive(panic, image.real_salt(), params)?;
         if bool::from(as_real.as_slice().ct_eq(wrapping.kek.as_slice())) {
@@ -498,6 +564,8 @@ impl KeyFile {
         let kek = derive(panic, image.panic_salt(), params)?;
         let slot = seal(&kek, PANIC_SLOT_AD, &*wipe_payload(code)?)?;
         image.0[PANIC_SLOT_AT..PANIC_SLOT_AT + SLOT].copy_from_slice(&slot);
+        let (state, _) = image.state();
+        image.seal_live_slots(wrapping, keys, state)?;
         image.write(&file)
     }
 
@@ -511,6 +579,7 @@ impl KeyFile {
     ) -> Result<Wrapping, StoreError> {
         let mut file = open_locked(path)?;
         let mut image = Image::read(&mut file)?;
+        image.check_wrapping(wrapping)?;
         let params = level_params(wrapping.level)?;
         let as_panic = derive(passphrase, image.panic_salt(), params)?;
         if open(&as_panic, PANIC_SLOT_AD, image.panic_slot()).is_some() {
@@ -518,23 +587,33 @@ impl KeyFile {
         }
         rand::rngs::OsRng.fill_bytes(&mut image.0[REAL_SALT_AT..REAL_SALT_AT + SALT]);
         let kek = derive(passphrase, image.real_salt(), params)?;
-        let wrapping = Wrapping { kek, level: wrapping.level, max_attempts: wrapping.max_attempts };
+        let salt = salt_of(&image);
+        let wrapping = Wrapping { kek, salt, level: wrapping.level, max_attempts: wrapping.max_attempts };
         image.seal_keys(&wrapping, keys)?;
         image.write(&file)?;
         Ok(wrapping)
     }
 
-    /// Overwrites the whole file with random bytes in place and syncs: no
-    /// slot, salt or state of it survives. Does not remove it.
+    /// Overwrites the whole file with random bytes in place, syncs, and
+    /// unlinks it, all under the file's lock (so a process that was waiting
+    /// to write it finds it gone instead of writing it back).
     pub(crate) fn destroy(path: &Path) -> Result<(), StoreError> {
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        file.lock()?;
         let len = usize::try_from(file.metadata()?.len()).unwrap_or(KEY_FILE_LEN).max(KEY_FILE_LEN);
         let mut noise = vec![0u8; len];
         rand::rngs::OsRng.fill_bytes(&mut noise);
         file.write_all_at(&noise, 0)?;
         file.sync_all()?;
+        std::fs::remove_file(path)?;
         Ok(())
     }
+}
+
+fn salt_of(image: &Image) -> [u8; SALT] {
+    let mut salt = [0u8; SALT];
+    salt.copy_from_slice(image.real_salt());
+    salt
 }
 
 impl Wrapping {
@@ -542,7 +621,7 @@ impl Wrapping {
     /// database).
     #[cfg(test)]
     pub(crate) fn unusable() -> Self {
-        Self { kek: Zeroizing::new([0; 32]), level: 0, max_attempts: 0 }
+        Self { kek: Zeroizing::new([0; 32]), salt: [0; SALT], level: 0, max_attempts: 0 }
     }
 
     /// Wrong passphrases in a row that wipe the profile (0: never).

@@ -15,7 +15,7 @@ mod keyfile;
 mod provider;
 
 pub use database::{
-    wipe, ConversationKind, ConversationRecord, MessageRecord, Store, REKEY_AFTER_PURGE_GAP_MS,
+    rekey::Rekey, wipe, ConversationKind, ConversationRecord, MessageRecord, Store, REKEY_AFTER_PURGE_GAP_MS,
     REKEY_EVERY_MS,
 };
 pub use error::StoreError;

@@ -72,6 +72,21 @@ impl Drop for Ext4Image {
     }
 }
 
+/// The disk blocks a file occupies, as `filefrag -v` reports them.
+fn physical_extents(path: &Path) -> String {
+    let out = Command::new("filefrag").arg("-v").arg(path).output().unwrap();
+    assert!(out.status.success(), "filefrag: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Lines "  0:  0..  7:  34816..  34823:  8: last,eof": keep the physical range.
+    let ranges: Vec<String> = text
+        .lines()
+        .filter(|line| line.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .filter_map(|line| line.split(':').nth(2).map(|range| range.trim().to_owned()))
+        .collect();
+    assert!(!ranges.is_empty(), "filefrag printed no extents: {text}");
+    ranges.join(" ")
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()
 }
@@ -105,17 +120,21 @@ fn a_carved_disk_image_holds_no_key_file_version_and_no_plaintext() {
         User::join_with_panic(&home, &relay, "alice-passphrase", "duress words", &["--max-attempts", "5"]);
     let bob = User::join(dir.path(), "bob", &relay);
 
-    let secrets: [&[u8]; 6] = [
+    let secrets: [&[u8]; 7] = [
         b"bobthebuilder",
         b"meet at the old mill",
         b"the ledger is in locker 17",
         b"gone in two seconds",
         b"alice-passphrase",
+        b"alice-new-passphrase",
         b"duress words",
     ];
     let mut versions = Vec::new();
-    let step = |what: &str, versions: &mut Vec<Vec<u8>>| {
+    let mut extents = Vec::new();
+    let step = |what: &str, versions: &mut Vec<Vec<u8>>, extents: &mut Vec<String>| {
         versions.push(std::fs::read(home.join("key")).unwrap());
+        disk.sync();
+        extents.push(physical_extents(&home.join("key")));
         let raw = disk.raw();
         for secret in secrets {
             assert!(
@@ -125,12 +144,12 @@ fn a_carved_disk_image_holds_no_key_file_version_and_no_plaintext() {
             );
         }
     };
-    step("join", &mut versions);
+    step("join", &mut versions, &mut extents);
     alice.ok(&["contact", "add", "bobthebuilder", &bob.account]);
-    step("contact add", &mut versions);
+    step("contact add", &mut versions, &mut extents);
     bob.ok(&["send", &alice.account, "meet at the old mill"]);
     assert_eq!(alice.texts(), ["meet at the old mill"]);
-    step("recv", &mut versions);
+    step("recv", &mut versions, &mut extents);
     let out = hush_with_stdin(
         &["send", "bobthebuilder"],
         Some(&home),
@@ -138,21 +157,33 @@ fn a_carved_disk_image_holds_no_key_file_version_and_no_plaintext() {
         b"the ledger is in locker 17\n",
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    step("send", &mut versions);
+    step("send", &mut versions, &mut extents);
     for _ in 0..2 {
         let out = hush(&["whoami"], Some(&home), Some("not the passphrase"));
         assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
-        step("a wrong passphrase", &mut versions);
+        step("a wrong passphrase", &mut versions, &mut extents);
     }
     alice.ok(&["whoami"]);
-    step("an unlock", &mut versions);
+    step("an unlock", &mut versions, &mut extents);
     bob.ok(&["send", &alice.account, "--expire", "2s", "gone in two seconds"]);
     assert_eq!(alice.texts(), ["gone in two seconds"]);
     super::wait_until("the message to expire", || {
         !alice.ok(&["history", "bobthebuilder"]).contains("gone in two seconds")
     });
-    step("a purge and re-key", &mut versions);
-    assert!(versions.windows(2).any(|w| w[0] != w[1]), "the key file never changed");
+    step("a purge", &mut versions, &mut extents);
+    // A new passphrase, which also replaces the database key (the export
+    // and the rename happen on this disk too).
+    let out = hush_command(&["passphrase", "change"], Some(&home), Some("alice-passphrase"))
+        .env("HUSH_NEW_PASSPHRASE", "alice-new-passphrase")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database key replaced"));
+    let alice = User { passphrase: "alice-new-passphrase".into(), ..alice };
+    alice.ok(&["whoami"]);
+    step("a passphrase change and re-key", &mut versions, &mut extents);
+    // Every version was written to the same disk blocks.
+    assert!(extents.iter().all(|e| *e == extents[0]), "the key file moved on the disk: {extents:?}");
 
     // The panic passphrase.
     let out = hush(&["whoami"], Some(&home), Some("duress words"));
@@ -258,9 +289,11 @@ fn client_processes_cannot_dump_core() {
     super::wait_until("the core limit to drop", || {
         std::fs::read_to_string(format!("/proc/{pid}/limits"))
             .map(|limits| {
-                limits
-                    .lines()
-                    .any(|l| l.starts_with("Max core file size") && l.split_whitespace().nth(4) == Some("0"))
+                limits.lines().any(|l| {
+                    l.starts_with("Max core file size")
+                        && l.split_whitespace().nth(4) == Some("0")
+                        && l.split_whitespace().nth(5) == Some("0")
+                })
             })
             .unwrap_or(false)
     });

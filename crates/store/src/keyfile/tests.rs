@@ -30,6 +30,10 @@ fn fresh(max_attempts: u32) -> (tempfile::TempDir, PathBuf, DatabaseKey, Wrappin
     (dir, path, key, wrapping)
 }
 
+fn sealed(key: &DatabaseKey) -> SealedKeys {
+    SealedKeys { current: key.duplicate(), next: None }
+}
+
 fn state(path: &Path) -> (u32, u32) {
     let bytes = std::fs::read(path).unwrap();
     decode_word(bytes[..WORD].try_into().unwrap())
@@ -51,8 +55,8 @@ fn wrong(attempt: Attempt) -> Option<bool> {
 #[test]
 fn each_passphrase_opens_its_own_slot() {
     let (_dir, path, key, wrapping) = fresh(10);
-    KeyFile::set_panic(&path, &wrapping, b"duress", &code()).unwrap();
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(*key.0));
+    KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()).unwrap();
+    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
     let Attempt::Opened(Unlocked::Panic(opened)) = KeyFile::attempt(&path, b"duress").unwrap() else {
         panic!("the panic passphrase did not open the panic slot")
     };
@@ -64,10 +68,10 @@ fn each_passphrase_opens_its_own_slot() {
 fn the_panic_passphrase_must_differ_from_the_passphrase_both_ways() {
     let (_dir, path, key, wrapping) = fresh(10);
     assert!(matches!(
-        KeyFile::set_panic(&path, &wrapping, b"correct horse", &code()),
+        KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"correct horse", &code()),
         Err(StoreError::PanicIsPassphrase)
     ));
-    KeyFile::set_panic(&path, &wrapping, b"duress", &code()).unwrap();
+    KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()).unwrap();
     let keys = SealedKeys { current: key.duplicate(), next: None };
     assert!(matches!(
         KeyFile::change_passphrase(&path, &wrapping, b"duress", &keys),
@@ -81,7 +85,7 @@ fn a_changed_passphrase_opens_and_the_old_one_does_not() {
     let keys = SealedKeys { current: key.duplicate(), next: None };
     KeyFile::change_passphrase(&path, &wrapping, b"new passphrase", &keys).unwrap();
     assert_eq!(wrong(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(false));
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"new passphrase").unwrap()), Some(*key.0));
+    assert_eq!(opened_key(KeyFile::attempt(&path, b"new passphrase").unwrap()), Some(key.bytes()));
 }
 
 #[test]
@@ -114,7 +118,7 @@ fn editing_the_state_back_does_not_bring_back_used_slots() {
     // The next one was used too; the one never used still opens and
     // re-seals every slot.
     assert!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(*key.0));
+    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
     assert_eq!(state(&path), (3, 1));
 }
 
@@ -157,14 +161,14 @@ fn an_unlimited_profile_consumes_nothing() {
     for _ in 0..5 {
         assert_eq!(wrong(KeyFile::attempt(&path, b"wrong").unwrap()), Some(false));
     }
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(*key.0));
+    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
 }
 
 #[test]
 fn every_key_file_has_one_size_and_holds_no_key_or_address() {
     let (_dir, plain, key, _) = fresh(10);
-    let (_dir2, with_panic, _, wrapping) = fresh(100);
-    KeyFile::set_panic(&with_panic, &wrapping, b"duress", &code()).unwrap();
+    let (_dir2, with_panic, key2, wrapping) = fresh(100);
+    KeyFile::set_panic(&with_panic, &wrapping, &sealed(&key2), b"duress", &code()).unwrap();
     let (_dir3, unlimited, _, _) = fresh(0);
     for path in [&plain, &with_panic, &unlimited] {
         let bytes = std::fs::read(path).unwrap();
@@ -178,9 +182,9 @@ fn every_key_file_has_one_size_and_holds_no_key_or_address() {
 fn key_files_have_no_fixed_bytes_and_look_random() {
     let files: Vec<Vec<u8>> = (0..12)
         .map(|n| {
-            let (_dir, path, _key, wrapping) = fresh(n * 8);
+            let (_dir, path, key, wrapping) = fresh(n * 8);
             if n % 2 == 0 {
-                KeyFile::set_panic(&path, &wrapping, b"duress", &code()).unwrap();
+                KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()).unwrap();
             }
             std::fs::read(&path).unwrap()
         })
@@ -224,25 +228,33 @@ fn unsupported_argon2_parameters_are_refused() {
 #[test]
 fn the_file_is_rewritten_in_place_never_replaced() {
     use std::os::unix::fs::MetadataExt;
-    let (dir, path, _key, wrapping) = fresh(4);
+    let (dir, path, key, wrapping) = fresh(4);
     let inode = std::fs::metadata(&path).unwrap().ino();
     KeyFile::attempt(&path, b"wrong").unwrap();
     KeyFile::attempt(&path, b"correct horse").unwrap();
-    KeyFile::set_panic(&path, &wrapping, b"duress", &code()).unwrap();
-    KeyFile::destroy(&path).unwrap();
+    KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()).unwrap();
+    KeyFile::reseal(&path, &wrapping, &sealed(&key)).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["key"], "no temporary files");
 }
 
 #[test]
-fn a_destroyed_file_opens_with_nothing() {
-    let (_dir, path, _key, wrapping) = fresh(0);
-    KeyFile::set_panic(&path, &wrapping, b"duress", &code()).unwrap();
+fn a_destroyed_file_is_noise_under_its_old_inode_and_opens_with_nothing() {
+    let (dir, path, key, wrapping) = fresh(0);
+    KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()).unwrap();
+    // A second name keeps the inode reachable after the wipe unlinks it.
+    let kept = dir.path().join("kept");
+    std::fs::hard_link(&path, &kept).unwrap();
+    let before = std::fs::read(&path).unwrap();
     KeyFile::destroy(&path).unwrap();
-    assert_eq!(std::fs::read(&path).unwrap().len(), KEY_FILE_LEN);
-    assert!(wrong(KeyFile::attempt(&path, b"correct horse").unwrap()).is_some());
-    assert!(wrong(KeyFile::attempt(&path, b"duress").unwrap()).is_some());
+    assert!(!path.exists());
+    let after = std::fs::read(&kept).unwrap();
+    assert_eq!(after.len(), KEY_FILE_LEN);
+    let same = before.iter().zip(&after).filter(|(a, b)| a == b).count();
+    assert!(same < KEY_FILE_LEN / 64, "{same} bytes survived");
+    assert!(wrong(KeyFile::attempt(&kept, b"correct horse").unwrap()).is_some());
+    assert!(wrong(KeyFile::attempt(&kept, b"duress").unwrap()).is_some());
 }
 
 #[test]
@@ -284,4 +296,71 @@ fn parallel_attempts_each_use_a_slot_of_their_own() {
         assert_eq!(worker.join().unwrap(), Some(false));
     }
     assert_eq!(state(&path), (2, 1), "four attempts must use four slots");
+}
+
+#[test]
+fn replacing_the_panic_slot_makes_unlocking_fail_instead_of_disarming_it() {
+    let (_dir, path, key, wrapping) = fresh(10);
+    KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    rand::rngs::OsRng.fill_bytes(&mut bytes[PANIC_SALT_AT..PANIC_SLOT_AT + SLOT]);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
+}
+
+#[test]
+fn a_reseal_while_open_gives_back_no_used_attempt() {
+    let (_dir, path, key, wrapping) = fresh(5);
+    for _ in 0..3 {
+        KeyFile::attempt(&path, b"wrong").unwrap();
+    }
+    assert_eq!(state(&path), (2, 1));
+    KeyFile::reseal(&path, &wrapping, &sealed(&key)).unwrap();
+    KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()).unwrap();
+    assert_eq!(state(&path), (2, 1));
+    // The two live slots still open; the right passphrase then resets.
+    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
+    assert_eq!(state(&path), (5, 1));
+}
+
+#[test]
+fn a_stale_passphrase_key_cannot_rewrite_the_file() {
+    // Another process changed the passphrase; this one still holds the old
+    // derived key and must not seal the slots under it.
+    let (_dir, path, key, wrapping) = fresh(5);
+    let newer = KeyFile::change_passphrase(&path, &wrapping, b"new passphrase", &sealed(&key)).unwrap();
+    assert!(matches!(KeyFile::reseal(&path, &wrapping, &sealed(&key)), Err(StoreError::ProfileChanged)));
+    assert!(matches!(
+        KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()),
+        Err(StoreError::ProfileChanged)
+    ));
+    KeyFile::reseal(&path, &newer, &sealed(&key)).unwrap();
+    assert_eq!(opened_key(KeyFile::attempt(&path, b"new passphrase").unwrap()), Some(key.bytes()));
+}
+
+#[test]
+fn a_writer_that_waited_for_a_wipe_finds_nothing_to_write() {
+    let (_dir, path, key, wrapping) = fresh(5);
+    let held = open_locked(&path).unwrap();
+    let (done, finished) = mpsc::channel();
+    let other = path.clone();
+    let writer = std::thread::spawn(move || {
+        let result = KeyFile::reseal(&other, &wrapping, &sealed(&key));
+        let _ = done.send(());
+        result
+    });
+    assert!(finished.recv_timeout(Duration::from_millis(200)).is_err());
+    // The wipe: overwrite and unlink while the writer waits for the lock.
+    std::fs::remove_file(&path).unwrap();
+    drop(held);
+    finished.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(matches!(writer.join().unwrap(), Err(StoreError::NoProfile)));
+}
+
+#[test]
+fn an_old_format_key_file_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    std::fs::write(&path, b"HUSHKEY3\0\0\0\0").unwrap();
+    assert!(matches!(KeyFile::attempt(&path, b"pw"), Err(StoreError::OldKeyFile)));
 }
