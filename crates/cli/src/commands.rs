@@ -342,6 +342,9 @@ async fn shutdown_signal() {
 fn admin(command: AdminCommand) -> Result<()> {
     match command {
         AdminCommand::Invite { data, count, uses, expires, address } => {
+            if let Some(address) = address.as_deref().filter(|a| !hush_proto::is_relay_address(a.trim())) {
+                bail!("'{}' is not an address clients can dial (HOST:PORT)", visible(address));
+            }
             let invites = hush_relay::admin::create_invites(
                 &data,
                 count,
@@ -430,10 +433,8 @@ async fn join(
     }
     let wipe_code = client.wipe_code()?;
     if json {
-        println!(
-            "{}",
-            json!({ "account": client.account().to_string(), "wipe_code": wipe_code.to_string() })
-        );
+        let joined = json!({ "account": client.account().to_string(), "wipe_code": wipe_code.to_string() });
+        println!("{}", json_line(&joined));
     } else {
         // stdout holds the account id alone, for scripts; the wipe code goes
         // to the terminal once.

@@ -47,6 +47,19 @@ impl fmt::Debug for Invite {
     }
 }
 
+/// True for a `HOST:PORT` a relay can be reached at: a host name, an IPv4
+/// address or a bracketed IPv6 address, and a port. Nothing else (no
+/// control characters, spaces or slashes) gets in through an invite or a
+/// wipe code, since the address is printed in messages and errors.
+pub fn is_relay_address(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else { return false };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']'));
+    address.len() <= 255 && host_ok && !port.is_empty() && port.parse::<u16>().is_ok()
+}
+
 impl fmt::Display for Invite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "hush://{}/{}/{}", self.address, self.pin, self.code)
@@ -64,7 +77,7 @@ impl FromStr for Invite {
         else {
             return Err(InviteError::Shape);
         };
-        if address.is_empty() || !address.contains(':') {
+        if !is_relay_address(address) {
             return Err(InviteError::Shape);
         }
         let pin = pin.parse().map_err(|_| InviteError::Pin)?;
@@ -98,6 +111,21 @@ mod tests {
         assert_eq!("hush://127.0.0.1:1/zz/abc".parse::<Invite>(), Err(InviteError::Pin));
         let pin = "00".repeat(32);
         assert_eq!(format!("hush://h:1/{pin}/").parse::<Invite>(), Err(InviteError::Code));
+    }
+
+    #[test]
+    fn addresses_that_could_drive_a_terminal_are_refused() {
+        let pin = "00".repeat(32);
+        for address in ["h\u{1b}[2J:1", "h\n:1", "a b:1", "host", "host:", "host:99999", ":7443"] {
+            assert_eq!(
+                format!("hush://{address}/{pin}/abc").parse::<Invite>(),
+                Err(InviteError::Shape),
+                "{address:?}"
+            );
+        }
+        for address in ["127.0.0.1:7443", "relay.example.org:443", "[::1]:7443"] {
+            assert!(is_relay_address(address), "{address}");
+        }
     }
 
     #[test]

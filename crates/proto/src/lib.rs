@@ -17,7 +17,7 @@ mod wipe_code;
 pub use codec::DecodeError;
 pub use frames::{auth_message, AuthPurpose, ClientFrame, ErrorCode, RelayFrame};
 pub use ids::{AccountId, CertificatePin, GroupId, IdError, IdentityKey};
-pub use invite::{Invite, InviteError};
+pub use invite::{is_relay_address, Invite, InviteError};
 pub use wipe_code::WipeCode;
 
 /// The protocol version spoken by this build; a relay refuses any other.

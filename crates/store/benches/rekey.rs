@@ -1,7 +1,8 @@
 //! What replacing the database key costs as a profile grows: the figure
 //! behind the re-key schedule (docs/device-security.md).
 //!
-//! `cargo bench -p hush-store --bench rekey`
+//! `cargo bench -p hush-store --bench rekey` (also times one wipe of a
+//! profile of each size).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -53,5 +54,18 @@ fn rekey(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rekey);
+/// The wipe of a large profile, once (a wipe cannot be repeated on one
+/// profile): the key file first, then the database files zeroed in place.
+fn wipe_once(_: &mut Criterion) {
+    for count in [10_000u32, 100_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let profile_dir = dir.path().join("profile");
+        drop(profile(&profile_dir, count));
+        let started = std::time::Instant::now();
+        hush_store::wipe(&profile_dir).unwrap();
+        eprintln!("wipe of a profile with {count} messages: {:?}", started.elapsed());
+    }
+}
+
+criterion_group!(benches, rekey, wipe_once);
 criterion_main!(benches);

@@ -83,7 +83,7 @@ pub struct Outgoing {
 }
 
 /// The lock screen.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LockScreen {
     /// What is typed (never drawn).
     pub passphrase: Zeroizing<String>,
@@ -91,6 +91,36 @@ pub struct LockScreen {
     pub checking: bool,
     /// The last check's outcome.
     pub error: Option<String>,
+}
+
+/// The most a typed passphrase may hold. Its buffer is allocated once at
+/// this size, so typing never moves it and leaves no copy behind.
+const PASSPHRASE_CAPACITY: usize = 1024;
+
+impl Default for LockScreen {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LockScreen {
+    fn new() -> Self {
+        Self { passphrase: empty_passphrase(), checking: false, error: None }
+    }
+}
+
+fn empty_passphrase() -> Zeroizing<String> {
+    Zeroizing::new(String::with_capacity(PASSPHRASE_CAPACITY))
+}
+
+/// Appends typed text to the passphrase, never beyond its buffer.
+fn type_into(passphrase: &mut Zeroizing<String>, text: &str) {
+    for c in text.chars() {
+        if passphrase.len() + c.len_utf8() > PASSPHRASE_CAPACITY {
+            break;
+        }
+        passphrase.push(c);
+    }
 }
 
 /// The whole client state.
@@ -142,7 +172,7 @@ impl App {
     pub fn new(now_ms: u64, open: Option<String>, lock_after_ms: Option<u64>) -> Self {
         let focus = if open.is_some() { Focus::Input } else { Focus::List };
         Self {
-            lock: Some(LockScreen::default()),
+            lock: Some(LockScreen::new()),
             me: None,
             snapshot: Snapshot::default(),
             open,
@@ -194,7 +224,7 @@ impl App {
 
     fn paste(&mut self, text: &str) {
         match &mut self.lock {
-            Some(lock) => lock.passphrase.push_str(text.trim_end_matches(['\r', '\n'])),
+            Some(lock) => type_into(&mut lock.passphrase, text.trim_end_matches(['\r', '\n'])),
             None => {
                 self.focus = Focus::Input;
                 self.editor.insert(text);
@@ -277,7 +307,7 @@ impl App {
             KeyCode::Enter if !lock.passphrase.is_empty() => {
                 lock.checking = true;
                 lock.error = None;
-                let passphrase = std::mem::take(&mut lock.passphrase);
+                let passphrase = std::mem::replace(&mut lock.passphrase, empty_passphrase());
                 return vec![Effect::Unlock(passphrase)];
             }
             KeyCode::Backspace => {
@@ -285,7 +315,9 @@ impl App {
             }
             KeyCode::Esc => lock.passphrase.clear(),
             _ if ctrl(&key, 'u') => lock.passphrase.clear(),
-            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => lock.passphrase.push(c),
+            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
+                type_into(&mut lock.passphrase, c.encode_utf8(&mut [0; 4]))
+            }
             _ => {}
         }
         Vec::new()
@@ -294,7 +326,7 @@ impl App {
     /// Hides everything until the passphrase is entered again. Typed text
     /// and messages on their way stay; what was read is dropped.
     fn lock_screen(&mut self) -> Vec<Effect> {
-        self.lock = Some(LockScreen::default());
+        self.lock = Some(LockScreen::new());
         self.snapshot = Snapshot::default();
         self.overlay = None;
         self.notice = None;

@@ -51,6 +51,19 @@ fn the_passphrase_goes_to_unlock_and_is_not_kept() {
 }
 
 #[test]
+fn typing_a_passphrase_never_moves_its_buffer() {
+    // A buffer that grows is copied, and the old copy is freed unzeroed.
+    let mut app = App::new(0, None, None);
+    let at = app.lock.as_ref().unwrap().passphrase.as_ptr();
+    type_text(&mut app, &"x".repeat(900));
+    app.update(0, Event::Paste("y".repeat(900)));
+    let lock = app.lock.as_ref().unwrap();
+    assert_eq!(lock.passphrase.as_ptr(), at, "the passphrase buffer was reallocated");
+    assert!(lock.passphrase.len() <= lock.passphrase.capacity());
+    assert_eq!(lock.passphrase.len(), 1024);
+}
+
+#[test]
 fn keys_while_locked_reach_nothing_but_the_passphrase() {
     let mut app = unlocked(Some("bob"));
     app.update(0, ctrl_key('l'));
