@@ -592,6 +592,9 @@ fn passphrase_change(dir: &Path) -> Result<()> {
         hush_client::Rekey::Busy => eprintln!(
             "passphrase changed; the database key is replaced at the next unlock (another hush has the profile open)"
         ),
+        hush_client::Rekey::Failed(reason) => {
+            eprintln!("passphrase changed; the database key is replaced at the next unlock ({reason})")
+        }
         _ => eprintln!("passphrase changed and the database key replaced"),
     }
     Ok(())

@@ -46,7 +46,7 @@ fn rekey(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("messages", count), &count, |b, _| {
             b.iter(|| {
                 let rekeyed = store.take().map(|s| s.rekeyed(hush_store::now_ms()).unwrap());
-                assert_eq!(rekeyed.as_ref().map(|r| r.1), Some(hush_store::Rekey::Replaced));
+                assert_eq!(rekeyed.as_ref().map(|r| &r.1), Some(&hush_store::Rekey::Replaced));
                 store = rekeyed.map(|r| r.0);
             });
         });

@@ -178,8 +178,8 @@ pub const REKEY_EVERY_MS: u64 = 24 * 3600 * 1000;
 /// timer purges often; see docs/device-security.md for the measured cost).
 pub const REKEY_AFTER_PURGE_GAP_MS: u64 = 10 * 60 * 1000;
 
-const DATABASE_FILES: [&str; 5] =
-    ["hush.db", "hush.db-wal", "hush.db-shm", "hush.db-journal", rekey::EXPORT_FILE];
+const DATABASE_FILES: [&str; 6] =
+    ["hush.db", "hush.db-wal", "hush.db-shm", "hush.db-journal", rekey::EXPORT_FILE, rekey::EXPORT_JOURNAL];
 
 fn i(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -271,9 +271,13 @@ impl Store {
         if !Self::exists(dir) {
             return Err(StoreError::NoProfile);
         }
-        let presence = ProfileLock::shared(dir)?;
         match KeyFile::attempt(&Self::key_path(dir), passphrase)? {
-            Attempt::Opened(Unlocked::Database(keys, wrapping)) => {
+            Attempt::Opened(Unlocked::Database(wrapping)) => {
+                // The profile lock only now, so that no other process can
+                // delay a panic wipe; a re-key may have run meanwhile, so
+                // the sealed keys are read again.
+                let presence = ProfileLock::shared(dir)?;
+                let keys = KeyFile::read_keys(&Self::key_path(dir), &wrapping)?;
                 restrict_modes(dir)?;
                 let store = Self::open_sealed(dir, keys, wrapping, presence)?;
                 let now = crate::now_ms();
@@ -311,6 +315,11 @@ impl Store {
         };
         let sealed = SealedKeys { current: key.duplicate(), next: None };
         KeyFile::reseal(&Self::key_path(dir), &wrapping, &sealed)?;
+        // What a re-key cut short left: ciphertext under a key no longer
+        // sealed anywhere.
+        for leftover in [rekey::EXPORT_FILE, rekey::EXPORT_JOURNAL] {
+            let _ = std::fs::remove_file(dir.join(leftover));
+        }
         Self::configure(dir, connection, Keys { database: key, wrapping }, presence)
     }
 
@@ -322,11 +331,11 @@ impl Store {
         match KeyFile::attempt(&Self::key_path(&self.dir), passphrase)? {
             Attempt::Opened(Unlocked::Database(..)) => Ok(()),
             Attempt::Opened(Unlocked::Panic(code)) => {
-                wipe(&self.dir)?;
+                wipe_files(&self.dir, Open::ByThisProcess)?;
                 Err(StoreError::Wiped(Some(Box::new(code))))
             }
             Attempt::Wrong { exhausted: true } => {
-                wipe(&self.dir)?;
+                wipe_files(&self.dir, Open::ByThisProcess)?;
                 Err(StoreError::Wiped(None))
             }
             Attempt::Wrong { exhausted: false } => Err(StoreError::WrongPassphrase),
@@ -360,11 +369,16 @@ impl Store {
         self.keys.borrow().wrapping.max_attempts()
     }
 
-    /// Wipes this profile (a verified remote wipe order).
+    /// Wipes this profile (a verified remote wipe order). The database is
+    /// closed first; the profile lock is held until the files are gone, so
+    /// no other process can start a re-key in the middle.
     pub fn wipe(self) -> Result<(), StoreError> {
-        let dir = self.dir.clone();
-        drop(self);
-        wipe(&dir)
+        let Store { dir, connection, crypto: _, keys, presence } = self;
+        drop(connection);
+        drop(keys);
+        let wiped = wipe(&dir);
+        drop(presence);
+        wiped
     }
 
     /// Checkpoints the WAL and truncates it to nothing; false if a reader
@@ -407,10 +421,11 @@ impl Store {
     fn open_file_with_key(path: &Path, key: &DatabaseKey) -> Result<Connection, StoreError> {
         let connection = Connection::open(path)?;
         // SQLCipher's own log goes to stderr (a failed key check, say):
-        // nothing of it belongs on a user's terminal.
+        // nothing of it belongs on a user's terminal. Memory security (set
+        // before the key) zeroes SQLCipher's allocations when freed.
         connection.pragma_update(None, "cipher_log_level", "NONE")?;
         connection.pragma_update(None, "cipher_memory_security", "ON")?;
-        connection.pragma_update(None, "key", &*key.pragma())?;
+        connection.execute_batch(&key.key_statement())?;
         connection.pragma_update(None, "cipher_log_level", "NONE")?;
         connection.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
         Ok(connection)
@@ -793,15 +808,29 @@ impl Store {
 /// removed. What overwriting cannot promise on flash storage and
 /// copy-on-write file systems is in docs/device-security.md.
 pub fn wipe(dir: &Path) -> Result<(), StoreError> {
-    let key = dir.join("key");
-    if key.exists() {
-        KeyFile::destroy(&key)?;
-    }
+    wipe_files(dir, Open::Closed)
+}
+
+/// Whether this process still has the database open while it wipes.
+#[derive(PartialEq)]
+enum Open {
+    Closed,
+    /// The shared-memory index is then left alone: SQLite has it mapped,
+    /// and it holds no content, only where pages sit in the WAL.
+    ByThisProcess,
+}
+
+fn wipe_files(dir: &Path, open: Open) -> Result<(), StoreError> {
+    KeyFile::destroy(&dir.join("key"))?;
     for name in DATABASE_FILES {
+        if open == Open::ByThisProcess && name == "hush.db-shm" {
+            continue;
+        }
         let _ = overwrite_with_zeros(&dir.join(name));
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
+    match std::fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
+        _ => {}
     }
     if let Some(parent) = dir.parent() {
         if let Ok(parent) = std::fs::File::open(parent) {

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// The key file was made by an older development version of Hush.
     #[error("this profile was made by an older version of Hush whose key file this one cannot read; make a new profile (hush join) and wipe this one")]
     OldKeyFile,
+    /// Another process held the profile's key file too long.
+    #[error("another hush process is using this profile; try again")]
+    Busy,
     /// Another process changed the passphrase while this one had the
     /// profile open.
     #[error("the passphrase was changed by another process: unlock again")]

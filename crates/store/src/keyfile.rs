@@ -147,12 +147,28 @@ impl DatabaseKey {
         Some(Self(key))
     }
 
-    /// The SQLCipher raw-key pragma value.
+    /// The SQLCipher raw-key literal `x'...'`, in a buffer allocated once
+    /// at its final size (a growing string leaves unzeroed copies).
     pub(crate) fn pragma(&self) -> Zeroizing<String> {
-        let mut hex = data_encoding::HEXLOWER.encode(self.0.as_ref());
-        let pragma = Zeroizing::new(format!("x'{hex}'"));
-        hex.zeroize();
-        pragma
+        let mut hex = Zeroizing::new([0u8; 64]);
+        data_encoding::HEXLOWER.encode_mut(self.0.as_ref(), hex.as_mut());
+        let mut literal = Zeroizing::new(String::with_capacity(67));
+        literal.push_str("x'");
+        literal.extend(hex.iter().map(|b| char::from(*b)));
+        literal.push('\'');
+        literal
+    }
+
+    /// `PRAGMA key = "x'...'";`, built the same way, for `execute_batch`
+    /// (rusqlite's `pragma_update` formats the value into a string that
+    /// grows and is never zeroized).
+    pub(crate) fn key_statement(&self) -> Zeroizing<String> {
+        let literal = self.pragma();
+        let mut statement = Zeroizing::new(String::with_capacity(96));
+        statement.push_str("PRAGMA key = \"");
+        statement.push_str(&literal);
+        statement.push_str("\";");
+        statement
     }
 }
 
@@ -169,17 +185,15 @@ pub(crate) struct SealedKeys {
 /// Zeroized on drop.
 pub(crate) struct Wrapping {
     kek: Zeroizing<[u8; 32]>,
-    /// The salt `kek` was derived with: a rewrite refuses a file whose salt
-    /// changed since (another process changed the passphrase).
-    salt: [u8; SALT],
     level: u32,
     max_attempts: u32,
 }
 
 /// What a passphrase opened.
 pub(crate) enum Unlocked {
-    /// The real passphrase: the database key(s).
-    Database(SealedKeys, Wrapping),
+    /// The real passphrase: what it derives, to read the sealed keys
+    /// with ([`KeyFile::read_keys`]) and to rewrite the file.
+    Database(Wrapping),
     /// The panic passphrase: what to tell the relay while wiping.
     Panic(WipeCode),
 }
@@ -335,9 +349,14 @@ impl Image {
         Ok(Self(bytes))
     }
 
-    /// Overwrites the file's bytes where they are and syncs.
+    /// Overwrites the file's bytes where they are: everything after the
+    /// word first, synced, then the word, synced. A rewrite cut short (a
+    /// kill between pages, a power cut) then leaves the old word over
+    /// slots that are each either old or new, both of which open.
     fn write(&self, file: &File) -> Result<(), StoreError> {
-        file.write_all_at(&self.0, 0)?;
+        file.write_all_at(&self.0[WORD..], WORD as u64)?;
+        file.sync_all()?;
+        file.write_all_at(&self.0[..WORD], 0)?;
         file.sync_all()?;
         Ok(())
     }
@@ -425,13 +444,24 @@ impl Image {
         Ok(())
     }
 
-    /// Refuses a rewrite by a process whose passphrase-derived key is no
+    /// The keys in the live slot an attempt would use next, opened with
+    /// `wrapping`: refuses a process whose passphrase-derived key is no
     /// longer the file's (the passphrase was changed meanwhile).
+    fn live_keys(&self, wrapping: &Wrapping) -> Result<SealedKeys, StoreError> {
+        let (state, _) = self.state();
+        let (index, counted) = match state {
+            UNLIMITED => (0, false),
+            EXHAUSTED => return Err(StoreError::ProfileChanged),
+            left => (left as usize - 1, true),
+        };
+        open(&wrapping.kek, &self.slot_ad(index, counted), self.real_slot(index))
+            .and_then(|payload| parse_keys(&payload))
+            .map(|(keys, _)| keys)
+            .ok_or(StoreError::ProfileChanged)
+    }
+
     fn check_wrapping(&self, wrapping: &Wrapping) -> Result<(), StoreError> {
-        if self.real_salt() != wrapping.salt {
-            return Err(StoreError::ProfileChanged);
-        }
-        Ok(())
+        self.live_keys(wrapping).map(drop)
     }
 }
 
@@ -444,13 +474,38 @@ fn slot_count(max_attempts: u32) -> usize {
 fn open_locked(path: &Path) -> Result<File, StoreError> {
     use std::os::unix::fs::MetadataExt;
     let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
-    file.lock()?;
+    if !lock_within(&file, LOCK_WAIT)? {
+        return Err(StoreError::Busy);
+    }
     // A wipe holds the lock until it has unlinked the file: whoever waited
     // for it finds a file with no name and must not write it back.
     if file.metadata()?.nlink() == 0 {
         return Err(StoreError::NoProfile);
     }
     Ok(file)
+}
+
+/// How long an attempt or a rewrite waits for another process's hold on
+/// the key file (an attempt holds it through Argon2id, under a second)
+/// before giving up: a stopped process must not hang every other one.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a wipe waits for it before overwriting the file anyway.
+const WIPE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes `file`'s exclusive lock, waiting at most `wait`; false if it could
+/// not.
+fn lock_within(file: &File, wait: std::time::Duration) -> Result<bool, StoreError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(error)) => return Err(error.into()),
+        }
+    }
 }
 
 /// The key file of a profile.
@@ -472,7 +527,7 @@ impl KeyFile {
         let max_attempts = max_attempts.min(MAX_ATTEMPTS_LIMIT);
         let mut image = Image::random();
         let kek = derive(passphrase, image.real_salt(), params)?;
-        let wrapping = Wrapping { kek, salt: salt_of(&image), level, max_attempts };
+        let wrapping = Wrapping { kek, level, max_attempts };
         let keys = SealedKeys { current: key.duplicate(), next: None };
         image.seal_keys(&wrapping, &keys)?;
         let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
@@ -511,17 +566,26 @@ impl KeyFile {
             if counted != (max_attempts > 0) || index >= slot_count(max_attempts) {
                 return Err(StoreError::CorruptKeyFile);
             }
-            let wrapping = Wrapping { kek, salt: salt_of(&image), level, max_attempts };
+            let wrapping = Wrapping { kek, level, max_attempts };
             if counted {
                 image.seal_keys(&wrapping, &keys)?;
                 image.write(&file)?;
             }
-            return Ok(Attempt::Opened(Unlocked::Database(keys, wrapping)));
+            drop(keys);
+            return Ok(Attempt::Opened(Unlocked::Database(wrapping)));
         }
         if let Some(code) = open(&panic_kek, PANIC_SLOT_AD, image.panic_slot()).and_then(|p| parse_wipe(&p)) {
             return Ok(Attempt::Opened(Unlocked::Panic(code)));
         }
         Ok(Attempt::Wrong { exhausted: counted && state == 1 })
+    }
+
+    /// The keys sealed now, read with an already derived key (an unlock
+    /// that took the profile lock after its attempt re-reads them: a
+    /// re-key may have run in between). Consumes no attempt.
+    pub(crate) fn read_keys(path: &Path, wrapping: &Wrapping) -> Result<SealedKeys, StoreError> {
+        let mut file = open_locked(path)?;
+        Image::read(&mut file)?.live_keys(wrapping)
     }
 
     /// Takes the key file's exclusive lock (held until the file is
@@ -585,10 +649,10 @@ impl KeyFile {
         if open(&as_panic, PANIC_SLOT_AD, image.panic_slot()).is_some() {
             return Err(StoreError::PanicIsPassphrase);
         }
-        rand::rngs::OsRng.fill_bytes(&mut image.0[REAL_SALT_AT..REAL_SALT_AT + SALT]);
+        // The salt stays: a rewrite cut short then leaves every slot sealed
+        // under either the old or the new passphrase, never under neither.
         let kek = derive(passphrase, image.real_salt(), params)?;
-        let salt = salt_of(&image);
-        let wrapping = Wrapping { kek, salt, level: wrapping.level, max_attempts: wrapping.max_attempts };
+        let wrapping = Wrapping { kek, level: wrapping.level, max_attempts: wrapping.max_attempts };
         image.seal_keys(&wrapping, keys)?;
         image.write(&file)?;
         Ok(wrapping)
@@ -597,23 +661,30 @@ impl KeyFile {
     /// Overwrites the whole file with random bytes in place, syncs, and
     /// unlinks it, all under the file's lock (so a process that was waiting
     /// to write it finds it gone instead of writing it back).
+    /// Waits for the lock at most briefly: a stopped process holding it
+    /// must not keep a panic wipe from happening. A file already gone is
+    /// already destroyed.
     pub(crate) fn destroy(path: &Path) -> Result<(), StoreError> {
-        let file = std::fs::OpenOptions::new().write(true).open(path)?;
-        file.lock()?;
+        use std::os::unix::fs::MetadataExt;
+        let file = match std::fs::OpenOptions::new().write(true).open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        lock_within(&file, WIPE_LOCK_WAIT)?;
+        if file.metadata()?.nlink() == 0 {
+            return Ok(());
+        }
         let len = usize::try_from(file.metadata()?.len()).unwrap_or(KEY_FILE_LEN).max(KEY_FILE_LEN);
         let mut noise = vec![0u8; len];
         rand::rngs::OsRng.fill_bytes(&mut noise);
         file.write_all_at(&noise, 0)?;
         file.sync_all()?;
-        std::fs::remove_file(path)?;
-        Ok(())
+        match std::fs::remove_file(path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
+            _ => Ok(()),
+        }
     }
-}
-
-fn salt_of(image: &Image) -> [u8; SALT] {
-    let mut salt = [0u8; SALT];
-    salt.copy_from_slice(image.real_salt());
-    salt
 }
 
 impl Wrapping {
@@ -621,7 +692,7 @@ impl Wrapping {
     /// database).
     #[cfg(test)]
     pub(crate) fn unusable() -> Self {
-        Self { kek: Zeroizing::new([0; 32]), salt: [0; SALT], level: 0, max_attempts: 0 }
+        Self { kek: Zeroizing::new([0; 32]), level: 0, max_attempts: 0 }
     }
 
     /// Wrong passphrases in a row that wipe the profile (0: never).

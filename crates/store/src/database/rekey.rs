@@ -25,9 +25,11 @@ use super::*;
 
 /// The new database while it is being written.
 pub(super) const EXPORT_FILE: &str = "hush.db.rekey";
+/// Its rollback journal while it is being written.
+pub(super) const EXPORT_JOURNAL: &str = "hush.db.rekey-journal";
 
 /// What [`Store::rekeyed`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rekey {
     /// The key was replaced.
     Replaced,
@@ -35,6 +37,9 @@ pub enum Rekey {
     Busy,
     /// Not due (see [`Store::rekeyed_if_due`]).
     NotDue,
+    /// It failed (a full disk, say) and is left for the next chance; the
+    /// profile is open under whichever key the database is under.
+    Failed(String),
 }
 
 /// An export that failed before the new file replaced the old one (nothing
@@ -52,21 +57,28 @@ impl<T: Into<StoreError>> From<T> for Failed {
 
 impl Store {
     /// Replaces the database key (see the module doc). Takes the store and
-    /// gives back one reopened on the new file and key; on an error the
-    /// profile is unchanged or settles at the next unlock, and must be
-    /// unlocked again.
+    /// gives back one reopened on the new file and key, or on the old ones
+    /// when the re-key could not run ([`Rekey::Busy`]) or failed
+    /// ([`Rekey::Failed`]: the profile stays usable and the re-key stays
+    /// due). An error means the profile could not be reopened at all.
     pub fn rekeyed(self, now_ms: u64) -> Result<(Self, Rekey), StoreError> {
         let Store { dir, connection, crypto: _, keys, presence } = self;
         drop(connection);
         let mut keys = keys.into_inner();
         let key_path = Self::key_path(&dir);
-        let outcome = presence.exclusively(&key_path, || replace_key(&dir, &keys))?;
+        let outcome = presence.exclusively(&key_path, || Ok(replace_key(&dir, &keys)))?;
         let outcome = match outcome {
-            Some(next) => {
+            None => Rekey::Busy,
+            Some(Ok(next)) => {
                 keys.database = next;
                 Rekey::Replaced
             }
-            None => Rekey::Busy,
+            Some(Err((error, maybe_next))) => {
+                if let Some(next) = maybe_next {
+                    settle(&dir, &mut keys, next);
+                }
+                Rekey::Failed(error.to_string())
+            }
         };
         let connection = Self::open_with_key(&dir, &keys.database)?;
         let store = Self::configure(&dir, connection, keys, presence)?;
@@ -100,26 +112,41 @@ impl Store {
     }
 }
 
-/// Seals both keys, exports, seals the new key alone. Answers the new key.
-fn replace_key(dir: &Path, keys: &Keys) -> Result<DatabaseKey, StoreError> {
+/// After a failure past the rename the database may be under either key:
+/// take the one that opens, and seal it alone if that works (else both stay
+/// sealed and the next unlock settles it).
+fn settle(dir: &Path, keys: &mut Keys, next: DatabaseKey) {
+    if Store::open_with_key(dir, &keys.database).is_err() && Store::open_with_key(dir, &next).is_ok() {
+        keys.database = next;
+    }
+    let alone = SealedKeys { current: keys.database.duplicate(), next: None };
+    let _ = KeyFile::reseal(&Store::key_path(dir), &keys.wrapping, &alone);
+}
+
+/// Seals both keys, exports, seals the new key alone. Answers the new key,
+/// or why not and, when the database may already be under it, the new key.
+#[allow(clippy::type_complexity)]
+fn replace_key(dir: &Path, keys: &Keys) -> Result<DatabaseKey, (StoreError, Option<DatabaseKey>)> {
     let key_path = Store::key_path(dir);
     let next = DatabaseKey::random();
+    let current = || SealedKeys { current: keys.database.duplicate(), next: None };
     let both = SealedKeys { current: keys.database.duplicate(), next: Some(next.duplicate()) };
-    KeyFile::reseal(&key_path, &keys.wrapping, &both)?;
+    KeyFile::reseal(&key_path, &keys.wrapping, &both).map_err(|error| (error, None))?;
     match export(dir, &keys.database, &next) {
         Ok(()) => {}
         Err(Failed::Before(error)) => {
-            let _ = std::fs::remove_file(dir.join(EXPORT_FILE));
-            KeyFile::reseal(
-                &key_path,
-                &keys.wrapping,
-                &SealedKeys { current: keys.database.duplicate(), next: None },
-            )?;
-            return Err(StoreError::RekeyFailed(error.to_string()));
+            for leftover in [EXPORT_FILE, EXPORT_JOURNAL] {
+                let _ = std::fs::remove_file(dir.join(leftover));
+            }
+            // If this reseal fails too, both keys stay sealed and the
+            // database is still under the first: the next unlock settles it.
+            let _ = KeyFile::reseal(&key_path, &keys.wrapping, &current());
+            return Err((StoreError::RekeyFailed(error.to_string()), None));
         }
-        Err(Failed::After(error)) => return Err(StoreError::RekeyFailed(error.to_string())),
+        Err(Failed::After(error)) => return Err((StoreError::RekeyFailed(error.to_string()), Some(next))),
     }
-    KeyFile::reseal(&key_path, &keys.wrapping, &SealedKeys { current: next.duplicate(), next: None })?;
+    let alone = SealedKeys { current: next.duplicate(), next: None };
+    KeyFile::reseal(&key_path, &keys.wrapping, &alone).map_err(|error| (error, Some(next.duplicate())))?;
     Ok(next)
 }
 

@@ -15,9 +15,11 @@ fn code() -> WipeCode {
     }
 }
 
-fn opened_key(attempt: Attempt) -> Option<[u8; 32]> {
+fn opened_key(path: &Path, attempt: Attempt) -> Option<[u8; 32]> {
     match attempt {
-        Attempt::Opened(Unlocked::Database(keys, _)) => Some(*keys.current.0),
+        Attempt::Opened(Unlocked::Database(wrapping)) => {
+            Some(KeyFile::read_keys(path, &wrapping).unwrap().current.bytes())
+        }
         _ => None,
     }
 }
@@ -56,7 +58,7 @@ fn wrong(attempt: Attempt) -> Option<bool> {
 fn each_passphrase_opens_its_own_slot() {
     let (_dir, path, key, wrapping) = fresh(10);
     KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()).unwrap();
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
+    assert_eq!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
     let Attempt::Opened(Unlocked::Panic(opened)) = KeyFile::attempt(&path, b"duress").unwrap() else {
         panic!("the panic passphrase did not open the panic slot")
     };
@@ -85,7 +87,7 @@ fn a_changed_passphrase_opens_and_the_old_one_does_not() {
     let keys = SealedKeys { current: key.duplicate(), next: None };
     KeyFile::change_passphrase(&path, &wrapping, b"new passphrase", &keys).unwrap();
     assert_eq!(wrong(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(false));
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"new passphrase").unwrap()), Some(key.bytes()));
+    assert_eq!(opened_key(&path, KeyFile::attempt(&path, b"new passphrase").unwrap()), Some(key.bytes()));
 }
 
 #[test]
@@ -114,11 +116,11 @@ fn editing_the_state_back_does_not_bring_back_used_slots() {
     // An attacker sets the count back to three.
     set_state(&path, 3, 1);
     // The used slot is gone: even the right passphrase fails on it.
-    assert!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
+    assert!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
     // The next one was used too; the one never used still opens and
     // re-seals every slot.
-    assert!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
+    assert!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
+    assert_eq!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
     assert_eq!(state(&path), (3, 1));
 }
 
@@ -127,24 +129,24 @@ fn editing_the_state_to_unlimited_makes_unlocking_fail_instead_of_lifting_the_li
     let (_dir, path, _key, _) = fresh(10);
     set_state(&path, UNLIMITED, 1);
     for _ in 0..3 {
-        assert!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
+        assert!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
     }
     // The other way round: an unlimited profile edited to "counted".
     let (_dir, path, _key, _) = fresh(0);
     set_state(&path, 1, 1);
-    assert!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
+    assert!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
 }
 
 #[test]
 fn editing_the_cost_level_or_a_salt_makes_unlocking_fail() {
     let (_dir, path, _key, _) = fresh(0);
     set_state(&path, UNLIMITED, 0);
-    assert!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
+    assert!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
     let (_dir, path, _key, _) = fresh(0);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[REAL_SALT_AT] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
-    assert!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
+    assert!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
 }
 
 #[test]
@@ -161,7 +163,7 @@ fn an_unlimited_profile_consumes_nothing() {
     for _ in 0..5 {
         assert_eq!(wrong(KeyFile::attempt(&path, b"wrong").unwrap()), Some(false));
     }
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
+    assert_eq!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
 }
 
 #[test]
@@ -305,7 +307,7 @@ fn replacing_the_panic_slot_makes_unlocking_fail_instead_of_disarming_it() {
     let mut bytes = std::fs::read(&path).unwrap();
     rand::rngs::OsRng.fill_bytes(&mut bytes[PANIC_SALT_AT..PANIC_SLOT_AT + SLOT]);
     std::fs::write(&path, &bytes).unwrap();
-    assert!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
+    assert!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()).is_none());
 }
 
 #[test]
@@ -319,7 +321,7 @@ fn a_reseal_while_open_gives_back_no_used_attempt() {
     KeyFile::set_panic(&path, &wrapping, &sealed(&key), b"duress", &code()).unwrap();
     assert_eq!(state(&path), (2, 1));
     // The two live slots still open; the right passphrase then resets.
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
+    assert_eq!(opened_key(&path, KeyFile::attempt(&path, b"correct horse").unwrap()), Some(key.bytes()));
     assert_eq!(state(&path), (5, 1));
 }
 
@@ -335,7 +337,7 @@ fn a_stale_passphrase_key_cannot_rewrite_the_file() {
         Err(StoreError::ProfileChanged)
     ));
     KeyFile::reseal(&path, &newer, &sealed(&key)).unwrap();
-    assert_eq!(opened_key(KeyFile::attempt(&path, b"new passphrase").unwrap()), Some(key.bytes()));
+    assert_eq!(opened_key(&path, KeyFile::attempt(&path, b"new passphrase").unwrap()), Some(key.bytes()));
 }
 
 #[test]
@@ -363,4 +365,36 @@ fn an_old_format_key_file_gets_a_clear_error() {
     let path = dir.path().join("key");
     std::fs::write(&path, b"HUSHKEY3\0\0\0\0").unwrap();
     assert!(matches!(KeyFile::attempt(&path, b"pw"), Err(StoreError::OldKeyFile)));
+}
+
+/// Killing the process while Argon2id runs still counts the attempt: the
+/// slot is destroyed on disk before the passphrase is tried. A child
+/// process tries the right passphrase at full cost and is killed as soon
+/// as the count drops; a slot was used, and nothing gave it back.
+#[test]
+fn killing_an_attempt_midway_still_counts_it() {
+    const CHILD: &str = "HUSH_ATTEMPT_CHILD";
+    if let Some(path) = std::env::var_os(CHILD) {
+        let _ = KeyFile::attempt(Path::new(&path), b"correct horse");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    KeyFile::create(&path, b"correct horse", &DatabaseKey::random(), KdfParams::STANDARD, 5).unwrap();
+    assert_eq!(state(&path), (5, 0));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "keyfile::tests::killing_an_attempt_midway_still_counts_it"])
+        .env(CHILD, &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while state(&path).0 == 5 {
+        assert!(std::time::Instant::now() < deadline, "the attempt never used a slot");
+        std::thread::yield_now();
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child finished before it was killed; the test proves nothing");
+    assert_eq!(state(&path), (4, 0), "the killed attempt was not counted");
 }
