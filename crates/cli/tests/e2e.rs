@@ -278,6 +278,38 @@ fn group_add_and_remove_and_removed_member_reads_nothing_after() {
     assert_eq!(relay.stats()["queued_messages"], 0);
 }
 
+/// Regression (issue 9, finding 1): a member who panic-wiped (and so was
+/// deactivated) made every later send and the remove commit fail with
+/// "unknown account". The relay now skips deactivated recipients.
+#[test]
+fn a_member_who_wiped_does_not_brick_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    let carol = User::join_with_panic(&dir.path().join("carol"), &relay, "carol-pass", "carol-duress", &[]);
+    let dave = User::join(dir.path(), "dave", &relay);
+    alice.ok(&["group", "create", "crew", &bob.account, &carol.account]);
+    alice.ok(&["send", "crew", "before"]);
+    assert_eq!(bob.texts(), ["before"]);
+    assert_eq!(carol.texts(), ["before"]);
+    // Carol panic-wipes; the relay deactivates her account.
+    assert!(!hush(&["whoami"], Some(&carol.home), Some("carol-duress")).status.success());
+    assert!(!carol.home.exists());
+    alice.ok(&["send", "crew", "after the wipe"]);
+    assert_eq!(bob.texts(), ["after the wipe"]);
+    bob.ok(&["send", "crew", "bob too"]);
+    assert_eq!(alice.texts(), ["bob too"]);
+    alice.ok(&["group", "remove", "crew", &carol.account]);
+    alice.ok(&["group", "add", "crew", &dave.account]);
+    alice.ok(&["send", "crew", "welcome dave"]);
+    assert_eq!(bob.texts(), ["welcome dave"]);
+    assert_eq!(dave.texts(), ["welcome dave"]);
+    // A one-to-one send to the wiped account still fails clearly.
+    let out = alice.run(&["send", &carol.account, "anyone there?"]);
+    assert!(!out.status.success());
+}
+
 #[test]
 fn offline_recipient_gets_everything_once_in_order_across_restart_and_kill() {
     let dir = tempfile::tempdir().unwrap();

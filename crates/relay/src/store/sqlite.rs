@@ -352,6 +352,10 @@ impl SqliteStore {
         Ok(Output::KeyPackage(data))
     }
 
+    /// Queues `payload` for every active recipient. Deactivated (wiped)
+    /// and unknown recipients are skipped, so a member who wiped their
+    /// device cannot make a group's sends fail; a send none of whose
+    /// recipients is active is refused.
     fn enqueue(
         &self,
         recipients: &[AccountId],
@@ -359,9 +363,30 @@ impl SqliteStore {
         now: UnixSeconds,
         expires: UnixSeconds,
     ) -> Result<Vec<Queued>, StoreError> {
-        for recipient in recipients {
-            self.require_active(recipient)?;
+        let active = self.active_only(recipients)?;
+        if active.is_empty() && !recipients.is_empty() {
+            return Err(StoreError::UnknownAccount);
         }
+        self.insert_queued(&active, payload, now, expires)
+    }
+
+    fn active_only(&self, recipients: &[AccountId]) -> Result<Vec<AccountId>, StoreError> {
+        let mut active = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            if matches!(self.account(recipient)?, Some(record) if !record.deactivated) {
+                active.push(*recipient);
+            }
+        }
+        Ok(active)
+    }
+
+    fn insert_queued(
+        &self,
+        recipients: &[AccountId],
+        payload: &Arc<[u8]>,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> Result<Vec<Queued>, StoreError> {
         let mut insert = self.connection.prepare_cached(
             "INSERT INTO mailbox (recipient, arrived, expires, payload) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -399,9 +424,16 @@ impl SqliteStore {
         if let Some(current) = current.filter(|current| *current != epoch) {
             return Ok(Output::Commit(CommitOutcome::Stale { current }));
         }
-        let mut queued = self.enqueue(recipients, payload, now, expires)?;
+        // The commit goes to every active member; one that wiped its device
+        // (or is being removed after it did) is skipped, and the group
+        // moves on. New members must be active.
+        let members = self.active_only(recipients)?;
+        let mut queued = self.insert_queued(&members, payload, now, expires)?;
         if let Some((new_members, welcome)) = welcome {
-            queued.extend(self.enqueue(new_members, welcome, now, expires)?);
+            for member in new_members {
+                self.require_active(member)?;
+            }
+            queued.extend(self.insert_queued(new_members, welcome, now, expires)?);
         }
         self.connection
             .prepare_cached(
@@ -597,11 +629,52 @@ mod tests {
         let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
         let results = store.apply(vec![
             Op::Enqueue { recipients: vec![alice], payload: payload.clone(), now: 1, expires: 100 },
-            Op::Enqueue { recipients: vec![alice, stranger], payload, now: 1, expires: 100 },
+            Op::Enqueue { recipients: vec![stranger], payload, now: 1, expires: 100 },
         ]);
         assert!(results[0].is_ok());
         assert!(matches!(results[1], Err(StoreError::UnknownAccount)));
         assert_eq!(store.stats().unwrap().queued_messages, 1);
+    }
+
+    #[test]
+    fn a_deactivated_recipient_is_skipped_and_does_not_fail_a_send_or_a_commit() {
+        let (mut store, hash) = store_with_invite();
+        let alice = register(&mut store, hash, 1);
+        let carol = register(&mut store, hash, 2);
+        store.deactivate(&carol, 5).unwrap();
+        let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
+        let Ok(Output::Enqueued(queued)) = one(
+            &mut store,
+            Op::Enqueue { recipients: vec![alice, carol], payload: payload.clone(), now: 6, expires: 100 },
+        ) else {
+            panic!("a send with one wiped member failed")
+        };
+        assert_eq!(queued.iter().map(|q| q.recipient).collect::<Vec<_>>(), [alice]);
+        // Removing the wiped member: the commit is addressed to her too.
+        let commit = Op::Commit {
+            group: GroupId(vec![7; 16]),
+            epoch: 3,
+            recipients: vec![alice, carol],
+            payload: payload.clone(),
+            welcome: None,
+            now: 6,
+            expires: 100,
+        };
+        let Ok(Output::Commit(CommitOutcome::Accepted(queued))) = one(&mut store, commit) else {
+            panic!("a commit with a wiped member failed")
+        };
+        assert_eq!(queued.len(), 1);
+        // A Welcome to a wiped account is still refused.
+        let commit = Op::Commit {
+            group: GroupId(vec![7; 16]),
+            epoch: 4,
+            recipients: vec![alice],
+            payload: payload.clone(),
+            welcome: Some((vec![carol], payload)),
+            now: 6,
+            expires: 100,
+        };
+        assert!(matches!(one(&mut store, commit), Err(StoreError::UnknownAccount)));
     }
 
     #[test]
