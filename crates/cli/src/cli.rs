@@ -256,4 +256,12 @@ pub enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List a group's members (from the group's own encrypted state).
+    Members {
+        /// Group name.
+        name: String,
+        /// Print JSON, one object per member.
+        #[arg(long)]
+        json: bool,
+    },
 }

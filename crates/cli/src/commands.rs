@@ -551,6 +551,20 @@ fn group(dir: &Path, command: GroupCommand) -> Result<()> {
             }
             return Ok(());
         }
+        GroupCommand::Members { name, json } => {
+            for member in client.group_members(&name)? {
+                let account = member.account.to_string();
+                if json {
+                    let value = json!({ "account": account, "name": member.name, "you": member.you });
+                    println!("{}", json_line(&value));
+                } else {
+                    let name = member.name.as_deref().map(visible).unwrap_or_default();
+                    let you = if member.you { " (you)" } else { "" };
+                    println!("{account} {name}{you}");
+                }
+            }
+            return Ok(());
+        }
         GroupCommand::Create { name, members: names } => {
             let accounts = members(&names)?;
             drive(async {

@@ -269,7 +269,21 @@ fn group_add_and_remove_and_removed_member_reads_nothing_after() {
     assert_eq!(alice.texts(), vec!["bob to the crew"]);
     assert_eq!(carol.texts(), vec!["bob to the crew"]);
 
+    let members = |user: &User| -> Vec<(String, bool)> {
+        user.ok(&["group", "members", "crew", "--json"])
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .map(|m| (m["account"].as_str().unwrap().to_owned(), m["you"].as_bool().unwrap()))
+            .collect()
+    };
+    let mut expected = vec![alice.account.clone(), bob.account.clone(), carol.account.clone()];
+    expected.sort();
+    let mut listed: Vec<String> = members(&bob).into_iter().map(|(account, _)| account).collect();
+    listed.sort();
+    assert_eq!(listed, expected);
+    assert!(members(&bob).contains(&(bob.account.clone(), true)));
     alice.ok(&["group", "remove", "crew", &carol.account]);
+    assert_eq!(members(&alice).len(), 2);
     alice.ok(&["send", "crew", "carol must not read this"]);
     assert_eq!(bob.texts(), vec!["carol must not read this"]);
     assert!(carol.texts().is_empty(), "a removed member read a later message");

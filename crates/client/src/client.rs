@@ -44,6 +44,17 @@ pub struct ConversationSummary {
     pub timer_secs: Option<u32>,
 }
 
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// Its account.
+    pub account: AccountId,
+    /// Its contact name here, if it is a contact.
+    pub name: Option<String>,
+    /// This profile's own account.
+    pub you: bool,
+}
+
 /// What `send` and `history` were pointed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -247,6 +258,26 @@ impl Client {
                 _ => None,
             })
             .collect())
+    }
+
+    /// The members of an active group, as the group's own MLS state has
+    /// them (not a list the relay could change), each with its contact
+    /// name if it has one; this profile's own account is marked.
+    pub fn group_members(&self, name: &str) -> Result<Vec<GroupMember>, ClientError> {
+        let record = self
+            .store
+            .group_by_name(name)?
+            .ok_or_else(|| ClientError::Unknown(format!("'{name}' is not a group")))?;
+        let group = hush_core::Conversation::load(&self.store.provider(), &record.group_id)?
+            .ok_or_else(|| ClientError::Invalid("the group's state is missing from this profile".into()))?;
+        let me = self.account();
+        group
+            .members()?
+            .into_iter()
+            .map(|account| {
+                Ok(GroupMember { account, name: self.store.contact_name(&account)?, you: account == me })
+            })
+            .collect()
     }
 
     /// Resolves a contact name, group name or account id.

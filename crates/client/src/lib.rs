@@ -14,7 +14,7 @@ mod session;
 pub mod strength;
 mod transport;
 
-pub use client::{Client, ConversationSummary, ReceivedMessage, Target, UpdatePolicy};
+pub use client::{Client, ConversationSummary, GroupMember, ReceivedMessage, Target, UpdatePolicy};
 pub use error::ClientError;
 pub use hardening::harden_process;
 pub use hush_store::{KdfParams, Rekey};
