@@ -590,6 +590,42 @@ fn self_update_policy_from_join_is_applied() {
     assert_eq!(bob.texts(), vec!["one", "two", "three"]);
 }
 
+/// Regression (issue 9, finding 4): self-updates were checked only when
+/// sending, so a member who only reads never rotated its keys. Bob only
+/// reads, with a 2-second update interval: a `recv` after that interval
+/// sends his self-update commit, and the conversation carries on.
+#[test]
+fn a_member_who_only_reads_self_updates_on_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let home = dir.path().join("bob");
+    let out =
+        hush(&["join", &relay.invite(), "--update-every", "2s", "--json"], Some(&home), Some("bob-pass"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let account =
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["account"].as_str().unwrap().to_owned();
+    let bob = User { home, passphrase: "bob-pass".into(), account };
+    alice.ok(&["send", &bob.account, "one"]);
+    // Joining owes an update at once: bob's first recv sends it.
+    assert_eq!(bob.texts(), ["one"]);
+    let updated = Instant::now();
+    assert_eq!(relay.stats()["queued_messages"], 1, "the self-update owed on joining");
+    assert!(alice.texts().is_empty());
+    assert_eq!(relay.stats()["queued_messages"], 0);
+    // Bob only reads; once his interval has passed, a recv updates.
+    wait_until("bob's scheduled self-update", || {
+        assert!(bob.texts().is_empty());
+        relay.stats()["queued_messages"] == 1
+    });
+    assert!(updated.elapsed() >= Duration::from_millis(1500), "updated before the interval");
+    assert!(alice.texts().is_empty());
+    alice.ok(&["send", &bob.account, "two"]);
+    assert_eq!(bob.texts(), ["two"]);
+    bob.ok(&["send", &alice.account, "three"]);
+    assert_eq!(alice.texts(), ["three"]);
+}
+
 fn fresh_machine_output(home: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = hush(args, Some(home), Some("any-passphrase"));
     (

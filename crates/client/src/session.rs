@@ -8,11 +8,11 @@ use hush_core::{
     SentCommit, VerifiedKeyPackage,
 };
 use hush_proto::{AccountId, AuthPurpose, ClientFrame, ErrorCode, GroupId, RelayFrame, PROTOCOL_VERSION};
-use hush_store::{ConversationKind, MessageRecord};
+use hush_store::{ConversationKind, ConversationRecord, MessageRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::client::{now_ms, Client, Target};
+use crate::client::{now_ms, Client, Target, UpdatePolicy};
 use crate::error::ClientError;
 use crate::transport::Connection;
 
@@ -613,9 +613,7 @@ impl<'a> Session<'a> {
     async fn maybe_self_update(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
         let Some(record) = self.client.store.conversation(group_id)? else { return Ok(()) };
         let policy = self.client.update_policy()?;
-        let due = record.needs_update
-            || record.sent_since_update >= policy.after_messages
-            || now_ms().saturating_sub(record.last_update_ms) >= policy.after.as_millis() as u64;
+        let due = update_due(&record, &policy, now_ms()) || record.sent_since_update >= policy.after_messages;
         if due && record.active {
             self.self_update(group_id).await?;
         }
@@ -631,13 +629,38 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    async fn pay_owed_updates(&mut self) -> Result<(), ClientError> {
-        let owed: Vec<_> =
-            self.client.store.conversations()?.into_iter().filter(|c| c.active && c.needs_update).collect();
-        for conversation in owed {
-            self.self_update(&conversation.group_id).await?;
+    /// Self-updates every group that is owed one (just joined) or whose
+    /// last self-update is older than the policy allows, also in groups
+    /// this device only reads: post-compromise security must not depend on
+    /// talking. `recv` runs it once the queue is drained; `hush chat` runs
+    /// it then and every minute. A group whose update the relay or the
+    /// engine refuses is left for the next run, so one broken conversation
+    /// does not stop the others or the caller. Returns how many updated.
+    pub async fn self_update_due(&mut self) -> Result<usize, ClientError> {
+        let policy = self.client.update_policy()?;
+        let now = now_ms();
+        let due: Vec<_> = self
+            .client
+            .store
+            .conversations()?
+            .into_iter()
+            .filter(|c| c.active && update_due(c, &policy, now))
+            .collect();
+        let mut updated = 0;
+        for conversation in due {
+            match self.self_update(&conversation.group_id).await {
+                Ok(()) => updated += 1,
+                Err(error @ (ClientError::Relay(_) | ClientError::Core(_) | ClientError::Invalid(_))) => {
+                    tracing::warn!(%error, "a self-update failed; it is tried again later");
+                }
+                Err(error) => return Err(error),
+            }
         }
-        Ok(())
+        Ok(updated)
+    }
+
+    async fn pay_owed_updates(&mut self) -> Result<(), ClientError> {
+        self.self_update_due().await.map(drop)
     }
 
     /// Creates a named group.
@@ -689,6 +712,13 @@ impl<'a> Session<'a> {
         .await?;
         self.record_membership(&group_id, self.client.account(), &[], members, now_ms())
     }
+}
+
+/// Owed a self-update: just joined, or the last one is older than the
+/// policy's longest interval.
+fn update_due(record: &ConversationRecord, policy: &UpdatePolicy, now_ms: u64) -> bool {
+    let interval = u64::try_from(policy.after.as_millis()).unwrap_or(u64::MAX);
+    record.needs_update || now_ms.saturating_sub(record.last_update_ms) >= interval
 }
 
 fn timer_event(

@@ -25,6 +25,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const SHOWN_MESSAGES: usize = 500;
 /// How often expired messages are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(1);
+/// How often `hush chat` checks for groups owed a self-update.
+const UPDATE_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Starts the worker: it opens the profile with `passphrase` and reports
 /// `Unlocked`, `WrongPassphrase` or `Wiped`; it stops when `requests` is
@@ -208,6 +210,7 @@ impl<'a> Worker<'a> {
     ) -> Result<Flow, ClientError> {
         session.subscribe().await?;
         let mut purge = tokio::time::interval(PURGE_EVERY);
+        let mut updates = tokio::time::interval(UPDATE_CHECK_EVERY);
         let mut closing = false;
         loop {
             self.run_jobs(session).await?;
@@ -232,6 +235,10 @@ impl<'a> Worker<'a> {
                     if self.client.purge_expired()? > 0 {
                         self.snapshot();
                     }
+                }
+                // Groups this device only reads still rotate its keys.
+                _ = updates.tick() => {
+                    session.self_update_due().await?;
                 }
             }
         }
