@@ -290,6 +290,15 @@ fn group_add_and_remove_and_removed_member_reads_nothing_after() {
     let list = carol.ok(&["group", "list"]);
     assert!(!list.contains("crew"), "carol still lists the group: {list}");
     assert_eq!(relay.stats()["queued_messages"], 0);
+
+    // Re-adding a removed member works, and she reads from then on only.
+    alice.ok(&["group", "add", "crew", &carol.account]);
+    alice.ok(&["send", "crew", "carol is back"]);
+    assert_eq!(bob.texts(), vec!["carol is back"]);
+    assert_eq!(carol.texts(), vec!["carol is back"]);
+    carol.ok(&["send", "crew", "thanks"]);
+    assert_eq!(alice.texts(), vec!["thanks"]);
+    assert_eq!(bob.texts(), vec!["thanks"]);
 }
 
 /// Regression (issue 9, finding 1): a member who panic-wiped (and so was

@@ -277,6 +277,8 @@ impl<'a> Session<'a> {
         match incoming {
             Incoming::Joined { conversation, .. } => {
                 store.insert_conversation(&conversation.id(), &ConversationKind::Pending, now)?;
+                // A group we left and are added to again is ours again.
+                store.set_conversation_active(&conversation.id(), true)?;
                 store.set_needs_update(&conversation.id(), true)?;
             }
             Incoming::Message { group_id, sender, content } => match content.body {

@@ -25,6 +25,9 @@ pub enum CoreError {
     /// Decrypted content could not be parsed.
     #[error("malformed content")]
     BadContent,
+    /// A Welcome into a group this device is still a member of.
+    #[error("a Welcome into a group this device is already in")]
+    AlreadyMember,
     /// OpenMLS refused an operation.
     #[error("MLS: {0}")]
     Mls(String),

@@ -286,10 +286,26 @@ impl Conversation {
                 }
                 let self_removed = staged.self_removed();
                 self.group.merge_staged_commit(provider, *staged).map_err(CoreError::mls)?;
+                if self_removed {
+                    // Removed: this group's secrets have no further use here,
+                    // and a later Welcome back into it must find no old state.
+                    self.group.delete(provider.storage()).map_err(CoreError::mls)?;
+                }
                 Ok(Incoming::Changed { group_id, sender, added, removed, self_removed })
             }
             _ => Ok(Incoming::Ignored),
         }
+    }
+}
+
+/// Before joining a group again: deletes the state of an earlier membership
+/// of it that ended (profiles from before removal deleted it). A Welcome
+/// into a group we are still in is refused.
+fn forget_left_group(provider: &impl OpenMlsProvider, group_id: &GroupId) -> Result<(), CoreError> {
+    match MlsGroup::load(provider.storage(), group_id).map_err(CoreError::mls)? {
+        Some(group) if group.is_active() => Err(CoreError::AlreadyMember),
+        Some(mut group) => group.delete(provider.storage()).map_err(CoreError::mls),
+        None => Ok(()),
     }
 }
 
@@ -304,6 +320,7 @@ pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result
             }
             let staged = StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None)
                 .map_err(CoreError::mls)?;
+            forget_left_group(provider, staged.group_context().group_id())?;
             let members = member_accounts(staged.members())?;
             let group = staged.into_group(provider).map_err(CoreError::mls)?;
             Ok(Incoming::Joined { conversation: Box::new(Conversation { group }), members })

@@ -155,5 +155,20 @@ mod tests {
             Incoming::Message { .. }
         ));
         assert!(matches!(process_incoming(&carol_provider, &outgoing.payload).unwrap(), Incoming::Ignored));
+
+        // The removed member's group state is gone, and adding her back works.
+        let group_id = group.id();
+        assert!(
+            Conversation::load(&carol_provider, &group_id).unwrap().is_none(),
+            "state kept after removal"
+        );
+        let (kp, _) = new_key_packages(&carol_provider, &carol, 1, false).unwrap();
+        let package = verify_key_package(&alice_provider, &kp[0], carol.account()).unwrap();
+        let again = group.add(&alice_provider, &alice, &[package]).unwrap();
+        group.confirm_commit(&alice_provider).unwrap();
+        let (_, welcome) = again.welcome.unwrap();
+        assert!(matches!(process_incoming(&carol_provider, &welcome).unwrap(), Incoming::Joined { .. }));
+        // A second Welcome into a group she is in is refused.
+        assert!(process_incoming(&carol_provider, &welcome).is_err());
     }
 }
