@@ -2,8 +2,9 @@
 # Installs the system packages the build needs (a C compiler and OpenSSL
 # headers for SQLCipher); with --tests also what the test suite needs: tmux,
 # which drives `hush chat` in a real pseudo-terminal in the end-to-end tests,
-# and Mosquitto, which the load generator's comparison smoke test runs
-# against. Safe to run again; does nothing when all is there.
+# Mosquitto, which the load generator's comparison smoke test runs against,
+# and e2fsprogs, with which the device-seizure test makes and carves an ext4
+# image. Safe to run again; does nothing when all is there.
 set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
@@ -12,6 +13,8 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if [ "${1:-}" = "--tests" ]; then
   command -v tmux >/dev/null 2>&1 || need+=(tmux)
   [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  # The device-seizure test formats, mounts and carves an ext4 image.
+  { command -v mkfs.ext4 && command -v filefrag; } >/dev/null 2>&1 || need+=(e2fsprogs)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
