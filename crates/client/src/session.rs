@@ -301,10 +301,11 @@ impl<'a> Session<'a> {
                     store.insert_message(&record, now, false)?;
                 }
                 Body::Info { group_name } => {
-                    let kind = match group_name {
-                        None => ConversationKind::Direct { peer: sender },
-                        Some(name) => ConversationKind::Group { name },
-                    };
+                    let members = Conversation::load(&store.provider(), &group_id)?
+                        .map(|conversation| conversation.members())
+                        .transpose()?
+                        .unwrap_or_default();
+                    let kind = described_kind(group_name, &group_id, sender, self.client.account(), &members);
                     let current = store.conversation(&group_id)?.map(|c| c.kind);
                     if matches!(current, None | Some(ConversationKind::Pending)) {
                         store.insert_conversation(&group_id, &kind, now)?;
@@ -347,10 +348,20 @@ impl<'a> Session<'a> {
         now: u64,
     ) -> Result<(), ClientError> {
         let store = &self.client.store;
-        let is_group =
-            matches!(store.conversation(group_id)?.map(|c| c.kind), Some(ConversationKind::Group { .. }));
-        if !is_group {
-            return Ok(());
+        match store.conversation(group_id)?.map(|c| c.kind) {
+            Some(ConversationKind::Group { .. }) => {}
+            Some(ConversationKind::Direct { peer }) if !added.is_empty() || !removed.is_empty() => {
+                // A one-to-one conversation that gains or loses a member is
+                // one no longer: it is shown as a group from now on, with
+                // the change, so no one joins a private conversation unseen.
+                let members = Conversation::load(&store.provider(), group_id)?
+                    .map(|conversation| conversation.members())
+                    .transpose()?
+                    .unwrap_or_default();
+                let kind = described_kind(None, group_id, peer, self.client.account(), &members);
+                store.insert_conversation(group_id, &kind, now)?;
+            }
+            _ => return Ok(()),
         }
         let names = |accounts: &[AccountId]| -> Result<String, ClientError> {
             let names: Result<Vec<_>, _> = accounts.iter().map(|a| self.client.display_name(a)).collect();
@@ -723,6 +734,29 @@ fn update_due(record: &ConversationRecord, policy: &UpdatePolicy, now_ms: u64) -
     record.needs_update || now_ms.saturating_sub(record.last_update_ms) >= interval
 }
 
+/// What a conversation is, given how its creator described it (a group
+/// name, or none for one-to-one) and who is actually in it: one-to-one only
+/// with exactly the creator and us. Anything else is shown as a group
+/// (named after its id), so a hidden third member cannot pass for a
+/// private conversation.
+fn described_kind(
+    group_name: Option<String>,
+    group_id: &[u8],
+    creator: AccountId,
+    me: AccountId,
+    members: &[AccountId],
+) -> ConversationKind {
+    let just_us = members.len() == 2 && members.contains(&creator) && members.contains(&me) && creator != me;
+    match group_name {
+        Some(name) => ConversationKind::Group { name },
+        None if just_us => ConversationKind::Direct { peer: creator },
+        None => {
+            let short = data_encoding::HEXLOWER.encode(group_id.get(..4).unwrap_or(group_id));
+            ConversationKind::Group { name: format!("group-{short}") }
+        }
+    }
+}
+
 fn timer_event(
     id: [u8; 16],
     group_id: Vec<u8>,
@@ -761,4 +795,33 @@ pub async fn send_wipe_order(code: &hush_proto::WipeCode, timeout: Duration) -> 
     })
     .await
     .map_err(|_| ClientError::Unreachable(format!("{}: timed out", code.address)))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: AccountId = AccountId([1; 20]);
+    const BOB: AccountId = AccountId([2; 20]);
+    const MALLORY: AccountId = AccountId([3; 20]);
+
+    #[test]
+    fn direct_means_exactly_the_creator_and_us() {
+        let id = [0xab, 0xcd, 0xef, 0x01, 0x02];
+        assert_eq!(
+            described_kind(None, &id, ALICE, BOB, &[ALICE, BOB]),
+            ConversationKind::Direct { peer: ALICE }
+        );
+        let hidden = described_kind(None, &id, ALICE, BOB, &[ALICE, BOB, MALLORY]);
+        assert_eq!(hidden, ConversationKind::Group { name: "group-abcdef01".into() });
+        assert!(matches!(
+            described_kind(None, &id, ALICE, BOB, &[ALICE, MALLORY]),
+            ConversationKind::Group { .. }
+        ));
+        assert!(matches!(described_kind(None, &id, BOB, BOB, &[BOB, BOB]), ConversationKind::Group { .. }));
+        assert_eq!(
+            described_kind(Some("crew".into()), &id, ALICE, BOB, &[ALICE, BOB]),
+            ConversationKind::Group { name: "crew".into() }
+        );
+    }
 }
