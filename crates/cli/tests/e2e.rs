@@ -333,6 +333,28 @@ fn a_member_who_wiped_does_not_brick_the_group() {
     assert!(!out.status.success());
 }
 
+/// A group someone else names like one of ours must not catch what we send
+/// to ours: the received name is made unambiguous.
+#[test]
+fn a_stranger_cannot_take_over_a_group_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    let mallory = User::join(dir.path(), "mallory", &relay);
+    alice.ok(&["group", "create", "crew", &bob.account]);
+    mallory.ok(&["group", "create", "crew", &alice.account]);
+    assert!(alice.texts().is_empty());
+    let groups = alice.ok(&["group", "list"]);
+    let names: Vec<&str> = groups.lines().collect();
+    assert_eq!(names.len(), 2, "{groups}");
+    assert!(names.contains(&"crew"), "{groups}");
+    assert!(names.iter().any(|n| n.starts_with("crew (from ") && n.contains(&mallory.account)), "{groups}");
+    alice.ok(&["send", "crew", "for bob only"]);
+    assert_eq!(bob.texts(), ["for bob only"]);
+    assert!(mallory.texts().is_empty(), "mallory's look-alike group caught the message");
+}
+
 #[test]
 fn offline_recipient_gets_everything_once_in_order_across_restart_and_kill() {
     let dir = tempfile::tempdir().unwrap();

@@ -285,12 +285,15 @@ impl Client {
         if let Some(account) = self.store.contact(to)? {
             return Ok(Target::Account(account));
         }
-        if let Some(group) = self.store.group_by_name(to)? {
-            return Ok(Target::Group(group));
+        // An account id before group names: a group someone else named
+        // after an account id must not catch what is sent to that account.
+        if let Ok(account) = to.parse::<AccountId>() {
+            return Ok(Target::Account(account));
         }
-        to.parse::<AccountId>()
-            .map(Target::Account)
-            .map_err(|_| ClientError::Unknown(format!("'{to}' is not a contact, a group or an account id")))
+        self.store
+            .group_by_name(to)?
+            .map(Target::Group)
+            .ok_or_else(|| ClientError::Unknown(format!("'{to}' is not a contact, a group or an account id")))
     }
 
     /// Resolves a member (contact name or account id).

@@ -30,6 +30,10 @@ pub enum ClientError {
     /// The protocol engine failed.
     #[error(transparent)]
     Core(#[from] hush_core::CoreError),
+    /// A group's commits at the relay are ahead of anything delivered to
+    /// this device: its commit cannot go through until that is resolved.
+    #[error("the group is stuck: the relay holds commits this device never received")]
+    GroupStuck,
     /// A genuine wipe order arrived: the caller must wipe the profile.
     #[error("this device was ordered to wipe itself")]
     WipeOrdered,

@@ -276,10 +276,19 @@ impl<'a> Session<'a> {
         let store = &self.client.store;
         match incoming {
             Incoming::Joined { conversation, .. } => {
-                store.insert_conversation(&conversation.id(), &ConversationKind::Pending, now)?;
-                // A group we left and are added to again is ours again.
-                store.set_conversation_active(&conversation.id(), true)?;
-                store.set_needs_update(&conversation.id(), true)?;
+                let group_id = conversation.id();
+                // A Welcome into a group we were removed from, at or before
+                // the epoch of the removal, is a replay: refused (and the
+                // join rolled back with the transaction).
+                if left_epoch(store, &group_id)?.is_some_and(|left| conversation.epoch() <= left) {
+                    return Err(ClientError::Invalid("a replayed Welcome into a group we left".into()));
+                }
+                // A group we left and are added to again starts afresh: its
+                // creator describes it again, and its timer is off.
+                store.insert_conversation(&group_id, &ConversationKind::Pending, now)?;
+                store.set_conversation_active(&group_id, true)?;
+                store.set_timer(&group_id, None)?;
+                store.set_needs_update(&group_id, true)?;
             }
             Incoming::Message { group_id, sender, content } => match content.body {
                 Body::Text(text) => {
@@ -306,6 +315,7 @@ impl<'a> Session<'a> {
                         .transpose()?
                         .unwrap_or_default();
                     let kind = described_kind(group_name, &group_id, sender, self.client.account(), &members);
+                    let kind = self.unambiguous(kind, &group_id, sender)?;
                     let current = store.conversation(&group_id)?.map(|c| c.kind);
                     if matches!(current, None | Some(ConversationKind::Pending)) {
                         store.insert_conversation(&group_id, &kind, now)?;
@@ -325,10 +335,11 @@ impl<'a> Session<'a> {
                     }
                 }
             },
-            Incoming::Changed { group_id, sender, added, removed, self_removed } => {
+            Incoming::Changed { group_id, sender, added, removed, self_removed, epoch } => {
                 self.record_membership(&group_id, sender, &added, &removed, now)?;
                 if self_removed {
                     store.set_conversation_active(&group_id, false)?;
+                    store.set_setting(&left_key(&group_id), &epoch.to_be_bytes())?;
                 }
             }
             Incoming::Ignored => {}
@@ -359,6 +370,7 @@ impl<'a> Session<'a> {
                     .transpose()?
                     .unwrap_or_default();
                 let kind = described_kind(None, group_id, peer, self.client.account(), &members);
+                let kind = self.unambiguous(kind, group_id, peer)?;
                 store.insert_conversation(group_id, &kind, now)?;
             }
             _ => return Ok(()),
@@ -385,6 +397,31 @@ impl<'a> Session<'a> {
             store.insert_message(&record, now, true)?;
         }
         Ok(())
+    }
+
+    /// A received group name made unambiguous: a name that could be taken
+    /// for an account id, a contact or another active group (so that
+    /// `hush send NAME` would reach the wrong people) gets the creator's
+    /// name and the group id's start added.
+    fn unambiguous(
+        &self,
+        kind: ConversationKind,
+        group_id: &[u8],
+        creator: AccountId,
+    ) -> Result<ConversationKind, ClientError> {
+        let ConversationKind::Group { name } = kind else { return Ok(kind) };
+        let store = &self.client.store;
+        let taken = |name: &str| -> Result<bool, ClientError> {
+            Ok(name.parse::<AccountId>().is_ok()
+                || store.contact(name)?.is_some()
+                || store.group_by_name(name)?.is_some_and(|group| group.group_id != group_id))
+        };
+        if !taken(&name)? {
+            return Ok(ConversationKind::Group { name });
+        }
+        let short = data_encoding::HEXLOWER.encode(group_id.get(..4).unwrap_or(group_id));
+        let by = self.client.display_name(&creator)?;
+        Ok(ConversationKind::Group { name: format!("{name} (from {by}, {short})") })
     }
 
     /// Fetches and verifies a key package of `account`.
@@ -473,7 +510,7 @@ impl<'a> Session<'a> {
             let left = deadline.saturating_duration_since(Instant::now());
             let frame = tokio::time::timeout(left, self.connection.recv())
                 .await
-                .map_err(|_| ClientError::Transport("timed out catching up with the group".into()))??;
+                .map_err(|_| ClientError::GroupStuck)??;
             self.handle_unsolicited(frame).await?;
         }
     }
@@ -652,19 +689,27 @@ impl<'a> Session<'a> {
     pub async fn self_update_due(&mut self) -> Result<usize, ClientError> {
         let policy = self.client.update_policy()?;
         let now = now_ms();
-        let due: Vec<_> = self
-            .client
-            .store
-            .conversations()?
-            .into_iter()
-            .filter(|c| c.active && update_due(c, &policy, now))
-            .collect();
+        let store = &self.client.store;
+        let mut due = Vec::new();
+        for conversation in store.conversations()? {
+            let retry_at = number_setting(store, &retry_key(&conversation.group_id))?.unwrap_or(0);
+            if conversation.active && update_due(&conversation, &policy, now) && now >= retry_at {
+                due.push(conversation);
+            }
+        }
         let mut updated = 0;
         for conversation in due {
             match self.self_update(&conversation.group_id).await {
                 Ok(()) => updated += 1,
-                Err(error @ (ClientError::Relay(_) | ClientError::Core(_) | ClientError::Invalid(_))) => {
-                    tracing::warn!(%error, "a self-update failed; it is tried again later");
+                // Failures of this one group (stuck at the relay, refused by
+                // the engine) wait an hour; a lost connection, a relay that
+                // closes the session or a wipe order still end the caller.
+                Err(error @ (ClientError::GroupStuck | ClientError::Core(_) | ClientError::Invalid(_))) => {
+                    tracing::warn!(%error, "a self-update failed; it is tried again in an hour");
+                    let retry_at = now_ms().saturating_add(UPDATE_RETRY.as_millis() as u64);
+                    self.client
+                        .store
+                        .set_setting(&retry_key(&conversation.group_id), &retry_at.to_be_bytes())?;
                 }
                 Err(error) => return Err(error),
             }
@@ -725,6 +770,29 @@ impl<'a> Session<'a> {
         .await?;
         self.record_membership(&group_id, self.client.account(), &[], members, now_ms())
     }
+}
+
+/// How long a group whose self-update failed waits before the next try.
+const UPDATE_RETRY: Duration = Duration::from_secs(3600);
+
+fn retry_key(group_id: &[u8]) -> String {
+    format!("update_retry:{}", data_encoding::HEXLOWER.encode(group_id))
+}
+
+fn left_key(group_id: &[u8]) -> String {
+    format!("left_epoch:{}", data_encoding::HEXLOWER.encode(group_id))
+}
+
+fn number_setting(store: &hush_store::Store, name: &str) -> Result<Option<u64>, ClientError> {
+    Ok(store
+        .setting(name)?
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map(u64::from_be_bytes))
+}
+
+/// The epoch at which we were removed from a group, if we were.
+fn left_epoch(store: &hush_store::Store, group_id: &[u8]) -> Result<Option<u64>, ClientError> {
+    number_setting(store, &left_key(group_id))
 }
 
 /// Owed a self-update: just joined, or the last one is older than the

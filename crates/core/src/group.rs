@@ -71,6 +71,8 @@ pub enum Incoming {
         removed: Vec<AccountId>,
         /// True if we were removed.
         self_removed: bool,
+        /// The group's epoch after the commit.
+        epoch: u64,
     },
     /// Nothing to show: a message for a group we are not (or no longer) in,
     /// or one we processed already.
@@ -286,12 +288,13 @@ impl Conversation {
                 }
                 let self_removed = staged.self_removed();
                 self.group.merge_staged_commit(provider, *staged).map_err(CoreError::mls)?;
+                let epoch = self.epoch();
                 if self_removed {
                     // Removed: this group's secrets have no further use here,
                     // and a later Welcome back into it must find no old state.
                     self.group.delete(provider.storage()).map_err(CoreError::mls)?;
                 }
-                Ok(Incoming::Changed { group_id, sender, added, removed, self_removed })
+                Ok(Incoming::Changed { group_id, sender, added, removed, self_removed, epoch })
             }
             _ => Ok(Incoming::Ignored),
         }

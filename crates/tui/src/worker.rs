@@ -210,7 +210,10 @@ impl<'a> Worker<'a> {
     ) -> Result<Flow, ClientError> {
         session.subscribe().await?;
         let mut purge = tokio::time::interval(PURGE_EVERY);
-        let mut updates = tokio::time::interval(UPDATE_CHECK_EVERY);
+        // The first check runs when the queue is drained (handle_push);
+        // this one every minute after.
+        let mut updates =
+            tokio::time::interval_at(tokio::time::Instant::now() + UPDATE_CHECK_EVERY, UPDATE_CHECK_EVERY);
         let mut closing = false;
         loop {
             self.run_jobs(session).await?;
