@@ -173,9 +173,10 @@ struct Keys {
 
 /// How often the database key is replaced even when nothing expired.
 pub const REKEY_EVERY_MS: u64 = 24 * 3600 * 1000;
-/// After a purge of expired messages the key is replaced at once, unless
-/// the last re-key is more recent than this (a conversation with a short
-/// timer purges often; see docs/device-security.md for the measured cost).
+/// After a purge of expired messages the key is replaced at the next
+/// unlock, unless the last re-key is more recent than this (a conversation
+/// with a short timer purges often; see docs/device-security.md for the
+/// measured cost).
 pub const REKEY_AFTER_PURGE_GAP_MS: u64 = 10 * 60 * 1000;
 
 const DATABASE_FILES: [&str; 6] =
@@ -362,11 +363,6 @@ impl Store {
                 KeyFile::change_passphrase(&Self::key_path(&self.dir), &keys.wrapping, passphrase, &sealed)?;
         }
         self.set_setting(REKEY_REQUESTED, &[1])
-    }
-
-    /// Wrong passphrases in a row that wipe this profile (0: never).
-    pub fn max_attempts(&self) -> u32 {
-        self.keys.borrow().wrapping.max_attempts()
     }
 
     /// Wipes this profile (a verified remote wipe order). The database is

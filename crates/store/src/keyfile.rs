@@ -508,6 +508,15 @@ fn lock_within(file: &File, wait: std::time::Duration) -> Result<bool, StoreErro
     }
 }
 
+/// Opens and locks the key file for a rewrite by an open profile, and
+/// checks that `wrapping` still opens its live slot.
+fn open_for_rewrite(path: &Path, wrapping: &Wrapping) -> Result<(File, Image), StoreError> {
+    let mut file = open_locked(path)?;
+    let image = Image::read(&mut file)?;
+    image.check_wrapping(wrapping)?;
+    Ok((file, image))
+}
+
 /// The key file of a profile.
 pub(crate) struct KeyFile;
 
@@ -597,9 +606,7 @@ impl KeyFile {
     /// Re-seals `keys` in every slot (after a re-key, or to finish one).
     /// The attempt state is kept: a reseal gives back no used attempt.
     pub(crate) fn reseal(path: &Path, wrapping: &Wrapping, keys: &SealedKeys) -> Result<(), StoreError> {
-        let mut file = open_locked(path)?;
-        let mut image = Image::read(&mut file)?;
-        image.check_wrapping(wrapping)?;
+        let (file, mut image) = open_for_rewrite(path, wrapping)?;
         let (state, _) = image.state();
         image.seal_live_slots(wrapping, keys, state)?;
         image.write(&file)
@@ -616,9 +623,7 @@ impl KeyFile {
         panic: &[u8],
         code: &WipeCode,
     ) -> Result<(), StoreError> {
-        let mut file = open_locked(path)?;
-        let mut image = Image::read(&mut file)?;
-        image.check_wrapping(wrapping)?;
+        let (file, mut image) = open_for_rewrite(path, wrapping)?;
         let params = level_params(wrapping.level)?;
         let as_real = derive(panic, image.real_salt(), params)?;
         if bool::from(as_real.as_slice().ct_eq(wrapping.kek.as_slice())) {
@@ -633,7 +638,7 @@ impl KeyFile {
         image.write(&file)
     }
 
-    /// Re-seals `keys` under a new passphrase (fresh salt), and returns the
+    /// Re-seals `keys` under a new passphrase (same salt), and returns the
     /// new wrapping. Refuses a passphrase that opens the panic slot.
     pub(crate) fn change_passphrase(
         path: &Path,
@@ -641,9 +646,7 @@ impl KeyFile {
         passphrase: &[u8],
         keys: &SealedKeys,
     ) -> Result<Wrapping, StoreError> {
-        let mut file = open_locked(path)?;
-        let mut image = Image::read(&mut file)?;
-        image.check_wrapping(wrapping)?;
+        let (file, mut image) = open_for_rewrite(path, wrapping)?;
         let params = level_params(wrapping.level)?;
         let as_panic = derive(passphrase, image.panic_salt(), params)?;
         if open(&as_panic, PANIC_SLOT_AD, image.panic_slot()).is_some() {
@@ -693,11 +696,6 @@ impl Wrapping {
     #[cfg(test)]
     pub(crate) fn unusable() -> Self {
         Self { kek: Zeroizing::new([0; 32]), level: 0, max_attempts: 0 }
-    }
-
-    /// Wrong passphrases in a row that wipe the profile (0: never).
-    pub(crate) fn max_attempts(&self) -> u32 {
-        self.max_attempts
     }
 }
 
