@@ -116,6 +116,7 @@ impl<'a> Session<'a> {
         if key_packages < KEY_PACKAGE_LOW_WATER {
             session.upload_key_packages(false).await?;
         }
+        session.resolve_commits().await?;
         Ok(session)
     }
 
@@ -336,6 +337,9 @@ impl<'a> Session<'a> {
                 }
             },
             Incoming::Changed { group_id, sender, added, removed, self_removed, epoch } => {
+                // Another member's commit won the epoch of our unresolved
+                // one (merging it dropped ours).
+                store.delete_setting(&unresolved_key(&group_id))?;
                 self.record_membership(&group_id, sender, &added, &removed, now)?;
                 if self_removed {
                     store.set_conversation_active(&group_id, false)?;
@@ -443,54 +447,113 @@ impl<'a> Session<'a> {
 
     /// Makes a commit with `make`, submits it, merges it once accepted, and
     /// retries (after catching up) when another commit won the epoch.
+    ///
+    /// A commit whose answer is lost (the connection drops, the relay does
+    /// not answer in time) is neither merged nor abandoned: it is kept as an
+    /// unresolved commit until its outcome is known (see
+    /// [`Self::resolve_commits`]), because the relay may have ordered it.
     async fn commit(
         &mut self,
         group_id: &[u8],
         make: impl Fn(&mut Conversation, &hush_store::HushProvider<'_>) -> Result<SentCommit, ClientError>,
     ) -> Result<(), ClientError> {
+        if self.client.store.setting(&unresolved_key(group_id))?.is_some() {
+            self.resolve_commits().await?;
+        }
         for _ in 0..COMMIT_ATTEMPTS {
-            let sent = {
-                let store = &self.client.store;
+            let frame = self.client.store.transaction(|store| {
                 let provider = store.provider();
                 let mut conversation = Conversation::load(&provider, group_id)?
                     .ok_or_else(|| ClientError::Invalid("conversation state is missing".into()))?;
-                make(&mut conversation, &provider)?
-            };
-            let request = self.request_id();
-            let frame = ClientFrame::Commit {
-                request,
-                group: GroupId(sent.group_id.clone()),
-                epoch: sent.epoch,
-                recipients: sent.recipients.clone(),
-                payload: sent.commit.clone(),
-                welcome: sent.welcome.clone(),
-            };
-            self.connection.send(&frame).await?;
-            let answer = self.answer(request).await;
-            let store = &self.client.store;
-            let provider = store.provider();
-            let mut conversation = Conversation::load(&provider, group_id)?
-                .ok_or_else(|| ClientError::Invalid("conversation state is missing".into()))?;
-            match answer {
+                let sent = make(&mut conversation, &provider)?;
+                let unresolved = Unresolved::new(sent);
+                store.set_setting(&unresolved_key(group_id), &unresolved.to_bytes())?;
+                Ok::<_, ClientError>(unresolved.frame)
+            })?;
+            match self.submit(frame).await {
                 Ok(Answer::Accepted) => {
-                    conversation.confirm_commit(&provider)?;
+                    self.settle_commit(group_id, true)?;
                     return Ok(());
                 }
                 Ok(Answer::Stale(epoch)) => {
-                    conversation.abandon_commit(&provider)?;
+                    self.settle_commit(group_id, false)?;
                     self.catch_up(group_id, epoch).await?;
                 }
                 Ok(Answer::KeyPackage(_)) => {
-                    conversation.abandon_commit(&provider)?;
+                    self.settle_commit(group_id, false)?;
                     return Err(ClientError::Protocol("unexpected answer to a commit".into()));
                 }
-                Err(error) => {
-                    conversation.abandon_commit(&provider)?;
+                Err(error @ ClientError::Relay(_)) => {
+                    self.settle_commit(group_id, false)?;
                     return Err(error);
                 }
+                // The outcome is unknown: the commit stays unresolved.
+                Err(error) => return Err(error),
             }
         }
         Err(ClientError::Invalid("the group is too busy: the commit kept losing to others; try again".into()))
+    }
+
+    /// Sends a commit frame under a fresh request id and waits for its answer.
+    async fn submit(&mut self, mut frame: ClientFrame) -> Result<Answer, ClientError> {
+        let request = self.request_id();
+        if let ClientFrame::Commit { request: r, .. } = &mut frame {
+            *r = request;
+        }
+        self.connection.send(&frame).await?;
+        self.answer(request).await
+    }
+
+    /// Settles our unresolved commit in a group: merged if it `won` its
+    /// epoch, dropped if it lost. Does nothing if it was settled already
+    /// (by its own copy arriving in the mailbox, say) or if the group has
+    /// moved past it.
+    fn settle_commit(&self, group_id: &[u8], won: bool) -> Result<(), ClientError> {
+        self.client.store.transaction(|store| {
+            let key = unresolved_key(group_id);
+            let Some(bytes) = store.setting(&key)? else { return Ok(()) };
+            store.delete_setting(&key)?;
+            let Some(unresolved) = Unresolved::from_bytes(&bytes) else { return Ok(()) };
+            let provider = store.provider();
+            let Some(mut conversation) = Conversation::load(&provider, group_id)? else { return Ok(()) };
+            if conversation.epoch() != unresolved.epoch || !conversation.has_pending_commit() {
+                return Ok(());
+            }
+            if won {
+                conversation.confirm_commit(&provider)?;
+            } else {
+                conversation.abandon_commit(&provider)?;
+            }
+            Ok::<_, ClientError>(())
+        })
+    }
+
+    /// Resolves every commit whose answer was lost, by submitting it again:
+    /// the relay keeps the digest of the commit it ordered at each epoch
+    /// (as long as it keeps the commit), so it answers "accepted" for a
+    /// commit it ordered already, without queueing it twice, and "stale"
+    /// for one that lost its epoch.
+    pub async fn resolve_commits(&mut self) -> Result<(), ClientError> {
+        for (key, bytes) in self.client.store.settings_with_prefix(UNRESOLVED_PREFIX)? {
+            let Some(unresolved) = Unresolved::from_bytes(&bytes) else {
+                self.client.store.delete_setting(&key)?;
+                continue;
+            };
+            let group_id = unresolved.group_id.clone();
+            match self.submit(unresolved.frame).await {
+                Ok(Answer::Accepted) => self.settle_commit(&group_id, true)?,
+                Ok(Answer::Stale(_)) => self.settle_commit(&group_id, false)?,
+                Ok(Answer::KeyPackage(_)) => {
+                    return Err(ClientError::Protocol("unexpected answer to a commit".into()))
+                }
+                Err(ClientError::Relay(code)) => {
+                    tracing::warn!(?code, "the relay refused a commit sent again; dropping it");
+                    self.settle_commit(&group_id, false)?
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
     }
 
     /// Processes deliveries until the group reaches `epoch`.
@@ -774,6 +837,47 @@ impl<'a> Session<'a> {
 
 /// How long a group whose self-update failed waits before the next try.
 const UPDATE_RETRY: Duration = Duration::from_secs(3600);
+
+const UNRESOLVED_PREFIX: &str = "unresolved_commit:";
+
+fn unresolved_key(group_id: &[u8]) -> String {
+    format!("{UNRESOLVED_PREFIX}{}", data_encoding::HEXLOWER.encode(group_id))
+}
+
+/// A commit sent to the relay whose outcome we do not know yet: kept in
+/// the profile (as its frame) so that it survives a lost connection or a
+/// restart.
+struct Unresolved {
+    group_id: Vec<u8>,
+    epoch: u64,
+    frame: ClientFrame,
+}
+
+impl Unresolved {
+    fn new(sent: SentCommit) -> Self {
+        let frame = ClientFrame::Commit {
+            request: 0,
+            group: GroupId(sent.group_id.clone()),
+            epoch: sent.epoch,
+            recipients: sent.recipients,
+            payload: sent.commit,
+            welcome: sent.welcome,
+            next_key: sent.next_key,
+            signature: sent.signature,
+        };
+        Self { group_id: sent.group_id, epoch: sent.epoch, frame }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        self.frame.encode()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let frame = ClientFrame::decode(bytes).ok()?;
+        let ClientFrame::Commit { group, epoch, .. } = &frame else { return None };
+        Some(Self { group_id: group.0.clone(), epoch: *epoch, frame })
+    }
+}
 
 fn retry_key(group_id: &[u8]) -> String {
     format!("update_retry:{}", data_encoding::HEXLOWER.encode(group_id))

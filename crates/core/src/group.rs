@@ -39,6 +39,11 @@ pub struct SentCommit {
     pub commit: Vec<u8>,
     /// New members and their Welcome.
     pub welcome: Option<(Vec<AccountId>, Vec<u8>)>,
+    /// The next epoch's public relay key.
+    pub next_key: [u8; 32],
+    /// Signature with this epoch's relay key, which proves to the relay
+    /// that the commit comes from a current member.
+    pub signature: [u8; 64],
 }
 
 /// What a received payload turned out to be.
@@ -94,6 +99,15 @@ fn create_config() -> MlsGroupCreateConfig {
 
 fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder().use_ratchet_tree_extension(true).max_past_epochs(MAX_PAST_EPOCHS).build()
+}
+
+fn relay_key_from(seed: Vec<u8>) -> Result<ed25519_dalek::SigningKey, CoreError> {
+    let seed = zeroize::Zeroizing::new(seed);
+    let seed: &[u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| CoreError::Mls("exported relay key seed has the wrong length".into()))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(seed))
 }
 
 fn serialize(message: &MlsMessageOut) -> Result<Vec<u8>, CoreError> {
@@ -185,13 +199,7 @@ impl Conversation {
         let (commit, welcome, _) =
             self.group.add_members(provider, identity.signer(), &key_packages).map_err(CoreError::mls)?;
         let added = new_members.iter().map(|m| m.account).collect();
-        Ok(SentCommit {
-            group_id: self.id(),
-            epoch,
-            recipients,
-            commit: serialize(&commit)?,
-            welcome: Some((added, serialize(&welcome)?)),
-        })
+        self.seal(provider, epoch, recipients, serialize(&commit)?, Some((added, serialize(&welcome)?)))
     }
 
     /// Removes members; the commit goes to them too, so they learn of it.
@@ -214,7 +222,7 @@ impl Conversation {
         }
         let (commit, _, _) =
             self.group.remove_members(provider, identity.signer(), &leaves).map_err(CoreError::mls)?;
-        Ok(SentCommit { group_id: self.id(), epoch, recipients, commit: serialize(&commit)?, welcome: None })
+        self.seal(provider, epoch, recipients, serialize(&commit)?, None)
     }
 
     /// A self-update commit: fresh leaf keys (post-compromise security).
@@ -229,13 +237,60 @@ impl Conversation {
             .group
             .self_update(provider, identity.signer(), LeafNodeParameters::default())
             .map_err(CoreError::mls)?;
-        Ok(SentCommit {
-            group_id: self.id(),
+        self.seal(provider, epoch, recipients, serialize(bundle.commit())?, None)
+    }
+
+    /// This epoch's relay key: an Ed25519 key whose seed is exported from
+    /// the epoch's secrets, so only its members can derive it.
+    fn relay_key(&self, provider: &impl OpenMlsProvider) -> Result<ed25519_dalek::SigningKey, CoreError> {
+        let seed = self
+            .group
+            .export_secret(provider.crypto(), hush_proto::COMMIT_KEY_LABEL, &[], 32)
+            .map_err(CoreError::mls)?;
+        relay_key_from(seed)
+    }
+
+    /// The public relay key of the epoch our pending commit leads to.
+    fn next_relay_key(&self, provider: &impl OpenMlsProvider) -> Result<[u8; 32], CoreError> {
+        let staged = self.group.pending_commit().ok_or_else(|| CoreError::Mls("no pending commit".into()))?;
+        let seed = staged
+            .export_secret(provider.crypto(), hush_proto::COMMIT_KEY_LABEL, &[], 32)
+            .map_err(CoreError::mls)?;
+        Ok(relay_key_from(seed)?.verifying_key().to_bytes())
+    }
+
+    /// Signs a freshly made (pending) commit for the relay.
+    fn seal(
+        &self,
+        provider: &impl OpenMlsProvider,
+        epoch: u64,
+        recipients: Vec<AccountId>,
+        commit: Vec<u8>,
+        welcome: Option<(Vec<AccountId>, Vec<u8>)>,
+    ) -> Result<SentCommit, CoreError> {
+        use ed25519_dalek::Signer as _;
+        let group_id = self.id();
+        let next_key = self.next_relay_key(provider)?;
+        let message = hush_proto::commit_auth_message(
+            &hush_proto::GroupId(group_id.clone()),
             epoch,
-            recipients,
-            commit: serialize(bundle.commit())?,
-            welcome: None,
-        })
+            &commit,
+            welcome.as_ref().map(|(_, bytes)| &bytes[..]),
+            &next_key,
+        );
+        let signature = self.relay_key(provider)?.sign(&message).to_bytes();
+        Ok(SentCommit { group_id, epoch, recipients, commit, welcome, next_key, signature })
+    }
+
+    /// The public relay key of the current epoch (what the relay holds for
+    /// the group once it has ordered the commit that led here).
+    pub fn relay_public_key(&self, provider: &impl OpenMlsProvider) -> Result<[u8; 32], CoreError> {
+        Ok(self.relay_key(provider)?.verifying_key().to_bytes())
+    }
+
+    /// True while one of our commits waits for the relay's verdict.
+    pub fn has_pending_commit(&self) -> bool {
+        self.group.pending_commit().is_some()
     }
 
     /// The relay accepted our pending commit: move to the next epoch.

@@ -171,4 +171,50 @@ mod tests {
         // A second Welcome into a group she is in is refused.
         assert!(process_incoming(&carol_provider, &welcome).is_err());
     }
+
+    #[test]
+    fn each_epochs_relay_key_is_known_to_its_members_and_announced_by_the_commit_before_it() {
+        use ed25519_dalek::Verifier as _;
+        let (alice_provider, alice) = person();
+        let (bob_provider, bob) = person();
+        let (carol_provider, carol) = person();
+        let mut group = Conversation::create(&alice_provider, &alice).unwrap();
+        let (kp, _) = new_key_packages(&bob_provider, &bob, 1, false).unwrap();
+        let package = verify_key_package(&alice_provider, &kp[0], bob.account()).unwrap();
+        let create = group.add(&alice_provider, &alice, &[package]).unwrap();
+        group.confirm_commit(&alice_provider).unwrap();
+        let (_, welcome) = create.welcome.clone().unwrap();
+        let Incoming::Joined { conversation: bobs, .. } = process_incoming(&bob_provider, &welcome).unwrap()
+        else {
+            panic!()
+        };
+        // The committer and the new member derive the key the commit announced.
+        assert_eq!(group.relay_public_key(&alice_provider).unwrap(), create.next_key);
+        assert_eq!(bobs.relay_public_key(&bob_provider).unwrap(), create.next_key);
+
+        // Bob's self-update is signed with that key and announces the next.
+        let mut bobs = Conversation::load(&bob_provider, &group.id()).unwrap().unwrap();
+        let update = bobs.self_update(&bob_provider, &bob).unwrap();
+        let message = hush_proto::commit_auth_message(
+            &hush_proto::GroupId(group.id()),
+            update.epoch,
+            &update.commit,
+            None,
+            &update.next_key,
+        );
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&create.next_key).unwrap();
+        assert!(key.verify(&message, &ed25519_dalek::Signature::from_bytes(&update.signature)).is_ok());
+        bobs.confirm_commit(&bob_provider).unwrap();
+        assert!(matches!(
+            process_incoming(&alice_provider, &update.commit).unwrap(),
+            Incoming::Changed { .. }
+        ));
+        let group = Conversation::load(&alice_provider, &group.id()).unwrap().unwrap();
+        assert_eq!(group.relay_public_key(&alice_provider).unwrap(), update.next_key);
+        assert_ne!(update.next_key, create.next_key, "each epoch has its own key");
+
+        // An outsider's key for the same group is unrelated.
+        let outsider = Conversation::create(&carol_provider, &carol).unwrap();
+        assert_ne!(outsider.relay_public_key(&carol_provider).unwrap(), update.next_key);
+    }
 }

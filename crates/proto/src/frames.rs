@@ -80,6 +80,12 @@ pub enum ClientFrame {
         payload: Vec<u8>,
         /// An opaque Welcome for new members, if the commit adds any.
         welcome: Option<(Vec<AccountId>, Vec<u8>)>,
+        /// The public half of the next epoch's relay key, which only
+        /// members of the next epoch can derive (see [`commit_auth_message`]).
+        next_key: [u8; 32],
+        /// Signature over [`commit_auth_message`] with this epoch's relay
+        /// key, which only members of this epoch can derive.
+        signature: [u8; 64],
     },
     /// Starts delivery of the mailbox: queued payloads, then `QueueEmpty`,
     /// then live pushes.
@@ -207,10 +213,13 @@ pub enum ErrorCode {
     ShuttingDown = 15,
     /// The wipe code does not match the account.
     BadWipeCode = 16,
+    /// The commit is not signed with the key of the group's current epoch:
+    /// it does not come from a current member.
+    NotAMember = 17,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 16] = [
+    const ALL: [ErrorCode; 17] = [
         Self::Malformed,
         Self::TooLarge,
         Self::UnsupportedVersion,
@@ -227,6 +236,7 @@ impl ErrorCode {
         Self::Internal,
         Self::ShuttingDown,
         Self::BadWipeCode,
+        Self::NotAMember,
     ];
 
     fn from_u16(value: u16) -> Result<Self, DecodeError> {
@@ -252,6 +262,7 @@ impl ErrorCode {
             Self::Internal => "relay internal error",
             Self::ShuttingDown => "relay is shutting down",
             Self::BadWipeCode => "the wipe code does not match the account",
+            Self::NotAMember => "the commit does not come from a member of the group's current epoch",
         }
     }
 }
@@ -272,6 +283,41 @@ pub fn auth_message(purpose: AuthPurpose, nonce: &[u8; 32], relay: &CertificateP
     message.push(purpose as u8);
     message.extend_from_slice(nonce);
     message.extend_from_slice(&relay.0);
+    message
+}
+
+/// Label of the MLS exporter secret from which each epoch's relay key is
+/// derived: an Ed25519 key whose seed is
+/// `MLS-Exporter(COMMIT_KEY_LABEL, "", 32)` of that epoch.
+pub const COMMIT_KEY_LABEL: &str = "hush relay commit key v1";
+
+/// The exact bytes a commit's `signature` covers: the group, the epoch the
+/// commit was made in, digests of the commit and its Welcome, and the next
+/// epoch's public key. The relay checks it against the key the previous
+/// accepted commit announced, so only members of the group's current epoch
+/// can move it on; a removed member, or anyone else who knows the group id,
+/// cannot.
+pub fn commit_auth_message(
+    group: &GroupId,
+    epoch: u64,
+    payload: &[u8],
+    welcome: Option<&[u8]>,
+    next_key: &[u8; 32],
+) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut message = b"hush-commit-v1\0".to_vec();
+    message.extend_from_slice(&(group.0.len() as u64).to_be_bytes());
+    message.extend_from_slice(&group.0);
+    message.extend_from_slice(&epoch.to_be_bytes());
+    message.extend_from_slice(&Sha256::digest(payload));
+    match welcome {
+        None => message.push(0),
+        Some(welcome) => {
+            message.push(1);
+            message.extend_from_slice(&Sha256::digest(welcome));
+        }
+    }
+    message.extend_from_slice(next_key);
     message
 }
 
@@ -333,7 +379,7 @@ impl ClientFrame {
                 w.u32(*ttl_secs);
                 w.finish()
             }
-            Self::Commit { request, group, epoch, recipients, payload, welcome } => {
+            Self::Commit { request, group, epoch, recipients, payload, welcome, next_key, signature } => {
                 let mut w = Writer::with_tag(0x07);
                 w.u32(*request);
                 w.bytes(&group.0);
@@ -348,6 +394,8 @@ impl ClientFrame {
                         w.bytes(bytes);
                     }
                 }
+                w.array(next_key);
+                w.array(signature);
                 w.finish()
             }
             Self::Subscribe => Writer::with_tag(0x08).finish(),
@@ -402,6 +450,8 @@ impl ClientFrame {
                 recipients: read_accounts(&mut r)?,
                 payload: r.bytes("payload", MAX_PAYLOAD_BYTES)?,
                 welcome: r.option(|r| Ok((read_accounts(r)?, r.bytes("welcome", MAX_PAYLOAD_BYTES)?)))?,
+                next_key: r.array()?,
+                signature: r.array()?,
             },
             0x08 => Self::Subscribe,
             0x09 => Self::Ack { ids: r.list("ack ids", MAX_ACK_IDS, |r| r.u64())? },
@@ -574,18 +624,26 @@ mod tests {
                 any::<u64>(),
                 vec(account(), 0..5),
                 blob(),
-                proptest::option::of((vec(account(), 0..3), blob()))
+                proptest::option::of((vec(account(), 0..3), blob())),
+                any::<[u8; 32]>(),
+                any::<[u8; 32]>(),
             )
-                .prop_map(|(request, group, epoch, recipients, payload, welcome)| {
-                    ClientFrame::Commit {
-                        request,
-                        group: GroupId(group),
-                        epoch,
-                        recipients,
-                        payload,
-                        welcome,
+                .prop_map(
+                    |(request, group, epoch, recipients, payload, welcome, next_key, half)| {
+                        let mut signature = [3u8; 64];
+                        signature[32..].copy_from_slice(&half);
+                        ClientFrame::Commit {
+                            request,
+                            group: GroupId(group),
+                            epoch,
+                            recipients,
+                            payload,
+                            welcome,
+                            next_key,
+                            signature,
+                        }
                     }
-                }),
+                ),
             Just(ClientFrame::Subscribe),
             vec(any::<u64>(), 0..20).prop_map(|ids| ClientFrame::Ack { ids }),
             (any::<u32>(), account(), any::<[u8; 32]>())

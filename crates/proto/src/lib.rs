@@ -15,10 +15,12 @@ pub mod limits;
 mod wipe_code;
 
 pub use codec::DecodeError;
-pub use frames::{auth_message, AuthPurpose, ClientFrame, ErrorCode, RelayFrame};
+pub use frames::{
+    auth_message, commit_auth_message, AuthPurpose, ClientFrame, ErrorCode, RelayFrame, COMMIT_KEY_LABEL,
+};
 pub use ids::{AccountId, CertificatePin, GroupId, IdError, IdentityKey};
 pub use invite::{is_relay_address, Invite, InviteError};
 pub use wipe_code::WipeCode;
 
 /// The protocol version spoken by this build; a relay refuses any other.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

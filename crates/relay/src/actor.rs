@@ -1,23 +1,97 @@
 //! The store worker: one thread owns the store and applies operations in
 //! batches, so one durable commit (one fsync) covers every operation that
 //! arrived while the previous batch was being written.
+//!
+//! Callers use [`StoreHandle`]'s typed methods, one per operation; each
+//! hands its operation to the worker at once and returns a future of its
+//! own result type, so the pairing of request and answer is checked by the
+//! compiler.
 
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use hush_proto::{AccountId, IdentityKey};
 use tokio::sync::oneshot;
 
-use crate::store::{CommitOutcome, Op, Output, Queued, RelayStore, StoreError};
+use crate::store::{
+    AccountRecord, CommitOutcome, CommitRequest, Operations, Queued, RelayStore, StoreError, UnixSeconds,
+};
 
 /// Most operations in one batch.
 const MAX_BATCH: usize = 512;
 
-type Reply = oneshot::Sender<Result<Output, StoreError>>;
+/// One operation waiting for the worker: run inside the batch, then
+/// answered once the batch's fate is known.
+trait Job: Send {
+    /// Runs the operation and keeps its result.
+    fn run(&mut self, store: &mut dyn Operations);
+    /// Payloads this job stored (pushed to recipients once durable).
+    fn stored(&self) -> &[Queued];
+    /// Sends the result, or the batch's failure if it was not made durable.
+    fn answer(self: Box<Self>, batch: &Result<(), StoreError>);
+}
+
+struct Call<T, F> {
+    work: Option<F>,
+    stored: fn(&T) -> &[Queued],
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Call<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Operations) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(&mut self, store: &mut dyn Operations) {
+        if let Some(work) = self.work.take() {
+            self.result = Some(work(store));
+        }
+    }
+
+    fn stored(&self) -> &[Queued] {
+        match &self.result {
+            Some(Ok(value)) => (self.stored)(value),
+            _ => &[],
+        }
+    }
+
+    fn answer(self: Box<Self>, batch: &Result<(), StoreError>) {
+        let result = match (batch, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Err(error), _) => Err(StoreError::Batch(error.to_string())),
+            (Ok(()), None) => Err(StoreError::Batch("operation did not run".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+fn nothing_stored<T>(_: &T) -> &[Queued] {
+    &[]
+}
+
+fn enqueued(queued: &Vec<Queued>) -> &[Queued] {
+    queued
+}
+
+fn committed(outcome: &CommitOutcome) -> &[Queued] {
+    match outcome {
+        CommitOutcome::Accepted(queued) => queued,
+        CommitOutcome::Repeated | CommitOutcome::Stale { .. } => &[],
+    }
+}
 
 /// A cheap, cloneable handle to the store worker.
 #[derive(Clone)]
 pub struct StoreHandle {
-    sender: std_mpsc::Sender<(Op, Reply)>,
+    sender: std_mpsc::Sender<Box<dyn Job>>,
+}
+
+/// A handle to a reader thread: it can only read.
+#[derive(Clone)]
+pub struct ReadHandle {
+    sender: std_mpsc::Sender<Box<dyn Job>>,
 }
 
 /// The worker thread; joining it waits until every queued operation is durable.
@@ -46,7 +120,7 @@ pub fn spawn(
     Ok((StoreHandle { sender }, StoreWorker { thread }))
 }
 
-fn run(mut store: impl RelayStore, receiver: std_mpsc::Receiver<(Op, Reply)>, stored: impl Fn(&[Queued])) {
+fn run(mut store: impl RelayStore, receiver: std_mpsc::Receiver<Box<dyn Job>>, stored: impl Fn(&[Queued])) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -55,48 +129,179 @@ fn run(mut store: impl RelayStore, receiver: std_mpsc::Receiver<(Op, Reply)>, st
                 Err(_) => break,
             }
         }
-        let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
-        let results = store.apply(ops);
-        for result in &results {
-            if let Ok(Output::Enqueued(queued) | Output::Commit(CommitOutcome::Accepted(queued))) = result {
-                stored(queued);
+        let outcome = store.batch(&mut |operations| {
+            for job in batch.iter_mut() {
+                job.run(operations);
+            }
+        });
+        if outcome.is_ok() {
+            for job in &batch {
+                let queued = job.stored();
+                if !queued.is_empty() {
+                    stored(queued);
+                }
             }
         }
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
+        for job in batch {
+            job.answer(&outcome);
         }
     }
 }
 
 /// Starts a reader thread over a connection of its own: it answers
-/// [`Op::Pending`] (mailbox drains) from the last committed state, so a
-/// drain never waits behind write batches and their fsyncs. WAL mode lets it
-/// read while the worker writes. It stops once every handle is dropped.
-pub fn spawn_reader(store: crate::store::SqliteStore) -> std::io::Result<StoreHandle> {
-    let (sender, receiver) = std_mpsc::channel::<(Op, Reply)>();
+/// [`StoreHandle::pending`] (mailbox drains) from the last committed state,
+/// so a drain never waits behind write batches and their fsyncs. WAL mode
+/// lets it read while the worker writes. It stops once every handle is
+/// dropped. Use the handle it returns for reads only.
+pub fn spawn_reader(mut store: impl Operations + Send + 'static) -> std::io::Result<ReadHandle> {
+    let (sender, receiver) = std_mpsc::channel::<Box<dyn Job>>();
     std::thread::Builder::new().name("hush-reader".into()).spawn(move || {
-        while let Ok((op, reply)) = receiver.recv() {
-            let _ = reply.send(store.read(op));
+        while let Ok(mut job) = receiver.recv() {
+            job.run(&mut store);
+            job.answer(&Ok(()));
         }
     })?;
-    Ok(StoreHandle { sender })
+    Ok(ReadHandle { sender })
+}
+
+impl ReadHandle {
+    /// See [`Operations::pending`].
+    pub fn pending(
+        &self,
+        account: AccountId,
+        after: u64,
+        limit: u32,
+        now: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<Vec<Queued>, StoreError>> + Send + 'static {
+        call(&self.sender, nothing_stored, move |s| s.pending(&account, after, limit, now))
+    }
+}
+
+/// Hands `work` to a thread now (not when first polled), so the caller can
+/// do other work while it runs and operations reach the store in the order
+/// they were started; the future resolves with its result once it is
+/// durable.
+fn call<T, F>(
+    sender: &std_mpsc::Sender<Box<dyn Job>>,
+    stored: fn(&T) -> &[Queued],
+    work: F,
+) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Operations) -> Result<T, StoreError> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let job = Box::new(Call { work: Some(work), stored, result: None, reply });
+    let sent = sender.send(job);
+    async move {
+        sent.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
 }
 
 impl StoreHandle {
-    /// Runs one operation; resolves once it is durable.
-    pub async fn run(&self, op: Op) -> Result<Output, StoreError> {
-        self.start(op).await
+    fn call<T, F>(
+        &self,
+        stored: fn(&T) -> &[Queued],
+        work: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Operations) -> Result<T, StoreError> + Send + 'static,
+    {
+        call(&self.sender, stored, work)
     }
 
-    /// Hands the operation to the worker now (not when first polled), so
-    /// the caller can do other work while it runs; the future resolves
-    /// with its result.
-    pub fn start(&self, op: Op) -> impl std::future::Future<Output = Result<Output, StoreError>> {
-        let (reply, answer) = oneshot::channel();
-        let sent = self.sender.send((op, reply));
-        async move {
-            sent.map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
-        }
+    /// See [`Operations::register`].
+    pub fn register(
+        &self,
+        invite_hash: [u8; 32],
+        identity_key: IdentityKey,
+        wipe_hash: [u8; 32],
+        now: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<AccountId, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.register(&invite_hash, &identity_key, &wipe_hash, now))
+    }
+
+    /// See [`Operations::remote_wipe`].
+    pub fn remote_wipe(
+        &self,
+        account: AccountId,
+        secret: [u8; 32],
+        now: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.remote_wipe(&account, &secret, now))
+    }
+
+    /// See [`Operations::account`].
+    pub fn account(
+        &self,
+        account: AccountId,
+    ) -> impl std::future::Future<Output = Result<Option<AccountRecord>, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.account(&account))
+    }
+
+    /// See [`Operations::add_key_packages`].
+    pub fn add_key_packages(
+        &self,
+        account: AccountId,
+        one_time: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Result<u32, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.add_key_packages(&account, &one_time, last_resort.as_deref()))
+    }
+
+    /// See [`Operations::count_key_packages`].
+    pub fn count_key_packages(
+        &self,
+        account: AccountId,
+    ) -> impl std::future::Future<Output = Result<u32, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.count_key_packages(&account))
+    }
+
+    /// See [`Operations::take_key_package`].
+    pub fn take_key_package(
+        &self,
+        account: AccountId,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.take_key_package(&account))
+    }
+
+    /// See [`Operations::enqueue`].
+    pub fn enqueue(
+        &self,
+        recipients: Vec<AccountId>,
+        payload: Arc<[u8]>,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<Vec<Queued>, StoreError>> + Send + 'static {
+        self.call(enqueued, move |s| s.enqueue(&recipients, &payload, now, expires))
+    }
+
+    /// See [`Operations::commit`].
+    pub fn commit(
+        &self,
+        commit: CommitRequest,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static {
+        self.call(committed, move |s| s.commit(&commit, now, expires))
+    }
+
+    /// See [`Operations::ack`].
+    pub fn ack(
+        &self,
+        account: AccountId,
+        ids: Vec<u64>,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.ack(&account, &ids))
+    }
+
+    /// See [`Operations::purge_expired`].
+    pub fn purge_expired(
+        &self,
+        now: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.purge_expired(now))
     }
 }

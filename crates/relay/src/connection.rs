@@ -27,7 +27,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::hub::Control;
 use crate::server::Shared;
-use crate::store::{CommitOutcome, Op, Output, Queued, StoreError};
+use crate::store::{CommitOutcome, CommitRequest, Queued, StoreError};
 
 /// Answers and pushes queued per connection before the reader waits.
 const OUTBOUND_QUEUE: usize = 256;
@@ -248,21 +248,19 @@ async fn login(
                 return Err(refuse(outbound, ErrorCode::BadSignature).await);
             }
             let invite_hash: [u8; 32] = Sha256::digest(invite_code.as_bytes()).into();
-            let op = Op::Register { invite_hash, identity_key, wipe_hash, now: shared.now() };
-            match shared.store.run(op).await {
-                Ok(Output::Registered(account)) => {
+            match shared.store.register(invite_hash, identity_key, wipe_hash, shared.now()).await {
+                Ok(account) => {
                     tracing::info!("account registered");
                     (account, 0)
                 }
                 Err(error) => return Err(refuse(outbound, store_error_code(&error)).await),
-                Ok(_) => return Err(refuse(outbound, ErrorCode::Internal).await),
             }
         }
         Ok(ClientFrame::Login { account, signature }) => {
-            let record = match shared.store.run(Op::Account { account }).await {
-                Ok(Output::Account(Some(record))) => record,
-                Ok(Output::Account(None)) => return Err(refuse(outbound, ErrorCode::UnknownAccount).await),
-                _ => return Err(refuse(outbound, ErrorCode::Internal).await),
+            let record = match shared.store.account(account).await {
+                Ok(Some(record)) => record,
+                Ok(None) => return Err(refuse(outbound, ErrorCode::UnknownAccount).await),
+                Err(error) => return Err(refuse(outbound, store_error_code(&error)).await),
             };
             let message = auth_message(AuthPurpose::Login, &nonce, &shared.pin);
             if !verify(&record.identity_key, &message, &signature) {
@@ -274,10 +272,7 @@ async fn login(
             if record.deactivated {
                 return Err(refuse(outbound, ErrorCode::Deactivated).await);
             }
-            let count = match shared.store.run(Op::CountKeyPackages { account }).await {
-                Ok(Output::KeyPackageCount(count)) => count,
-                _ => 0,
-            };
+            let count = shared.store.count_key_packages(account).await.unwrap_or(0);
             (account, count)
         }
         Ok(_) => return Err(refuse(outbound, ErrorCode::Unexpected).await),
@@ -296,8 +291,8 @@ async fn remote_wipe(
     account: AccountId,
     secret: [u8; 32],
 ) -> ConnectionError {
-    let answer = match shared.store.run(Op::RemoteWipe { account, secret, now: shared.now() }).await {
-        Ok(_) => {
+    let answer = match shared.store.remote_wipe(account, secret, shared.now()).await {
+        Ok(()) => {
             tracing::info!("remote wipe ordered");
             shared.hub.wipe(&account, secret);
             RelayFrame::Accepted { request }
@@ -328,6 +323,7 @@ fn store_error_code(error: &StoreError) -> ErrorCode {
         StoreError::UnknownAccount => ErrorCode::UnknownAccount,
         StoreError::NoKeyPackage => ErrorCode::NoKeyPackage,
         StoreError::BadWipeCode => ErrorCode::BadWipeCode,
+        StoreError::NotAMember => ErrorCode::NotAMember,
         StoreError::Database(_) | StoreError::Batch(_) => {
             tracing::error!(%error, "store operation failed");
             ErrorCode::Internal
@@ -430,30 +426,57 @@ impl Session {
     }
 
     async fn handle(&mut self, frame: ClientFrame) {
+        let store = &self.shared.store;
         match frame {
             ClientFrame::Subscribe if self.delivery.is_none() => self.subscribe(),
             ClientFrame::Subscribe => {}
             ClientFrame::Ack { ids } => {
-                self.spawn_request(None, Op::Ack { account: self.account, ids }).await;
+                let acked = store.ack(self.account, ids);
+                self.spawn_request(None, async move { acked.await.map(|_| Answer::Accepted) }).await;
             }
             ClientFrame::UploadKeyPackages { request, one_time, last_resort } => {
-                let op = Op::AddKeyPackages { account: self.account, one_time, last_resort };
-                self.spawn_request(Some(request), op).await;
+                let added = store.add_key_packages(self.account, one_time, last_resort);
+                self.spawn_request(Some(request), async move { added.await.map(|_| Answer::Accepted) }).await;
             }
             ClientFrame::FetchKeyPackage { request, account } => {
-                self.spawn_request(Some(request), Op::TakeKeyPackage { account }).await;
+                let taken = store.take_key_package(account);
+                self.spawn_request(Some(request), async move { taken.await.map(Answer::KeyPackage) }).await;
             }
             ClientFrame::Send { request, recipients, payload, ttl_secs } => {
                 let (now, expires) = self.shared.expiry(ttl_secs);
-                let op = Op::Enqueue { recipients, payload: payload.into(), now, expires };
-                self.spawn_request(Some(request), op).await;
+                let queued = store.enqueue(recipients, payload.into(), now, expires);
+                self.spawn_request(Some(request), async move { queued.await.map(|_| Answer::Accepted) })
+                    .await;
             }
-            ClientFrame::Commit { request, group, epoch, recipients, payload, welcome } => {
+            ClientFrame::Commit {
+                request,
+                group,
+                epoch,
+                recipients,
+                payload,
+                welcome,
+                next_key,
+                signature,
+            } => {
                 let (now, expires) = self.shared.expiry(0);
                 let welcome = welcome.map(|(to, bytes)| (to, bytes.into()));
-                let op =
-                    Op::Commit { group, epoch, recipients, payload: payload.into(), welcome, now, expires };
-                self.spawn_request(Some(request), op).await;
+                let commit = CommitRequest {
+                    group,
+                    epoch,
+                    recipients,
+                    payload: payload.into(),
+                    welcome,
+                    next_key,
+                    signature,
+                };
+                let ordered = store.commit(commit, now, expires);
+                let answer = async move {
+                    ordered.await.map(|outcome| match outcome {
+                        CommitOutcome::Accepted(_) | CommitOutcome::Repeated => Answer::Accepted,
+                        CommitOutcome::Stale { current } => Answer::Stale(current),
+                    })
+                };
+                self.spawn_request(Some(request), answer).await;
             }
             ClientFrame::Hello { .. }
             | ClientFrame::Register { .. }
@@ -468,15 +491,20 @@ impl Session {
         }
     }
 
-    /// Runs a store operation as its own task and answers `request` with its result.
-    async fn spawn_request(&self, request: Option<u32>, op: Op) {
+    /// Waits for a store operation (already handed to the worker, so
+    /// operations keep the order their frames arrived in) as its own task
+    /// and answers `request` with its result. Stored payloads were already
+    /// pushed to connected recipients by the store worker, in order.
+    async fn spawn_request(
+        &self,
+        request: Option<u32>,
+        result: impl std::future::Future<Output = Result<Answer, StoreError>> + Send + 'static,
+    ) {
         let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else { return };
-        let shared = Arc::clone(&self.shared);
         let outbound = self.outbound.clone();
         tokio::spawn(async move {
-            let result = shared.store.run(op).await;
-            let answer = answer(result);
-            if let (Some(request), Some(answer)) = (request, answer) {
+            let answer = result.await.unwrap_or_else(|error| Answer::Rejected(store_error_code(&error)));
+            if let Some(request) = request {
                 let _ = outbound.send(Outbound::frame(answer.into_frame(request))).await;
             }
             drop(permit);
@@ -520,19 +548,6 @@ impl Answer {
             Self::Stale(epoch) => RelayFrame::StaleEpoch { request, epoch },
             Self::Rejected(code) => RelayFrame::Rejected { request, code },
         }
-    }
-}
-
-/// Turns a store result into the client's answer. (Stored payloads were
-/// already pushed to connected recipients by the store worker, in order.)
-fn answer(result: Result<Output, StoreError>) -> Option<Answer> {
-    match result {
-        Ok(Output::Enqueued(_)) | Ok(Output::Commit(CommitOutcome::Accepted(_))) => Some(Answer::Accepted),
-        Ok(Output::Commit(CommitOutcome::Stale { current })) => Some(Answer::Stale(current)),
-        Ok(Output::KeyPackage(key_package)) => Some(Answer::KeyPackage(key_package)),
-        Ok(Output::KeyPackageCount(_)) | Ok(Output::Deleted(_)) => Some(Answer::Accepted),
-        Ok(_) => Some(Answer::Rejected(ErrorCode::Internal)),
-        Err(error) => Some(Answer::Rejected(store_error_code(&error))),
     }
 }
 
@@ -587,14 +602,8 @@ impl Delivery {
     }
 
     fn read_page(&self, after: u64) -> impl std::future::Future<Output = Result<Vec<Queued>, ()>> {
-        let op = Op::Pending { account: self.account, after, limit: DRAIN_PAGE, now: self.shared.now() };
-        let answer = self.shared.reader.start(op);
-        async move {
-            match answer.await {
-                Ok(Output::Pending(page)) => Ok(page),
-                _ => Err(()),
-            }
-        }
+        let page = self.shared.reader.pending(self.account, after, DRAIN_PAGE, self.shared.now());
+        async move { page.await.map_err(|_| ()) }
     }
 
     async fn deliver(&mut self, queued: &Queued) -> Result<(), ()> {

@@ -13,10 +13,10 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::actor::StoreHandle;
+use crate::actor::{ReadHandle, StoreHandle};
 use crate::config::RelayConfig;
 use crate::hub::Hub;
-use crate::store::{Op, UnixSeconds};
+use crate::store::UnixSeconds;
 
 /// How often expired payloads are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(5);
@@ -26,7 +26,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub(crate) store: StoreHandle,
-    pub(crate) reader: StoreHandle,
+    pub(crate) reader: ReadHandle,
     pub(crate) hub: Arc<Hub>,
     pub(crate) pin: CertificatePin,
     pub(crate) config: RelayConfig,
@@ -67,7 +67,7 @@ pub struct Relay {
     /// The store worker's handle.
     pub store: StoreHandle,
     /// The mailbox reader's handle (see [`crate::actor::spawn_reader`]).
-    pub reader: StoreHandle,
+    pub reader: ReadHandle,
     /// Live connections (the store worker pushes stored payloads to it).
     pub hub: Arc<Hub>,
     /// Where the admin socket goes (None: no admin socket).
@@ -143,9 +143,7 @@ async fn purge_loop(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(PURGE_INTERVAL);
     loop {
         interval.tick().await;
-        if let Ok(crate::store::Output::Deleted(count)) =
-            shared.store.run(Op::PurgeExpired { now: now() }).await
-        {
+        if let Ok(count) = shared.store.purge_expired(now()).await {
             if count > 0 {
                 tracing::info!(count, "purged expired payloads");
             }

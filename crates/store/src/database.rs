@@ -500,6 +500,21 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes a profile value (nothing happens if there is none).
+    pub fn delete_setting(&self, name: &str) -> Result<(), StoreError> {
+        self.connection.execute("DELETE FROM profile WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    /// Every profile value whose name starts with `prefix`, by name.
+    pub fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut query = self.connection.prepare_cached(
+            "SELECT name, value FROM profile WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+        )?;
+        let rows = query.query_map([prefix], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Adds or renames a contact.
     pub fn add_contact(&self, name: &str, contact: &AccountId) -> Result<(), StoreError> {
         self.connection.execute("DELETE FROM contacts WHERE account = ?1", [&contact.0[..]])?;

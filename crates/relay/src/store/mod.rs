@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The wipe secret does not match the account.
     #[error("wipe code does not match")]
     BadWipeCode,
+    /// A commit not signed with the group's current epoch key.
+    #[error("commit not signed by a current member")]
+    NotAMember,
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
@@ -71,11 +74,98 @@ pub struct Queued {
     pub payload: Arc<[u8]>,
 }
 
+/// A commit as the relay orders it.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    /// The group.
+    pub group: GroupId,
+    /// The epoch the commit was made in.
+    pub epoch: u64,
+    /// Existing members who receive it.
+    pub recipients: Vec<AccountId>,
+    /// The opaque commit.
+    pub payload: Arc<[u8]>,
+    /// New members and their Welcome.
+    pub welcome: Option<(Vec<AccountId>, Arc<[u8]>)>,
+    /// The next epoch's public relay key.
+    pub next_key: [u8; 32],
+    /// Signature with the current epoch's relay key.
+    pub signature: [u8; 64],
+}
+
+/// What the relay keeps of a group: its epoch and the key that signs its
+/// next commit. Nothing else: not its members, not its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// The current epoch.
+    pub epoch: u64,
+    /// The current epoch's public relay key (None for groups ordered before
+    /// relays checked commits; their next commit sets it).
+    pub key: Option<[u8; 32]>,
+}
+
+/// What to do with a commit, given the group's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Order it: the group moves to `epoch + 1`.
+    Accept,
+    /// It is the commit that was ordered for its epoch, sent again because
+    /// its answer was lost: say it was accepted, store nothing.
+    Repeated,
+    /// Another commit won this epoch (or the group is past it).
+    Stale(u64),
+    /// The signature does not verify with the current epoch's key.
+    NotAMember,
+}
+
+impl CommitRequest {
+    /// SHA-256 of the commit payload.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(&self.payload).into()
+    }
+
+    /// Decides the commit against the group's record and the digest of the
+    /// commit ordered at this commit's epoch, if the relay still keeps it
+    /// (it does until the relay's retention limit). Every backend calls
+    /// this inside the transaction that read them and will write them, so
+    /// the check and the move to the next epoch are one atomic step.
+    pub fn decide(&self, group: Option<&GroupRecord>, ordered_at_epoch: Option<[u8; 32]>) -> Decision {
+        // A group the relay has never seen starts at its first commit; its
+        // id is random and unknown to anyone before that commit.
+        let Some(group) = group else { return Decision::Accept };
+        if group.epoch != self.epoch {
+            if ordered_at_epoch == Some(self.digest()) {
+                return Decision::Repeated;
+            }
+            return Decision::Stale(group.epoch);
+        }
+        match group.key {
+            None => Decision::Accept,
+            Some(key) if self.signed_by(&key) => Decision::Accept,
+            Some(_) => Decision::NotAMember,
+        }
+    }
+    fn signed_by(&self, key: &[u8; 32]) -> bool {
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(key) else { return false };
+        let message = hush_proto::commit_auth_message(
+            &self.group,
+            self.epoch,
+            &self.payload,
+            self.welcome.as_ref().map(|(_, welcome)| &welcome[..]),
+            &self.next_key,
+        );
+        key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&self.signature)).is_ok()
+    }
+}
+
 /// Result of a commit submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
     /// Stored; the group moved to the next epoch.
     Accepted(Vec<Queued>),
+    /// The same commit was ordered before; nothing new was stored.
+    Repeated,
     /// Another commit won this epoch; the group is at `current`.
     Stale {
         /// The group's epoch at the relay.
@@ -96,66 +186,75 @@ pub struct Stats {
     pub queued_bytes: u64,
 }
 
-/// One operation in a batch. (Fields are named for what they hold.)
-#[allow(missing_docs)]
-#[derive(Debug)]
-pub enum Op {
-    /// Create an account with an invite whose code hashes to `invite_hash`.
-    Register { invite_hash: [u8; 32], identity_key: IdentityKey, wipe_hash: [u8; 32], now: UnixSeconds },
-    /// Check a wipe secret; on a match deactivate the account and keep the order.
-    RemoteWipe { account: AccountId, secret: [u8; 32], now: UnixSeconds },
-    /// Look an account up.
-    Account { account: AccountId },
-    /// Store key packages; answers the count of one-time packages held.
-    AddKeyPackages { account: AccountId, one_time: Vec<Vec<u8>>, last_resort: Option<Vec<u8>> },
-    /// Count one-time key packages.
-    CountKeyPackages { account: AccountId },
-    /// Take one key package (one-time first, else the last-resort one).
-    TakeKeyPackage { account: AccountId },
-    /// Queue a payload for each recipient.
-    Enqueue { recipients: Vec<AccountId>, payload: Arc<[u8]>, now: UnixSeconds, expires: UnixSeconds },
-    /// Order a commit and queue it (and its Welcome).
-    Commit {
-        group: GroupId,
-        epoch: u64,
-        recipients: Vec<AccountId>,
-        payload: Arc<[u8]>,
-        welcome: Option<(Vec<AccountId>, Arc<[u8]>)>,
+/// The operations on the relay's state, one method per operation. Each
+/// call is atomic on its own: one that fails leaves no trace, whatever else
+/// the batch it belongs to does.
+pub trait Operations {
+    /// Creates an account with an invite whose code hashes to `invite_hash`.
+    fn register(
+        &mut self,
+        invite_hash: &[u8; 32],
+        identity_key: &IdentityKey,
+        wipe_hash: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<AccountId, StoreError>;
+    /// Checks a wipe secret; on a match deactivates the account and keeps
+    /// the order for its device.
+    fn remote_wipe(
+        &mut self,
+        account: &AccountId,
+        secret: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<(), StoreError>;
+    /// Looks an account up.
+    fn account(&mut self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError>;
+    /// Stores key packages (replacing the last-resort one if given);
+    /// answers how many one-time packages are held.
+    fn add_key_packages(
+        &mut self,
+        account: &AccountId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<u32, StoreError>;
+    /// Counts one-time key packages.
+    fn count_key_packages(&mut self, account: &AccountId) -> Result<u32, StoreError>;
+    /// Takes one key package: a one-time one first, else the last-resort one.
+    fn take_key_package(&mut self, account: &AccountId) -> Result<Vec<u8>, StoreError>;
+    /// Queues `payload` for every active recipient, skipping deactivated
+    /// and unknown ones; refuses a send none of whose recipients is active.
+    fn enqueue(
+        &mut self,
+        recipients: &[AccountId],
+        payload: &Arc<[u8]>,
         now: UnixSeconds,
         expires: UnixSeconds,
-    },
-    /// Read unexpired queued payloads after `after` (exclusive), at most `limit`.
-    Pending { account: AccountId, after: u64, limit: u32, now: UnixSeconds },
-    /// Delete acknowledged payloads of `account`.
-    Ack { account: AccountId, ids: Vec<u64> },
-    /// Delete everything past its expiry.
-    PurgeExpired { now: UnixSeconds },
+    ) -> Result<Vec<Queued>, StoreError>;
+    /// Orders a commit (see [`CommitRequest::decide`]) and queues it for
+    /// the active recipients, and its Welcome for the new members.
+    fn commit(
+        &mut self,
+        commit: &CommitRequest,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> Result<CommitOutcome, StoreError>;
+    /// Reads unexpired queued payloads after `after` (exclusive), at most `limit`.
+    fn pending(
+        &mut self,
+        account: &AccountId,
+        after: u64,
+        limit: u32,
+        now: UnixSeconds,
+    ) -> Result<Vec<Queued>, StoreError>;
+    /// Deletes acknowledged payloads of `account`; answers how many.
+    fn ack(&mut self, account: &AccountId, ids: &[u64]) -> Result<u64, StoreError>;
+    /// Deletes everything past its expiry; answers how many payloads.
+    fn purge_expired(&mut self, now: UnixSeconds) -> Result<u64, StoreError>;
 }
 
-/// The answer to one [`Op`].
-#[derive(Debug)]
-pub enum Output {
-    /// The new account.
-    Registered(AccountId),
-    /// An account lookup (None: unknown).
-    Account(Option<AccountRecord>),
-    /// A count of one-time key packages.
-    KeyPackageCount(u32),
-    /// A key package.
-    KeyPackage(Vec<u8>),
-    /// Queued copies, one per recipient, in id order.
-    Enqueued(Vec<Queued>),
-    /// A commit's outcome.
-    Commit(CommitOutcome),
-    /// Pending payloads.
-    Pending(Vec<Queued>),
-    /// Rows deleted.
-    Deleted(u64),
-}
-
-/// Durable storage for the relay. A batch is applied atomically per
-/// operation and made durable once for the whole batch.
+/// Durable storage for the relay.
 pub trait RelayStore: Send + 'static {
-    /// Applies `ops` in order; one result per op; durable when it returns.
-    fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Output, StoreError>>;
+    /// Runs `work` in one transaction that is durable when this returns
+    /// `Ok`: one fsync covers every operation `work` makes. On `Err`
+    /// nothing `work` did is kept.
+    fn batch(&mut self, work: &mut dyn FnMut(&mut dyn Operations)) -> Result<(), StoreError>;
 }

@@ -5,10 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hush_proto::{AccountId, GroupId, IdentityKey};
+use hush_proto::{AccountId, IdentityKey};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{AccountRecord, CommitOutcome, Op, Output, Queued, RelayStore, Stats, StoreError, UnixSeconds};
+use super::{
+    AccountRecord, CommitOutcome, CommitRequest, Decision, GroupRecord, Operations, Queued, RelayStore,
+    Stats, StoreError, UnixSeconds,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -41,8 +44,17 @@ CREATE INDEX IF NOT EXISTS mailbox_by_recipient ON mailbox(recipient, id);
 CREATE INDEX IF NOT EXISTS mailbox_by_expiry ON mailbox(expires);
 CREATE TABLE IF NOT EXISTS group_epochs (
     id BLOB PRIMARY KEY,
-    epoch INTEGER NOT NULL
+    epoch INTEGER NOT NULL,
+    auth_key BLOB
 );
+CREATE TABLE IF NOT EXISTS group_commits (
+    group_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    expires INTEGER NOT NULL,
+    PRIMARY KEY (group_id, epoch)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS group_commits_by_expiry ON group_commits(expires);
 CREATE TABLE IF NOT EXISTS invites (
     code_hash BLOB PRIMARY KEY,
     uses_left INTEGER NOT NULL,
@@ -82,6 +94,7 @@ impl SqliteStore {
         connection.pragma_update(None, "secure_delete", "ON")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.execute_batch(SCHEMA)?;
+        migrate(&connection)?;
         Ok(Self { connection })
     }
 
@@ -170,47 +183,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn run(&self, op: Op) -> Result<Output, StoreError> {
-        match op {
-            Op::Register { invite_hash, identity_key, wipe_hash, now } => {
-                self.register(&invite_hash, &identity_key, &wipe_hash, now)
-            }
-            Op::RemoteWipe { account, secret, now } => self.remote_wipe(&account, &secret, now),
-            Op::Account { account } => self.account(&account).map(Output::Account),
-            Op::AddKeyPackages { account, one_time, last_resort } => {
-                self.add_key_packages(&account, &one_time, last_resort.as_deref())
-            }
-            Op::CountKeyPackages { account } => {
-                self.count_key_packages(&account).map(Output::KeyPackageCount)
-            }
-            Op::TakeKeyPackage { account } => self.take_key_package(&account),
-            Op::Enqueue { recipients, payload, now, expires } => {
-                self.enqueue(&recipients, &payload, now, expires).map(Output::Enqueued)
-            }
-            Op::Commit { group, epoch, recipients, payload, welcome, now, expires } => {
-                self.commit(&group, epoch, &recipients, &payload, welcome.as_ref(), now, expires)
-            }
-            Op::Pending { account, after, limit, now } => {
-                self.pending(&account, after, limit, now).map(Output::Pending)
-            }
-            Op::Ack { account, ids } => self.ack(&account, &ids).map(Output::Deleted),
-            Op::PurgeExpired { now } => {
-                let deleted = self
-                    .connection
-                    .prepare_cached("DELETE FROM mailbox WHERE expires <= ?1")?
-                    .execute([as_i64(now)])?;
-                Ok(Output::Deleted(deleted as u64))
-            }
-        }
-    }
-
     fn register(
         &self,
         invite_hash: &[u8; 32],
         key: &IdentityKey,
         wipe_hash: &[u8; 32],
         now: UnixSeconds,
-    ) -> Result<Output, StoreError> {
+    ) -> Result<AccountId, StoreError> {
         let account = key.account();
         let exists: Option<i64> = self
             .connection
@@ -233,7 +212,7 @@ impl SqliteStore {
                 "INSERT INTO accounts (id, identity_key, created, wipe_hash) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![&account.0[..], &key.0[..], as_i64(now), &wipe_hash[..]])?;
-        Ok(Output::Registered(account))
+        Ok(account)
     }
 
     fn account(&self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
@@ -262,7 +241,7 @@ impl SqliteStore {
         account: &AccountId,
         secret: &[u8; 32],
         now: UnixSeconds,
-    ) -> Result<Output, StoreError> {
+    ) -> Result<(), StoreError> {
         use sha2::{Digest, Sha256};
         use subtle::ConstantTimeEq;
         let stored: Option<Vec<u8>> = self
@@ -281,7 +260,7 @@ impl SqliteStore {
             )?
             .execute(params![&account.0[..], &secret[..], as_i64(now)])?;
         self.deactivate_in_place(account, now)?;
-        Ok(Output::Deleted(1))
+        Ok(())
     }
 
     fn deactivate_in_place(&self, account: &AccountId, now: UnixSeconds) -> Result<usize, StoreError> {
@@ -310,7 +289,7 @@ impl SqliteStore {
         account: &AccountId,
         one_time: &[Vec<u8>],
         last_resort: Option<&[u8]>,
-    ) -> Result<Output, StoreError> {
+    ) -> Result<u32, StoreError> {
         self.require_active(account)?;
         let mut insert = self
             .connection
@@ -324,7 +303,7 @@ impl SqliteStore {
                 .execute([&account.0[..]])?;
             insert.execute(params![&account.0[..], true, package])?;
         }
-        self.count_key_packages(account).map(Output::KeyPackageCount)
+        self.count_key_packages(account)
     }
 
     fn count_key_packages(&self, account: &AccountId) -> Result<u32, StoreError> {
@@ -335,7 +314,7 @@ impl SqliteStore {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
-    fn take_key_package(&self, account: &AccountId) -> Result<Output, StoreError> {
+    fn take_key_package(&self, account: &AccountId) -> Result<Vec<u8>, StoreError> {
         self.require_active(account)?;
         let row: Option<(i64, bool, Vec<u8>)> = self
             .connection
@@ -349,7 +328,7 @@ impl SqliteStore {
         if !last_resort {
             self.connection.prepare_cached("DELETE FROM key_packages WHERE seq = ?1")?.execute([seq])?;
         }
-        Ok(Output::KeyPackage(data))
+        Ok(data)
     }
 
     /// Queues `payload` for every active recipient. Deactivated (wiped)
@@ -403,33 +382,50 @@ impl SqliteStore {
         Ok(queued)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    fn group(&self, group: &hush_proto::GroupId) -> Result<Option<GroupRecord>, StoreError> {
+        let row = self
+            .connection
+            .prepare_cached("SELECT epoch, auth_key FROM group_epochs WHERE id = ?1")?
+            .query_row([&group.0[..]], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<Vec<u8>>>(1)?)))
+            .optional()?;
+        Ok(row.map(|(epoch, key)| GroupRecord {
+            epoch: as_u64(epoch),
+            key: key.and_then(|key| <[u8; 32]>::try_from(key.as_slice()).ok()),
+        }))
+    }
+
+    fn ordered_at(&self, group: &hush_proto::GroupId, epoch: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        let digest: Option<Vec<u8>> = self
+            .connection
+            .prepare_cached("SELECT digest FROM group_commits WHERE group_id = ?1 AND epoch = ?2")?
+            .query_row(params![&group.0[..], as_i64(epoch)], |row| row.get(0))
+            .optional()?;
+        Ok(digest.and_then(|digest| <[u8; 32]>::try_from(digest.as_slice()).ok()))
+    }
+
     fn commit(
         &self,
-        group: &GroupId,
-        epoch: u64,
-        recipients: &[AccountId],
-        payload: &Arc<[u8]>,
-        welcome: Option<&(Vec<AccountId>, Arc<[u8]>)>,
+        commit: &CommitRequest,
         now: UnixSeconds,
         expires: UnixSeconds,
-    ) -> Result<Output, StoreError> {
-        let current: Option<u64> = self
-            .connection
-            .prepare_cached("SELECT epoch FROM group_epochs WHERE id = ?1")?
-            .query_row([&group.0[..]], |row| row.get::<_, i64>(0))
-            .optional()?
-            .map(as_u64);
-        // A group unknown to the relay starts at the epoch of its first commit.
-        if let Some(current) = current.filter(|current| *current != epoch) {
-            return Ok(Output::Commit(CommitOutcome::Stale { current }));
+    ) -> Result<CommitOutcome, StoreError> {
+        let group = self.group(&commit.group)?;
+        let ordered = match &group {
+            Some(group) if group.epoch != commit.epoch => self.ordered_at(&commit.group, commit.epoch)?,
+            _ => None,
+        };
+        match commit.decide(group.as_ref(), ordered) {
+            Decision::Accept => {}
+            Decision::Repeated => return Ok(CommitOutcome::Repeated),
+            Decision::Stale(current) => return Ok(CommitOutcome::Stale { current }),
+            Decision::NotAMember => return Err(StoreError::NotAMember),
         }
         // The commit goes to every active member; one that wiped its device
         // (or is being removed after it did) is skipped, and the group
         // moves on. New members must be active.
-        let members = self.active_only(recipients)?;
-        let mut queued = self.insert_queued(&members, payload, now, expires)?;
-        if let Some((new_members, welcome)) = welcome {
+        let members = self.active_only(&commit.recipients)?;
+        let mut queued = self.insert_queued(&members, &commit.payload, now, expires)?;
+        if let Some((new_members, welcome)) = &commit.welcome {
             for member in new_members {
                 self.require_active(member)?;
             }
@@ -437,11 +433,22 @@ impl SqliteStore {
         }
         self.connection
             .prepare_cached(
-                "INSERT INTO group_epochs (id, epoch) VALUES (?1, ?2)
-             ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch",
+                "INSERT INTO group_epochs (id, epoch, auth_key) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch, auth_key = excluded.auth_key",
             )?
-            .execute(params![&group.0[..], as_i64(epoch.saturating_add(1))])?;
-        Ok(Output::Commit(CommitOutcome::Accepted(queued)))
+            .execute(params![
+                &commit.group.0[..],
+                as_i64(commit.epoch.saturating_add(1)),
+                &commit.next_key[..]
+            ])?;
+        // Kept as long as the commit itself, so a committer whose answer
+        // was lost learns the outcome when it sends the commit again.
+        self.connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO group_commits (group_id, epoch, digest, expires) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![&commit.group.0[..], as_i64(commit.epoch), &commit.digest()[..], as_i64(expires)])?;
+        Ok(CommitOutcome::Accepted(queued))
     }
 
     fn pending(
@@ -466,17 +473,6 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Answers a read-only operation outside any write batch (see
-    /// [`crate::actor::spawn_reader`]).
-    pub fn read(&self, op: Op) -> Result<Output, StoreError> {
-        match op {
-            Op::Pending { account, after, limit, now } => {
-                self.pending(&account, after, limit, now).map(Output::Pending)
-            }
-            _ => Err(StoreError::Batch("not a read-only operation".into())),
-        }
-    }
-
     fn ack(&self, account: &AccountId, ids: &[u64]) -> Result<u64, StoreError> {
         let mut delete =
             self.connection.prepare_cached("DELETE FROM mailbox WHERE id = ?1 AND recipient = ?2")?;
@@ -487,9 +483,11 @@ impl SqliteStore {
         Ok(deleted)
     }
 
-    fn run_in_savepoint(&mut self, op: Op) -> Result<Output, StoreError> {
+    /// Runs one operation in a savepoint, so a failed one leaves no trace
+    /// in the batch around it (or commits on its own outside one).
+    fn atomic<T>(&self, work: impl FnOnce(&Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.connection.prepare_cached("SAVEPOINT op")?.execute([])?;
-        let result = self.run(op);
+        let result = work(self);
         if result.is_err() {
             self.connection.prepare_cached("ROLLBACK TO op")?.execute([])?;
         }
@@ -498,292 +496,118 @@ impl SqliteStore {
     }
 }
 
+/// Brings a store written by an older relay up to the current schema.
+fn migrate(connection: &Connection) -> Result<(), StoreError> {
+    let mut columns = connection.prepare("SELECT name FROM pragma_table_info('group_epochs')")?;
+    let columns: Vec<String> = columns.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+    for column in ["auth_key"] {
+        if !columns.iter().any(|name| name == column) {
+            connection.execute_batch(&format!("ALTER TABLE group_epochs ADD COLUMN {column} BLOB"))?;
+        }
+    }
+    Ok(())
+}
+
+impl Operations for SqliteStore {
+    fn register(
+        &mut self,
+        invite_hash: &[u8; 32],
+        identity_key: &IdentityKey,
+        wipe_hash: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<AccountId, StoreError> {
+        self.atomic(|store| store.register(invite_hash, identity_key, wipe_hash, now))
+    }
+
+    fn remote_wipe(
+        &mut self,
+        account: &AccountId,
+        secret: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        self.atomic(|store| store.remote_wipe(account, secret, now))
+    }
+
+    fn account(&mut self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        SqliteStore::account(self, account)
+    }
+
+    fn add_key_packages(
+        &mut self,
+        account: &AccountId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<u32, StoreError> {
+        self.atomic(|store| store.add_key_packages(account, one_time, last_resort))
+    }
+
+    fn count_key_packages(&mut self, account: &AccountId) -> Result<u32, StoreError> {
+        SqliteStore::count_key_packages(self, account)
+    }
+
+    fn take_key_package(&mut self, account: &AccountId) -> Result<Vec<u8>, StoreError> {
+        self.atomic(|store| store.take_key_package(account))
+    }
+
+    fn enqueue(
+        &mut self,
+        recipients: &[AccountId],
+        payload: &Arc<[u8]>,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> Result<Vec<Queued>, StoreError> {
+        self.atomic(|store| store.enqueue(recipients, payload, now, expires))
+    }
+
+    fn commit(
+        &mut self,
+        commit: &CommitRequest,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.atomic(|store| store.commit(commit, now, expires))
+    }
+
+    fn pending(
+        &mut self,
+        account: &AccountId,
+        after: u64,
+        limit: u32,
+        now: UnixSeconds,
+    ) -> Result<Vec<Queued>, StoreError> {
+        SqliteStore::pending(self, account, after, limit, now)
+    }
+
+    fn ack(&mut self, account: &AccountId, ids: &[u64]) -> Result<u64, StoreError> {
+        self.atomic(|store| store.ack(account, ids))
+    }
+
+    fn purge_expired(&mut self, now: UnixSeconds) -> Result<u64, StoreError> {
+        self.atomic(|store| {
+            let deleted = store
+                .connection
+                .prepare_cached("DELETE FROM mailbox WHERE expires <= ?1")?
+                .execute([as_i64(now)])?;
+            store
+                .connection
+                .prepare_cached("DELETE FROM group_commits WHERE expires <= ?1")?
+                .execute([as_i64(now)])?;
+            Ok(deleted as u64)
+        })
+    }
+}
+
 impl RelayStore for SqliteStore {
-    fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Output, StoreError>> {
-        let count = ops.len();
-        if let Err(error) = self.connection.execute_batch("BEGIN IMMEDIATE") {
-            return fail_all(count, &error);
+    fn batch(&mut self, work: &mut dyn FnMut(&mut dyn Operations)) -> Result<(), StoreError> {
+        self.connection.execute_batch("BEGIN IMMEDIATE")?;
+        work(self);
+        if let Err(error) = self.connection.execute_batch("COMMIT") {
+            let _ = self.connection.execute_batch("ROLLBACK");
+            return Err(error.into());
         }
-        let results: Vec<_> = ops.into_iter().map(|op| self.run_in_savepoint(op)).collect();
-        match self.connection.execute_batch("COMMIT") {
-            Ok(()) => results,
-            Err(error) => {
-                let _ = self.connection.execute_batch("ROLLBACK");
-                fail_all(count, &error)
-            }
-        }
-    }
-}
-
-fn fail_all(count: usize, error: &rusqlite::Error) -> Vec<Result<Output, StoreError>> {
-    (0..count).map(|_| Err(StoreError::Batch(error.to_string()))).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store_with_invite() -> (SqliteStore, [u8; 32]) {
-        let mut store = SqliteStore::in_memory().unwrap();
-        let hash = [5u8; 32];
-        store.add_invite(&hash, 2, 1_000).unwrap();
-        (store, hash)
-    }
-
-    fn one(store: &mut SqliteStore, op: Op) -> Result<Output, StoreError> {
-        store.apply(vec![op]).pop().unwrap()
-    }
-
-    fn register(store: &mut SqliteStore, hash: [u8; 32], key: u8) -> AccountId {
-        match one(
-            store,
-            Op::Register {
-                invite_hash: hash,
-                identity_key: IdentityKey([key; 32]),
-                wipe_hash: [0; 32],
-                now: 10,
-            },
-        ) {
-            Ok(Output::Registered(id)) => id,
-            other => panic!("register failed: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn invite_is_used_up_after_its_uses() {
-        let (mut store, hash) = store_with_invite();
-        register(&mut store, hash, 1);
-        register(&mut store, hash, 2);
-        let third = one(
-            &mut store,
-            Op::Register {
-                invite_hash: hash,
-                identity_key: IdentityKey([3; 32]),
-                wipe_hash: [0; 32],
-                now: 10,
-            },
-        );
-        assert!(matches!(third, Err(StoreError::BadInvite)));
-    }
-
-    #[test]
-    fn expired_invite_is_refused() {
-        let (mut store, hash) = store_with_invite();
-        let late = one(
-            &mut store,
-            Op::Register {
-                invite_hash: hash,
-                identity_key: IdentityKey([3; 32]),
-                wipe_hash: [0; 32],
-                now: 5_000,
-            },
-        );
-        assert!(matches!(late, Err(StoreError::BadInvite)));
-    }
-
-    #[test]
-    fn one_time_key_packages_are_consumed_then_last_resort_is_reused() {
-        let (mut store, hash) = store_with_invite();
-        let alice = register(&mut store, hash, 1);
-        one(
-            &mut store,
-            Op::AddKeyPackages { account: alice, one_time: vec![vec![1]], last_resort: Some(vec![9]) },
-        )
-        .unwrap();
-        let take = |store: &mut SqliteStore| match one(store, Op::TakeKeyPackage { account: alice }) {
-            Ok(Output::KeyPackage(kp)) => kp,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(take(&mut store), vec![1]);
-        assert_eq!(take(&mut store), vec![9]);
-        assert_eq!(take(&mut store), vec![9]);
-    }
-
-    #[test]
-    fn second_commit_for_an_epoch_is_stale() {
-        let (mut store, hash) = store_with_invite();
-        let alice = register(&mut store, hash, 1);
-        let group = GroupId(vec![1, 2, 3]);
-        let commit = |epoch| Op::Commit {
-            group: group.clone(),
-            epoch,
-            recipients: vec![alice],
-            payload: Arc::from(&b"c"[..]),
-            welcome: None,
-            now: 1,
-            expires: 100,
-        };
-        assert!(matches!(one(&mut store, commit(0)), Ok(Output::Commit(CommitOutcome::Accepted(_)))));
-        assert!(matches!(
-            one(&mut store, commit(0)),
-            Ok(Output::Commit(CommitOutcome::Stale { current: 1 }))
-        ));
-        assert!(matches!(one(&mut store, commit(1)), Ok(Output::Commit(CommitOutcome::Accepted(_)))));
-    }
-
-    #[test]
-    fn a_failing_op_does_not_undo_its_batch_neighbours() {
-        let (mut store, hash) = store_with_invite();
-        let alice = register(&mut store, hash, 1);
-        let stranger = AccountId([0; 20]);
-        let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
-        let results = store.apply(vec![
-            Op::Enqueue { recipients: vec![alice], payload: payload.clone(), now: 1, expires: 100 },
-            Op::Enqueue { recipients: vec![stranger], payload, now: 1, expires: 100 },
-        ]);
-        assert!(results[0].is_ok());
-        assert!(matches!(results[1], Err(StoreError::UnknownAccount)));
-        assert_eq!(store.stats().unwrap().queued_messages, 1);
-    }
-
-    #[test]
-    fn a_deactivated_recipient_is_skipped_and_does_not_fail_a_send_or_a_commit() {
-        let (mut store, hash) = store_with_invite();
-        let alice = register(&mut store, hash, 1);
-        let carol = register(&mut store, hash, 2);
-        store.deactivate(&carol, 5).unwrap();
-        let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
-        let Ok(Output::Enqueued(queued)) = one(
-            &mut store,
-            Op::Enqueue { recipients: vec![alice, carol], payload: payload.clone(), now: 6, expires: 100 },
-        ) else {
-            panic!("a send with one wiped member failed")
-        };
-        assert_eq!(queued.iter().map(|q| q.recipient).collect::<Vec<_>>(), [alice]);
-        // Removing the wiped member: the commit is addressed to her too.
-        let commit = Op::Commit {
-            group: GroupId(vec![7; 16]),
-            epoch: 3,
-            recipients: vec![alice, carol],
-            payload: payload.clone(),
-            welcome: None,
-            now: 6,
-            expires: 100,
-        };
-        let Ok(Output::Commit(CommitOutcome::Accepted(queued))) = one(&mut store, commit) else {
-            panic!("a commit with a wiped member failed")
-        };
-        assert_eq!(queued.len(), 1);
-        // A Welcome to a wiped account is still refused.
-        let commit = Op::Commit {
-            group: GroupId(vec![7; 16]),
-            epoch: 4,
-            recipients: vec![alice],
-            payload: payload.clone(),
-            welcome: Some((vec![carol], payload)),
-            now: 6,
-            expires: 100,
-        };
-        assert!(matches!(one(&mut store, commit), Err(StoreError::UnknownAccount)));
-    }
-
-    #[test]
-    fn ack_deletes_only_the_owners_rows_and_purge_drops_expired() {
-        let (mut store, hash) = store_with_invite();
-        let alice = register(&mut store, hash, 1);
-        let bob = register(&mut store, hash, 2);
-        let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
-        let Ok(Output::Enqueued(queued)) =
-            one(&mut store, Op::Enqueue { recipients: vec![alice, bob], payload, now: 1, expires: 50 })
-        else {
-            panic!()
-        };
-        let ids: Vec<u64> = queued.iter().map(|q| q.id).collect();
-        assert!(matches!(
-            one(&mut store, Op::Ack { account: alice, ids: ids.clone() }),
-            Ok(Output::Deleted(1))
-        ));
-        assert!(matches!(one(&mut store, Op::PurgeExpired { now: 50 }), Ok(Output::Deleted(1))));
-        assert_eq!(store.stats().unwrap().queued_messages, 0);
-    }
-
-    #[test]
-    fn the_reader_answers_pending_from_committed_state_and_nothing_else() {
-        let (mut store, hash) = store_with_invite();
-        let alice = register(&mut store, hash, 1);
-        let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
-        let enqueue = Op::Enqueue { recipients: vec![alice], payload, now: 1, expires: 50 };
-        assert!(one(&mut store, enqueue).is_ok());
-        let pending = Op::Pending { account: alice, after: 0, limit: 10, now: 2 };
-        assert!(matches!(store.read(pending), Ok(Output::Pending(page)) if page.len() == 1));
-        let write = Op::Ack { account: alice, ids: vec![1] };
-        assert!(matches!(store.read(write), Err(StoreError::Batch(_))));
-        assert_eq!(store.stats().unwrap().queued_messages, 1, "a refused write changed nothing");
-    }
-
-    #[test]
-    fn deactivation_drops_mailbox_and_key_packages() {
-        let (mut store, hash) = store_with_invite();
-        let alice = register(&mut store, hash, 1);
-        one(&mut store, Op::AddKeyPackages { account: alice, one_time: vec![vec![1]], last_resort: None })
-            .unwrap();
-        one(
-            &mut store,
-            Op::Enqueue { recipients: vec![alice], payload: Arc::from(&b"x"[..]), now: 1, expires: 9 },
-        )
-        .unwrap();
-        assert!(store.deactivate(&alice, 2).unwrap());
-        let stats = store.stats().unwrap();
-        assert_eq!((stats.active_accounts, stats.queued_messages), (0, 0));
-        assert!(matches!(
-            one(&mut store, Op::TakeKeyPackage { account: alice }),
-            Err(StoreError::UnknownAccount)
-        ));
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod wipe_tests {
-    use sha2::{Digest, Sha256};
-
-    use super::*;
-
-    #[test]
-    fn only_the_right_wipe_secret_orders_a_wipe() {
-        let mut store = SqliteStore::in_memory().unwrap();
-        store.add_invite(&[1; 32], 1, 100).unwrap();
-        let secret = [42u8; 32];
-        let wipe_hash: [u8; 32] = Sha256::digest(secret).into();
-        let op = Op::Register { invite_hash: [1; 32], identity_key: IdentityKey([1; 32]), wipe_hash, now: 1 };
-        let Ok(Output::Registered(alice)) = store.apply(vec![op]).pop().unwrap() else { panic!() };
-        let wrong =
-            store.apply(vec![Op::RemoteWipe { account: alice, secret: [41; 32], now: 2 }]).pop().unwrap();
-        assert!(matches!(wrong, Err(StoreError::BadWipeCode)));
-        let Ok(Output::Account(Some(record))) =
-            store.apply(vec![Op::Account { account: alice }]).pop().unwrap()
-        else {
-            panic!()
-        };
-        assert!(!record.deactivated && record.wipe_order.is_none());
-        store.apply(vec![Op::RemoteWipe { account: alice, secret, now: 2 }]).pop().unwrap().unwrap();
-        let Ok(Output::Account(Some(record))) =
-            store.apply(vec![Op::Account { account: alice }]).pop().unwrap()
-        else {
-            panic!()
-        };
-        assert!(record.deactivated);
-        assert_eq!(record.wipe_order, Some(secret));
-    }
-
-    #[test]
-    fn expired_payloads_are_not_delivered_even_before_the_purge() {
-        let mut store = SqliteStore::in_memory().unwrap();
-        store.add_invite(&[1; 32], 1, 100).unwrap();
-        let op = Op::Register {
-            invite_hash: [1; 32],
-            identity_key: IdentityKey([1; 32]),
-            wipe_hash: [0; 32],
-            now: 1,
-        };
-        let Ok(Output::Registered(alice)) = store.apply(vec![op]).pop().unwrap() else { panic!() };
-        let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
-        store.apply(vec![Op::Enqueue { recipients: vec![alice], payload, now: 1, expires: 10 }]);
-        let mut pending =
-            |now| match store.apply(vec![Op::Pending { account: alice, after: 0, limit: 10, now }]).pop() {
-                Some(Ok(Output::Pending(p))) => p.len(),
-                other => panic!("{other:?}"),
-            };
-        assert_eq!(pending(9), 1);
-        assert_eq!(pending(10), 0);
-    }
-}
+mod tests;

@@ -1,0 +1,271 @@
+use ed25519_dalek::{Signer, SigningKey};
+use sha2::{Digest, Sha256};
+
+use super::*;
+use hush_proto::GroupId;
+
+fn store_with_invite() -> (SqliteStore, [u8; 32]) {
+    let mut store = SqliteStore::in_memory().unwrap();
+    let hash = [5u8; 32];
+    store.add_invite(&hash, 2, 1_000).unwrap();
+    (store, hash)
+}
+
+fn register(store: &mut SqliteStore, hash: [u8; 32], key: u8) -> AccountId {
+    Operations::register(store, &hash, &IdentityKey([key; 32]), &[0; 32], 10).expect("register")
+}
+
+fn payload(bytes: &[u8]) -> Arc<[u8]> {
+    Arc::from(bytes)
+}
+
+/// The relay key of epoch `epoch` in a test group (members derive theirs
+/// from the MLS exporter; any distinct keys do here).
+fn epoch_key(epoch: u64) -> SigningKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&epoch.to_be_bytes());
+    seed[8] = 0xee;
+    SigningKey::from_bytes(&seed)
+}
+
+/// A commit made at `epoch`, signed with `signer` and announcing the next
+/// epoch's key.
+fn commit(
+    group: &GroupId,
+    epoch: u64,
+    recipients: Vec<AccountId>,
+    body: &[u8],
+    signer: &SigningKey,
+) -> CommitRequest {
+    let next_key = epoch_key(epoch + 1).verifying_key().to_bytes();
+    let message = hush_proto::commit_auth_message(group, epoch, body, None, &next_key);
+    CommitRequest {
+        group: group.clone(),
+        epoch,
+        recipients,
+        payload: payload(body),
+        welcome: None,
+        next_key,
+        signature: signer.sign(&message).to_bytes(),
+    }
+}
+
+fn order(store: &mut SqliteStore, commit: &CommitRequest) -> Result<CommitOutcome, StoreError> {
+    Operations::commit(store, commit, 1, 100)
+}
+
+#[test]
+fn invite_is_used_up_after_its_uses() {
+    let (mut store, hash) = store_with_invite();
+    register(&mut store, hash, 1);
+    register(&mut store, hash, 2);
+    let third = Operations::register(&mut store, &hash, &IdentityKey([3; 32]), &[0; 32], 10);
+    assert!(matches!(third, Err(StoreError::BadInvite)));
+}
+
+#[test]
+fn expired_invite_is_refused() {
+    let (mut store, hash) = store_with_invite();
+    let late = Operations::register(&mut store, &hash, &IdentityKey([3; 32]), &[0; 32], 5_000);
+    assert!(matches!(late, Err(StoreError::BadInvite)));
+}
+
+#[test]
+fn one_time_key_packages_are_consumed_then_last_resort_is_reused() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    Operations::add_key_packages(&mut store, &alice, &[vec![1]], Some(&[9])).unwrap();
+    let mut take = || Operations::take_key_package(&mut store, &alice).unwrap();
+    assert_eq!(take(), vec![1]);
+    assert_eq!(take(), vec![9]);
+    assert_eq!(take(), vec![9]);
+}
+
+#[test]
+fn second_commit_for_an_epoch_is_stale() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    let group = GroupId(vec![1, 2, 3]);
+    let first = commit(&group, 0, vec![alice], b"a", &epoch_key(0));
+    assert!(matches!(order(&mut store, &first), Ok(CommitOutcome::Accepted(_))));
+    let rival = commit(&group, 0, vec![alice], b"b", &epoch_key(0));
+    assert!(matches!(order(&mut store, &rival), Ok(CommitOutcome::Stale { current: 1 })));
+    let next = commit(&group, 1, vec![alice], b"c", &epoch_key(1));
+    assert!(matches!(order(&mut store, &next), Ok(CommitOutcome::Accepted(_))));
+}
+
+#[test]
+fn only_the_holder_of_the_current_epoch_key_moves_a_group_on() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    let group = GroupId(vec![9; 16]);
+    // The group's first commit announces epoch 1's key.
+    assert!(order(&mut store, &commit(&group, 0, vec![alice], b"create", &epoch_key(0))).is_ok());
+    // Someone who knows the group id and its epoch, but not the key: a
+    // removed member, say, signing with the key of the epoch it last saw
+    // or with any key of its own.
+    for forger in [epoch_key(0), epoch_key(2), SigningKey::from_bytes(&[7; 32])] {
+        let junk = commit(&group, 1, vec![alice], b"junk", &forger);
+        assert!(matches!(order(&mut store, &junk), Err(StoreError::NotAMember)));
+    }
+    // A valid signature over other bytes does not verify either.
+    let mut tampered = commit(&group, 1, vec![alice], b"real", &epoch_key(1));
+    tampered.payload = payload(b"swapped");
+    assert!(matches!(order(&mut store, &tampered), Err(StoreError::NotAMember)));
+    let mut rekeyed = commit(&group, 1, vec![alice], b"real", &epoch_key(1));
+    rekeyed.next_key = SigningKey::from_bytes(&[8; 32]).verifying_key().to_bytes();
+    assert!(matches!(order(&mut store, &rekeyed), Err(StoreError::NotAMember)));
+    assert_eq!(store.stats().unwrap().queued_messages, 1, "refused commits queued nothing");
+    // The members carry on.
+    let real = commit(&group, 1, vec![alice], b"real", &epoch_key(1));
+    assert!(matches!(order(&mut store, &real), Ok(CommitOutcome::Accepted(q)) if q.len() == 1));
+}
+
+#[test]
+fn a_commit_sent_again_after_its_answer_was_lost_is_recognised() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    let group = GroupId(vec![4; 16]);
+    let sent = commit(&group, 0, vec![alice], b"update", &epoch_key(0));
+    assert!(matches!(order(&mut store, &sent), Ok(CommitOutcome::Accepted(_))));
+    // The same bytes again: accepted in effect, nothing stored twice.
+    assert!(matches!(order(&mut store, &sent), Ok(CommitOutcome::Repeated)));
+    assert_eq!(store.stats().unwrap().queued_messages, 1);
+    // Also once the group has moved on.
+    assert!(order(&mut store, &commit(&group, 1, vec![alice], b"next", &epoch_key(1))).is_ok());
+    assert!(matches!(order(&mut store, &sent), Ok(CommitOutcome::Repeated)));
+    // A rival for an ordered epoch is stale, whatever its signature.
+    let rival = commit(&group, 0, vec![alice], b"rival", &epoch_key(0));
+    assert!(matches!(order(&mut store, &rival), Ok(CommitOutcome::Stale { current: 2 })));
+    assert_eq!(store.stats().unwrap().queued_messages, 2);
+    // Until the commit's retention ends: then it is just stale.
+    assert_eq!(Operations::purge_expired(&mut store, 100).unwrap(), 2);
+    assert!(matches!(order(&mut store, &sent), Ok(CommitOutcome::Stale { current: 2 })));
+}
+
+#[test]
+fn a_group_ordered_by_an_older_relay_takes_its_key_from_its_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE group_epochs (id BLOB PRIMARY KEY, epoch INTEGER NOT NULL);
+             INSERT INTO group_epochs (id, epoch) VALUES (x'0505', 3);",
+        )
+        .unwrap();
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.add_invite(&[5; 32], 1, 1_000).unwrap();
+    let alice = register(&mut store, [5; 32], 1);
+    let group = GroupId(vec![5, 5]);
+    assert!(matches!(
+        order(&mut store, &commit(&group, 2, vec![alice], b"old", &epoch_key(2))),
+        Ok(CommitOutcome::Stale { current: 3 })
+    ));
+    assert!(order(&mut store, &commit(&group, 3, vec![alice], b"first", &epoch_key(3))).is_ok());
+    // From then on the key is checked.
+    let junk = commit(&group, 4, vec![alice], b"junk", &epoch_key(9));
+    assert!(matches!(order(&mut store, &junk), Err(StoreError::NotAMember)));
+}
+
+#[test]
+fn a_failing_op_does_not_undo_its_batch_neighbours() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    let stranger = AccountId([0; 20]);
+    let body = payload(b"x");
+    let mut results = Vec::new();
+    store
+        .batch(&mut |ops| {
+            results.push(ops.enqueue(&[alice], &body, 1, 100).map(|q| q.len()));
+            results.push(ops.enqueue(&[stranger], &body, 1, 100).map(|q| q.len()));
+        })
+        .unwrap();
+    assert!(matches!(results[0], Ok(1)));
+    assert!(matches!(results[1], Err(StoreError::UnknownAccount)));
+    assert_eq!(store.stats().unwrap().queued_messages, 1);
+}
+
+#[test]
+fn a_deactivated_recipient_is_skipped_and_does_not_fail_a_send_or_a_commit() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    let carol = register(&mut store, hash, 2);
+    store.deactivate(&carol, 5).unwrap();
+    let body = payload(b"x");
+    let queued = Operations::enqueue(&mut store, &[alice, carol], &body, 6, 100)
+        .expect("a send with one wiped member failed");
+    assert_eq!(queued.iter().map(|q| q.recipient).collect::<Vec<_>>(), [alice]);
+    // Removing the wiped member: the commit is addressed to her too.
+    let group = GroupId(vec![7; 16]);
+    let Ok(CommitOutcome::Accepted(queued)) =
+        order(&mut store, &commit(&group, 3, vec![alice, carol], b"remove", &epoch_key(3)))
+    else {
+        panic!("a commit with a wiped member failed")
+    };
+    assert_eq!(queued.len(), 1);
+    // A Welcome to a wiped account is still refused.
+    let mut add = commit(&group, 4, vec![alice], b"add", &epoch_key(4));
+    add.welcome = Some((vec![carol], body));
+    let message = hush_proto::commit_auth_message(
+        &group,
+        4,
+        b"add",
+        add.welcome.as_ref().map(|w| &w.1[..]),
+        &add.next_key,
+    );
+    add.signature = epoch_key(4).sign(&message).to_bytes();
+    assert!(matches!(order(&mut store, &add), Err(StoreError::UnknownAccount)));
+}
+
+#[test]
+fn ack_deletes_only_the_owners_rows_and_purge_drops_expired() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    let bob = register(&mut store, hash, 2);
+    let queued = Operations::enqueue(&mut store, &[alice, bob], &payload(b"x"), 1, 50).unwrap();
+    let ids: Vec<u64> = queued.iter().map(|q| q.id).collect();
+    assert_eq!(Operations::ack(&mut store, &alice, &ids).unwrap(), 1);
+    assert_eq!(Operations::purge_expired(&mut store, 50).unwrap(), 1);
+    assert_eq!(store.stats().unwrap().queued_messages, 0);
+}
+
+#[test]
+fn deactivation_drops_mailbox_and_key_packages() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    Operations::add_key_packages(&mut store, &alice, &[vec![1]], None).unwrap();
+    Operations::enqueue(&mut store, &[alice], &payload(b"x"), 1, 9).unwrap();
+    assert!(store.deactivate(&alice, 2).unwrap());
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.active_accounts, stats.queued_messages), (0, 0));
+    assert!(matches!(Operations::take_key_package(&mut store, &alice), Err(StoreError::UnknownAccount)));
+}
+
+#[test]
+fn only_the_right_wipe_secret_orders_a_wipe() {
+    let mut store = SqliteStore::in_memory().unwrap();
+    store.add_invite(&[1; 32], 1, 100).unwrap();
+    let secret = [42u8; 32];
+    let wipe_hash: [u8; 32] = Sha256::digest(secret).into();
+    let alice = Operations::register(&mut store, &[1; 32], &IdentityKey([1; 32]), &wipe_hash, 1).unwrap();
+    let wrong = Operations::remote_wipe(&mut store, &alice, &[41; 32], 2);
+    assert!(matches!(wrong, Err(StoreError::BadWipeCode)));
+    let record = Operations::account(&mut store, &alice).unwrap().unwrap();
+    assert!(!record.deactivated && record.wipe_order.is_none());
+    Operations::remote_wipe(&mut store, &alice, &secret, 2).unwrap();
+    let record = Operations::account(&mut store, &alice).unwrap().unwrap();
+    assert!(record.deactivated);
+    assert_eq!(record.wipe_order, Some(secret));
+}
+
+#[test]
+fn expired_payloads_are_not_delivered_even_before_the_purge() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    Operations::enqueue(&mut store, &[alice], &payload(b"x"), 1, 10).unwrap();
+    let mut pending = |now| Operations::pending(&mut store, &alice, 0, 10, now).unwrap().len();
+    assert_eq!(pending(9), 1);
+    assert_eq!(pending(10), 0);
+}
