@@ -333,6 +333,76 @@ fn a_member_who_wiped_does_not_brick_the_group() {
     assert!(!out.status.success());
 }
 
+/// Regression (issue 9, finding 2): the relay accepted a `Commit` from any
+/// logged-in account that named a group's id and epoch, so a removed member
+/// could move the group's epoch on with junk and no member's commit would
+/// go through again. Now a commit must be signed with the current epoch's
+/// key, which only current members can derive.
+#[test]
+fn a_removed_members_junk_commit_is_refused_and_the_group_carries_on() {
+    use hush_client::{Client, ClientError, Session};
+    use hush_proto::{AccountId, ClientFrame, ErrorCode, GroupId, RelayFrame};
+
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    let carol = User::join(dir.path(), "carol", &relay);
+    let dave = User::join(dir.path(), "dave", &relay);
+    alice.ok(&["group", "create", "crew", &bob.account, &carol.account]);
+    alice.ok(&["send", "crew", "before"]);
+    assert_eq!(bob.texts(), ["before"]);
+    assert_eq!(carol.texts(), ["before"]);
+    assert!(alice.texts().is_empty());
+    alice.ok(&["group", "remove", "crew", &carol.account]);
+
+    // Carol knew the group's id; the relay's epoch is no secret either.
+    let db = rusqlite::Connection::open(relay.data.join("relay.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let (group, epoch): (Vec<u8>, i64) =
+        db.query_row("SELECT id, epoch FROM group_epochs", [], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
+    drop(db);
+    let members: Vec<AccountId> = [&alice, &bob].iter().map(|u| u.account.parse().unwrap()).collect();
+    let carols = Client::open(&carol.home, carol.passphrase.as_bytes()).unwrap();
+    runtime().block_on(async {
+        let mut raw = Session::connect(&carols).await.unwrap();
+        let junk = |request, epoch: i64, next_key| ClientFrame::Commit {
+            request,
+            group: GroupId(group.clone()),
+            epoch: epoch as u64,
+            recipients: members.clone(),
+            payload: b"junk that no member can process".to_vec(),
+            welcome: None,
+            next_key,
+            signature: [9; 64],
+        };
+        raw.send(&junk(1, epoch, [1; 32])).await.unwrap();
+        assert!(
+            matches!(raw.recv().await, Ok(RelayFrame::Rejected { request: 1, code: ErrorCode::NotAMember })),
+            "a non-member moved the group on"
+        );
+        raw.send(&junk(2, epoch - 1, [2; 32])).await.unwrap();
+        assert!(matches!(raw.recv().await, Ok(RelayFrame::StaleEpoch { request: 2, .. })));
+        // The connection stays usable: a refusal is an answer, not an error.
+        raw.send(&junk(3, epoch, [3; 32])).await.unwrap();
+        assert!(!matches!(
+            raw.recv().await,
+            Err(ClientError::Disconnected) | Ok(RelayFrame::Accepted { .. })
+        ));
+        raw.close().await;
+    });
+    drop(carols);
+
+    // The members carry on: messages, a self-update, an addition.
+    bob.ok(&["send", "crew", "after the junk"]);
+    assert_eq!(alice.texts(), ["after the junk"]);
+    alice.ok(&["group", "add", "crew", &dave.account]);
+    alice.ok(&["send", "crew", "welcome dave"]);
+    assert_eq!(bob.texts(), ["welcome dave"]);
+    assert_eq!(dave.texts(), ["welcome dave"]);
+    assert!(carol.texts().is_empty());
+}
+
 /// A group someone else names like one of ours must not catch what we send
 /// to ours: the received name is made unambiguous.
 #[test]

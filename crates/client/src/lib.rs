@@ -9,6 +9,7 @@
 mod client;
 pub mod display;
 mod error;
+mod handshake;
 mod hardening;
 mod session;
 pub mod strength;
@@ -16,6 +17,7 @@ mod transport;
 
 pub use client::{Client, ConversationSummary, GroupMember, ReceivedMessage, Target, UpdatePolicy};
 pub use error::ClientError;
+pub use handshake::{handshake, hello, Admission, Credentials};
 pub use hardening::harden_process;
 pub use hush_store::{KdfParams, Rekey};
 pub use session::{send_wipe_order, Draft, Push, Session};

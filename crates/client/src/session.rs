@@ -7,13 +7,14 @@ use hush_core::{
     new_key_packages, process_incoming, verify_key_package, Body, Content, Conversation, Incoming,
     SentCommit, VerifiedKeyPackage,
 };
-use hush_proto::{AccountId, AuthPurpose, ClientFrame, ErrorCode, GroupId, RelayFrame, PROTOCOL_VERSION};
+use hush_proto::{AccountId, ClientFrame, ErrorCode, GroupId, RelayFrame};
 use hush_store::{ConversationKind, ConversationRecord, MessageRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::client::{now_ms, Client, Target, UpdatePolicy};
 use crate::error::ClientError;
+use crate::handshake::{handshake, Admission, Credentials};
 use crate::transport::Connection;
 
 /// One-time key packages uploaded at a time.
@@ -73,46 +74,49 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    async fn hello(client: &Client) -> Result<(Connection, [u8; 32]), ClientError> {
+    fn new(client: &'a Client, connection: Connection) -> Self {
+        Self { client, connection, next_request: 1, subscribed: false, queue_empty: false, received: 0 }
+    }
+
+    /// Opens a connection to the profile's relay and runs the handshake.
+    async fn admit(client: &Client, credentials: Credentials) -> Result<(Connection, u32), ClientError> {
         let (address, pin) = client.relay();
         let mut connection = Connection::open(address, pin).await?;
-        connection.send(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await?;
-        match connection.recv().await? {
-            RelayFrame::Challenge { nonce } => Ok((connection, nonce)),
-            _ => Err(ClientError::Protocol("expected a challenge".into())),
+        let sign = |purpose, nonce: &[u8; 32], pin: &hush_proto::CertificatePin| {
+            Ok(client.identity.sign_challenge(purpose, nonce, pin)?)
+        };
+        match handshake(&mut connection, &pin, credentials, sign).await? {
+            Admission::Ready { key_packages } => Ok((connection, key_packages)),
+            Admission::WipeOrder(secret) => Err(wipe_order(client, &secret)),
         }
     }
 
-    fn new(client: &'a Client, connection: Connection) -> Self {
-        Self { client, connection, next_request: 1, subscribed: false, queue_empty: false, received: 0 }
+    /// A raw logged-in connection for this profile, for tools that speak
+    /// frames themselves. Nothing is received or processed on it.
+    pub async fn connect(client: &Client) -> Result<Connection, ClientError> {
+        Ok(Self::admit(client, Credentials::Login { account: client.account() }).await?.0)
     }
 
     /// Registers a new profile's account with an invite code, then uploads
     /// key packages.
     pub async fn register(client: &'a Client, invite_code: &str) -> Result<Session<'a>, ClientError> {
-        let (mut connection, nonce) = Self::hello(client).await?;
-        let signature = client.identity.sign_challenge(AuthPurpose::Register, &nonce, &client.relay_pin)?;
         let wipe_hash: [u8; 32] = Sha256::digest(client.wipe_secret()?.as_ref()).into();
-        let frame = ClientFrame::Register {
+        let credentials = Credentials::Register {
             invite_code: invite_code.to_owned(),
             identity_key: client.identity.key(),
-            signature,
             wipe_hash,
         };
-        connection.send(&frame).await?;
+        let (connection, _) = Self::admit(client, credentials).await?;
         let mut session = Self::new(client, connection);
-        session.expect_ready().await?;
         session.upload_key_packages(true).await?;
         Ok(session)
     }
 
-    /// Logs in.
+    /// Logs in; resolves commits whose answer was lost before anything else.
     pub async fn login(client: &'a Client) -> Result<Session<'a>, ClientError> {
-        let (mut connection, nonce) = Self::hello(client).await?;
-        let signature = client.identity.sign_challenge(AuthPurpose::Login, &nonce, &client.relay_pin)?;
-        connection.send(&ClientFrame::Login { account: client.account(), signature }).await?;
+        let (connection, key_packages) =
+            Self::admit(client, Credentials::Login { account: client.account() }).await?;
         let mut session = Self::new(client, connection);
-        let key_packages = session.expect_ready().await?;
         if key_packages < KEY_PACKAGE_LOW_WATER {
             session.upload_key_packages(false).await?;
         }
@@ -120,24 +124,8 @@ impl<'a> Session<'a> {
         Ok(session)
     }
 
-    async fn expect_ready(&mut self) -> Result<u32, ClientError> {
-        match self.connection.recv().await? {
-            RelayFrame::Ready { account, key_packages } if account == self.client.account() => {
-                Ok(key_packages)
-            }
-            RelayFrame::WipeOrder { secret } => Err(self.wipe_order(&secret)),
-            _ => Err(ClientError::Protocol("expected the relay to confirm the login".into())),
-        }
-    }
-
-    /// Checks a wipe order against our own secret. Only a real one (which
-    /// the relay cannot make without the wipe code) is obeyed.
     fn wipe_order(&self, secret: &[u8; 32]) -> ClientError {
-        use subtle::ConstantTimeEq;
-        match self.client.wipe_secret() {
-            Ok(own) if bool::from(own.as_slice().ct_eq(secret)) => ClientError::WipeOrdered,
-            _ => ClientError::Protocol("the relay sent a wipe order that does not match this device".into()),
-        }
+        wipe_order(self.client, secret)
     }
 
     async fn upload_key_packages(&mut self, last_resort: bool) -> Result<(), ClientError> {
@@ -879,6 +867,16 @@ impl Unresolved {
     }
 }
 
+/// Checks a wipe order against our own secret. Only a real one (which the
+/// relay cannot make without the wipe code) is obeyed.
+fn wipe_order(client: &Client, secret: &[u8; 32]) -> ClientError {
+    use subtle::ConstantTimeEq;
+    match client.wipe_secret() {
+        Ok(own) if bool::from(own.as_slice().ct_eq(secret)) => ClientError::WipeOrdered,
+        _ => ClientError::Protocol("the relay sent a wipe order that does not match this device".into()),
+    }
+}
+
 fn retry_key(group_id: &[u8]) -> String {
     format!("update_retry:{}", data_encoding::HEXLOWER.encode(group_id))
 }
@@ -952,10 +950,7 @@ fn timer_event(
 pub async fn send_wipe_order(code: &hush_proto::WipeCode, timeout: Duration) -> Result<(), ClientError> {
     tokio::time::timeout(timeout, async {
         let mut connection = Connection::open(&code.address, code.pin).await?;
-        connection.send(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await?;
-        let RelayFrame::Challenge { .. } = connection.recv().await? else {
-            return Err(ClientError::Protocol("expected a challenge".into()));
-        };
+        crate::handshake::hello(&mut connection).await?;
         connection
             .send(&ClientFrame::RemoteWipe { request: 1, account: code.account, secret: code.secret })
             .await?;

@@ -5,10 +5,8 @@ use std::net::IpAddr;
 
 use anyhow::{bail, Result};
 use ed25519_dalek::{Signer, SigningKey};
-use hush_client::{Connection, FrameReceiver, FrameSender};
-use hush_proto::{
-    auth_message, AccountId, AuthPurpose, ClientFrame, IdentityKey, RelayFrame, PROTOCOL_VERSION,
-};
+use hush_client::{handshake, Admission, Connection, Credentials, FrameReceiver, FrameSender};
+use hush_proto::{auth_message, AccountId, CertificatePin, IdentityKey};
 
 use crate::relay::RelayUnderTest;
 
@@ -36,42 +34,31 @@ impl Account {
         Self { id, key }
     }
 
-    async fn hello(relay: &RelayUnderTest, source: IpAddr) -> Result<(Connection, [u8; 32])> {
+    /// Connects and runs the client's handshake with this identity.
+    async fn admit(&self, relay: &RelayUnderTest, source: IpAddr, credentials: Credentials) -> Result<Link> {
         let mut connection = Connection::open_from(&relay.address, relay.pin, source).await?;
-        connection.send(&ClientFrame::Hello { version: PROTOCOL_VERSION }).await?;
-        match connection.recv().await? {
-            RelayFrame::Challenge { nonce } => Ok((connection, nonce)),
-            other => bail!("expected a challenge, got {other:?}"),
-        }
-    }
-
-    async fn ready(mut connection: Connection) -> Result<Link> {
-        match connection.recv().await? {
-            RelayFrame::Ready { .. } => Ok(connection.split()),
-            other => bail!("expected Ready, got {other:?}"),
+        let sign = |purpose, nonce: &[u8; 32], pin: &CertificatePin| {
+            Ok(self.key.sign(&auth_message(purpose, nonce, pin)).to_bytes())
+        };
+        match handshake(&mut connection, &relay.pin, credentials, sign).await? {
+            Admission::Ready { .. } => Ok(connection.split()),
+            Admission::WipeOrder(_) => bail!("a simulated account was ordered to wipe"),
         }
     }
 
     /// Registers with `invite_code` and stays logged in.
     pub async fn register(&self, relay: &RelayUnderTest, invite_code: &str, source: IpAddr) -> Result<Link> {
-        let (mut connection, nonce) = Self::hello(relay, source).await?;
-        let signature = self.key.sign(&auth_message(AuthPurpose::Register, &nonce, &relay.pin)).to_bytes();
-        let frame = ClientFrame::Register {
+        let credentials = Credentials::Register {
             invite_code: invite_code.to_owned(),
             identity_key: IdentityKey(self.key.verifying_key().to_bytes()),
-            signature,
             wipe_hash: rand::random(),
         };
-        connection.send(&frame).await?;
-        Self::ready(connection).await
+        self.admit(relay, source, credentials).await
     }
 
     /// Logs in.
     pub async fn login(&self, relay: &RelayUnderTest, source: IpAddr) -> Result<Link> {
-        let (mut connection, nonce) = Self::hello(relay, source).await?;
-        let signature = self.key.sign(&auth_message(AuthPurpose::Login, &nonce, &relay.pin)).to_bytes();
-        connection.send(&ClientFrame::Login { account: self.id, signature }).await?;
-        Self::ready(connection).await
+        self.admit(relay, source, Credentials::Login { account: self.id }).await
     }
 }
 
