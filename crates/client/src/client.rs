@@ -81,15 +81,23 @@ impl Default for UpdatePolicy {
     }
 }
 
+/// Where a client's time comes from: milliseconds since the Unix epoch.
+pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// An unlocked profile.
 pub struct Client {
     pub(crate) store: Store,
     pub(crate) identity: Identity,
     pub(crate) relay_address: String,
     pub(crate) relay_pin: CertificatePin,
+    clock: Clock,
 }
 
 pub(crate) use hush_store::now_ms;
+
+fn system_clock() -> Clock {
+    std::sync::Arc::new(now_ms)
+}
 
 fn text_setting(store: &Store, name: &str) -> Result<String, ClientError> {
     let bytes = store.setting(name)?.ok_or_else(|| ClientError::Invalid(format!("profile lacks {name}")))?;
@@ -120,7 +128,13 @@ impl Client {
             store.set_setting("relay_pin", &invite.pin.0)?;
             Ok::<_, ClientError>(identity)
         })?;
-        Ok(Self { store, identity, relay_address: invite.address.clone(), relay_pin: invite.pin })
+        Ok(Self {
+            store,
+            identity,
+            relay_address: invite.address.clone(),
+            relay_pin: invite.pin,
+            clock: system_clock(),
+        })
     }
 
     /// Unlocks the profile in `dir`.
@@ -140,7 +154,7 @@ impl Client {
             <[u8; 32]>::try_from(pin.as_slice())
                 .map_err(|_| ClientError::Invalid("profile is damaged".into()))?,
         );
-        Ok(Self { store, identity, relay_address, relay_pin })
+        Ok(Self { store, identity, relay_address, relay_pin, clock: system_clock() })
     }
 
     /// The wipe code: whoever holds it can order this device to wipe itself.
@@ -177,9 +191,10 @@ impl Client {
     /// open the re-key waits for the next unlock ([`Rekey::Busy`]).
     pub fn change_passphrase(self, passphrase: &[u8]) -> Result<(Self, Rekey), ClientError> {
         self.store.change_passphrase(passphrase)?;
-        let Client { store, identity, relay_address, relay_pin } = self;
-        let (store, outcome) = store.rekeyed(now_ms())?;
-        Ok((Client { store, identity, relay_address, relay_pin }, outcome))
+        let now = self.now_ms();
+        let Client { store, identity, relay_address, relay_pin, clock } = self;
+        let (store, outcome) = store.rekeyed(now)?;
+        Ok((Client { store, identity, relay_address, relay_pin, clock }, outcome))
     }
 
     /// Wipes this profile (after a verified wipe order).
@@ -189,7 +204,31 @@ impl Client {
 
     /// Deletes messages whose timer ran out.
     pub fn purge_expired(&self) -> Result<usize, ClientError> {
-        Ok(self.store.purge_expired(now_ms())?)
+        Ok(self.store.purge_expired(self.now_ms())?)
+    }
+
+    /// Replaces the clock this client reads (the system clock by default):
+    /// for simulations and tests that move time on, and for devices whose
+    /// time comes from elsewhere. Every policy (self-updates, key-package
+    /// rotation, disappearing messages) reads it.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, by this client's clock (Unix milliseconds).
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// The key packages this device made and still keeps private keys for.
+    pub fn issued_key_packages(&self) -> Result<Vec<hush_core::IssuedKeyPackage>, ClientError> {
+        Ok(self
+            .store
+            .settings_with_prefix(crate::session::KEY_PACKAGE_PREFIX)?
+            .into_iter()
+            .filter_map(|(_, bytes)| hush_core::IssuedKeyPackage::from_bytes(&bytes))
+            .collect())
     }
 
     /// The account id.

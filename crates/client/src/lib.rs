@@ -15,7 +15,7 @@ mod session;
 pub mod strength;
 mod transport;
 
-pub use client::{Client, ConversationSummary, GroupMember, ReceivedMessage, Target, UpdatePolicy};
+pub use client::{Client, Clock, ConversationSummary, GroupMember, ReceivedMessage, Target, UpdatePolicy};
 pub use error::ClientError;
 pub use handshake::{handshake, hello, Admission, Credentials};
 pub use hardening::harden_process;

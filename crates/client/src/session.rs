@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use hush_core::{
-    new_key_packages, process_incoming, verify_key_package, Body, Content, Conversation, Incoming,
-    SentCommit, VerifiedKeyPackage,
+    delete_key_package, new_key_packages, process_incoming, verify_key_package, Body, Content, Conversation,
+    Incoming, IssuedKeyPackage, KeyPackagePolicy, SentCommit, VerifiedKeyPackage,
 };
 use hush_proto::{AccountId, ClientFrame, ErrorCode, GroupId, RelayFrame};
 use hush_store::{ConversationKind, ConversationRecord, MessageRecord};
@@ -17,10 +17,6 @@ use crate::error::ClientError;
 use crate::handshake::{handshake, Admission, Credentials};
 use crate::transport::Connection;
 
-/// One-time key packages uploaded at a time.
-const KEY_PACKAGE_BATCH: usize = 10;
-/// Below this many one-time key packages at the relay, upload more.
-const KEY_PACKAGE_LOW_WATER: u32 = 5;
 /// How long a request may wait for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts for a commit that keeps losing its epoch.
@@ -108,7 +104,7 @@ impl<'a> Session<'a> {
         };
         let (connection, _) = Self::admit(client, credentials).await?;
         let mut session = Self::new(client, connection);
-        session.upload_key_packages(true).await?;
+        session.maintain_key_packages(0).await?;
         Ok(session)
     }
 
@@ -117,9 +113,7 @@ impl<'a> Session<'a> {
         let (connection, key_packages) =
             Self::admit(client, Credentials::Login { account: client.account() }).await?;
         let mut session = Self::new(client, connection);
-        if key_packages < KEY_PACKAGE_LOW_WATER {
-            session.upload_key_packages(false).await?;
-        }
+        session.maintain_key_packages(key_packages).await?;
         session.resolve_commits().await?;
         Ok(session)
     }
@@ -128,23 +122,63 @@ impl<'a> Session<'a> {
         wipe_order(self.client, secret)
     }
 
-    async fn upload_key_packages(&mut self, last_resort: bool) -> Result<(), ClientError> {
-        let (one_time, last) = self.client.store.transaction(|store| {
-            Ok::<_, ClientError>(new_key_packages(
-                &store.provider(),
-                &self.client.identity,
-                KEY_PACKAGE_BATCH,
-                last_resort,
-            )?)
-        })?;
-        let request = self.request_id();
-        self.connection
-            .send(&ClientFrame::UploadKeyPackages { request, one_time, last_resort: last })
-            .await?;
-        match self.answer(request).await? {
-            Answer::Accepted => Ok(()),
-            _ => Err(ClientError::Protocol("unexpected answer to a key package upload".into())),
+    /// Makes, replaces and deletes our key packages by the policy: more
+    /// one-time packages when the relay holds fewer than `held_by_relay`
+    /// says, a new last-resort package every week, and the private keys of
+    /// packages that expired or were replaced, once the grace for Welcomes
+    /// still in flight is over.
+    pub async fn maintain_key_packages(&mut self, held_by_relay: u32) -> Result<(), ClientError> {
+        let now = self.client.now_ms() / 1000;
+        let store = &self.client.store;
+        let issued = self.client.issued_key_packages()?;
+        let plan = KeyPackagePolicy::default().plan(now, &issued, held_by_relay);
+        if plan.uploads() {
+            let batch = store.transaction(|store| {
+                let batch = new_key_packages(
+                    &store.provider(),
+                    &self.client.identity,
+                    plan.one_time,
+                    plan.last_resort,
+                    now,
+                )?;
+                for record in &batch.issued {
+                    store.set_setting(&key_package_key(&record.hash_ref), &record.to_bytes())?;
+                }
+                Ok::<_, ClientError>(batch)
+            })?;
+            let request = self.request_id();
+            let frame = ClientFrame::UploadKeyPackages {
+                request,
+                one_time: batch.one_time,
+                last_resort: batch.last_resort,
+                expires_at: batch.not_after,
+            };
+            self.connection.send(&frame).await?;
+            match self.answer(request).await? {
+                Answer::Accepted => {}
+                _ => return Err(ClientError::Protocol("unexpected answer to a key package upload".into())),
+            }
+            // The relay hands out the new last-resort package from now on.
+            let store = &self.client.store;
+            for hash_ref in &plan.retire {
+                let key = key_package_key(hash_ref);
+                if let Some(mut record) = store.setting(&key)?.and_then(|b| IssuedKeyPackage::from_bytes(&b))
+                {
+                    record.retired_at = Some(now);
+                    store.set_setting(&key, &record.to_bytes())?;
+                }
+            }
         }
+        if !plan.delete.is_empty() {
+            self.client.store.transaction(|store| {
+                for hash_ref in &plan.delete {
+                    delete_key_package(&store.provider(), hash_ref)?;
+                    store.delete_setting(&key_package_key(hash_ref))?;
+                }
+                Ok::<_, ClientError>(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Closes the connection.
@@ -243,7 +277,7 @@ impl<'a> Session<'a> {
         self.received += 1;
         let store = &self.client.store;
         let hash: [u8; 32] = Sha256::digest(payload).into();
-        let now = now_ms();
+        let now = self.client.now_ms();
         let outcome = store.transaction(|store| {
             if !store.first_sighting(&hash, now)? {
                 return Ok(None);
@@ -597,10 +631,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn content(body: Body) -> Content {
+    fn content(&self, body: Body) -> Content {
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
-        Content { id, sent_at_ms: now_ms(), body, expires_after_secs: None }
+        Content { id, sent_at_ms: self.client.now_ms(), body, expires_after_secs: None }
     }
 
     async fn conversation_for(&mut self, to: &str) -> Result<Vec<u8>, ClientError> {
@@ -620,12 +654,12 @@ impl<'a> Session<'a> {
     /// every member, announced as an event in the conversation.
     pub async fn set_timer(&mut self, to: &str, secs: Option<u32>) -> Result<(), ClientError> {
         let group_id = self.conversation_for(to).await?;
-        let content = Self::content(Body::Timer { secs });
+        let content = self.content(Body::Timer { secs });
         self.send_content(&group_id, &content, 0).await?;
         let store = &self.client.store;
         store.set_timer(&group_id, secs)?;
         let record = timer_event(content.id, group_id, self.client.account(), content.sent_at_ms, secs);
-        store.insert_message(&record, now_ms(), true)?;
+        store.insert_message(&record, self.client.now_ms(), true)?;
         Ok(())
     }
 
@@ -647,13 +681,13 @@ impl<'a> Session<'a> {
         self.commit(&group_id, |conversation, provider| Ok(conversation.add(provider, identity, &packages)?))
             .await?;
         let store = &self.client.store;
-        store.insert_conversation(&group_id, &kind, now_ms())?;
-        store.updated(&group_id, now_ms())?;
+        store.insert_conversation(&group_id, &kind, self.client.now_ms())?;
+        store.updated(&group_id, self.client.now_ms())?;
         let group_name = match kind {
             ConversationKind::Group { name } => Some(name),
             _ => None,
         };
-        self.send_content(&group_id, &Self::content(Body::Info { group_name }), 0).await?;
+        self.send_content(&group_id, &self.content(Body::Info { group_name }), 0).await?;
         Ok(group_id)
     }
 
@@ -705,7 +739,7 @@ impl<'a> Session<'a> {
             event: false,
             expires_at_ms: expires_after_secs.map(|secs| content.sent_at_ms + u64::from(secs) * 1000),
         };
-        store.insert_message(&record, now_ms(), true)?;
+        store.insert_message(&record, self.client.now_ms(), true)?;
         store.count_sent(&group_id)?;
         Ok(())
     }
@@ -714,7 +748,8 @@ impl<'a> Session<'a> {
     async fn maybe_self_update(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
         let Some(record) = self.client.store.conversation(group_id)? else { return Ok(()) };
         let policy = self.client.update_policy()?;
-        let due = update_due(&record, &policy, now_ms()) || record.sent_since_update >= policy.after_messages;
+        let due = update_due(&record, &policy, self.client.now_ms())
+            || record.sent_since_update >= policy.after_messages;
         if due && record.active {
             self.self_update(group_id).await?;
         }
@@ -726,7 +761,7 @@ impl<'a> Session<'a> {
         let identity = &self.client.identity;
         self.commit(group_id, |conversation, provider| Ok(conversation.self_update(provider, identity)?))
             .await?;
-        self.client.store.updated(group_id, now_ms())?;
+        self.client.store.updated(group_id, self.client.now_ms())?;
         Ok(())
     }
 
@@ -739,7 +774,7 @@ impl<'a> Session<'a> {
     /// does not stop the others or the caller. Returns how many updated.
     pub async fn self_update_due(&mut self) -> Result<usize, ClientError> {
         let policy = self.client.update_policy()?;
-        let now = now_ms();
+        let now = self.client.now_ms();
         let store = &self.client.store;
         let mut due = Vec::new();
         for conversation in store.conversations()? {
@@ -757,7 +792,7 @@ impl<'a> Session<'a> {
                 // closes the session or a wipe order still end the caller.
                 Err(error @ (ClientError::GroupStuck | ClientError::Core(_) | ClientError::Invalid(_))) => {
                     tracing::warn!(%error, "a self-update failed; it is tried again in an hour");
-                    let retry_at = now_ms().saturating_add(UPDATE_RETRY.as_millis() as u64);
+                    let retry_at = self.client.now_ms().saturating_add(UPDATE_RETRY.as_millis() as u64);
                     self.client
                         .store
                         .set_setting(&retry_key(&conversation.group_id), &retry_at.to_be_bytes())?;
@@ -769,7 +804,15 @@ impl<'a> Session<'a> {
     }
 
     async fn pay_owed_updates(&mut self) -> Result<(), ClientError> {
-        self.self_update_due().await.map(drop)
+        self.housekeeping().await
+    }
+
+    /// What a long-running session does now and then (`hush chat`: every
+    /// minute): self-updates that are due, and key-package rotation and
+    /// deletion (the relay's count is only known at login, so no refill).
+    pub async fn housekeeping(&mut self) -> Result<(), ClientError> {
+        self.self_update_due().await?;
+        self.maintain_key_packages(u32::MAX).await
     }
 
     /// Creates a named group.
@@ -783,7 +826,7 @@ impl<'a> Session<'a> {
             ));
         }
         let group_id = self.create_group(members, ConversationKind::Group { name: name.to_owned() }).await?;
-        self.record_membership(&group_id, self.client.account(), members, &[], now_ms())
+        self.record_membership(&group_id, self.client.account(), members, &[], self.client.now_ms())
     }
 
     fn group(&self, name: &str) -> Result<Vec<u8>, ClientError> {
@@ -805,8 +848,8 @@ impl<'a> Session<'a> {
         let identity = &self.client.identity;
         self.commit(&group_id, |conversation, provider| Ok(conversation.add(provider, identity, &packages)?))
             .await?;
-        self.record_membership(&group_id, self.client.account(), members, &[], now_ms())?;
-        let info = Self::content(Body::Info { group_name: Some(name.to_owned()) });
+        self.record_membership(&group_id, self.client.account(), members, &[], self.client.now_ms())?;
+        let info = self.content(Body::Info { group_name: Some(name.to_owned()) });
         self.send_content(&group_id, &info, 0).await
     }
 
@@ -819,7 +862,7 @@ impl<'a> Session<'a> {
             |conversation, provider| Ok(conversation.remove(provider, identity, members)?),
         )
         .await?;
-        self.record_membership(&group_id, self.client.account(), &[], members, now_ms())
+        self.record_membership(&group_id, self.client.account(), &[], members, self.client.now_ms())
     }
 }
 
@@ -827,6 +870,11 @@ impl<'a> Session<'a> {
 const UPDATE_RETRY: Duration = Duration::from_secs(3600);
 
 const UNRESOLVED_PREFIX: &str = "unresolved_commit:";
+pub(crate) const KEY_PACKAGE_PREFIX: &str = "key_package:";
+
+fn key_package_key(hash_ref: &[u8]) -> String {
+    format!("{KEY_PACKAGE_PREFIX}{}", data_encoding::HEXLOWER.encode(hash_ref))
+}
 
 fn unresolved_key(group_id: &[u8]) -> String {
     format!("{UNRESOLVED_PREFIX}{}", data_encoding::HEXLOWER.encode(group_id))

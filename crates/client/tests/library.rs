@@ -120,3 +120,63 @@ async fn a_draft_sent_twice_is_shown_once_and_pushes_arrive_live() {
     assert_eq!(bob.history("alice").unwrap().len(), 2);
     listener.close().await;
 }
+
+/// Regression (issue 9, finding 5): the last-resort key package was made
+/// once and kept forever, with its private key; unused one-time packages
+/// were never deleted. Time is moved on through the client's clock.
+#[tokio::test(flavor = "current_thread")]
+async fn key_packages_rotate_and_old_private_keys_are_deleted() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let relay = TestRelay::start().unwrap();
+    let offset = Arc::new(AtomicU64::new(0));
+    let moved = Arc::clone(&offset);
+    let clock: hush_client::Clock = Arc::new(move || {
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        real.as_millis() as u64 + moved.load(Ordering::SeqCst)
+    });
+    let invite: Invite = relay.invite().unwrap().parse().unwrap();
+    let alice = Client::create(&relay.profile_dir("alice"), b"pw", CHEAP, 0, &invite, "alice").unwrap();
+    let alice = alice.with_clock(clock);
+    Session::register(&alice, &invite.code).await.unwrap().close().await;
+    let relays_last_resort = || -> Vec<u8> {
+        let db = rusqlite::Connection::open(relay.data().join("relay.db")).unwrap();
+        db.query_row("SELECT data FROM key_packages WHERE last_resort = 1", [], |row| row.get(0)).unwrap()
+    };
+    let login_at = |days: u64| {
+        offset.store(days * DAY_MS, Ordering::SeqCst);
+        async { Session::login(&alice).await.unwrap().close().await }
+    };
+
+    let issued = alice.issued_key_packages().unwrap();
+    let first: Vec<_> = issued.iter().filter(|p| p.last_resort).collect();
+    assert_eq!((issued.len(), first.len()), (11, 1), "ten one-time packages and a last-resort one");
+    let first = first[0].clone();
+    let published = relays_last_resort();
+
+    login_at(6).await;
+    assert_eq!(alice.issued_key_packages().unwrap().len(), 11, "nothing is due within the week");
+    assert_eq!(relays_last_resort(), published);
+
+    // A week on: a new last-resort package replaces the old one at the
+    // relay; the old private key is kept for Welcomes still in flight.
+    login_at(8).await;
+    let issued = alice.issued_key_packages().unwrap();
+    assert_eq!(issued.len(), 12);
+    let old = issued.iter().find(|p| p.hash_ref == first.hash_ref).expect("replaced too early");
+    assert!(old.retired_at.is_some());
+    assert_ne!(relays_last_resort(), published, "the relay still hands out the old last-resort package");
+
+    // Two weeks after the replacement the old private key is deleted.
+    login_at(23).await;
+    let issued = alice.issued_key_packages().unwrap();
+    assert!(issued.iter().all(|p| p.hash_ref != first.hash_ref), "the replaced key was kept");
+    assert!(issued.iter().filter(|p| p.last_resort).count() >= 1);
+
+    // One-time packages nobody used go once expired and the grace is over.
+    login_at(28 + 14 + 1).await;
+    let issued = alice.issued_key_packages().unwrap();
+    assert!(issued.iter().all(|p| p.last_resort), "expired one-time packages were kept: {}", issued.len());
+}

@@ -30,7 +30,7 @@ fn member() -> Member {
 }
 
 fn key_package(of: &Member, checker: &Member) -> VerifiedKeyPackage {
-    let (packages, _) = new_key_packages(&of.provider, &of.identity, 1, false).unwrap();
+    let packages = new_key_packages(&of.provider, &of.identity, 1, false, 0).unwrap().one_time;
     verify_key_package(&checker.provider, &packages[0], of.identity.account()).unwrap()
 }
 

@@ -4,7 +4,8 @@
 use hush_proto::{AccountId, IdentityKey};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
-    BasicCredential, Credential, KeyPackage, KeyPackageIn, OpenMlsProvider, ProtocolVersion,
+    BasicCredential, Credential, KeyPackage, KeyPackageIn, KeyPackageRef, Lifetime, OpenMlsProvider,
+    ProtocolVersion,
 };
 
 use crate::error::CoreError;
@@ -20,30 +21,176 @@ pub struct VerifiedKeyPackage {
     pub key_package: KeyPackage,
 }
 
-/// Serialized key packages for upload: one-time ones and a last-resort one.
-pub type KeyPackageUpload = (Vec<Vec<u8>>, Option<Vec<u8>>);
+/// How long a key package we make is valid (its MLS lifetime).
+pub const KEY_PACKAGE_LIFETIME_SECS: u64 = 28 * 24 * 3600;
+
+/// Key packages made in one go, serialized for upload, with what the
+/// device must remember of each to delete its private keys later.
+#[derive(Debug, Clone)]
+pub struct KeyPackageBatch {
+    /// Key packages each handed out once.
+    pub one_time: Vec<Vec<u8>>,
+    /// One that may be handed out repeatedly, if asked for.
+    pub last_resort: Option<Vec<u8>>,
+    /// Every package above, as the device keeps track of it.
+    pub issued: Vec<IssuedKeyPackage>,
+    /// When they all stop being valid (Unix seconds).
+    pub not_after: u64,
+}
+
+/// A key package this device made, remembered until its private keys are
+/// deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedKeyPackage {
+    /// Its MLS hash reference, TLS-encoded (the key under which OpenMLS
+    /// keeps its private keys).
+    pub hash_ref: Vec<u8>,
+    /// When it was made (Unix seconds).
+    pub created_at: u64,
+    /// When it stops being valid (Unix seconds).
+    pub not_after: u64,
+    /// True for a last-resort package.
+    pub last_resort: bool,
+    /// When a newer last-resort package replaced it at the relay.
+    pub retired_at: Option<u64>,
+}
+
+impl IssuedKeyPackage {
+    /// Encodes the record for the device's store.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(25 + self.hash_ref.len());
+        bytes.extend_from_slice(&self.created_at.to_be_bytes());
+        bytes.extend_from_slice(&self.not_after.to_be_bytes());
+        bytes.extend_from_slice(&self.retired_at.unwrap_or(0).to_be_bytes());
+        bytes.push(u8::from(self.last_resort));
+        bytes.extend_from_slice(&self.hash_ref);
+        bytes
+    }
+
+    /// Decodes a record written by [`Self::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let number = |at: usize| Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+        Some(Self {
+            created_at: number(0)?,
+            not_after: number(8)?,
+            retired_at: Some(number(16)?).filter(|at| *at != 0),
+            last_resort: *bytes.get(24)? == 1,
+            hash_ref: bytes.get(25..).filter(|r| !r.is_empty())?.to_vec(),
+        })
+    }
+}
+
+/// When to make, replace and delete key packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPackagePolicy {
+    /// Replace the last-resort package this often (seconds).
+    pub rotate_last_resort_secs: u64,
+    /// Keep private keys this long after a package expires or is replaced,
+    /// for Welcomes still in flight (seconds; the relay's retention).
+    pub grace_secs: u64,
+    /// Upload more one-time packages when the relay holds fewer than this.
+    pub low_water: u32,
+    /// How many one-time packages to upload then.
+    pub batch: usize,
+}
+
+impl Default for KeyPackagePolicy {
+    fn default() -> Self {
+        Self { rotate_last_resort_secs: 7 * 24 * 3600, grace_secs: 14 * 24 * 3600, low_water: 5, batch: 10 }
+    }
+}
+
+/// What [`KeyPackagePolicy::plan`] decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPackagePlan {
+    /// One-time packages to make and upload.
+    pub one_time: usize,
+    /// Make and upload a new last-resort package; once the relay has it,
+    /// mark the packages in `retire` as replaced.
+    pub last_resort: bool,
+    /// Last-resort packages the new one replaces.
+    pub retire: Vec<Vec<u8>>,
+    /// Packages whose private keys to delete now.
+    pub delete: Vec<Vec<u8>>,
+}
+
+impl KeyPackagePlan {
+    /// True if something must be uploaded.
+    pub fn uploads(&self) -> bool {
+        self.one_time > 0 || self.last_resort
+    }
+}
+
+impl KeyPackagePolicy {
+    /// Decides, at `now`, given the packages the device made and the
+    /// number of one-time packages the relay still holds.
+    pub fn plan(&self, now: u64, issued: &[IssuedKeyPackage], held_by_relay: u32) -> KeyPackagePlan {
+        let current: Vec<&IssuedKeyPackage> =
+            issued.iter().filter(|p| p.last_resort && p.retired_at.is_none()).collect();
+        let newest = current.iter().map(|p| p.created_at).max();
+        let last_resort =
+            newest.is_none_or(|created| now >= created.saturating_add(self.rotate_last_resort_secs));
+        let retire =
+            if last_resort { current.iter().map(|p| p.hash_ref.clone()).collect() } else { Vec::new() };
+        let delete = issued
+            .iter()
+            .filter(|p| {
+                let expired = now >= p.not_after.saturating_add(self.grace_secs);
+                let replaced = p.retired_at.is_some_and(|at| now >= at.saturating_add(self.grace_secs));
+                expired || replaced
+            })
+            .map(|p| p.hash_ref.clone())
+            .collect();
+        let one_time = if held_by_relay < self.low_water { self.batch } else { 0 };
+        KeyPackagePlan { one_time, last_resort, retire, delete }
+    }
+}
 
 /// Makes `count` one-time key packages and, if `last_resort`, one more that
-/// may be used repeatedly. Returns them serialized for upload.
+/// may be used repeatedly, valid for [`KEY_PACKAGE_LIFETIME_SECS`] from
+/// `now`. Their private keys go to the provider's storage.
 pub fn new_key_packages(
     provider: &impl OpenMlsProvider,
     identity: &Identity,
     count: usize,
     last_resort: bool,
-) -> Result<KeyPackageUpload, CoreError> {
-    let make = |last_resort: bool| -> Result<Vec<u8>, CoreError> {
-        let mut builder = KeyPackage::builder();
+    now: u64,
+) -> Result<KeyPackageBatch, CoreError> {
+    let mut issued = Vec::with_capacity(count + 1);
+    let mut not_after = u64::MAX;
+    let mut make = |last_resort: bool| -> Result<Vec<u8>, CoreError> {
+        let mut builder =
+            KeyPackage::builder().key_package_lifetime(Lifetime::new(KEY_PACKAGE_LIFETIME_SECS));
         if last_resort {
             builder = builder.mark_as_last_resort();
         }
         let bundle = builder
             .build(CIPHERSUITE, provider, identity.signer(), identity.credential())
             .map_err(CoreError::mls)?;
-        bundle.key_package().tls_serialize_detached().map_err(CoreError::mls)
+        let key_package = bundle.key_package();
+        let hash_ref = key_package.hash_ref(provider.crypto()).map_err(CoreError::mls)?;
+        let package_not_after = key_package.life_time().not_after();
+        not_after = not_after.min(package_not_after);
+        issued.push(IssuedKeyPackage {
+            hash_ref: hash_ref.tls_serialize_detached().map_err(CoreError::mls)?,
+            created_at: now,
+            not_after: package_not_after,
+            last_resort,
+            retired_at: None,
+        });
+        key_package.tls_serialize_detached().map_err(CoreError::mls)
     };
     let one_time = (0..count).map(|_| make(false)).collect::<Result<Vec<_>, _>>()?;
     let last = if last_resort { Some(make(true)?) } else { None };
-    Ok((one_time, last))
+    Ok(KeyPackageBatch { one_time, last_resort: last, issued, not_after })
+}
+
+/// Deletes the private keys of one of our key packages (nothing happens if
+/// they are gone already, e.g. because a Welcome used it).
+pub fn delete_key_package(provider: &impl OpenMlsProvider, hash_ref: &[u8]) -> Result<(), CoreError> {
+    use openmls_traits::storage::StorageProvider as _;
+    let hash_ref = KeyPackageRef::tls_deserialize_exact(hash_ref).map_err(|_| CoreError::Malformed)?;
+    provider.storage().delete_key_package(&hash_ref).map_err(CoreError::mls)
 }
 
 /// The account a credential certifies: the credential's identity must be the
@@ -101,7 +248,7 @@ mod tests {
     fn a_key_package_for_another_account_is_a_substitution() {
         let (provider, bob) = person();
         let (_, mallory) = person();
-        let (packages, _) = new_key_packages(&provider, &bob, 1, false).unwrap();
+        let packages = new_key_packages(&provider, &bob, 1, false, 0).unwrap().one_time;
         assert!(verify_key_package(&provider, &packages[0], bob.account()).is_ok());
         let lie = verify_key_package(&provider, &packages[0], mallory.account());
         assert!(matches!(lie, Err(CoreError::KeySubstitution { expected }) if expected == mallory.account()));
@@ -115,7 +262,7 @@ mod tests {
         let mut group = Conversation::create(&alice_provider, &alice).unwrap();
         let mut packages = Vec::new();
         for (provider, who) in [(&bob_provider, &bob), (&carol_provider, &carol)] {
-            let (kp, _) = new_key_packages(provider, who, 1, false).unwrap();
+            let kp = new_key_packages(provider, who, 1, false, 0).unwrap().one_time;
             packages.push(verify_key_package(&alice_provider, &kp[0], who.account()).unwrap());
         }
         let commit = group.add(&alice_provider, &alice, &packages).unwrap();
@@ -162,7 +309,7 @@ mod tests {
             Conversation::load(&carol_provider, &group_id).unwrap().is_none(),
             "state kept after removal"
         );
-        let (kp, _) = new_key_packages(&carol_provider, &carol, 1, false).unwrap();
+        let kp = new_key_packages(&carol_provider, &carol, 1, false, 0).unwrap().one_time;
         let package = verify_key_package(&alice_provider, &kp[0], carol.account()).unwrap();
         let again = group.add(&alice_provider, &alice, &[package]).unwrap();
         group.confirm_commit(&alice_provider).unwrap();
@@ -179,7 +326,7 @@ mod tests {
         let (bob_provider, bob) = person();
         let (carol_provider, carol) = person();
         let mut group = Conversation::create(&alice_provider, &alice).unwrap();
-        let (kp, _) = new_key_packages(&bob_provider, &bob, 1, false).unwrap();
+        let kp = new_key_packages(&bob_provider, &bob, 1, false, 0).unwrap().one_time;
         let package = verify_key_package(&alice_provider, &kp[0], bob.account()).unwrap();
         let create = group.add(&alice_provider, &alice, &[package]).unwrap();
         group.confirm_commit(&alice_provider).unwrap();
@@ -216,5 +363,84 @@ mod tests {
         // An outsider's key for the same group is unrelated.
         let outsider = Conversation::create(&carol_provider, &carol).unwrap();
         assert_ne!(outsider.relay_public_key(&carol_provider).unwrap(), update.next_key);
+    }
+
+    fn issued(created_at: u64, last_resort: bool, retired_at: Option<u64>) -> IssuedKeyPackage {
+        IssuedKeyPackage {
+            hash_ref: created_at.to_be_bytes().to_vec(),
+            created_at,
+            not_after: created_at + KEY_PACKAGE_LIFETIME_SECS,
+            last_resort,
+            retired_at,
+        }
+    }
+
+    #[test]
+    fn the_last_resort_package_rotates_and_old_private_keys_are_deleted_after_the_grace() {
+        let policy = KeyPackagePolicy::default();
+        let day = 24 * 3600;
+        // A new device: a full batch and a last-resort package.
+        let plan = policy.plan(100 * day, &[], 0);
+        assert_eq!((plan.one_time, plan.last_resort), (policy.batch, true));
+        assert!(plan.retire.is_empty() && plan.delete.is_empty());
+
+        // A last-resort package made 6 days ago, the relay well stocked: nothing to do.
+        let current = issued(94 * day, true, None);
+        assert!(!policy.plan(100 * day, std::slice::from_ref(&current), 10).uploads());
+        // A week after it was made, it is replaced; the relay running low
+        // adds one-time packages.
+        let plan = policy.plan(101 * day, std::slice::from_ref(&current), 2);
+        assert_eq!((plan.one_time, plan.last_resort), (policy.batch, true));
+        assert_eq!(plan.retire, vec![current.hash_ref.clone()]);
+        assert!(plan.delete.is_empty(), "a package is not deleted the moment it is replaced");
+
+        // Replaced at day 101: its private keys go once the grace is over.
+        let replaced = issued(94 * day, true, Some(101 * day));
+        let newer = issued(101 * day, true, None);
+        let both = [replaced.clone(), newer];
+        assert!(policy.plan(101 * day + policy.grace_secs - 1, &both, 10).delete.is_empty());
+        assert_eq!(policy.plan(101 * day + policy.grace_secs, &both, 10).delete, vec![replaced.hash_ref]);
+
+        // A one-time package nobody used goes once it has expired and the
+        // grace is over.
+        let unused = issued(50 * day, false, None);
+        let expiry = unused.not_after + policy.grace_secs;
+        assert!(!policy
+            .plan(expiry - 1, std::slice::from_ref(&unused), 10)
+            .delete
+            .contains(&unused.hash_ref));
+        assert!(policy.plan(expiry, std::slice::from_ref(&unused), 10).delete.contains(&unused.hash_ref));
+
+        // Records survive the store.
+        for record in [replaced_record(), issued(7, false, None)] {
+            assert_eq!(IssuedKeyPackage::from_bytes(&record.to_bytes()), Some(record));
+        }
+        assert_eq!(IssuedKeyPackage::from_bytes(&[1, 2, 3]), None);
+    }
+
+    fn replaced_record() -> IssuedKeyPackage {
+        issued(3, true, Some(9))
+    }
+
+    #[test]
+    fn a_deleted_key_package_can_no_longer_be_joined_with() {
+        let (alice_provider, alice) = person();
+        let (bob_provider, bob) = person();
+        let batch = new_key_packages(&bob_provider, &bob, 2, true, 0).unwrap();
+        assert_eq!((batch.one_time.len(), batch.issued.len()), (2, 3));
+        assert!(batch.issued[2].last_resort && !batch.issued[0].last_resort);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(batch.not_after > now + KEY_PACKAGE_LIFETIME_SECS - 60);
+        delete_key_package(&bob_provider, &batch.issued[0].hash_ref).unwrap();
+        // Deleting again (as after a Welcome used it) is fine.
+        delete_key_package(&bob_provider, &batch.issued[0].hash_ref).unwrap();
+        for (bytes, joins) in [(&batch.one_time[0], false), (&batch.one_time[1], true)] {
+            let package = verify_key_package(&alice_provider, bytes, bob.account()).unwrap();
+            let mut group = Conversation::create(&alice_provider, &alice).unwrap();
+            let commit = group.add(&alice_provider, &alice, &[package]).unwrap();
+            group.confirm_commit(&alice_provider).unwrap();
+            let (_, welcome) = commit.welcome.unwrap();
+            assert_eq!(process_incoming(&bob_provider, &welcome).is_ok(), joins);
+        }
     }
 }

@@ -18,7 +18,10 @@ pub use content::{Body, Content, MessageId};
 pub use error::CoreError;
 pub use group::{member_accounts, process_incoming, Conversation, Incoming, Outgoing, SentCommit};
 pub use identity::Identity;
-pub use keys::{new_key_packages, verify_key_package, VerifiedKeyPackage};
+pub use keys::{
+    delete_key_package, new_key_packages, verify_key_package, IssuedKeyPackage, KeyPackageBatch,
+    KeyPackagePlan, KeyPackagePolicy, VerifiedKeyPackage, KEY_PACKAGE_LIFETIME_SECS,
+};
 pub use openmls;
 
 use openmls::prelude::Ciphersuite;

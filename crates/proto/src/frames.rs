@@ -45,6 +45,9 @@ pub enum ClientFrame {
         one_time: Vec<Vec<u8>>,
         /// Handed out when no one-time package is left.
         last_resort: Option<Vec<u8>>,
+        /// When these packages stop being valid (Unix seconds): the relay
+        /// hands none out after that and deletes them.
+        expires_at: u64,
     },
     /// Asks for one key package of another account.
     FetchKeyPackage {
@@ -352,7 +355,7 @@ impl ClientFrame {
                 w.array(signature);
                 w.finish()
             }
-            Self::UploadKeyPackages { request, one_time, last_resort } => {
+            Self::UploadKeyPackages { request, one_time, last_resort, expires_at } => {
                 let mut w = Writer::with_tag(0x04);
                 w.u32(*request);
                 w.list(one_time, |w, kp| w.bytes(kp));
@@ -363,6 +366,7 @@ impl ClientFrame {
                         w.bytes(kp);
                     }
                 }
+                w.u64(*expires_at);
                 w.finish()
             }
             Self::FetchKeyPackage { request, account } => {
@@ -435,6 +439,7 @@ impl ClientFrame {
                     r.bytes("key package", MAX_KEY_PACKAGE_BYTES)
                 })?,
                 last_resort: r.option(|r| r.bytes("key package", MAX_KEY_PACKAGE_BYTES))?,
+                expires_at: r.u64()?,
             },
             0x05 => Self::FetchKeyPackage { request: r.u32()?, account: AccountId(r.array()?) },
             0x06 => Self::Send {
@@ -601,11 +606,12 @@ mod tests {
                 signature[..32].copy_from_slice(&half);
                 ClientFrame::Login { account, signature }
             }),
-            (any::<u32>(), vec(blob(), 0..5), proptest::option::of(blob())).prop_map(
-                |(request, one_time, last_resort)| ClientFrame::UploadKeyPackages {
+            (any::<u32>(), vec(blob(), 0..5), proptest::option::of(blob()), any::<u64>()).prop_map(
+                |(request, one_time, last_resort, expires_at)| ClientFrame::UploadKeyPackages {
                     request,
                     one_time,
-                    last_resort
+                    last_resort,
+                    expires_at
                 }
             ),
             (any::<u32>(), account())

@@ -247,24 +247,29 @@ impl StoreHandle {
         account: AccountId,
         one_time: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
+        expires: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<u32, StoreError>> + Send + 'static {
-        self.call(nothing_stored, move |s| s.add_key_packages(&account, &one_time, last_resort.as_deref()))
+        self.call(nothing_stored, move |s| {
+            s.add_key_packages(&account, &one_time, last_resort.as_deref(), expires)
+        })
     }
 
     /// See [`Operations::count_key_packages`].
     pub fn count_key_packages(
         &self,
         account: AccountId,
+        now: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<u32, StoreError>> + Send + 'static {
-        self.call(nothing_stored, move |s| s.count_key_packages(&account))
+        self.call(nothing_stored, move |s| s.count_key_packages(&account, now))
     }
 
     /// See [`Operations::take_key_package`].
     pub fn take_key_package(
         &self,
         account: AccountId,
+        now: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<Vec<u8>, StoreError>> + Send + 'static {
-        self.call(nothing_stored, move |s| s.take_key_package(&account))
+        self.call(nothing_stored, move |s| s.take_key_package(&account, now))
     }
 
     /// See [`Operations::enqueue`].

@@ -33,6 +33,8 @@ use crate::store::{CommitOutcome, CommitRequest, Queued, StoreError};
 const OUTBOUND_QUEUE: usize = 256;
 /// Requests one connection may have in flight at the store.
 const IN_FLIGHT: usize = 256;
+/// The longest a key package is kept at the relay, whatever its upload says.
+const MAX_KEY_PACKAGE_SECS: u64 = 90 * 24 * 3600;
 /// Payloads read from the store per page while draining a mailbox.
 const DRAIN_PAGE: u32 = 512;
 
@@ -272,7 +274,7 @@ async fn login(
             if record.deactivated {
                 return Err(refuse(outbound, ErrorCode::Deactivated).await);
             }
-            let count = shared.store.count_key_packages(account).await.unwrap_or(0);
+            let count = shared.store.count_key_packages(account, shared.now()).await.unwrap_or(0);
             (account, count)
         }
         Ok(_) => return Err(refuse(outbound, ErrorCode::Unexpected).await),
@@ -434,12 +436,15 @@ impl Session {
                 let acked = store.ack(self.account, ids);
                 self.spawn_request(None, async move { acked.await.map(|_| Answer::Accepted) }).await;
             }
-            ClientFrame::UploadKeyPackages { request, one_time, last_resort } => {
-                let added = store.add_key_packages(self.account, one_time, last_resort);
+            ClientFrame::UploadKeyPackages { request, one_time, last_resort, expires_at } => {
+                // Never kept past the relay's longest retention of anything.
+                let now = self.shared.now();
+                let expires = expires_at.min(now.saturating_add(MAX_KEY_PACKAGE_SECS));
+                let added = store.add_key_packages(self.account, one_time, last_resort, expires);
                 self.spawn_request(Some(request), async move { added.await.map(|_| Answer::Accepted) }).await;
             }
             ClientFrame::FetchKeyPackage { request, account } => {
-                let taken = store.take_key_package(account);
+                let taken = store.take_key_package(account, self.shared.now());
                 self.spawn_request(Some(request), async move { taken.await.map(Answer::KeyPackage) }).await;
             }
             ClientFrame::Send { request, recipients, payload, ttl_secs } => {

@@ -239,9 +239,10 @@ impl<'a> Worker<'a> {
                         self.snapshot();
                     }
                 }
-                // Groups this device only reads still rotate its keys.
+                // Groups this device only reads still rotate its keys, and
+                // key packages rotate and expire.
                 _ = updates.tick() => {
-                    session.self_update_due().await?;
+                    session.housekeeping().await?;
                 }
             }
         }

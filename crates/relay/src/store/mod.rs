@@ -208,18 +208,21 @@ pub trait Operations {
     ) -> Result<(), StoreError>;
     /// Looks an account up.
     fn account(&mut self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError>;
-    /// Stores key packages (replacing the last-resort one if given);
-    /// answers how many one-time packages are held.
+    /// Stores key packages valid until `expires` (replacing the
+    /// last-resort one if given); answers how many one-time packages are
+    /// held.
     fn add_key_packages(
         &mut self,
         account: &AccountId,
         one_time: &[Vec<u8>],
         last_resort: Option<&[u8]>,
+        expires: UnixSeconds,
     ) -> Result<u32, StoreError>;
-    /// Counts one-time key packages.
-    fn count_key_packages(&mut self, account: &AccountId) -> Result<u32, StoreError>;
-    /// Takes one key package: a one-time one first, else the last-resort one.
-    fn take_key_package(&mut self, account: &AccountId) -> Result<Vec<u8>, StoreError>;
+    /// Counts unexpired one-time key packages.
+    fn count_key_packages(&mut self, account: &AccountId, now: UnixSeconds) -> Result<u32, StoreError>;
+    /// Takes one unexpired key package: a one-time one first, else the
+    /// last-resort one.
+    fn take_key_package(&mut self, account: &AccountId, now: UnixSeconds) -> Result<Vec<u8>, StoreError>;
     /// Queues `payload` for every active recipient, skipping deactivated
     /// and unknown ones; refuses a send none of whose recipients is active.
     fn enqueue(
@@ -247,7 +250,8 @@ pub trait Operations {
     ) -> Result<Vec<Queued>, StoreError>;
     /// Deletes acknowledged payloads of `account`; answers how many.
     fn ack(&mut self, account: &AccountId, ids: &[u64]) -> Result<u64, StoreError>;
-    /// Deletes everything past its expiry; answers how many payloads.
+    /// Deletes everything past its expiry (payloads, key packages, commit
+    /// digests); answers how many payloads.
     fn purge_expired(&mut self, now: UnixSeconds) -> Result<u64, StoreError>;
 }
 

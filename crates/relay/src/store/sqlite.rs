@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS key_packages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     account BLOB NOT NULL,
     last_resort INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    expires INTEGER
 );
 CREATE INDEX IF NOT EXISTS key_packages_by_account ON key_packages(account, last_resort, seq);
 CREATE TABLE IF NOT EXISTS mailbox (
@@ -289,40 +290,47 @@ impl SqliteStore {
         account: &AccountId,
         one_time: &[Vec<u8>],
         last_resort: Option<&[u8]>,
+        expires: UnixSeconds,
     ) -> Result<u32, StoreError> {
         self.require_active(account)?;
-        let mut insert = self
-            .connection
-            .prepare_cached("INSERT INTO key_packages (account, last_resort, data) VALUES (?1, ?2, ?3)")?;
+        let mut insert = self.connection.prepare_cached(
+            "INSERT INTO key_packages (account, last_resort, data, expires) VALUES (?1, ?2, ?3, ?4)",
+        )?;
         for package in one_time {
-            insert.execute(params![&account.0[..], false, package])?;
+            insert.execute(params![&account.0[..], false, package, as_i64(expires)])?;
         }
         if let Some(package) = last_resort {
             self.connection
                 .prepare_cached("DELETE FROM key_packages WHERE account = ?1 AND last_resort = 1")?
                 .execute([&account.0[..]])?;
-            insert.execute(params![&account.0[..], true, package])?;
+            insert.execute(params![&account.0[..], true, package, as_i64(expires)])?;
         }
-        self.count_key_packages(account)
+        self.count_key_packages(account, 0)
     }
 
-    fn count_key_packages(&self, account: &AccountId) -> Result<u32, StoreError> {
+    fn count_key_packages(&self, account: &AccountId, now: UnixSeconds) -> Result<u32, StoreError> {
         let count: i64 = self
             .connection
-            .prepare_cached("SELECT COUNT(*) FROM key_packages WHERE account = ?1 AND last_resort = 0")?
-            .query_row([&account.0[..]], |row| row.get(0))?;
+            .prepare_cached(
+                "SELECT COUNT(*) FROM key_packages WHERE account = ?1 AND last_resort = 0
+                 AND (expires IS NULL OR expires > ?2)",
+            )?
+            .query_row(params![&account.0[..], as_i64(now)], |row| row.get(0))?;
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
-    fn take_key_package(&self, account: &AccountId) -> Result<Vec<u8>, StoreError> {
+    fn take_key_package(&self, account: &AccountId, now: UnixSeconds) -> Result<Vec<u8>, StoreError> {
         self.require_active(account)?;
         let row: Option<(i64, bool, Vec<u8>)> = self
             .connection
             .prepare_cached(
-                "SELECT seq, last_resort, data FROM key_packages WHERE account = ?1
+                "SELECT seq, last_resort, data FROM key_packages
+                 WHERE account = ?1 AND (expires IS NULL OR expires > ?2)
                  ORDER BY last_resort ASC, seq ASC LIMIT 1",
             )?
-            .query_row([&account.0[..]], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_row(params![&account.0[..], as_i64(now)], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
             .optional()?;
         let (seq, last_resort, data) = row.ok_or(StoreError::NoKeyPackage)?;
         if !last_resort {
@@ -498,11 +506,16 @@ impl SqliteStore {
 
 /// Brings a store written by an older relay up to the current schema.
 fn migrate(connection: &Connection) -> Result<(), StoreError> {
-    let mut columns = connection.prepare("SELECT name FROM pragma_table_info('group_epochs')")?;
-    let columns: Vec<String> = columns.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
-    for column in ["auth_key"] {
+    // Columns added since version 1: (table, column, type). Key packages
+    // stored before they had an expiry never expire at the relay; their
+    // devices replace the last-resort one within a week.
+    for (table, column, kind) in
+        [("group_epochs", "auth_key", "BLOB"), ("key_packages", "expires", "INTEGER")]
+    {
+        let mut query = connection.prepare("SELECT name FROM pragma_table_info(?1)")?;
+        let columns: Vec<String> = query.query_map([table], |row| row.get(0))?.collect::<Result<_, _>>()?;
         if !columns.iter().any(|name| name == column) {
-            connection.execute_batch(&format!("ALTER TABLE group_epochs ADD COLUMN {column} BLOB"))?;
+            connection.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
         }
     }
     Ok(())
@@ -537,16 +550,17 @@ impl Operations for SqliteStore {
         account: &AccountId,
         one_time: &[Vec<u8>],
         last_resort: Option<&[u8]>,
+        expires: UnixSeconds,
     ) -> Result<u32, StoreError> {
-        self.atomic(|store| store.add_key_packages(account, one_time, last_resort))
+        self.atomic(|store| store.add_key_packages(account, one_time, last_resort, expires))
     }
 
-    fn count_key_packages(&mut self, account: &AccountId) -> Result<u32, StoreError> {
-        SqliteStore::count_key_packages(self, account)
+    fn count_key_packages(&mut self, account: &AccountId, now: UnixSeconds) -> Result<u32, StoreError> {
+        SqliteStore::count_key_packages(self, account, now)
     }
 
-    fn take_key_package(&mut self, account: &AccountId) -> Result<Vec<u8>, StoreError> {
-        self.atomic(|store| store.take_key_package(account))
+    fn take_key_package(&mut self, account: &AccountId, now: UnixSeconds) -> Result<Vec<u8>, StoreError> {
+        self.atomic(|store| store.take_key_package(account, now))
     }
 
     fn enqueue(
@@ -588,10 +602,12 @@ impl Operations for SqliteStore {
                 .connection
                 .prepare_cached("DELETE FROM mailbox WHERE expires <= ?1")?
                 .execute([as_i64(now)])?;
-            store
-                .connection
-                .prepare_cached("DELETE FROM group_commits WHERE expires <= ?1")?
-                .execute([as_i64(now)])?;
+            for table in ["group_commits", "key_packages"] {
+                store
+                    .connection
+                    .prepare_cached(&format!("DELETE FROM {table} WHERE expires <= ?1"))?
+                    .execute([as_i64(now)])?;
+            }
             Ok(deleted as u64)
         })
     }
