@@ -272,27 +272,118 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Processes one delivered payload and acknowledges it once stored.
+    /// Processes one delivered payload and acknowledges it once its result
+    /// is stored. Only a failure of our own store leaves it unacknowledged
+    /// (the relay delivers it again); a payload that cannot be processed is
+    /// shown as an event and acknowledged, so one broken payload or
+    /// conversation never blocks the mailbox or the others.
     async fn deliver(&mut self, id: u64, payload: &[u8]) -> Result<(), ClientError> {
         self.received += 1;
+        if let Some(group_id) = self.accept_payload(payload, None)? {
+            self.retry_held(&group_id)?;
+        }
+        self.connection.send(&ClientFrame::Ack { ids: vec![id] }).await
+    }
+
+    /// Processes a payload, fresh from the mailbox or (`held`: its key)
+    /// held back earlier. A group message for an epoch we have not reached
+    /// is held until the commit that leads there is processed. Returns the
+    /// group whose epoch the payload moved (or that it made us join), whose
+    /// held payloads may now be processed.
+    fn accept_payload(&self, payload: &[u8], held: Option<&str>) -> Result<Option<Vec<u8>>, ClientError> {
         let store = &self.client.store;
         let hash: [u8; 32] = Sha256::digest(payload).into();
         let now = self.client.now_ms();
         let outcome = store.transaction(|store| {
-            if !store.first_sighting(&hash, now)? {
-                return Ok(None);
+            match held {
+                Some(key) => store.delete_setting(key)?,
+                None if !store.first_sighting(&hash, now)? => return Ok(None),
+                None => {}
+            }
+            if let Some((group_id, epoch)) = hush_core::peek(payload) {
+                let current = Conversation::load(&store.provider(), &group_id)?.filter(|c| c.is_active());
+                if current.is_some_and(|c| epoch > c.epoch()) {
+                    hold(store, &group_id, payload)?;
+                    return Ok(None);
+                }
             }
             let incoming = process_incoming(&store.provider(), payload)?;
+            let moved = match &incoming {
+                Incoming::Changed { group_id, self_removed: false, .. } => Some(group_id.clone()),
+                Incoming::Joined { conversation, .. } => Some(conversation.id()),
+                _ => None,
+            };
             self.record(incoming, now)?;
-            Ok::<_, ClientError>(Some(()))
+            Ok::<_, ClientError>(moved)
         });
-        if let Err(error) = outcome {
-            // One bad payload must not block the mailbox: remember it as seen,
-            // say so in the log, and acknowledge it.
-            tracing::warn!(%error, "dropped an undecryptable payload");
-            let _ = store.first_sighting(&hash, now);
+        match outcome {
+            Ok(moved) => Ok(moved),
+            // Our own store failed: nothing is acknowledged or lost.
+            Err(error @ ClientError::Store(_)) => Err(error),
+            Err(error) => {
+                tracing::warn!(%error, "a payload could not be processed");
+                store.transaction(|store| {
+                    match held {
+                        Some(key) => store.delete_setting(key)?,
+                        None => drop(store.first_sighting(&hash, now)?),
+                    }
+                    self.note_unreadable(store, payload, now)
+                })?;
+                Ok(None)
+            }
         }
-        self.connection.send(&ClientFrame::Ack { ids: vec![id] }).await
+    }
+
+    /// Processes what was held for `group_id` once its epoch has moved,
+    /// oldest first, for as long as that makes progress (a held commit can
+    /// unlock more).
+    fn retry_held(&self, group_id: &[u8]) -> Result<(), ClientError> {
+        let store = &self.client.store;
+        loop {
+            let mut progressed = false;
+            for (key, payload) in store.settings_with_prefix(&held_prefix(group_id))? {
+                let current = Conversation::load(&store.provider(), group_id)?.filter(|c| c.is_active());
+                let Some(current) = current.map(|c| c.epoch()) else {
+                    // We left the group: what was held for it is of no use.
+                    store.delete_setting(&key)?;
+                    continue;
+                };
+                if hush_core::peek(&payload).is_some_and(|(_, epoch)| epoch > current) {
+                    continue;
+                }
+                self.accept_payload(&payload, Some(&key))?;
+                progressed = true;
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Shows, in its conversation, that a payload could not be read, so
+    /// nothing is lost without the user knowing. (A payload for no
+    /// conversation of ours is only logged: there is nobody to tell.)
+    fn note_unreadable(
+        &self,
+        store: &hush_store::Store,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<(), ClientError> {
+        let Some((group_id, _)) = hush_core::peek(payload) else { return Ok(()) };
+        if !store.conversation(&group_id)?.is_some_and(|c| c.active) {
+            return Ok(());
+        }
+        let record = MessageRecord {
+            message_id: Draft::new("", None).id,
+            group_id,
+            sender: AccountId([0; 20]),
+            text: "a message could not be decrypted and is lost".to_owned(),
+            sent_at_ms: now,
+            event: true,
+            expires_at_ms: None,
+        };
+        store.insert_message(&record, now, false)?;
+        Ok(())
     }
 
     fn record(&self, incoming: Incoming, now: u64) -> Result<(), ClientError> {
@@ -870,6 +961,25 @@ impl<'a> Session<'a> {
 const UPDATE_RETRY: Duration = Duration::from_secs(3600);
 
 const UNRESOLVED_PREFIX: &str = "unresolved_commit:";
+/// Most payloads held back per group; past that they are treated as
+/// unreadable (a member cannot fill the device's store with them).
+const MAX_HELD: usize = 256;
+
+fn held_prefix(group_id: &[u8]) -> String {
+    format!("held:{}:", data_encoding::HEXLOWER.encode(group_id))
+}
+
+/// Keeps a payload for a later epoch of `group_id`, in arrival order.
+fn hold(store: &hush_store::Store, group_id: &[u8], payload: &[u8]) -> Result<(), ClientError> {
+    if store.settings_with_prefix(&held_prefix(group_id))?.len() >= MAX_HELD {
+        return Err(ClientError::Invalid("too many messages ahead of this group's epoch".into()));
+    }
+    let seq = number_setting(store, "held_seq")?.unwrap_or(0).wrapping_add(1);
+    store.set_setting("held_seq", &seq.to_be_bytes())?;
+    store.set_setting(&format!("{}{seq:016x}", held_prefix(group_id)), payload)?;
+    Ok(())
+}
+
 pub(crate) const KEY_PACKAGE_PREFIX: &str = "key_package:";
 
 fn key_package_key(hash_ref: &[u8]) -> String {

@@ -180,3 +180,74 @@ async fn key_packages_rotate_and_old_private_keys_are_deleted() {
     let issued = alice.issued_key_packages().unwrap();
     assert!(issued.iter().all(|p| p.last_resort), "expired one-time packages were kept: {}", issued.len());
 }
+
+/// Alice's mailbox rows (id, payload), oldest first, read from the relay's
+/// own database: the tests below play a relay that reorders and corrupts.
+fn mailbox_of(relay: &TestRelay, client: &Client) -> (rusqlite::Connection, Vec<(i64, Vec<u8>)>) {
+    let db = rusqlite::Connection::open(relay.data().join("relay.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let rows = db
+        .prepare("SELECT id, payload FROM mailbox WHERE recipient = ?1 ORDER BY id")
+        .unwrap()
+        .query_map([&client.account().0[..]], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    (db, rows)
+}
+
+/// Regression (issue 9, finding 3): a payload that could not be processed
+/// was acknowledged and dropped with a log line only, even one that was
+/// merely early (delivered before the commit of its epoch).
+#[tokio::test(flavor = "current_thread")]
+async fn early_payloads_wait_for_their_epoch_and_unreadable_ones_are_shown() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    let mut session = Session::login(&alice).await.unwrap();
+    session.group_create("pair", &[bob.account()]).await.unwrap();
+    session.close().await;
+    assert!(texts(&bob).await.is_empty());
+    assert!(texts(&alice).await.is_empty());
+
+    // Bob moves the group to a new epoch and writes in it; the relay hands
+    // alice the message before the commit.
+    let group_id = bob.groups().unwrap()[0].1.group_id.clone();
+    let mut session = Session::login(&bob).await.unwrap();
+    session.self_update(&group_id).await.unwrap();
+    session.send_text("pair", "after the update", None).await.unwrap();
+    session.close().await;
+    let (db, rows) = mailbox_of(&relay, &alice);
+    assert_eq!(rows.len(), 2, "a commit and a message");
+    for ((id, _), (_, payload)) in rows.iter().zip(rows.iter().rev()) {
+        db.execute("UPDATE mailbox SET payload = ?1 WHERE id = ?2", rusqlite::params![payload, id]).unwrap();
+    }
+    drop(db);
+    assert_eq!(texts(&alice).await, vec!["after the update"]);
+
+    // A corrupted message is shown as lost; the conversation carries on.
+    let mut session = Session::login(&bob).await.unwrap();
+    session.send_text("pair", "corrupted on the way", None).await.unwrap();
+    session.close().await;
+    let (db, rows) = mailbox_of(&relay, &alice);
+    let (id, mut payload) = rows.into_iter().next().unwrap();
+    let last = payload.len() - 1;
+    payload[last] ^= 0x55;
+    db.execute("UPDATE mailbox SET payload = ?1 WHERE id = ?2", rusqlite::params![payload, id]).unwrap();
+    drop(db);
+    send(&bob, "pair", "and then this").await;
+    let mut session = Session::login(&alice).await.unwrap();
+    session.receive(Duration::ZERO).await.unwrap();
+    session.close().await;
+    let shown: Vec<(String, bool)> =
+        alice.take_unshown().unwrap().into_iter().map(|m| (m.text, m.event)).collect();
+    assert_eq!(
+        shown,
+        vec![
+            ("a message could not be decrypted and is lost".to_owned(), true),
+            ("and then this".to_owned(), false)
+        ]
+    );
+    let history: Vec<String> = alice.history("pair").unwrap().into_iter().map(|m| m.text).collect();
+    assert!(history.iter().any(|text| text.contains("could not be decrypted")), "{history:?}");
+}

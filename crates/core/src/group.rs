@@ -367,6 +367,18 @@ fn forget_left_group(provider: &impl OpenMlsProvider, group_id: &GroupId) -> Res
     }
 }
 
+/// The group and epoch a group message (not a Welcome) says it belongs to,
+/// read from its unencrypted header without processing it.
+pub fn peek(bytes: &[u8]) -> Option<(Vec<u8>, u64)> {
+    let message = MlsMessageIn::tls_deserialize_exact(bytes).ok()?;
+    let message: ProtocolMessage = match message.extract() {
+        MlsMessageBodyIn::PrivateMessage(message) => message.into(),
+        MlsMessageBodyIn::PublicMessage(message) => message.into(),
+        _ => return None,
+    };
+    Some((message.group_id().as_slice().to_vec(), message.epoch().as_u64()))
+}
+
 /// Processes one payload from the mailbox: a Welcome, or a message or commit
 /// for a group we are in.
 pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result<Incoming, CoreError> {
