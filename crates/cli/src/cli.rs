@@ -133,6 +133,16 @@ pub enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
+    /// Conversations that people who are not your contacts added you to.
+    /// Their messages are shown, but nothing is sent into them (not even a
+    /// key update) until you accept, or write into them.
+    Requests {
+        #[command(subcommand)]
+        command: Option<RequestCommand>,
+        /// Print JSON, one object per request.
+        #[arg(long)]
+        json: bool,
+    },
     /// The interactive terminal client (keys and commands: F1 or /help inside).
     Chat {
         /// Open straight into this conversation (contact, group or account id).
@@ -221,6 +231,23 @@ pub enum ContactCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Accept a request: it becomes an ordinary conversation.
+    Accept {
+        /// The conversation's name as `hush requests` shows it, or the
+        /// account id of who added you.
+        name: String,
+    },
+    /// Decline a request: its keys and messages are deleted from this
+    /// device, and nothing more from it is shown. The others are not told.
+    Decline {
+        /// The conversation's name as `hush requests` shows it, or the
+        /// account id of who added you.
+        name: String,
     },
 }
 

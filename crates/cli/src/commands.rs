@@ -11,7 +11,9 @@ use hush_store::StoreError;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::cli::{AdminCommand, Cli, Command, ContactCommand, GroupCommand, PanicCommand, PassphraseCommand};
+use crate::cli::{
+    AdminCommand, Cli, Command, ContactCommand, GroupCommand, PanicCommand, PassphraseCommand, RequestCommand,
+};
 use crate::output::{json_line, print_message, visible};
 
 /// How long the panic wipe may spend telling the relay (the local wipe is
@@ -49,6 +51,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Recv { wait, json } => recv(&profile_dir(home)?, wait, json),
         Command::History { to, json } => history(&profile_dir(home)?, &to, json),
         Command::Group { command } => group(&profile_dir(home)?, command),
+        Command::Requests { command, json } => requests(&profile_dir(home)?, command, json),
         Command::Panic { command: PanicCommand::Set } => panic_set(&profile_dir(home)?),
         Command::RemoteWipe { wipe_code } => remote_wipe(&argument_or_stdin(wipe_code, "wipe code")?),
         Command::Passphrase { command: PassphraseCommand::Change } => passphrase_change(&profile_dir(home)?),
@@ -522,6 +525,31 @@ fn recv(dir: &Path, wait: u64, json: bool) -> Result<()> {
     result?;
     for message in client.take_unshown()? {
         print_message(&message, json);
+    }
+    Ok(())
+}
+
+fn requests(dir: &Path, command: Option<RequestCommand>, json: bool) -> Result<()> {
+    let client = open(dir)?;
+    match command {
+        None => {
+            for request in client.requests()? {
+                let from = request.from.to_string();
+                if json {
+                    let value = json!({
+                        "conversation": request.conversation,
+                        "from": from,
+                        "members": request.members,
+                    });
+                    println!("{}", json_line(&value));
+                } else {
+                    let name = visible(&request.conversation);
+                    println!("{name}: from {from}, {} members", request.members);
+                }
+            }
+        }
+        Some(RequestCommand::Accept { name }) => client.accept_request(&name)?,
+        Some(RequestCommand::Decline { name }) => client.decline_request(&name)?,
     }
     Ok(())
 }

@@ -41,7 +41,8 @@ pub fn json_line(value: &Value) -> String {
 }
 
 /// One message: a JSON object per line, or a line for people (events, such
-/// as a timer change, are marked with `*`).
+/// as a timer change, are marked with `*`; messages in a conversation
+/// request say so after the conversation's name).
 pub fn print_message(message: &ReceivedMessage, json: bool) {
     if json {
         let mut value = json!({
@@ -54,15 +55,19 @@ pub fn print_message(message: &ReceivedMessage, json: bool) {
         if message.event {
             value["event"] = json!(true);
         }
+        if message.request {
+            value["request"] = json!(true);
+        }
         if let Some(expires) = message.expires_at_ms {
             value["expires_at"] = json!(rfc3339(expires));
         }
         println!("{}", json_line(&value));
     } else {
         let mark = if message.event { "* " } else { "" };
+        let request = if message.request { " (request: hush requests)" } else { "" };
         let when = rfc3339(message.sent_at_ms);
         let (conversation, text) = (visible(&message.conversation), visible(&message.text));
-        println!("{when} [{conversation}] {mark}{}: {text}", message.from);
+        println!("{when} [{conversation}]{request} {mark}{}: {text}", message.from);
     }
 }
 

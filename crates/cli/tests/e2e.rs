@@ -443,10 +443,79 @@ fn offline_recipient_gets_everything_once_in_order_across_restart_and_kill() {
     assert_eq!(relay.stats()["queued_messages"], 5);
     assert_eq!(bob.texts(), vec!["one", "two", "three"]);
     assert!(bob.texts().is_empty());
-    // Bob, new in the conversation, sent alice a self-update commit.
+    // Alice is no contact of bob's: a request, into which bob's device
+    // sends nothing until he accepts; then his owed self-update goes out.
+    assert_eq!(relay.stats()["queued_messages"], 0);
+    bob.ok(&["requests", "accept", &alice.account]);
+    assert!(bob.texts().is_empty());
     assert_eq!(relay.stats()["queued_messages"], 1);
     assert!(alice.texts().is_empty());
     assert_eq!(relay.stats()["queued_messages"], 0);
+}
+
+/// Issue 9, finding 6: a Welcome from anyone was joined and treated like
+/// any other. Now what people who are not contacts start waits as a
+/// request: shown, marked, and silent until accepted or declined.
+#[test]
+fn conversations_started_by_strangers_are_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice = User::join(dir.path(), "alice", &relay);
+    let bob = User::join(dir.path(), "bob", &relay);
+    let mallory = User::join(dir.path(), "mallory", &relay);
+    let carol = User::join(dir.path(), "carol", &relay);
+    bob.ok(&["contact", "add", "alice", &alice.account]);
+    let requests = |user: &User| -> Vec<Value> {
+        user.ok(&["requests", "--json"]).lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    };
+
+    // A contact's group is an ordinary conversation.
+    alice.ok(&["group", "create", "friends", &bob.account]);
+    alice.ok(&["send", "friends", "hi bob"]);
+    let got = bob.recv();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].get("request").is_none(), "{got:?}");
+    assert!(requests(&bob).is_empty());
+    // Bob's owed self-update went to alice.
+    assert_eq!(relay.stats()["queued_messages"], 1);
+    assert!(alice.texts().is_empty());
+
+    // A stranger's group: shown as a request, and bob's device stays silent.
+    mallory.ok(&["group", "create", "free stuff", &bob.account]);
+    mallory.ok(&["send", "free stuff", "click here"]);
+    let got = bob.recv();
+    assert_eq!(
+        (got.len(), got[0]["text"].as_str(), got[0]["request"].as_bool()),
+        (1, Some("click here"), Some(true))
+    );
+    let listed = requests(&bob);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["conversation"], "free stuff");
+    assert_eq!(listed[0]["from"], mallory.account.as_str());
+    assert_eq!(listed[0]["members"], 2);
+    assert_eq!(
+        relay.stats()["queued_messages"],
+        0,
+        "bob's device answered a stranger (a self-update commit)"
+    );
+    // Declined: gone from the device, and what mallory sends next is not shown.
+    bob.ok(&["requests", "decline", "free stuff"]);
+    assert!(requests(&bob).is_empty());
+    assert!(!bob.ok(&["group", "list"]).contains("free stuff"));
+    mallory.ok(&["send", "free stuff", "are you there?"]);
+    assert!(bob.texts().is_empty());
+    assert!(!bob.run(&["requests", "accept", "free stuff"]).status.success());
+
+    // A stranger writing one-to-one: replying accepts.
+    carol.ok(&["send", &bob.account, "hello from carol"]);
+    assert_eq!(bob.texts(), ["hello from carol"]);
+    assert_eq!(requests(&bob).len(), 1);
+    bob.ok(&["send", &carol.account, "hello carol"]);
+    assert!(requests(&bob).is_empty());
+    assert_eq!(carol.texts(), ["hello carol"]);
+    // The alice group was never a request and carries on.
+    bob.ok(&["send", "friends", "thanks"]);
+    assert_eq!(alice.texts(), ["thanks"]);
 }
 
 #[test]
@@ -707,6 +776,7 @@ fn a_member_who_only_reads_self_updates_on_schedule() {
     let account =
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["account"].as_str().unwrap().to_owned();
     let bob = User { home, passphrase: "bob-pass".into(), account };
+    bob.ok(&["contact", "add", "alice", &alice.account]);
     alice.ok(&["send", &bob.account, "one"]);
     // Joining owes an update at once: bob's first recv sends it.
     assert_eq!(bob.texts(), ["one"]);

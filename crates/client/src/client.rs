@@ -25,8 +25,27 @@ pub struct ReceivedMessage {
     pub sent_at_ms: u64,
     /// A system event (such as a timer change) rather than a message.
     pub event: bool,
+    /// In a conversation someone who is not a contact added us to, not
+    /// accepted yet (see [`Client::requests`]).
+    pub request: bool,
     /// When the message disappears (Unix ms), if it does.
     pub expires_at_ms: Option<u64>,
+}
+
+/// A conversation someone who is not a contact added us to. Its messages
+/// are shown (marked as a request), but the device sends nothing into it,
+/// not even a self-update, so the stranger learns nothing (not even that
+/// this device is alive) until it is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The conversation's name as it is shown.
+    pub conversation: String,
+    /// Who added us.
+    pub from: AccountId,
+    /// How many members the group has, us included.
+    pub members: usize,
+    /// The group id.
+    pub group_id: Vec<u8>,
 }
 
 /// One conversation as a conversation list shows it.
@@ -42,6 +61,8 @@ pub struct ConversationSummary {
     pub last_activity_ms: u64,
     /// The disappearing-message timer, if set.
     pub timer_secs: Option<u32>,
+    /// A conversation request not accepted yet (see [`Client::requests`]).
+    pub request: bool,
 }
 
 /// A member of a group.
@@ -94,6 +115,12 @@ pub struct Client {
 }
 
 pub(crate) use hush_store::now_ms;
+
+const REQUEST_PREFIX: &str = "request:";
+
+pub(crate) fn request_key(group_id: &[u8]) -> String {
+    format!("{REQUEST_PREFIX}{}", data_encoding::HEXLOWER.encode(group_id))
+}
 
 fn system_clock() -> Clock {
     std::sync::Arc::new(now_ms)
@@ -221,6 +248,91 @@ impl Client {
         (self.clock)()
     }
 
+    /// True if `group_id` is a conversation request not yet accepted.
+    pub fn is_request(&self, group_id: &[u8]) -> Result<bool, ClientError> {
+        Ok(self.store.setting(&request_key(group_id))?.is_some())
+    }
+
+    /// True for people this profile chose to talk to: contacts, and peers
+    /// of one-to-one conversations it started or accepted.
+    pub(crate) fn knows(&self, account: &AccountId) -> Result<bool, ClientError> {
+        if *account == self.account() || self.store.contact_name(account)?.is_some() {
+            return Ok(true);
+        }
+        for conversation in self.store.direct_conversations(account)? {
+            if conversation.active && !self.is_request(&conversation.group_id)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Conversations waiting to be accepted or declined, oldest first.
+    pub fn requests(&self) -> Result<Vec<Request>, ClientError> {
+        let mut requests = Vec::new();
+        for (name, by) in self.store.settings_with_prefix(REQUEST_PREFIX)? {
+            let Ok(group_id) = data_encoding::HEXLOWER.decode(&name.as_bytes()[REQUEST_PREFIX.len()..])
+            else {
+                continue;
+            };
+            let Ok(from) = <[u8; 20]>::try_from(by.as_slice()).map(AccountId) else { continue };
+            let Some(conversation) = hush_core::Conversation::load(&self.store.provider(), &group_id)? else {
+                continue;
+            };
+            requests.push(Request {
+                conversation: self.conversation_name(&group_id)?,
+                from,
+                members: conversation.members()?.len(),
+                group_id,
+            });
+        }
+        Ok(requests)
+    }
+
+    /// The request called `name` (its conversation name, or the account id
+    /// of who added us).
+    fn request(&self, name: &str) -> Result<Request, ClientError> {
+        let mut matching: Vec<Request> = self
+            .requests()?
+            .into_iter()
+            .filter(|r| r.conversation == name || r.from.to_string() == name)
+            .collect();
+        match matching.len() {
+            1 => Ok(matching.remove(0)),
+            0 => Err(ClientError::Unknown(format!("no conversation request called '{name}'"))),
+            _ => Err(ClientError::Invalid(format!("several requests match '{name}': use the account id"))),
+        }
+    }
+
+    /// Accepts a request: the conversation becomes an ordinary one (its
+    /// owed self-update goes out at the next receive). Sending into it
+    /// accepts it too.
+    pub fn accept_request(&self, name: &str) -> Result<(), ClientError> {
+        let request = self.request(name)?;
+        Ok(self.store.delete_setting(&request_key(&request.group_id))?)
+    }
+
+    /// Declines a request: the group's keys and messages are deleted from
+    /// this device and anything later sent to it is ignored. The others are
+    /// not told (nothing is sent to a stranger); they can add us again,
+    /// which makes a new request.
+    pub fn decline_request(&self, name: &str) -> Result<(), ClientError> {
+        let request = self.request(name)?;
+        let group_id = request.group_id;
+        self.store.transaction(|store| {
+            let provider = store.provider();
+            if let Some(conversation) = hush_core::Conversation::load(&provider, &group_id)? {
+                store
+                    .set_setting(&crate::session::left_key(&group_id), &conversation.epoch().to_be_bytes())?;
+                conversation.forget(&provider)?;
+            }
+            store.set_conversation_active(&group_id, false)?;
+            store.delete_messages(&group_id)?;
+            store.delete_setting(&request_key(&group_id))?;
+            Ok::<_, ClientError>(())
+        })
+    }
+
     /// The key packages this device made and still keeps private keys for.
     pub fn issued_key_packages(&self) -> Result<Vec<hush_core::IssuedKeyPackage>, ClientError> {
         Ok(self
@@ -307,7 +419,27 @@ impl Client {
             .store
             .group_by_name(name)?
             .ok_or_else(|| ClientError::Unknown(format!("'{name}' is not a group")))?;
-        let group = hush_core::Conversation::load(&self.store.provider(), &record.group_id)?
+        self.members_of(&record.group_id)
+    }
+
+    /// The members of a conversation (a group by name, or the one-to-one
+    /// conversation with a contact or account id), from its own MLS state.
+    pub fn conversation_members(&self, to: &str) -> Result<Vec<GroupMember>, ClientError> {
+        let group_id = match self.resolve(to)? {
+            Target::Group(record) => record.group_id,
+            Target::Account(peer) => self
+                .store
+                .direct_conversations(&peer)?
+                .into_iter()
+                .next()
+                .map(|record| record.group_id)
+                .ok_or_else(|| ClientError::Unknown(format!("no conversation with '{to}' yet")))?,
+        };
+        self.members_of(&group_id)
+    }
+
+    fn members_of(&self, group_id: &[u8]) -> Result<Vec<GroupMember>, ClientError> {
+        let group = hush_core::Conversation::load(&self.store.provider(), group_id)?
             .ok_or_else(|| ClientError::Invalid("the group's state is missing from this profile".into()))?;
         let me = self.account();
         group
@@ -397,6 +529,7 @@ impl Client {
                     unread,
                     last_activity_ms: last,
                     timer_secs: record.timer_secs,
+                    request: self.is_request(&record.group_id)?,
                 }),
             }
         }
@@ -453,6 +586,7 @@ impl Client {
             sent_at_ms: message.sent_at_ms,
             event: message.event,
             expires_at_ms: message.expires_at_ms,
+            request: self.is_request(&message.group_id)?,
         })
     }
 }

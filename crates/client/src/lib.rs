@@ -15,7 +15,9 @@ mod session;
 pub mod strength;
 mod transport;
 
-pub use client::{Client, Clock, ConversationSummary, GroupMember, ReceivedMessage, Target, UpdatePolicy};
+pub use client::{
+    Client, Clock, ConversationSummary, GroupMember, ReceivedMessage, Request, Target, UpdatePolicy,
+};
 pub use error::ClientError;
 pub use handshake::{handshake, hello, Admission, Credentials};
 pub use hardening::harden_process;

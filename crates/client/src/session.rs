@@ -12,7 +12,7 @@ use hush_store::{ConversationKind, ConversationRecord, MessageRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::client::{now_ms, Client, Target, UpdatePolicy};
+use crate::client::{now_ms, request_key, Client, Target, UpdatePolicy};
 use crate::error::ClientError;
 use crate::handshake::{handshake, Admission, Credentials};
 use crate::transport::Connection;
@@ -389,7 +389,7 @@ impl<'a> Session<'a> {
     fn record(&self, incoming: Incoming, now: u64) -> Result<(), ClientError> {
         let store = &self.client.store;
         match incoming {
-            Incoming::Joined { conversation, .. } => {
+            Incoming::Joined { conversation, by, .. } => {
                 let group_id = conversation.id();
                 // A Welcome into a group we were removed from, at or before
                 // the epoch of the removal, is a replay: refused (and the
@@ -403,6 +403,12 @@ impl<'a> Session<'a> {
                 store.set_conversation_active(&group_id, true)?;
                 store.set_timer(&group_id, None)?;
                 store.set_needs_update(&group_id, true)?;
+                // Added by someone we never chose to talk to: a request.
+                if self.client.knows(&by)? {
+                    store.delete_setting(&request_key(&group_id))?;
+                } else {
+                    store.set_setting(&request_key(&group_id), &by.0)?;
+                }
             }
             Incoming::Message { group_id, sender, content } => match content.body {
                 Body::Text(text) => {
@@ -573,6 +579,8 @@ impl<'a> Session<'a> {
         if self.client.store.setting(&unresolved_key(group_id))?.is_some() {
             self.resolve_commits().await?;
         }
+        // Changing a conversation request's members accepts it.
+        self.client.store.delete_setting(&request_key(group_id))?;
         for _ in 0..COMMIT_ATTEMPTS {
             let frame = self.client.store.transaction(|store| {
                 let provider = store.provider();
@@ -698,6 +706,8 @@ impl<'a> Session<'a> {
         content: &Content,
         ttl_secs: u32,
     ) -> Result<(), ClientError> {
+        // Writing into a conversation request accepts it.
+        self.client.store.delete_setting(&request_key(group_id))?;
         let outgoing = {
             let store = &self.client.store;
             let provider = store.provider();
@@ -870,7 +880,9 @@ impl<'a> Session<'a> {
         let mut due = Vec::new();
         for conversation in store.conversations()? {
             let retry_at = number_setting(store, &retry_key(&conversation.group_id))?.unwrap_or(0);
-            if conversation.active && update_due(&conversation, &policy, now) && now >= retry_at {
+            // Nothing goes into a request before it is accepted.
+            let request = self.client.is_request(&conversation.group_id)?;
+            if conversation.active && !request && update_due(&conversation, &policy, now) && now >= retry_at {
                 due.push(conversation);
             }
         }
@@ -1039,7 +1051,7 @@ fn retry_key(group_id: &[u8]) -> String {
     format!("update_retry:{}", data_encoding::HEXLOWER.encode(group_id))
 }
 
-fn left_key(group_id: &[u8]) -> String {
+pub(crate) fn left_key(group_id: &[u8]) -> String {
     format!("left_epoch:{}", data_encoding::HEXLOWER.encode(group_id))
 }
 

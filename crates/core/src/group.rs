@@ -54,6 +54,8 @@ pub enum Incoming {
         conversation: Box<Conversation>,
         /// Every member, us included.
         members: Vec<AccountId>,
+        /// Who added us (the member who signed the Welcome's group info).
+        by: AccountId,
     },
     /// An application message.
     Message {
@@ -288,6 +290,12 @@ impl Conversation {
         Ok(self.relay_key(provider)?.verifying_key().to_bytes())
     }
 
+    /// Deletes this group's MLS state from the device (declining a request:
+    /// its secrets are of no further use here).
+    pub fn forget(mut self, provider: &impl OpenMlsProvider) -> Result<(), CoreError> {
+        self.group.delete(provider.storage()).map_err(CoreError::mls)
+    }
+
     /// True while one of our commits waits for the relay's verdict.
     pub fn has_pending_commit(&self) -> bool {
         self.group.pending_commit().is_some()
@@ -392,8 +400,10 @@ pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result
                 .map_err(CoreError::mls)?;
             forget_left_group(provider, staged.group_context().group_id())?;
             let members = member_accounts(staged.members())?;
+            let sender = staged.welcome_sender().map_err(CoreError::mls)?;
+            let by = credential_account(sender.credential(), sender.signature_key().as_slice())?;
             let group = staged.into_group(provider).map_err(CoreError::mls)?;
-            Ok(Incoming::Joined { conversation: Box::new(Conversation { group }), members })
+            Ok(Incoming::Joined { conversation: Box::new(Conversation { group }), members, by })
         }
         MlsMessageBodyIn::PrivateMessage(message) => {
             let message: ProtocolMessage = message.into();

@@ -269,10 +269,11 @@ mod tests {
         group.confirm_commit(&alice_provider).unwrap();
         let (_, welcome) = commit.welcome.unwrap();
         for provider in [&bob_provider, &carol_provider] {
-            let Incoming::Joined { members, .. } = process_incoming(provider, &welcome).unwrap() else {
+            let Incoming::Joined { members, by, .. } = process_incoming(provider, &welcome).unwrap() else {
                 panic!()
             };
             assert_eq!(members.len(), 3);
+            assert_eq!(by, alice.account(), "the Welcome names who added us");
         }
         let content =
             Content { id: [1; 16], sent_at_ms: 5, body: Body::Text("hi".into()), expires_after_secs: None };

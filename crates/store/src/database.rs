@@ -500,6 +500,11 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes every message of a conversation.
+    pub fn delete_messages(&self, group_id: &[u8]) -> Result<usize, StoreError> {
+        Ok(self.connection.execute("DELETE FROM messages WHERE group_id = ?1", [group_id])?)
+    }
+
     /// Deletes a profile value (nothing happens if there is none).
     pub fn delete_setting(&self, name: &str) -> Result<(), StoreError> {
         self.connection.execute("DELETE FROM profile WHERE name = ?1", [name])?;

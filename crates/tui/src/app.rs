@@ -475,6 +475,17 @@ impl App {
         vec![Effect::Request(Request::Act(action))]
     }
 
+    /// An action on the open conversation, or a notice that none is open.
+    fn on_open(&mut self, action: impl FnOnce(String) -> Action) -> Vec<Effect> {
+        match self.open.clone() {
+            Some(to) => Self::act(action(to)),
+            None => {
+                self.notice = Some(("open a conversation first".into(), true));
+                Vec::new()
+            }
+        }
+    }
+
     fn open_group(&mut self) -> Option<String> {
         let open = self.open.clone()?;
         self.snapshot.conversations.iter().any(|c| c.name == open && c.group).then_some(open)
@@ -511,13 +522,10 @@ impl App {
                 let name = self.open_group().unwrap_or_default();
                 Self::act(Action::GroupRemove { name, members })
             }
-            Command::Timer(secs) => match self.open.clone() {
-                Some(to) => Self::act(Action::Timer { to, secs }),
-                None => {
-                    self.notice = Some(("open a conversation first".into(), true));
-                    Vec::new()
-                }
-            },
+            Command::Timer(secs) => self.on_open(|to| Action::Timer { to, secs }),
+            Command::Members => self.on_open(|to| Action::Members { to }),
+            Command::Accept => self.on_open(|to| Action::Accept { to }),
+            Command::Decline => self.on_open(|to| Action::Decline { to }),
             Command::Whoami => {
                 if let Some(me) = &self.me {
                     let title = format!("You ({})", me.name);

@@ -41,6 +41,12 @@ pub enum Command {
     /// Show a contact's account id and its QR code (default: the open
     /// conversation's).
     Id(Option<String>),
+    /// List the open conversation's members.
+    Members,
+    /// Accept the open conversation request.
+    Accept,
+    /// Decline the open conversation request.
+    Decline,
     /// Lock the screen.
     Lock,
     /// Leave the client.
@@ -58,6 +64,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/timer DURATION|off", "disappearing messages here (30s, 5m, 1d)"),
     ("/whoami", "your account id and QR code"),
     ("/id [TO]", "a contact's account id and QR code"),
+    ("/members", "the open conversation's members"),
+    ("/accept, /decline", "the open conversation request (marked ?)"),
     ("/lock", "lock the screen"),
     ("/quit", "leave"),
 ];
@@ -93,6 +101,9 @@ pub fn parse(line: &str) -> Result<Command, String> {
         ("whoami" | "me", []) => Ok(Command::Whoami),
         ("id", []) => Ok(Command::Id(None)),
         ("id", [to]) => Ok(Command::Id(Some(to.clone()))),
+        ("members", []) => Ok(Command::Members),
+        ("accept", []) => Ok(Command::Accept),
+        ("decline", []) => Ok(Command::Decline),
         ("lock", []) => Ok(Command::Lock),
         ("quit" | "q", []) => Ok(Command::Quit),
         _ => Err(format!("unknown command /{name}: /help lists them")),
@@ -131,6 +142,9 @@ mod tests {
         assert_eq!(parse("/timer off"), Ok(Command::Timer(None)));
         assert_eq!(parse("/id"), Ok(Command::Id(None)));
         assert_eq!(parse("/whoami"), Ok(Command::Whoami));
+        assert_eq!(parse("/members"), Ok(Command::Members));
+        assert_eq!(parse("/accept"), Ok(Command::Accept));
+        assert_eq!(parse("/decline"), Ok(Command::Decline));
         assert_eq!(parse("/lock"), Ok(Command::Lock));
         assert_eq!(parse("/quit"), Ok(Command::Quit));
     }

@@ -87,6 +87,21 @@ pub enum Action {
         /// Members.
         members: Vec<String>,
     },
+    /// List a conversation's members.
+    Members {
+        /// Conversation.
+        to: String,
+    },
+    /// Accept a conversation request.
+    Accept {
+        /// Conversation.
+        to: String,
+    },
+    /// Decline a conversation request.
+    Decline {
+        /// Conversation.
+        to: String,
+    },
     /// Set or clear a conversation's timer.
     Timer {
         /// Conversation.

@@ -95,6 +95,9 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
                 humantime::format_duration(std::time::Duration::from_secs(secs.into()))
             ));
         }
+        if summary.is_some_and(|s| s.request) {
+            text.push_str(" | request: /accept or /decline");
+        }
     }
     let style = Style::default().add_modifier(Modifier::REVERSED);
     frame.render_widget(Paragraph::new(fit(&text, area.width as usize)).style(style), area);
@@ -110,7 +113,11 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
     for (index, conversation) in app.snapshot.conversations.iter().enumerate() {
         let selected = index == app.selected;
         let marker = if selected && app.focus == Focus::List { ">" } else { " " };
-        let kind = if conversation.group { "#" } else { "" };
+        let kind = match (conversation.request, conversation.group) {
+            (true, _) => "?",
+            (false, true) => "#",
+            (false, false) => "",
+        };
         let unread =
             if conversation.unread > 0 { format!(" ({})", conversation.unread) } else { String::new() };
         let when = if conversation.last_activity_ms > 0 {

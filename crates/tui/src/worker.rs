@@ -313,6 +313,29 @@ impl<'a> Worker<'a> {
                 session.set_timer(to, *secs).await?;
                 Ok("timer set".into())
             }
+            Action::Members { .. } | Action::Accept { .. } | Action::Decline { .. } => self.local(action),
+        }
+    }
+
+    /// Actions on this device alone, carried out at once, online or not.
+    fn local(&self, action: &Action) -> Result<String, ClientError> {
+        match action {
+            Action::Members { to } => {
+                let names: Vec<String> = self
+                    .client
+                    .conversation_members(to)?
+                    .into_iter()
+                    .map(|member| match (member.you, member.name) {
+                        (true, _) => "you".to_owned(),
+                        (false, Some(name)) => name,
+                        (false, None) => member.account.to_string(),
+                    })
+                    .collect();
+                Ok(format!("members: {}", names.join(", ")))
+            }
+            Action::Accept { to } => self.client.accept_request(to).map(|()| format!("{to} accepted")),
+            Action::Decline { to } => self.client.decline_request(to).map(|()| format!("{to} declined")),
+            _ => Err(ClientError::Invalid("this needs the relay".into())),
         }
     }
 
@@ -332,6 +355,13 @@ impl<'a> Worker<'a> {
                     .map_err(|_| ClientError::Invalid(format!("'{account}' is not an account id")))
                     .and_then(|id| self.client.add_contact(&name, id));
                 self.settle(None, saved.map(|()| format!("contact {name} saved")));
+                self.snapshot();
+            }
+            Request::Act(
+                action @ (Action::Members { .. } | Action::Accept { .. } | Action::Decline { .. }),
+            ) => {
+                let outcome = self.local(&action);
+                self.settle(None, outcome);
                 self.snapshot();
             }
             Request::Act(action) => self.jobs.push_back(Job::Act(action)),

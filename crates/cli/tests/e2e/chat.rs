@@ -122,6 +122,9 @@ fn two_people_chat_live_then_a_group_with_a_third() {
     carol_screen.line("hello team");
     alice_screen.wait_for("carol: hello team");
     bob_screen.wait_for("#team (2)");
+    alice_screen.line("/members");
+    let members = alice_screen.wait_for("members: ");
+    assert!(["you", "bob", "carol"].iter().all(|name| members.contains(name)), "{members}");
 
     let screens = [alice_screen.scrollback(), bob_screen.scrollback(), carol_screen.scrollback()];
     for screen in &screens {

@@ -19,7 +19,14 @@ fn type_text(app: &mut App, text: &str) -> Vec<Effect> {
 }
 
 fn summary(name: &str, group: bool) -> ConversationSummary {
-    ConversationSummary { name: name.into(), group, unread: 0, last_activity_ms: 0, timer_secs: None }
+    ConversationSummary {
+        name: name.into(),
+        group,
+        unread: 0,
+        last_activity_ms: 0,
+        timer_secs: None,
+        request: false,
+    }
 }
 
 fn unlocked(open: Option<&str>) -> App {
@@ -165,6 +172,18 @@ fn commands_become_actions() {
         Effect::Request(Request::Act(Action::Start { .. })),
         Effect::Request(Request::Open(Some(name)))
     ] if name == "robert"));
+    for (command, expected) in [
+        ("/members", Action::Members { to: "robert".into() }),
+        ("/accept", Action::Accept { to: "robert".into() }),
+        ("/decline", Action::Decline { to: "robert".into() }),
+    ] {
+        type_text(&mut app, command);
+        let effects = app.update(0, key(KeyCode::Enter));
+        assert!(
+            matches!(effects.as_slice(), [Effect::Request(Request::Act(action))] if *action == expected),
+            "{command}: {effects:?}"
+        );
+    }
 }
 
 #[test]
@@ -218,6 +237,7 @@ fn a_wipe_report_quits() {
             sent_at_ms: 0,
             event: false,
             expires_at_ms: None,
+            request: false,
         }],
     });
     app.update(0, Event::Report(Report::Wiped(None)));

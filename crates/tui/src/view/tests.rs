@@ -33,6 +33,7 @@ fn message(from: &str, text: &str, event: bool) -> ReceivedMessage {
         sent_at_ms: 1_700_000_000_000,
         event,
         expires_at_ms: None,
+        request: false,
     }
 }
 
@@ -48,6 +49,7 @@ fn chatting() -> App {
                 unread: 0,
                 last_activity_ms: 1_700_000_000_000,
                 timer_secs: Some(300),
+                request: false,
             },
             ConversationSummary {
                 name: "team".into(),
@@ -55,6 +57,15 @@ fn chatting() -> App {
                 unread: 3,
                 last_activity_ms: 0,
                 timer_secs: None,
+                request: false,
+            },
+            ConversationSummary {
+                name: "stranger".into(),
+                group: true,
+                unread: 1,
+                last_activity_ms: 0,
+                timer_secs: None,
+                request: true,
             },
         ],
         open: Some(OpenConversation {
@@ -95,6 +106,17 @@ fn a_conversation_fits_80_by_24_with_marks_for_state_and_events() {
     assert!(text.contains("you: typing [sending...]"), "{text}");
     assert!(text.contains("#team (3)"), "{text}");
     assert!(text.contains("timer 5m"), "{text}");
+}
+
+#[test]
+fn a_conversation_request_is_marked_and_says_how_to_answer_it() {
+    let mut app = chatting();
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("?stranger (1)"), "{text}");
+    assert!(!text.contains("/accept"), "{text}");
+    app.open = Some("stranger".into());
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("request: /accept or /decline"), "{text}");
 }
 
 #[test]
