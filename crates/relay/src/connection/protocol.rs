@@ -1,36 +1,43 @@
-//! One client connection: TLS, WebSocket, version check, login by signed
-//! challenge, then frames in and out until the client leaves, the account is
-//! deactivated or the relay shuts down.
+//! The relay's side of the protocol, apart from any socket: the version
+//! check, login by signed challenge (or a remote wipe order), then requests
+//! and deliveries until the client leaves, the account is deactivated or the
+//! relay shuts down. Frames come in through a [`FrameSource`] and go out
+//! through an [`Outbound`] queue, so the whole exchange is tested without
+//! TLS or WebSockets (see `tests.rs`); `super` plugs in the real ones.
 //!
 //! Requests that touch the store run as their own tasks so one connection can
-//! keep many sends in flight; their answers and pushed deliveries share one
-//! outbound queue drained by a writer task.
+//! keep many sends in flight; their answers and pushed deliveries share the
+//! one outbound queue.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use hush_proto::limits::MAX_FRAME_BYTES;
 use hush_proto::{
-    auth_message, AccountId, AuthPurpose, ClientFrame, DecodeError, ErrorCode, IdentityKey, RelayFrame,
-    PROTOCOL_VERSION,
+    auth_message, AccountId, AuthPurpose, ClientFrame, ErrorCode, IdentityKey, RelayFrame, PROTOCOL_VERSION,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
+use super::ConnectionError;
 use crate::hub::Control;
 use crate::server::Shared;
 use crate::store::{CommitOutcome, CommitRequest, Queued, StoreError};
 
+/// Where a connection's client frames come from: the next frame, a frame
+/// that could not be decoded (as the error code to refuse it with), or why
+/// there are no more.
+pub(crate) trait FrameSource: Send {
+    /// The next frame. Cancel-safe: it is raced against shutdown.
+    fn next_frame(
+        &mut self,
+    ) -> impl Future<Output = Result<Result<ClientFrame, ErrorCode>, ConnectionError>> + Send;
+}
+
 /// Answers and pushes queued per connection before the reader waits.
-const OUTBOUND_QUEUE: usize = 256;
+pub(crate) const OUTBOUND_QUEUE: usize = 256;
 /// Requests one connection may have in flight at the store.
 const IN_FLIGHT: usize = 256;
 /// The longest a key package is kept at the relay, whatever its upload says.
@@ -38,104 +45,35 @@ const MAX_KEY_PACKAGE_SECS: u64 = 90 * 24 * 3600;
 /// Payloads read from the store per page while draining a mailbox.
 const DRAIN_PAGE: u32 = 512;
 
-type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
-
 /// What the writer task sends. The frame is boxed so the channel's
 /// preallocated block of slots stays small on every idle connection.
-enum Outbound {
+pub(crate) enum Outbound {
     Frame(Box<RelayFrame>),
     Close,
 }
 
 impl Outbound {
-    fn frame(frame: RelayFrame) -> Self {
+    pub(crate) fn frame(frame: RelayFrame) -> Self {
         Self::Frame(Box::new(frame))
     }
 }
 
-/// Why a connection ended early; logged without user data.
-#[derive(Debug, thiserror::Error)]
-enum ConnectionError {
-    #[error("handshake timed out")]
-    Timeout,
-    #[error("TLS: {0}")]
-    Tls(std::io::Error),
-    #[error("WebSocket: {0}")]
-    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
-    #[error("client closed the connection")]
-    Closed,
-    #[error("refused: {0:?}")]
-    Refused(ErrorCode),
-}
-
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-        .read_buffer_size(512)
-        .write_buffer_size(0)
-}
-
-/// Serves one accepted TCP connection to its end.
-pub(crate) async fn serve(
+/// Runs the protocol on one connection: frames from `incoming`, answers and
+/// deliveries into `outbound` (drained by the transport's writer).
+pub(crate) async fn run(
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    shutdown: watch::Receiver<bool>,
-    over_capacity: bool,
-) {
-    let _ = stream.set_nodelay(true);
-    // Each phase is boxed so a connection's task holds only the memory of
-    // the phase it is in: the TLS and WebSocket handshakes are large state
-    // machines that an idle connection should not keep paying for.
-    match Box::pin(open(&shared, acceptor, stream)).await {
-        Ok(ws) => {
-            if let Err(error) = Box::pin(run(shared, ws, shutdown, over_capacity)).await {
-                tracing::debug!(%error, "connection ended");
-            }
-        }
-        Err(error) => tracing::debug!(%error, "handshake failed"),
-    }
-}
-
-/// The TLS and WebSocket handshakes. The stream comes back boxed: moved
-/// through the async functions by value, its ~3 KB would stay reserved in
-/// each of their state machines for the connection's whole life.
-async fn open(shared: &Shared, acceptor: TlsAcceptor, stream: TcpStream) -> Result<Box<Ws>, ConnectionError> {
-    let timeout = shared.config.handshake_timeout();
-    let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
-        .await
-        .map_err(|_| ConnectionError::Timeout)?
-        .map_err(ConnectionError::Tls)?;
-    let ws =
-        tokio::time::timeout(timeout, tokio_tungstenite::accept_async_with_config(tls, Some(ws_config())))
-            .await
-            .map_err(|_| ConnectionError::Timeout)??;
-    Ok(Box::new(ws))
-}
-
-async fn run(
-    shared: Arc<Shared>,
-    ws: Box<Ws>,
+    incoming: &mut impl FrameSource,
+    outbound: mpsc::Sender<Outbound>,
     mut shutdown: watch::Receiver<bool>,
     over_capacity: bool,
 ) -> Result<(), ConnectionError> {
-    let (sink, mut incoming) = (*ws).split();
-    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, queue));
-    let result = async {
-        if over_capacity {
-            return Err(refuse(&outbound, ErrorCode::TooManyConnections).await);
-        }
-        let deadline = Instant::now() + shared.config.handshake_timeout();
-        let account = Box::pin(login(&shared, &mut incoming, &outbound, deadline)).await?;
-        let session = Session::new(Arc::clone(&shared), account, outbound.clone());
-        session.run(&mut incoming, &mut shutdown).await
+    if over_capacity {
+        return Err(refuse(&outbound, ErrorCode::TooManyConnections).await);
     }
-    .await;
-    drop(outbound);
-    let _ = writer.await;
-    result
+    let deadline = Instant::now() + shared.config.handshake_timeout();
+    let account = Box::pin(login(&shared, incoming, &outbound, deadline)).await?;
+    let session = Session::new(Arc::clone(&shared), account, outbound);
+    session.run(incoming, &mut shutdown).await
 }
 
 async fn refuse(outbound: &mpsc::Sender<Outbound>, code: ErrorCode) -> ConnectionError {
@@ -145,89 +83,17 @@ async fn refuse(outbound: &mpsc::Sender<Outbound>, code: ErrorCode) -> Connectio
     ConnectionError::Refused(code)
 }
 
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<Ws, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
-) {
-    while let Some(item) = queue.recv().await {
-        let result = match item {
-            Outbound::Frame(frame) => {
-                let mut batch = vec![*frame];
-                let mut closing = false;
-                while batch.len() < 64 {
-                    match queue.try_recv() {
-                        Ok(Outbound::Frame(next)) => batch.push(*next),
-                        Ok(Outbound::Close) => {
-                            closing = true;
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let fed = Box::pin(feed_all(&mut sink, batch)).await;
-                if closing {
-                    let _ = Box::pin(sink.close()).await;
-                    return;
-                }
-                fed
-            }
-            Outbound::Close => {
-                let _ = Box::pin(sink.close()).await;
-                return;
-            }
-        };
-        if result.is_err() {
-            return;
-        }
-    }
-    let _ = sink.close().await;
-}
-
-async fn feed_all(
-    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
-    frames: Vec<RelayFrame>,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    for frame in frames {
-        sink.feed(Message::binary(frame.encode())).await?;
-    }
-    sink.flush().await
-}
-
-/// Reads the next client frame, or why there is none.
-async fn next_frame(
-    incoming: &mut futures_util::stream::SplitStream<Ws>,
-) -> Result<Result<ClientFrame, ErrorCode>, ConnectionError> {
-    loop {
-        match incoming.next().await {
-            None => return Err(ConnectionError::Closed),
-            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                return Ok(Err(ErrorCode::TooLarge))
-            }
-            Some(Err(error)) => return Err(error.into()),
-            Some(Ok(Message::Binary(bytes))) => {
-                return Ok(ClientFrame::decode(&bytes).map_err(|error| match error {
-                    DecodeError::TooLong { .. } => ErrorCode::TooLarge,
-                    _ => ErrorCode::Malformed,
-                }))
-            }
-            Some(Ok(Message::Close(_))) => return Err(ConnectionError::Closed),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Text(_) | Message::Frame(_))) => return Ok(Err(ErrorCode::Malformed)),
-        }
-    }
-}
-
 async fn next_frame_before(
-    incoming: &mut futures_util::stream::SplitStream<Ws>,
+    incoming: &mut impl FrameSource,
     deadline: Instant,
 ) -> Result<Result<ClientFrame, ErrorCode>, ConnectionError> {
     let left = deadline.saturating_duration_since(Instant::now());
-    tokio::time::timeout(left, next_frame(incoming)).await.map_err(|_| ConnectionError::Timeout)?
+    tokio::time::timeout(left, incoming.next_frame()).await.map_err(|_| ConnectionError::Timeout)?
 }
 
 async fn login(
     shared: &Shared,
-    incoming: &mut futures_util::stream::SplitStream<Ws>,
+    incoming: &mut impl FrameSource,
     outbound: &mpsc::Sender<Outbound>,
     deadline: Instant,
 ) -> Result<AccountId, ConnectionError> {
@@ -396,14 +262,14 @@ impl Session {
 
     async fn run(
         mut self,
-        incoming: &mut futures_util::stream::SplitStream<Ws>,
+        incoming: &mut impl FrameSource,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), ConnectionError> {
         let mut limit = RateLimit::new(self.shared.config.frames_per_sec, self.shared.config.frame_burst);
         let control = Arc::clone(&self.control);
         loop {
             let frame = tokio::select! {
-                frame = next_frame(incoming) => frame?,
+                frame = incoming.next_frame() => frame?,
                 _ = control.close.notified() => {
                     let wipe = control.wipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                     return Err(match wipe {
@@ -625,3 +491,6 @@ impl Delivery {
         self.outbound.send(Outbound::frame(frame)).await.map_err(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests;

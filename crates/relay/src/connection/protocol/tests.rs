@@ -1,0 +1,277 @@
+//! The protocol without sockets: frames go in through a channel, answers
+//! and deliveries come out of the outbound queue, against a real store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use hush_proto::{
+    auth_message, AccountId, AuthPurpose, CertificatePin, ClientFrame, ErrorCode, GroupId, IdentityKey,
+    RelayFrame, PROTOCOL_VERSION,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+
+use super::{run, FrameSource, Outbound};
+use crate::connection::ConnectionError;
+use crate::hub::Hub;
+use crate::server::Shared;
+use crate::store::SqliteStore;
+use crate::RelayConfig;
+
+const PIN: CertificatePin = CertificatePin([7; 32]);
+const INVITE: &str = "test-invite-code";
+
+struct Frames(mpsc::UnboundedReceiver<ClientFrame>);
+
+impl FrameSource for Frames {
+    async fn next_frame(&mut self) -> Result<Result<ClientFrame, ErrorCode>, ConnectionError> {
+        match self.0.recv().await {
+            Some(frame) => Ok(Ok(frame)),
+            None => Err(ConnectionError::Closed),
+        }
+    }
+}
+
+/// A relay with no listener: a store in a temporary directory, a hub.
+struct Relay {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let invite_hash: [u8; 32] = Sha256::digest(INVITE.as_bytes()).into();
+        store.add_invite(&invite_hash, 100, u64::MAX / 2).unwrap();
+        let hub = Arc::new(Hub::default());
+        let pushes = Arc::clone(&hub);
+        let (store, _worker) = crate::actor::spawn(store, move |queued| pushes.push(queued)).unwrap();
+        let reader = crate::actor::spawn_reader(SqliteStore::open(&path).unwrap()).unwrap();
+        let shared = Arc::new(Shared { store, reader, hub, pin: PIN, config: RelayConfig::default() });
+        Self { shared, shutdown: watch::channel(false).0, _dir: dir }
+    }
+
+    fn connect(&self) -> Peer {
+        let (to, frames) = mpsc::unbounded_channel();
+        let (outbound, from) = mpsc::channel(super::OUTBOUND_QUEUE);
+        let shared = Arc::clone(&self.shared);
+        let shutdown = self.shutdown.subscribe();
+        let task =
+            tokio::spawn(async move { run(shared, &mut Frames(frames), outbound, shutdown, false).await });
+        Peer { to, from, task }
+    }
+
+    /// A new account with `key`, logged in.
+    async fn register(&self, key: &SigningKey) -> (Peer, AccountId) {
+        let mut peer = self.connect();
+        let nonce = peer.hello().await;
+        let signature = key.sign(&auth_message(AuthPurpose::Register, &nonce, &PIN)).to_bytes();
+        let identity_key = IdentityKey(key.verifying_key().to_bytes());
+        peer.send(ClientFrame::Register {
+            invite_code: INVITE.into(),
+            identity_key,
+            signature,
+            wipe_hash: [0; 32],
+        });
+        let account = identity_key.account();
+        assert_eq!(peer.recv().await, RelayFrame::Ready { account, key_packages: 0 });
+        (peer, account)
+    }
+}
+
+/// One client's end.
+struct Peer {
+    to: mpsc::UnboundedSender<ClientFrame>,
+    from: mpsc::Receiver<Outbound>,
+    task: tokio::task::JoinHandle<Result<(), ConnectionError>>,
+}
+
+impl Peer {
+    fn send(&self, frame: ClientFrame) {
+        self.to.send(frame).unwrap();
+    }
+
+    /// The next frame out, or `None` once the relay closes the connection.
+    async fn next(&mut self) -> Option<RelayFrame> {
+        match tokio::time::timeout(Duration::from_secs(10), self.from.recv())
+            .await
+            .expect("the relay went quiet")
+        {
+            Some(Outbound::Frame(frame)) => Some(*frame),
+            Some(Outbound::Close) | None => None,
+        }
+    }
+
+    async fn recv(&mut self) -> RelayFrame {
+        self.next().await.expect("the relay closed the connection")
+    }
+
+    async fn hello(&mut self) -> [u8; 32] {
+        self.send(ClientFrame::Hello { version: PROTOCOL_VERSION });
+        match self.recv().await {
+            RelayFrame::Challenge { nonce } => nonce,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    /// The connection's end: the error frame sent, and that it closed.
+    async fn refused(mut self) -> ErrorCode {
+        let code = match self.recv().await {
+            RelayFrame::Error { code, .. } => code,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert!(self.next().await.is_none(), "the connection stayed open");
+        assert!(matches!(self.task.await.unwrap(), Err(ConnectionError::Refused(c)) if c == code));
+        code
+    }
+}
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+#[tokio::test]
+async fn a_handshake_with_the_wrong_version_frame_or_relay_is_refused() {
+    let relay = Relay::start();
+    let peer = relay.connect();
+    peer.send(ClientFrame::Hello { version: PROTOCOL_VERSION - 1 });
+    assert_eq!(peer.refused().await, ErrorCode::UnsupportedVersion);
+
+    let peer = relay.connect();
+    peer.send(ClientFrame::Subscribe);
+    assert_eq!(peer.refused().await, ErrorCode::Unexpected);
+
+    // A registration signed for another relay's certificate does not verify
+    // here, so a relay cannot replay what a client sent to another one.
+    let mut peer = relay.connect();
+    let nonce = peer.hello().await;
+    let alice = key(1);
+    let elsewhere = CertificatePin([8; 32]);
+    let signature = alice.sign(&auth_message(AuthPurpose::Register, &nonce, &elsewhere)).to_bytes();
+    let identity_key = IdentityKey(alice.verifying_key().to_bytes());
+    peer.send(ClientFrame::Register {
+        invite_code: INVITE.into(),
+        identity_key,
+        signature,
+        wipe_hash: [0; 32],
+    });
+    assert_eq!(peer.refused().await, ErrorCode::BadSignature);
+
+    // A login with a signature over an old challenge.
+    let (_alice, account) = relay.register(&alice).await;
+    let mut peer = relay.connect();
+    let _fresh = peer.hello().await;
+    let stale = alice.sign(&auth_message(AuthPurpose::Login, &nonce, &PIN)).to_bytes();
+    peer.send(ClientFrame::Login { account, signature: stale });
+    assert_eq!(peer.refused().await, ErrorCode::BadSignature);
+}
+
+#[tokio::test]
+async fn a_send_reaches_a_subscribed_recipient_at_once_and_an_ack_deletes_it() {
+    let relay = Relay::start();
+    let (mut alice, _) = relay.register(&key(1)).await;
+    let (mut bob, bob_id) = relay.register(&key(2)).await;
+    bob.send(ClientFrame::Subscribe);
+    assert_eq!(bob.recv().await, RelayFrame::QueueEmpty);
+    alice.send(ClientFrame::Send {
+        request: 5,
+        recipients: vec![bob_id],
+        payload: b"sealed".to_vec(),
+        ttl_secs: 0,
+    });
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 5 });
+    let RelayFrame::Deliver { id, payload, .. } = bob.recv().await else { panic!("no delivery") };
+    assert_eq!(payload, b"sealed");
+    bob.send(ClientFrame::Ack { ids: vec![id] });
+    // Operations reach the store in the order their frames came, so the
+    // answer to a later request means the acknowledgement is applied.
+    bob.send(ClientFrame::FetchKeyPackage { request: 6, account: bob_id });
+    assert_eq!(bob.recv().await, RelayFrame::Rejected { request: 6, code: ErrorCode::NoKeyPackage });
+    drop(bob);
+    let mut again = relay.connect();
+    let nonce = again.hello().await;
+    let signature = key(2).sign(&auth_message(AuthPurpose::Login, &nonce, &PIN)).to_bytes();
+    again.send(ClientFrame::Login { account: bob_id, signature });
+    assert!(matches!(again.recv().await, RelayFrame::Ready { .. }));
+    again.send(ClientFrame::Subscribe);
+    assert_eq!(again.recv().await, RelayFrame::QueueEmpty, "the acknowledged payload was kept");
+}
+
+#[tokio::test]
+async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connection() {
+    let relay = Relay::start();
+    let (mut alice, alice_id) = relay.register(&key(1)).await;
+    // Unknown recipient only: refused, the connection stays.
+    let stranger = AccountId([9; 20]);
+    alice.send(ClientFrame::Send { request: 1, recipients: vec![stranger], payload: vec![1], ttl_secs: 0 });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 1, code: ErrorCode::UnknownAccount });
+    // A second login on a logged-in connection is an error, not a takeover.
+    alice.send(ClientFrame::Login { account: alice_id, signature: [0; 64] });
+    assert!(matches!(alice.recv().await, RelayFrame::Error { code: ErrorCode::Unexpected, .. }));
+    // A key package round trip.
+    alice.send(ClientFrame::UploadKeyPackages {
+        request: 2,
+        one_time: vec![b"kp".to_vec()],
+        last_resort: None,
+        expires_at: u64::MAX,
+    });
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 2 });
+    alice.send(ClientFrame::FetchKeyPackage { request: 3, account: alice_id });
+    assert_eq!(alice.recv().await, RelayFrame::KeyPackage { request: 3, key_package: b"kp".to_vec() });
+    alice.send(ClientFrame::FetchKeyPackage { request: 4, account: alice_id });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 4, code: ErrorCode::NoKeyPackage });
+
+    // Commits: the first sets the group's key; one not signed with it is
+    // refused; the same commit again is accepted without being queued twice.
+    let group = GroupId(vec![3; 16]);
+    let commit = |request, epoch: u64, body: &[u8], signer: &SigningKey, next: &SigningKey| {
+        let next_key = next.verifying_key().to_bytes();
+        let message = hush_proto::commit_auth_message(&group, epoch, body, None, &next_key);
+        ClientFrame::Commit {
+            request,
+            group: group.clone(),
+            epoch,
+            recipients: vec![alice_id],
+            payload: body.to_vec(),
+            welcome: None,
+            next_key,
+            signature: signer.sign(&message).to_bytes(),
+        }
+    };
+    let (epoch_key, next_epoch_key) = (key(50), key(51));
+    alice.send(commit(10, 0, b"create", &key(49), &epoch_key));
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 10 });
+    alice.send(commit(11, 1, b"junk", &key(99), &key(98)));
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 11, code: ErrorCode::NotAMember });
+    alice.send(commit(12, 1, b"update", &epoch_key, &next_epoch_key));
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 12 });
+    alice.send(commit(13, 1, b"update", &epoch_key, &next_epoch_key));
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 13 });
+    alice.send(commit(14, 1, b"rival", &epoch_key, &next_epoch_key));
+    assert_eq!(alice.recv().await, RelayFrame::StaleEpoch { request: 14, epoch: 2 });
+    alice.send(ClientFrame::Subscribe);
+    let mut delivered = Vec::new();
+    loop {
+        match alice.recv().await {
+            RelayFrame::Deliver { payload, .. } => delivered.push(payload),
+            RelayFrame::QueueEmpty => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(delivered, vec![b"create".to_vec(), b"update".to_vec()]);
+}
+
+#[tokio::test]
+async fn shutdown_and_deactivation_close_a_live_session_with_a_reason() {
+    let relay = Relay::start();
+    let (alice, alice_id) = relay.register(&key(1)).await;
+    relay.shared.hub.close(&alice_id);
+    assert_eq!(alice.refused().await, ErrorCode::Deactivated);
+    let (bob, _) = relay.register(&key(2)).await;
+    relay.shutdown.send(true).unwrap();
+    assert_eq!(bob.refused().await, ErrorCode::ShuttingDown);
+}
