@@ -366,25 +366,29 @@ fn a_removed_members_junk_commit_is_refused_and_the_group_carries_on() {
     let carols = Client::open(&carol.home, carol.passphrase.as_bytes()).unwrap();
     runtime().block_on(async {
         let mut raw = Session::connect(&carols).await.unwrap();
-        let junk = |request, epoch: i64, next_key| ClientFrame::Commit {
+        // A well-formed commit (the Ed25519 base point as the announced
+        // key) whose signature is not made with the epoch's key.
+        let mut next_key = [0x66; 32];
+        next_key[0] = 0x58;
+        let junk = |request, epoch: i64, next_key: [u8; 32]| ClientFrame::Commit {
             request,
             group: GroupId(group.clone()),
             epoch: epoch as u64,
             recipients: members.clone(),
-            payload: b"junk that no member can process".to_vec(),
+            payload: hush_proto::commit_payload(&next_key, b"junk that no member can process"),
             welcome: None,
             next_key,
             signature: [9; 64],
         };
-        raw.send(&junk(1, epoch, [1; 32])).await.unwrap();
+        raw.send(&junk(1, epoch, next_key)).await.unwrap();
         assert!(
             matches!(raw.recv().await, Ok(RelayFrame::Rejected { request: 1, code: ErrorCode::NotAMember })),
             "a non-member moved the group on"
         );
-        raw.send(&junk(2, epoch - 1, [2; 32])).await.unwrap();
+        raw.send(&junk(2, epoch - 1, next_key)).await.unwrap();
         assert!(matches!(raw.recv().await, Ok(RelayFrame::StaleEpoch { request: 2, .. })));
         // The connection stays usable: a refusal is an answer, not an error.
-        raw.send(&junk(3, epoch, [3; 32])).await.unwrap();
+        raw.send(&junk(3, epoch, next_key)).await.unwrap();
         assert!(!matches!(
             raw.recv().await,
             Err(ClientError::Disconnected) | Ok(RelayFrame::Accepted { .. })

@@ -455,11 +455,28 @@ impl<'a> Session<'a> {
                     }
                 }
             },
-            Incoming::Changed { group_id, sender, added, removed, self_removed, epoch } => {
+            Incoming::Changed { group_id, sender, added, removed, self_removed, epoch, relay_key_ok } => {
                 // Another member's commit won the epoch of our unresolved
                 // one (merging it dropped ours).
                 store.delete_setting(&unresolved_key(&group_id))?;
                 self.record_membership(&group_id, sender, &added, &removed, now)?;
+                if !relay_key_ok {
+                    let who = self.client.display_name(&sender)?;
+                    let record = MessageRecord {
+                        message_id: Draft::new("", None).id,
+                        group_id: group_id.clone(),
+                        sender,
+                        text: format!(
+                            "warning: {who} gave the relay a key the other members do not have: only {who} \
+                             can change this group from now on (add, remove, update keys); start a new group \
+                             without {who}"
+                        ),
+                        sent_at_ms: now,
+                        event: true,
+                        expires_at_ms: None,
+                    };
+                    store.insert_message(&record, now, false)?;
+                }
                 if self_removed {
                     store.set_conversation_active(&group_id, false)?;
                     store.set_setting(&left_key(&group_id), &epoch.to_be_bytes())?;

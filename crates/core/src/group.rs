@@ -80,6 +80,11 @@ pub enum Incoming {
         self_removed: bool,
         /// The group's epoch after the commit.
         epoch: u64,
+        /// False if the committer gave the relay a key for the new epoch
+        /// other than the one the members derive: from now on only the
+        /// committer can change the group at the relay (see
+        /// [`hush_proto::commit_payload`]).
+        relay_key_ok: bool,
     },
     /// Nothing to show: a message for a group we are not (or no longer) in,
     /// or one we processed already.
@@ -273,6 +278,7 @@ impl Conversation {
         use ed25519_dalek::Signer as _;
         let group_id = self.id();
         let next_key = self.next_relay_key(provider)?;
+        let commit = hush_proto::commit_payload(&next_key, &commit);
         let message = hush_proto::commit_auth_message(
             &hush_proto::GroupId(group_id.clone()),
             epoch,
@@ -321,6 +327,7 @@ impl Conversation {
         mut self,
         provider: &impl OpenMlsProvider,
         message: ProtocolMessage,
+        announced: Option<[u8; 32]>,
     ) -> Result<Incoming, CoreError> {
         let processed = self.group.process_message(provider, message).map_err(CoreError::mls)?;
         let sender = self.sender_account(processed.sender())?;
@@ -352,12 +359,15 @@ impl Conversation {
                 let self_removed = staged.self_removed();
                 self.group.merge_staged_commit(provider, *staged).map_err(CoreError::mls)?;
                 let epoch = self.epoch();
+                // The key the committer gave the relay for this epoch must
+                // be the one every member derives.
+                let relay_key_ok = self_removed || announced == Some(self.relay_public_key(provider)?);
                 if self_removed {
                     // Removed: this group's secrets have no further use here,
                     // and a later Welcome back into it must find no old state.
                     self.group.delete(provider.storage()).map_err(CoreError::mls)?;
                 }
-                Ok(Incoming::Changed { group_id, sender, added, removed, self_removed, epoch })
+                Ok(Incoming::Changed { group_id, sender, added, removed, self_removed, epoch, relay_key_ok })
             }
             _ => Ok(Incoming::Ignored),
         }
@@ -378,6 +388,7 @@ fn forget_left_group(provider: &impl OpenMlsProvider, group_id: &GroupId) -> Res
 /// The group and epoch a group message (not a Welcome) says it belongs to,
 /// read from its unencrypted header without processing it.
 pub fn peek(bytes: &[u8]) -> Option<(Vec<u8>, u64)> {
+    let bytes = hush_proto::split_commit_payload(bytes).map_or(bytes, |(_, commit)| commit);
     let message = MlsMessageIn::tls_deserialize_exact(bytes).ok()?;
     let message: ProtocolMessage = match message.extract() {
         MlsMessageBodyIn::PrivateMessage(message) => message.into(),
@@ -390,6 +401,10 @@ pub fn peek(bytes: &[u8]) -> Option<(Vec<u8>, u64)> {
 /// Processes one payload from the mailbox: a Welcome, or a message or commit
 /// for a group we are in.
 pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result<Incoming, CoreError> {
+    let (announced, bytes) = match hush_proto::split_commit_payload(bytes) {
+        Some((key, commit)) => (Some(key), commit),
+        None => (None, bytes),
+    };
     let message = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| CoreError::Malformed)?;
     match message.extract() {
         MlsMessageBodyIn::Welcome(welcome) => {
@@ -409,7 +424,9 @@ pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result
             let message: ProtocolMessage = message.into();
             let group_id = message.group_id().as_slice().to_vec();
             match Conversation::load(provider, &group_id)? {
-                Some(conversation) if conversation.is_active() => conversation.process(provider, message),
+                Some(conversation) if conversation.is_active() => {
+                    conversation.process(provider, message, announced)
+                }
                 _ => Ok(Incoming::Ignored),
             }
         }

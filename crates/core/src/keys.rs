@@ -444,4 +444,38 @@ mod tests {
             assert_eq!(process_incoming(&bob_provider, &welcome).is_ok(), joins);
         }
     }
+
+    #[test]
+    fn a_member_who_gives_the_relay_a_key_the_others_lack_is_caught_by_every_member() {
+        let (alice_provider, alice) = person();
+        let (bob_provider, bob) = person();
+        let (carol_provider, carol) = person();
+        let mut group = Conversation::create(&alice_provider, &alice).unwrap();
+        let mut packages = Vec::new();
+        for (provider, who) in [(&bob_provider, &bob), (&carol_provider, &carol)] {
+            let kp = new_key_packages(provider, who, 1, false, 0).unwrap().one_time;
+            packages.push(verify_key_package(&alice_provider, &kp[0], who.account()).unwrap());
+        }
+        let create = group.add(&alice_provider, &alice, &packages).unwrap();
+        group.confirm_commit(&alice_provider).unwrap();
+        let (_, welcome) = create.welcome.unwrap();
+        for provider in [&bob_provider, &carol_provider] {
+            assert!(matches!(process_incoming(provider, &welcome).unwrap(), Incoming::Joined { .. }));
+        }
+        let mut bobs = Conversation::load(&bob_provider, &group.id()).unwrap().unwrap();
+        let update = bobs.self_update(&bob_provider, &bob).unwrap();
+        let (announced, mls) = hush_proto::split_commit_payload(&update.commit).unwrap();
+        assert_eq!(announced, update.next_key, "the payload carries the key the frame gives the relay");
+        // Alice gets the commit as bob made it; carol gets one that
+        // announces a key of bob's own choosing.
+        assert!(matches!(
+            process_incoming(&alice_provider, &update.commit).unwrap(),
+            Incoming::Changed { relay_key_ok: true, .. }
+        ));
+        let lie = hush_proto::commit_payload(&[7; 32], mls);
+        assert!(matches!(
+            process_incoming(&carol_provider, &lie).unwrap(),
+            Incoming::Changed { relay_key_ok: false, sender, .. } if sender == bob.account()
+        ));
+    }
 }

@@ -324,6 +324,34 @@ pub fn commit_auth_message(
     message
 }
 
+/// First byte of a commit's payload: it is followed by the next epoch's
+/// public relay key (the frame's `next_key`) and then the MLS commit. (An
+/// MLS message starts with its version, 0x0001, so the two never mix.)
+pub const COMMIT_PAYLOAD_TAG: u8 = 0xc1;
+
+/// A commit's payload: the tag, the next epoch's relay key, the MLS commit.
+/// The key travels inside the payload so that every member who processes
+/// the commit checks it against the key it derives itself: a member who
+/// announced a key the others do not share is caught by all of them.
+pub fn commit_payload(next_key: &[u8; 32], commit: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(33 + commit.len());
+    payload.push(COMMIT_PAYLOAD_TAG);
+    payload.extend_from_slice(next_key);
+    payload.extend_from_slice(commit);
+    payload
+}
+
+/// Splits a commit's payload into the announced key and the MLS commit;
+/// `None` for anything else (an application message, a Welcome).
+pub fn split_commit_payload(payload: &[u8]) -> Option<([u8; 32], &[u8])> {
+    let (&tag, rest) = payload.split_first()?;
+    if tag != COMMIT_PAYLOAD_TAG || rest.len() < 32 {
+        return None;
+    }
+    let (key, commit) = rest.split_at(32);
+    Some((key.try_into().ok()?, commit))
+}
+
 fn write_accounts(w: &mut Writer, accounts: &[AccountId]) {
     w.list(accounts, |w, a| w.array(&a.0));
 }

@@ -340,6 +340,11 @@ impl Session {
                     next_key,
                     signature,
                 };
+                if !commit.well_formed() {
+                    let refused = Answer::Rejected(ErrorCode::Malformed);
+                    self.spawn_request(Some(request), async move { Ok(refused) }).await;
+                    return;
+                }
                 let ordered = store.commit(commit, now, expires);
                 let answer = async move {
                     ordered.await.map(|outcome| match outcome {

@@ -119,6 +119,15 @@ pub enum Decision {
 }
 
 impl CommitRequest {
+    /// True if the commit is well formed: its payload announces the same
+    /// next-epoch key as the frame (so every member checks it), and that key
+    /// is a usable Ed25519 key (not one no signature could ever match).
+    pub fn well_formed(&self) -> bool {
+        let announced = hush_proto::split_commit_payload(&self.payload).map(|(key, _)| key);
+        let usable = ed25519_dalek::VerifyingKey::from_bytes(&self.next_key).is_ok_and(|key| !key.is_weak());
+        announced == Some(self.next_key) && usable
+    }
+
     /// SHA-256 of the commit payload.
     pub fn digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};

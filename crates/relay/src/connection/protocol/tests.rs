@@ -230,13 +230,14 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
     let group = GroupId(vec![3; 16]);
     let commit = |request, epoch: u64, body: &[u8], signer: &SigningKey, next: &SigningKey| {
         let next_key = next.verifying_key().to_bytes();
-        let message = hush_proto::commit_auth_message(&group, epoch, body, None, &next_key);
+        let payload = hush_proto::commit_payload(&next_key, body);
+        let message = hush_proto::commit_auth_message(&group, epoch, &payload, None, &next_key);
         ClientFrame::Commit {
             request,
             group: group.clone(),
             epoch,
             recipients: vec![alice_id],
-            payload: body.to_vec(),
+            payload,
             welcome: None,
             next_key,
             signature: signer.sign(&message).to_bytes(),
@@ -253,6 +254,21 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
     assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 13 });
     alice.send(commit(14, 1, b"rival", &epoch_key, &next_epoch_key));
     assert_eq!(alice.recv().await, RelayFrame::StaleEpoch { request: 14, epoch: 2 });
+    // A payload announcing another key than the frame, or a key no
+    // signature can match, is refused before the store sees it.
+    let ClientFrame::Commit { payload, .. } = commit(15, 2, b"next", &next_epoch_key, &key(52)) else {
+        panic!()
+    };
+    let (_, mls) = hush_proto::split_commit_payload(&payload).unwrap();
+    for (announced, next_key) in [([1; 32], key(52).verifying_key().to_bytes()), ([0; 32], [0; 32])] {
+        let mut frame = commit(15, 2, b"next", &next_epoch_key, &key(52));
+        if let ClientFrame::Commit { payload, next_key: frame_key, .. } = &mut frame {
+            *payload = hush_proto::commit_payload(&announced, mls);
+            *frame_key = next_key;
+        }
+        alice.send(frame);
+        assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 15, code: ErrorCode::Malformed });
+    }
     alice.send(ClientFrame::Subscribe);
     let mut delivered = Vec::new();
     loop {
@@ -262,7 +278,9 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(delivered, vec![b"create".to_vec(), b"update".to_vec()]);
+    let bodies: Vec<&[u8]> =
+        delivered.iter().map(|payload| hush_proto::split_commit_payload(payload).unwrap().1).collect();
+    assert_eq!(bodies, vec![&b"create"[..], &b"update"[..]]);
 }
 
 #[tokio::test]
