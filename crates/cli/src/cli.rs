@@ -238,15 +238,15 @@ pub enum ContactCommand {
 pub enum RequestCommand {
     /// Accept a request: it becomes an ordinary conversation.
     Accept {
-        /// The conversation's name as `hush requests` shows it, or the
-        /// account id of who added you.
+        /// The request's id or conversation name as `hush requests` shows
+        /// them, or the account id of who added you.
         name: String,
     },
     /// Decline a request: its keys and messages are deleted from this
     /// device, and nothing more from it is shown. The others are not told.
     Decline {
-        /// The conversation's name as `hush requests` shows it, or the
-        /// account id of who added you.
+        /// The request's id or conversation name as `hush requests` shows
+        /// them, or the account id of who added you.
         name: String,
     },
 }

@@ -537,6 +537,7 @@ fn requests(dir: &Path, command: Option<RequestCommand>, json: bool) -> Result<(
                 let from = request.from.to_string();
                 if json {
                     let value = json!({
+                        "id": request.id(),
                         "conversation": request.conversation,
                         "from": from,
                         "members": request.members,
@@ -544,7 +545,7 @@ fn requests(dir: &Path, command: Option<RequestCommand>, json: bool) -> Result<(
                     println!("{}", json_line(&value));
                 } else {
                     let name = visible(&request.conversation);
-                    println!("{name}: from {from}, {} members", request.members);
+                    println!("{} {name}: from {from}, {} members", request.id(), request.members);
                 }
             }
         }

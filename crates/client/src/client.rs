@@ -48,6 +48,14 @@ pub struct Request {
     pub group_id: Vec<u8>,
 }
 
+impl Request {
+    /// A short id that tells requests apart (the group id's first 8 bytes,
+    /// hex); `accept` and `decline` take it.
+    pub fn id(&self) -> String {
+        data_encoding::HEXLOWER.encode(self.group_id.get(..8).unwrap_or(&self.group_id))
+    }
+}
+
 /// One conversation as a conversation list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationSummary {
@@ -289,19 +297,29 @@ impl Client {
         Ok(requests)
     }
 
-    /// The request called `name` (its conversation name, or the account id
-    /// of who added us).
+    /// The request called `name`: its id (as [`Request::id`] shows it),
+    /// its conversation name, or the account id of who added us.
     fn request(&self, name: &str) -> Result<Request, ClientError> {
-        let mut matching: Vec<Request> = self
-            .requests()?
-            .into_iter()
-            .filter(|r| r.conversation == name || r.from.to_string() == name)
-            .collect();
-        match matching.len() {
-            1 => Ok(matching.remove(0)),
-            0 => Err(ClientError::Unknown(format!("no conversation request called '{name}'"))),
-            _ => Err(ClientError::Invalid(format!("several requests match '{name}': use the account id"))),
+        let requests = self.requests()?;
+        let pick = |matches: &dyn Fn(&Request) -> bool| -> Vec<Request> {
+            requests.iter().filter(|r| matches(r)).cloned().collect()
+        };
+        for mut matching in [
+            pick(&|r| r.id() == name),
+            pick(&|r| r.conversation == name),
+            pick(&|r| r.from.to_string() == name),
+        ] {
+            match matching.len() {
+                0 => continue,
+                1 => return Ok(matching.remove(0)),
+                _ => {
+                    return Err(ClientError::Invalid(format!(
+                        "several requests match '{name}': use the id `hush requests` shows"
+                    )))
+                }
+            }
         }
+        Err(ClientError::Unknown(format!("no conversation request called '{name}'")))
     }
 
     /// Accepts a request: the conversation becomes an ordinary one (its
@@ -329,6 +347,7 @@ impl Client {
             store.set_conversation_active(&group_id, false)?;
             store.delete_messages(&group_id)?;
             store.delete_setting(&request_key(&group_id))?;
+            store.delete_settings_with_prefix(&crate::session::held_prefix(&group_id))?;
             Ok::<_, ClientError>(())
         })
     }
@@ -389,7 +408,14 @@ impl Client {
                 "a contact name must not be empty or look like an account id".into(),
             ));
         }
-        Ok(self.store.add_contact(name, &account)?)
+        self.store.add_contact(name, &account)?;
+        // Conversations this person started are no longer requests.
+        for request in self.requests()? {
+            if request.from == account {
+                self.store.delete_setting(&request_key(&request.group_id))?;
+            }
+        }
+        Ok(())
     }
 
     /// All contacts.

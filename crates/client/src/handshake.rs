@@ -11,8 +11,8 @@ use hush_proto::{
 use crate::error::ClientError;
 use crate::transport::Connection;
 
-/// Who logs in, and how.
-#[derive(Debug, Clone)]
+/// Who logs in, and how. (Its `Debug` shows no invite code.)
+#[derive(Clone)]
 pub enum Credentials {
     /// An existing account.
     Login {
@@ -30,6 +30,17 @@ pub enum Credentials {
     },
 }
 
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Login { account } => f.debug_struct("Login").field("account", account).finish(),
+            Self::Register { identity_key, .. } => {
+                f.debug_struct("Register").field("account", &identity_key.account()).finish_non_exhaustive()
+            }
+        }
+    }
+}
+
 impl Credentials {
     fn account(&self) -> AccountId {
         match self {
@@ -39,8 +50,9 @@ impl Credentials {
     }
 }
 
-/// How the relay answered a handshake that got through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the relay answered a handshake that got through. (Its `Debug`
+/// shows no wipe secret.)
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// Logged in.
     Ready {
@@ -50,6 +62,17 @@ pub enum Admission {
     /// The account was ordered to wipe; the caller checks the secret
     /// against its own before obeying (the relay cannot make a real one).
     WipeOrder([u8; 32]),
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ready { key_packages } => {
+                f.debug_struct("Ready").field("key_packages", key_packages).finish()
+            }
+            Self::WipeOrder(_) => f.write_str("WipeOrder(..)"),
+        }
+    }
 }
 
 /// Says `Hello` and returns the relay's challenge. (A remote wipe order is

@@ -115,7 +115,28 @@ impl<'a> Session<'a> {
         let mut session = Self::new(client, connection);
         session.maintain_key_packages(key_packages).await?;
         session.resolve_commits().await?;
+        session.key_groups_at_the_relay()?;
         Ok(session)
+    }
+
+    /// Once per profile: every group owes a self-update, so the relay
+    /// learns each group's epoch key from a member (a group ordered before
+    /// relays checked commits has none, and its next commit sets it; that
+    /// commit should be ours, soon).
+    fn key_groups_at_the_relay(&self) -> Result<(), ClientError> {
+        let store = &self.client.store;
+        if store.setting("commit_keys")?.is_some() {
+            return Ok(());
+        }
+        store.transaction(|store| {
+            for conversation in store.conversations()? {
+                if conversation.active {
+                    store.set_needs_update(&conversation.group_id, true)?;
+                }
+            }
+            store.set_setting("commit_keys", b"v2")?;
+            Ok::<_, ClientError>(())
+        })
     }
 
     fn wipe_order(&self, secret: &[u8; 32]) -> ClientError {
@@ -302,8 +323,13 @@ impl<'a> Session<'a> {
             }
             if let Some((group_id, epoch)) = hush_core::peek(payload) {
                 let current = Conversation::load(&store.provider(), &group_id)?.filter(|c| c.is_active());
-                if current.is_some_and(|c| epoch > c.epoch()) {
-                    hold(store, &group_id, payload)?;
+                if let Some(current) = current.map(|c| c.epoch()).filter(|current| epoch > *current) {
+                    // The epoch in the header is not authenticated: only a
+                    // few epochs ahead is believable, the rest is junk.
+                    if epoch - current > HOLD_EPOCHS {
+                        return Err(ClientError::Invalid("a message far ahead of its group's epoch".into()));
+                    }
+                    hold(store, &group_id, payload, now)?;
                     return Ok(None);
                 }
             }
@@ -339,25 +365,46 @@ impl<'a> Session<'a> {
     /// unlock more).
     fn retry_held(&self, group_id: &[u8]) -> Result<(), ClientError> {
         let store = &self.client.store;
-        loop {
-            let mut progressed = false;
-            for (key, payload) in store.settings_with_prefix(&held_prefix(group_id))? {
-                let current = Conversation::load(&store.provider(), group_id)?.filter(|c| c.is_active());
-                let Some(current) = current.map(|c| c.epoch()) else {
-                    // We left the group: what was held for it is of no use.
+        'passes: loop {
+            let current = Conversation::load(&store.provider(), group_id)?.filter(|c| c.is_active());
+            let Some(current) = current.map(|c| c.epoch()) else {
+                // We left the group: what was held for it is of no use.
+                store.delete_settings_with_prefix(&held_prefix(group_id))?;
+                return Ok(());
+            };
+            for (key, value) in store.settings_with_prefix(&held_prefix(group_id))? {
+                let Some(payload) = value.get(8..) else {
                     store.delete_setting(&key)?;
                     continue;
                 };
-                if hush_core::peek(&payload).is_some_and(|(_, epoch)| epoch > current) {
+                if hush_core::peek(payload).is_some_and(|(_, epoch)| epoch > current) {
                     continue;
                 }
-                self.accept_payload(&payload, Some(&key))?;
-                progressed = true;
+                // Processing it may move the epoch: look again from the start.
+                if self.accept_payload(payload, Some(&key))?.is_some() {
+                    continue 'passes;
+                }
             }
-            if !progressed {
-                return Ok(());
-            }
+            return Ok(());
         }
+    }
+
+    /// Gives up on payloads held longer than the relay keeps anything:
+    /// the commit they wait for is not coming. Each is shown as lost.
+    fn expire_held(&self) -> Result<(), ClientError> {
+        let store = &self.client.store;
+        let now = self.client.now_ms();
+        for (key, value) in store.settings_with_prefix(HELD_PREFIX)? {
+            let held_at = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            if now.saturating_sub(held_at) < HELD_FOR.as_millis() as u64 {
+                continue;
+            }
+            store.transaction(|store| {
+                store.delete_setting(&key)?;
+                self.note_unreadable(store, value.get(8..).unwrap_or_default(), now)
+            })?;
+        }
+        Ok(())
     }
 
     /// Shows, in its conversation, that a payload could not be read, so
@@ -373,6 +420,14 @@ impl<'a> Session<'a> {
         if !store.conversation(&group_id)?.is_some_and(|c| c.active) {
             return Ok(());
         }
+        // One notice per group and epoch: anyone who knows a group's id can
+        // send it junk, and must not be able to flood it with notices.
+        let epoch = Conversation::load(&store.provider(), &group_id)?.map(|c| c.epoch()).unwrap_or(0);
+        let noted = format!("unreadable:{}", data_encoding::HEXLOWER.encode(&group_id));
+        if number_setting(store, &noted)? == Some(epoch) {
+            return Ok(());
+        }
+        store.set_setting(&noted, &epoch.to_be_bytes())?;
         let record = MessageRecord {
             message_id: Draft::new("", None).id,
             group_id,
@@ -480,6 +535,7 @@ impl<'a> Session<'a> {
                 if self_removed {
                     store.set_conversation_active(&group_id, false)?;
                     store.set_setting(&left_key(&group_id), &epoch.to_be_bytes())?;
+                    store.delete_settings_with_prefix(&held_prefix(&group_id))?;
                 }
             }
             Incoming::Ignored => {}
@@ -644,26 +700,31 @@ impl<'a> Session<'a> {
 
     /// Settles our unresolved commit in a group: merged if it `won` its
     /// epoch, dropped if it lost. Does nothing if it was settled already
-    /// (by its own copy arriving in the mailbox, say) or if the group has
-    /// moved past it.
+    /// (another member's commit for the same epoch was processed) or if
+    /// the group has moved past it.
     fn settle_commit(&self, group_id: &[u8], won: bool) -> Result<(), ClientError> {
-        self.client.store.transaction(|store| {
+        let merged = self.client.store.transaction(|store| {
             let key = unresolved_key(group_id);
-            let Some(bytes) = store.setting(&key)? else { return Ok(()) };
+            let Some(bytes) = store.setting(&key)? else { return Ok(false) };
             store.delete_setting(&key)?;
-            let Some(unresolved) = Unresolved::from_bytes(&bytes) else { return Ok(()) };
+            let Some(unresolved) = Unresolved::from_bytes(&bytes) else { return Ok(false) };
             let provider = store.provider();
-            let Some(mut conversation) = Conversation::load(&provider, group_id)? else { return Ok(()) };
+            let Some(mut conversation) = Conversation::load(&provider, group_id)? else { return Ok(false) };
             if conversation.epoch() != unresolved.epoch || !conversation.has_pending_commit() {
-                return Ok(());
+                return Ok(false);
             }
             if won {
                 conversation.confirm_commit(&provider)?;
             } else {
                 conversation.abandon_commit(&provider)?;
             }
-            Ok::<_, ClientError>(())
-        })
+            Ok::<_, ClientError>(won)
+        })?;
+        // What arrived for the new epoch while the outcome was unknown.
+        if merged {
+            self.retry_held(group_id)?;
+        }
+        Ok(())
     }
 
     /// Resolves every commit whose answer was lost, by submitting it again:
@@ -678,17 +739,21 @@ impl<'a> Session<'a> {
                 continue;
             };
             let group_id = unresolved.group_id.clone();
-            match self.submit(unresolved.frame).await {
-                Ok(Answer::Accepted) => self.settle_commit(&group_id, true)?,
-                Ok(Answer::Stale(_)) => self.settle_commit(&group_id, false)?,
-                Ok(Answer::KeyPackage(_)) => {
-                    return Err(ClientError::Protocol("unexpected answer to a commit".into()))
+            let settled = match self.submit(unresolved.frame).await {
+                Ok(Answer::Accepted) => self.settle_commit(&group_id, true),
+                Ok(Answer::Stale(_)) => self.settle_commit(&group_id, false),
+                Ok(Answer::KeyPackage(_)) | Err(ClientError::Relay(_)) => {
+                    tracing::warn!("the relay refused a commit sent again; dropping it");
+                    self.settle_commit(&group_id, false)
                 }
-                Err(ClientError::Relay(code)) => {
-                    tracing::warn!(?code, "the relay refused a commit sent again; dropping it");
-                    self.settle_commit(&group_id, false)?
-                }
+                // The connection failed: try again at the next login.
                 Err(error) => return Err(error),
+            };
+            // One group's trouble must not stop every login: drop what
+            // cannot be settled, and say so.
+            if let Err(error) = settled {
+                tracing::warn!(%error, "an unresolved commit could not be settled; dropping it");
+                self.client.store.delete_setting(&key)?;
             }
         }
         Ok(())
@@ -725,6 +790,10 @@ impl<'a> Session<'a> {
     ) -> Result<(), ClientError> {
         // Writing into a conversation request accepts it.
         self.client.store.delete_setting(&request_key(group_id))?;
+        // Never write at an epoch whose successor may already be ordered.
+        if self.client.store.setting(&unresolved_key(group_id))?.is_some() {
+            self.resolve_commits().await?;
+        }
         let outgoing = {
             let store = &self.client.store;
             let provider = store.provider();
@@ -931,6 +1000,7 @@ impl<'a> Session<'a> {
     /// minute): self-updates that are due, and key-package rotation and
     /// deletion (the relay's count is only known at login, so no refill).
     pub async fn housekeeping(&mut self) -> Result<(), ClientError> {
+        self.expire_held()?;
         self.self_update_due().await?;
         self.maintain_key_packages(u32::MAX).await
     }
@@ -990,22 +1060,34 @@ impl<'a> Session<'a> {
 const UPDATE_RETRY: Duration = Duration::from_secs(3600);
 
 const UNRESOLVED_PREFIX: &str = "unresolved_commit:";
-/// Most payloads held back per group; past that they are treated as
-/// unreadable (a member cannot fill the device's store with them).
-const MAX_HELD: usize = 256;
+/// Most payloads, and bytes, held back per group; past that they are
+/// treated as unreadable (no one can fill the device's store with them).
+const MAX_HELD: u64 = 256;
+const MAX_HELD_BYTES: u64 = 16 << 20;
+/// How far ahead of the group's epoch a payload may claim to be and still
+/// be held (its header's epoch is not authenticated).
+const HOLD_EPOCHS: u64 = 4;
+/// How long a payload is held before it is given up (the relay's default
+/// retention: the commit it waits for would be gone by then).
+const HELD_FOR: Duration = Duration::from_secs(14 * 24 * 3600);
+const HELD_PREFIX: &str = "held:";
 
-fn held_prefix(group_id: &[u8]) -> String {
-    format!("held:{}:", data_encoding::HEXLOWER.encode(group_id))
+pub(crate) fn held_prefix(group_id: &[u8]) -> String {
+    format!("{HELD_PREFIX}{}:", data_encoding::HEXLOWER.encode(group_id))
 }
 
-/// Keeps a payload for a later epoch of `group_id`, in arrival order.
-fn hold(store: &hush_store::Store, group_id: &[u8], payload: &[u8]) -> Result<(), ClientError> {
-    if store.settings_with_prefix(&held_prefix(group_id))?.len() >= MAX_HELD {
+/// Keeps a payload for a later epoch of `group_id`, in arrival order, with
+/// the time it arrived.
+fn hold(store: &hush_store::Store, group_id: &[u8], payload: &[u8], now: u64) -> Result<(), ClientError> {
+    let (count, bytes) = store.count_settings_with_prefix(&held_prefix(group_id))?;
+    if count >= MAX_HELD || bytes.saturating_add(payload.len() as u64) > MAX_HELD_BYTES {
         return Err(ClientError::Invalid("too many messages ahead of this group's epoch".into()));
     }
     let seq = number_setting(store, "held_seq")?.unwrap_or(0).wrapping_add(1);
     store.set_setting("held_seq", &seq.to_be_bytes())?;
-    store.set_setting(&format!("{}{seq:016x}", held_prefix(group_id)), payload)?;
+    let mut value = now.to_be_bytes().to_vec();
+    value.extend_from_slice(payload);
+    store.set_setting(&format!("{}{seq:016x}", held_prefix(group_id)), &value)?;
     Ok(())
 }
 

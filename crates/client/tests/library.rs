@@ -251,3 +251,60 @@ async fn early_payloads_wait_for_their_epoch_and_unreadable_ones_are_shown() {
     let history: Vec<String> = alice.history("pair").unwrap().into_iter().map(|m| m.text).collect();
     assert!(history.iter().any(|text| text.contains("could not be decrypted")), "{history:?}");
 }
+
+/// Review findings: junk that claims a far-future epoch is not held (it
+/// would crowd out real early messages) and shows one notice per epoch at
+/// most (anyone who knows a group id can send such junk).
+#[tokio::test(flavor = "current_thread")]
+async fn junk_claiming_a_far_epoch_is_not_held_and_notices_do_not_flood() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    alice.add_contact("bob", bob.account()).unwrap();
+    bob.add_contact("alice", alice.account()).unwrap();
+    let mut session = Session::login(&alice).await.unwrap();
+    session.group_create("pair", &[bob.account()]).await.unwrap();
+    session.close().await;
+    assert!(texts(&bob).await.is_empty());
+    assert!(texts(&alice).await.is_empty());
+    let mut session = Session::login(&bob).await.unwrap();
+    for text in ["one", "two", "three"] {
+        session.send_text("pair", text, None).await.unwrap();
+    }
+    session.close().await;
+    // The epoch sits after the version, the wire format and the 16-byte
+    // group id with its one-byte length.
+    let (db, rows) = mailbox_of(&relay, &alice);
+    assert_eq!(rows.len(), 3);
+    for (id, mut payload) in rows.into_iter().take(2) {
+        assert_eq!(payload[4], 16, "not the layout this test expects");
+        let epoch = u64::from_be_bytes(payload[21..29].try_into().unwrap());
+        payload[21..29].copy_from_slice(&(epoch + 1000).to_be_bytes());
+        db.execute("UPDATE mailbox SET payload = ?1 WHERE id = ?2", rusqlite::params![payload, id]).unwrap();
+    }
+    drop(db);
+    let shown: Vec<String> = texts(&alice).await;
+    assert_eq!(shown, vec!["a message could not be decrypted and is lost", "three"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn requests_are_told_apart_by_id_and_end_when_their_sender_becomes_a_contact() {
+    let relay = TestRelay::start().unwrap();
+    let mallory = join(&relay, "mallory").await;
+    let bob = join(&relay, "bob").await;
+    let mut session = Session::login(&mallory).await.unwrap();
+    session.group_create("one", &[bob.account()]).await.unwrap();
+    session.group_create("two", &[bob.account()]).await.unwrap();
+    session.close().await;
+    assert!(texts(&bob).await.is_empty());
+    let requests = bob.requests().unwrap();
+    assert_eq!(requests.len(), 2);
+    let mallory_id = mallory.account().to_string();
+    assert!(matches!(bob.decline_request(&mallory_id), Err(hush_client::ClientError::Invalid(_))));
+    bob.decline_request(&requests[0].id()).unwrap();
+    let left = bob.requests().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].group_id, requests[1].group_id);
+    bob.add_contact("mallory", mallory.account()).unwrap();
+    assert!(bob.requests().unwrap().is_empty(), "a contact's conversation is still a request");
+}

@@ -513,11 +513,32 @@ impl Store {
 
     /// Every profile value whose name starts with `prefix`, by name.
     pub fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut query = self.connection.prepare_cached(
-            "SELECT name, value FROM profile WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
-        )?;
-        let rows = query.query_map([prefix], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let mut query = self
+            .connection
+            .prepare_cached("SELECT name, value FROM profile WHERE name >= ?1 AND name < ?2 ORDER BY name")?;
+        let rows =
+            query.query_map(params![prefix, prefix_end(prefix)], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many profile values have names starting with `prefix`, and
+    /// their total size in bytes.
+    pub fn count_settings_with_prefix(&self, prefix: &str) -> Result<(u64, u64), StoreError> {
+        let (count, bytes): (i64, i64) = self
+            .connection
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM profile WHERE name >= ?1 AND name < ?2",
+            )?
+            .query_row(params![prefix, prefix_end(prefix)], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok((u64::try_from(count).unwrap_or(0), u64::try_from(bytes).unwrap_or(0)))
+    }
+
+    /// Deletes every profile value whose name starts with `prefix`.
+    pub fn delete_settings_with_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        Ok(self.connection.execute(
+            "DELETE FROM profile WHERE name >= ?1 AND name < ?2",
+            params![prefix, prefix_end(prefix)],
+        )?)
     }
 
     /// Adds or renames a contact.
@@ -814,6 +835,14 @@ impl Store {
         self.connection.execute("DELETE FROM seen_payloads WHERE at_ms < ?1", [i(before_ms)])?;
         Ok(())
     }
+}
+
+/// The first name after every name that starts with `prefix` (text sorts
+/// by its UTF-8 bytes), so `prefix..prefix_end` is an index range.
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.to_owned();
+    end.push(char::MAX);
+    end
 }
 
 /// Destroys a profile. The key file is overwritten in place with random

@@ -305,6 +305,13 @@ impl Session {
             ClientFrame::UploadKeyPackages { request, one_time, last_resort, expires_at } => {
                 // Never kept past the relay's longest retention of anything.
                 let now = self.shared.now();
+                if expires_at <= now {
+                    // Expired on arrival: the client's clock is wrong, and it
+                    // must hear so rather than publish nothing usable.
+                    let refused = Answer::Rejected(ErrorCode::Malformed);
+                    self.spawn_request(Some(request), async move { Ok(refused) }).await;
+                    return;
+                }
                 let expires = expires_at.min(now.saturating_add(MAX_KEY_PACKAGE_SECS));
                 let added = store.add_key_packages(self.account, one_time, last_resort, expires);
                 self.spawn_request(Some(request), async move { added.await.map(|_| Answer::Accepted) }).await;

@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS invites (
 /// The relay's SQLite store.
 pub struct SqliteStore {
     connection: Connection,
+    /// Set when SQLite itself rolled back the batch's transaction (a full
+    /// disk, an I/O error): nothing after that may run outside it.
+    aborted: std::cell::Cell<bool>,
 }
 
 fn as_i64(value: u64) -> i64 {
@@ -96,7 +99,7 @@ impl SqliteStore {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.execute_batch(SCHEMA)?;
         migrate(&connection)?;
-        Ok(Self { connection })
+        Ok(Self { connection, aborted: std::cell::Cell::new(false) })
     }
 
     /// Stores a new invite (by the hash of its code).
@@ -305,7 +308,9 @@ impl SqliteStore {
                 .execute([&account.0[..]])?;
             insert.execute(params![&account.0[..], true, package, as_i64(expires)])?;
         }
-        self.count_key_packages(account, 0)
+        // Everything stored here expires at `expires`; what is still valid
+        // then was valid before it.
+        self.count_key_packages(account, expires.saturating_sub(1))
     }
 
     fn count_key_packages(&self, account: &AccountId, now: UnixSeconds) -> Result<u32, StoreError> {
@@ -494,12 +499,23 @@ impl SqliteStore {
     /// Runs one operation in a savepoint, so a failed one leaves no trace
     /// in the batch around it (or commits on its own outside one).
     fn atomic<T>(&self, work: impl FnOnce(&Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if self.aborted.get() {
+            return Err(StoreError::Batch("the batch's transaction was rolled back".into()));
+        }
         self.connection.prepare_cached("SAVEPOINT op")?.execute([])?;
         let result = work(self);
-        if result.is_err() {
-            self.connection.prepare_cached("ROLLBACK TO op")?.execute([])?;
+        // After some errors SQLite has already rolled the whole transaction
+        // back; releasing the savepoint then would let the rest of the
+        // batch commit piecemeal, outside any transaction.
+        let undone = match &result {
+            Ok(_) => Ok(()),
+            Err(_) if self.connection.is_autocommit() => Err(()),
+            Err(_) => self.connection.execute_batch("ROLLBACK TO op").map_err(drop),
+        };
+        if undone.is_err() || self.connection.execute_batch("RELEASE op").is_err() {
+            self.aborted.set(true);
+            return Err(StoreError::Batch("the batch's transaction was rolled back".into()));
         }
-        self.connection.prepare_cached("RELEASE op")?.execute([])?;
         result
     }
 }
@@ -615,8 +631,15 @@ impl Operations for SqliteStore {
 
 impl RelayStore for SqliteStore {
     fn batch(&mut self, work: &mut dyn FnMut(&mut dyn Operations)) -> Result<(), StoreError> {
+        self.aborted.set(false);
         self.connection.execute_batch("BEGIN IMMEDIATE")?;
         work(self);
+        if self.aborted.replace(false) {
+            if !self.connection.is_autocommit() {
+                let _ = self.connection.execute_batch("ROLLBACK");
+            }
+            return Err(StoreError::Batch("the batch's transaction was rolled back".into()));
+        }
         if let Err(error) = self.connection.execute_batch("COMMIT") {
             let _ = self.connection.execute_batch("ROLLBACK");
             return Err(error.into());

@@ -222,7 +222,10 @@ fn a_deactivated_recipient_is_skipped_and_does_not_fail_a_send_or_a_commit() {
         panic!("a commit with a wiped member failed")
     };
     assert_eq!(queued.len(), 1);
-    // A Welcome to a wiped account is still refused.
+    // A Welcome to a wiped account is still refused, and nothing of the
+    // commit stays: its queued copy for alice (written before the check
+    // failed) is undone, and the group stays at its epoch.
+    let before = store.stats().unwrap().queued_messages;
     let mut add = commit(&group, 4, vec![alice], b"add", &epoch_key(4));
     add.welcome = Some((vec![carol], body));
     let message = hush_proto::commit_auth_message(
@@ -234,6 +237,34 @@ fn a_deactivated_recipient_is_skipped_and_does_not_fail_a_send_or_a_commit() {
     );
     add.signature = epoch_key(4).sign(&message).to_bytes();
     assert!(matches!(order(&mut store, &add), Err(StoreError::UnknownAccount)));
+    assert_eq!(store.stats().unwrap().queued_messages, before, "a refused commit left rows behind");
+    assert!(matches!(
+        order(&mut store, &commit(&group, 4, vec![alice], b"next", &epoch_key(4))),
+        Ok(CommitOutcome::Accepted(_))
+    ));
+}
+
+#[test]
+fn after_sqlite_rolls_a_batch_back_nothing_more_of_it_runs() {
+    let (mut store, hash) = store_with_invite();
+    let alice = register(&mut store, hash, 1);
+    let body = payload(b"x");
+    // A batch (see RelayStore::batch) in which one operation hits an error
+    // on which SQLite rolls the whole transaction back (a full disk, say).
+    store.connection.execute_batch("BEGIN IMMEDIATE").unwrap();
+    Operations::enqueue(&mut store, &[alice], &body, 1, 100).unwrap();
+    let failed = store.atomic(|store| {
+        store.connection.execute_batch("ROLLBACK")?;
+        Err::<(), _>(StoreError::NoKeyPackage)
+    });
+    assert!(matches!(failed, Err(StoreError::Batch(_))), "{failed:?}");
+    // The rest of the batch must not run, committing piece by piece.
+    let later = Operations::enqueue(&mut store, &[alice], &body, 1, 100);
+    assert!(matches!(later, Err(StoreError::Batch(_))), "{later:?}");
+    assert_eq!(store.stats().unwrap().queued_messages, 0);
+    // The next batch starts afresh.
+    store.batch(&mut |ops| assert!(ops.enqueue(&[alice], &body, 1, 100).is_ok())).unwrap();
+    assert_eq!(store.stats().unwrap().queued_messages, 1);
 }
 
 #[test]
