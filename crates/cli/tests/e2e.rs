@@ -321,9 +321,20 @@ fn a_member_who_wiped_does_not_brick_the_group() {
     assert!(!carol.home.exists());
     alice.ok(&["send", "crew", "after the wipe"]);
     assert_eq!(bob.texts(), ["after the wipe"]);
+    // The relay told alice's device that carol's account is gone; it removed
+    // her from the group without anyone having to notice, and everyone sees it.
+    let members = |user: &User| -> Vec<String> {
+        user.ok(&["group", "members", "crew", "--json"])
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["account"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(!members(&alice).contains(&carol.account), "the wiped member is still in the group");
+    assert!(!members(&bob).contains(&carol.account));
+    let history = bob.ok(&["history", "crew"]);
+    assert!(history.contains("removed"), "{history}");
     bob.ok(&["send", "crew", "bob too"]);
     assert_eq!(alice.texts(), ["bob too"]);
-    alice.ok(&["group", "remove", "crew", &carol.account]);
     alice.ok(&["group", "add", "crew", &dave.account]);
     alice.ok(&["send", "crew", "welcome dave"]);
     assert_eq!(bob.texts(), ["welcome dave"]);

@@ -25,7 +25,8 @@ const COMMIT_ATTEMPTS: usize = 8;
 const SIGHTING_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 enum Answer {
-    Accepted,
+    /// Done; recipients the relay skipped as deactivated.
+    Accepted(Vec<AccountId>),
     KeyPackage(Vec<u8>),
     Stale(u64),
 }
@@ -67,11 +68,21 @@ pub struct Session<'a> {
     subscribed: bool,
     queue_empty: bool,
     received: usize,
+    /// Members the relay reported deactivated, by group, to be removed.
+    inactive: Vec<(Vec<u8>, Vec<AccountId>)>,
 }
 
 impl<'a> Session<'a> {
     fn new(client: &'a Client, connection: Connection) -> Self {
-        Self { client, connection, next_request: 1, subscribed: false, queue_empty: false, received: 0 }
+        Self {
+            client,
+            connection,
+            next_request: 1,
+            subscribed: false,
+            queue_empty: false,
+            received: 0,
+            inactive: Vec::new(),
+        }
     }
 
     /// Opens a connection to the profile's relay and runs the handshake.
@@ -176,7 +187,7 @@ impl<'a> Session<'a> {
             };
             self.connection.send(&frame).await?;
             match self.answer(request).await? {
-                Answer::Accepted => {}
+                Answer::Accepted(_) => {}
                 _ => return Err(ClientError::Protocol("unexpected answer to a key package upload".into())),
             }
             // The relay hands out the new last-resort package from now on.
@@ -222,7 +233,9 @@ impl<'a> Session<'a> {
                 .await
                 .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
             match frame {
-                RelayFrame::Accepted { request: r } if r == request => return Ok(Answer::Accepted),
+                RelayFrame::Accepted { request: r, inactive } if r == request => {
+                    return Ok(Answer::Accepted(inactive))
+                }
                 RelayFrame::KeyPackage { request: r, key_package } if r == request => {
                     return Ok(Answer::KeyPackage(key_package))
                 }
@@ -665,8 +678,9 @@ impl<'a> Session<'a> {
                 Ok::<_, ClientError>(unresolved.frame)
             })?;
             match self.submit(frame).await {
-                Ok(Answer::Accepted) => {
+                Ok(Answer::Accepted(inactive)) => {
                     self.settle_commit(group_id, true)?;
+                    self.note_inactive(group_id, inactive);
                     return Ok(());
                 }
                 Ok(Answer::Stale(epoch)) => {
@@ -740,7 +754,7 @@ impl<'a> Session<'a> {
             };
             let group_id = unresolved.group_id.clone();
             let settled = match self.submit(unresolved.frame).await {
-                Ok(Answer::Accepted) => self.settle_commit(&group_id, true),
+                Ok(Answer::Accepted(_)) => self.settle_commit(&group_id, true),
                 Ok(Answer::Stale(_)) => self.settle_commit(&group_id, false),
                 Ok(Answer::KeyPackage(_)) | Err(ClientError::Relay(_)) => {
                     tracing::warn!("the relay refused a commit sent again; dropping it");
@@ -813,9 +827,79 @@ impl<'a> Session<'a> {
         };
         self.connection.send(&frame).await?;
         match self.answer(request).await? {
-            Answer::Accepted => Ok(()),
+            Answer::Accepted(inactive) => {
+                self.note_inactive(group_id, inactive);
+                Ok(())
+            }
             _ => Err(ClientError::Protocol("unexpected answer to a send".into())),
         }
+    }
+
+    fn note_inactive(&mut self, group_id: &[u8], accounts: Vec<AccountId>) {
+        if !accounts.is_empty() {
+            self.inactive.push((group_id.to_vec(), accounts));
+        }
+    }
+
+    /// Removes from their groups the members the relay reported as
+    /// deactivated (a wiped device, or closed by the operator), so no one
+    /// has to notice. Best effort: a failure is logged and the caller goes
+    /// on. The relay could make this up, but no more than it could withhold
+    /// every message from that member; the removal is shown to everyone.
+    async fn remove_inactive(&mut self) {
+        while let Some((group_id, accounts)) = self.inactive.pop() {
+            if let Err(error) = self.remove_inactive_from(&group_id, &accounts).await {
+                tracing::warn!(%error, "could not remove deactivated members from a group");
+            }
+        }
+    }
+
+    async fn remove_inactive_from(
+        &mut self,
+        group_id: &[u8],
+        accounts: &[AccountId],
+    ) -> Result<(), ClientError> {
+        let store = &self.client.store;
+        let Some(record) = store.conversation(group_id)?.filter(|c| c.active) else { return Ok(()) };
+        if self.client.is_request(group_id)? {
+            return Ok(());
+        }
+        let members = Conversation::load(&store.provider(), group_id)?.map(|c| c.members()).transpose()?;
+        let me = self.client.account();
+        let gone: Vec<AccountId> = accounts
+            .iter()
+            .filter(|account| **account != me && members.as_ref().is_some_and(|m| m.contains(account)))
+            .copied()
+            .collect();
+        // A one-to-one conversation is not changed: it just says so, once.
+        if gone.is_empty() || matches!(record.kind, ConversationKind::Direct { .. }) {
+            let noted = format!("inactive_noted:{}", data_encoding::HEXLOWER.encode(group_id));
+            if !gone.is_empty() && store.setting(&noted)?.is_none() {
+                store.set_setting(&noted, &[1])?;
+                let who = self.client.display_name(&gone[0])?;
+                let now = self.client.now_ms();
+                let record = MessageRecord {
+                    message_id: Draft::new("", None).id,
+                    group_id: group_id.to_vec(),
+                    sender: gone[0],
+                    text: format!("the relay reports {who}'s account deactivated: nothing reaches them"),
+                    sent_at_ms: now,
+                    event: true,
+                    expires_at_ms: None,
+                };
+                store.insert_message(&record, now, false)?;
+            }
+            return Ok(());
+        }
+        let identity = &self.client.identity;
+        self.commit(group_id, |conversation, provider| {
+            // Another member may have removed them meanwhile.
+            let members = conversation.members()?;
+            let still: Vec<AccountId> = gone.iter().filter(|a| members.contains(a)).copied().collect();
+            Ok(conversation.remove(provider, identity, &still)?)
+        })
+        .await?;
+        self.record_membership(group_id, me, &[], &gone, self.client.now_ms())
     }
 
     fn content(&self, body: Body) -> Content {
@@ -916,6 +1000,7 @@ impl<'a> Session<'a> {
             expires_after_secs,
         };
         self.send_content(&group_id, &content, expires_after_secs.unwrap_or(0)).await?;
+        self.remove_inactive().await;
         let store = &self.client.store;
         let record = MessageRecord {
             message_id: content.id,
@@ -1002,6 +1087,7 @@ impl<'a> Session<'a> {
     pub async fn housekeeping(&mut self) -> Result<(), ClientError> {
         self.expire_held()?;
         self.self_update_due().await?;
+        self.remove_inactive().await;
         self.maintain_key_packages(u32::MAX).await
     }
 
@@ -1224,7 +1310,7 @@ pub async fn send_wipe_order(code: &hush_proto::WipeCode, timeout: Duration) -> 
             .send(&ClientFrame::RemoteWipe { request: 1, account: code.account, secret: code.secret })
             .await?;
         match connection.recv().await? {
-            RelayFrame::Accepted { request: 1 } => Ok(()),
+            RelayFrame::Accepted { request: 1, .. } => Ok(()),
             RelayFrame::Rejected { code, .. } => Err(ClientError::Relay(code)),
             _ => Err(ClientError::Protocol("unexpected answer to a wipe order".into())),
         }

@@ -487,7 +487,7 @@ impl SenderJob {
             let acked = Arc::clone(&self.acked);
             let listener = tokio::spawn(async move {
                 while let Ok(frame) = receiver.recv().await {
-                    if let (RelayFrame::Accepted { request }, Ok(mut acked)) = (frame, acked.lock()) {
+                    if let (RelayFrame::Accepted { request, .. }, Ok(mut acked)) = (frame, acked.lock()) {
                         if let Some(slot) = acked.get_mut(request as usize) {
                             *slot = true;
                         }

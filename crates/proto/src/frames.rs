@@ -127,10 +127,14 @@ pub enum RelayFrame {
         /// One-time key packages the relay still holds for it.
         key_packages: u32,
     },
-    /// A send or commit is durably stored.
+    /// A request is done; a send or commit is durably stored.
     Accepted {
         /// The request being answered.
         request: u32,
+        /// Recipients of a send or commit who were skipped because their
+        /// account is deactivated (a wiped device) or unknown, so that the
+        /// sender can remove them from the group.
+        inactive: Vec<AccountId>,
     },
     /// A key package of the account asked for (public data).
     KeyPackage {
@@ -513,9 +517,10 @@ impl RelayFrame {
                 w.u32(*key_packages);
                 w.finish()
             }
-            Self::Accepted { request } => {
+            Self::Accepted { request, inactive } => {
                 let mut w = Writer::with_tag(0x83);
                 w.u32(*request);
+                write_accounts(&mut w, inactive);
                 w.finish()
             }
             Self::KeyPackage { request, key_package } => {
@@ -568,7 +573,7 @@ impl RelayFrame {
         let frame = match r.u8()? {
             0x81 => Self::Challenge { nonce: r.array()? },
             0x82 => Self::Ready { account: AccountId(r.array()?), key_packages: r.u32()? },
-            0x83 => Self::Accepted { request: r.u32()? },
+            0x83 => Self::Accepted { request: r.u32()?, inactive: read_accounts(&mut r)? },
             0x84 => Self::KeyPackage {
                 request: r.u32()?,
                 key_package: r.bytes("key package", MAX_KEY_PACKAGE_BYTES)?,
@@ -694,7 +699,8 @@ mod tests {
             any::<[u8; 32]>().prop_map(|nonce| RelayFrame::Challenge { nonce }),
             (account(), any::<u32>())
                 .prop_map(|(account, key_packages)| RelayFrame::Ready { account, key_packages }),
-            any::<u32>().prop_map(|request| RelayFrame::Accepted { request }),
+            (any::<u32>(), vec(account(), 0..3))
+                .prop_map(|(request, inactive)| RelayFrame::Accepted { request, inactive }),
             (any::<u32>(), blob())
                 .prop_map(|(request, key_package)| RelayFrame::KeyPackage { request, key_package }),
             (any::<u32>(), error_code()).prop_map(|(request, code)| RelayFrame::Rejected { request, code }),

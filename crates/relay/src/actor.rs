@@ -15,7 +15,8 @@ use hush_proto::{AccountId, IdentityKey};
 use tokio::sync::oneshot;
 
 use crate::store::{
-    AccountRecord, CommitOutcome, CommitRequest, Operations, Queued, RelayStore, StoreError, UnixSeconds,
+    AccountRecord, CommitOutcome, CommitRequest, Enqueued, Operations, Queued, RelayStore, StoreError,
+    UnixSeconds,
 };
 
 /// Most operations in one batch.
@@ -71,13 +72,13 @@ fn nothing_stored<T>(_: &T) -> &[Queued] {
     &[]
 }
 
-fn enqueued(queued: &Vec<Queued>) -> &[Queued] {
-    queued
+fn enqueued(enqueued: &Enqueued) -> &[Queued] {
+    &enqueued.queued
 }
 
 fn committed(outcome: &CommitOutcome) -> &[Queued] {
     match outcome {
-        CommitOutcome::Accepted(queued) => queued,
+        CommitOutcome::Accepted(enqueued) => &enqueued.queued,
         CommitOutcome::Repeated | CommitOutcome::Stale { .. } => &[],
     }
 }
@@ -279,7 +280,7 @@ impl StoreHandle {
         payload: Arc<[u8]>,
         now: UnixSeconds,
         expires: UnixSeconds,
-    ) -> impl std::future::Future<Output = Result<Vec<Queued>, StoreError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Enqueued, StoreError>> + Send + 'static {
         self.call(enqueued, move |s| s.enqueue(&recipients, &payload, now, expires))
     }
 

@@ -163,7 +163,7 @@ async fn remote_wipe(
         Ok(()) => {
             tracing::info!("remote wipe ordered");
             shared.hub.wipe(&account, secret);
-            RelayFrame::Accepted { request }
+            RelayFrame::Accepted { request, inactive: Vec::new() }
         }
         Err(error) => RelayFrame::Rejected { request, code: store_error_code(&error) },
     };
@@ -300,7 +300,7 @@ impl Session {
             ClientFrame::Subscribe => {}
             ClientFrame::Ack { ids } => {
                 let acked = store.ack(self.account, ids);
-                self.spawn_request(None, async move { acked.await.map(|_| Answer::Accepted) }).await;
+                self.spawn_request(None, async move { acked.await.map(|_| Answer::Done) }).await;
             }
             ClientFrame::UploadKeyPackages { request, one_time, last_resort, expires_at } => {
                 // Never kept past the relay's longest retention of anything.
@@ -314,7 +314,7 @@ impl Session {
                 }
                 let expires = expires_at.min(now.saturating_add(MAX_KEY_PACKAGE_SECS));
                 let added = store.add_key_packages(self.account, one_time, last_resort, expires);
-                self.spawn_request(Some(request), async move { added.await.map(|_| Answer::Accepted) }).await;
+                self.spawn_request(Some(request), async move { added.await.map(|_| Answer::Done) }).await;
             }
             ClientFrame::FetchKeyPackage { request, account } => {
                 let taken = store.take_key_package(account, self.shared.now());
@@ -323,8 +323,8 @@ impl Session {
             ClientFrame::Send { request, recipients, payload, ttl_secs } => {
                 let (now, expires) = self.shared.expiry(ttl_secs);
                 let queued = store.enqueue(recipients, payload.into(), now, expires);
-                self.spawn_request(Some(request), async move { queued.await.map(|_| Answer::Accepted) })
-                    .await;
+                let answer = async move { queued.await.map(|enqueued| Answer::Accepted(enqueued.skipped)) };
+                self.spawn_request(Some(request), answer).await;
             }
             ClientFrame::Commit {
                 request,
@@ -355,7 +355,8 @@ impl Session {
                 let ordered = store.commit(commit, now, expires);
                 let answer = async move {
                     ordered.await.map(|outcome| match outcome {
-                        CommitOutcome::Accepted(_) | CommitOutcome::Repeated => Answer::Accepted,
+                        CommitOutcome::Accepted(enqueued) => Answer::Accepted(enqueued.skipped),
+                        CommitOutcome::Repeated => Answer::Done,
                         CommitOutcome::Stale { current } => Answer::Stale(current),
                     })
                 };
@@ -417,7 +418,10 @@ impl Drop for Session {
 }
 
 enum Answer {
-    Accepted,
+    /// Done, nothing to report.
+    Done,
+    /// Stored; these recipients were skipped as inactive.
+    Accepted(Vec<AccountId>),
     KeyPackage(Vec<u8>),
     Stale(u64),
     Rejected(ErrorCode),
@@ -426,7 +430,8 @@ enum Answer {
 impl Answer {
     fn into_frame(self, request: u32) -> RelayFrame {
         match self {
-            Self::Accepted => RelayFrame::Accepted { request },
+            Self::Done => RelayFrame::Accepted { request, inactive: Vec::new() },
+            Self::Accepted(inactive) => RelayFrame::Accepted { request, inactive },
             Self::KeyPackage(key_package) => RelayFrame::KeyPackage { request, key_package },
             Self::Stale(epoch) => RelayFrame::StaleEpoch { request, epoch },
             Self::Rejected(code) => RelayFrame::Rejected { request, code },

@@ -168,11 +168,20 @@ impl CommitRequest {
     }
 }
 
+/// Payloads queued by a send or commit, and the recipients skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Enqueued {
+    /// One copy per active recipient, in id order.
+    pub queued: Vec<Queued>,
+    /// Recipients whose account is deactivated or unknown.
+    pub skipped: Vec<AccountId>,
+}
+
 /// Result of a commit submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
     /// Stored; the group moved to the next epoch.
-    Accepted(Vec<Queued>),
+    Accepted(Enqueued),
     /// The same commit was ordered before; nothing new was stored.
     Repeated,
     /// Another commit won this epoch; the group is at `current`.
@@ -240,7 +249,7 @@ pub trait Operations {
         payload: &Arc<[u8]>,
         now: UnixSeconds,
         expires: UnixSeconds,
-    ) -> Result<Vec<Queued>, StoreError>;
+    ) -> Result<Enqueued, StoreError>;
     /// Orders a commit (see [`CommitRequest::decide`]) and queues it for
     /// the active recipients, and its Welcome for the new members.
     fn commit(

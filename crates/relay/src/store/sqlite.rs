@@ -9,8 +9,8 @@ use hush_proto::{AccountId, IdentityKey};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    AccountRecord, CommitOutcome, CommitRequest, Decision, GroupRecord, Operations, Queued, RelayStore,
-    Stats, StoreError, UnixSeconds,
+    AccountRecord, CommitOutcome, CommitRequest, Decision, Enqueued, GroupRecord, Operations, Queued,
+    RelayStore, Stats, StoreError, UnixSeconds,
 };
 
 const SCHEMA: &str = "
@@ -354,22 +354,26 @@ impl SqliteStore {
         payload: &Arc<[u8]>,
         now: UnixSeconds,
         expires: UnixSeconds,
-    ) -> Result<Vec<Queued>, StoreError> {
-        let active = self.active_only(recipients)?;
+    ) -> Result<Enqueued, StoreError> {
+        let (active, skipped) = self.active_only(recipients)?;
         if active.is_empty() && !recipients.is_empty() {
             return Err(StoreError::UnknownAccount);
         }
-        self.insert_queued(&active, payload, now, expires)
+        Ok(Enqueued { queued: self.insert_queued(&active, payload, now, expires)?, skipped })
     }
 
-    fn active_only(&self, recipients: &[AccountId]) -> Result<Vec<AccountId>, StoreError> {
+    /// The recipients whose accounts are active, and the others.
+    fn active_only(&self, recipients: &[AccountId]) -> Result<(Vec<AccountId>, Vec<AccountId>), StoreError> {
         let mut active = Vec::with_capacity(recipients.len());
+        let mut skipped = Vec::new();
         for recipient in recipients {
             if matches!(self.account(recipient)?, Some(record) if !record.deactivated) {
                 active.push(*recipient);
+            } else {
+                skipped.push(*recipient);
             }
         }
-        Ok(active)
+        Ok((active, skipped))
     }
 
     fn insert_queued(
@@ -436,7 +440,7 @@ impl SqliteStore {
         // The commit goes to every active member; one that wiped its device
         // (or is being removed after it did) is skipped, and the group
         // moves on. New members must be active.
-        let members = self.active_only(&commit.recipients)?;
+        let (members, skipped) = self.active_only(&commit.recipients)?;
         let mut queued = self.insert_queued(&members, &commit.payload, now, expires)?;
         if let Some((new_members, welcome)) = &commit.welcome {
             for member in new_members {
@@ -461,7 +465,7 @@ impl SqliteStore {
                 "INSERT OR REPLACE INTO group_commits (group_id, epoch, digest, expires) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![&commit.group.0[..], as_i64(commit.epoch), &commit.digest()[..], as_i64(expires)])?;
-        Ok(CommitOutcome::Accepted(queued))
+        Ok(CommitOutcome::Accepted(Enqueued { queued, skipped }))
     }
 
     fn pending(
@@ -585,7 +589,7 @@ impl Operations for SqliteStore {
         payload: &Arc<[u8]>,
         now: UnixSeconds,
         expires: UnixSeconds,
-    ) -> Result<Vec<Queued>, StoreError> {
+    ) -> Result<Enqueued, StoreError> {
         self.atomic(|store| store.enqueue(recipients, payload, now, expires))
     }
 

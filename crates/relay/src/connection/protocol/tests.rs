@@ -183,7 +183,7 @@ async fn a_send_reaches_a_subscribed_recipient_at_once_and_an_ack_deletes_it() {
         payload: b"sealed".to_vec(),
         ttl_secs: 0,
     });
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 5 });
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 5, inactive: vec![] });
     let RelayFrame::Deliver { id, payload, .. } = bob.recv().await else { panic!("no delivery") };
     assert_eq!(payload, b"sealed");
     bob.send(ClientFrame::Ack { ids: vec![id] });
@@ -219,7 +219,7 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
         last_resort: None,
         expires_at: u64::MAX,
     });
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 2 });
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 2, inactive: vec![] });
     alice.send(ClientFrame::FetchKeyPackage { request: 3, account: alice_id });
     assert_eq!(alice.recv().await, RelayFrame::KeyPackage { request: 3, key_package: b"kp".to_vec() });
     alice.send(ClientFrame::FetchKeyPackage { request: 4, account: alice_id });
@@ -245,13 +245,13 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
     };
     let (epoch_key, next_epoch_key) = (key(50), key(51));
     alice.send(commit(10, 0, b"create", &key(49), &epoch_key));
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 10 });
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 10, inactive: vec![] });
     alice.send(commit(11, 1, b"junk", &key(99), &key(98)));
     assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 11, code: ErrorCode::NotAMember });
     alice.send(commit(12, 1, b"update", &epoch_key, &next_epoch_key));
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 12 });
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 12, inactive: vec![] });
     alice.send(commit(13, 1, b"update", &epoch_key, &next_epoch_key));
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 13 });
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 13, inactive: vec![] });
     alice.send(commit(14, 1, b"rival", &epoch_key, &next_epoch_key));
     assert_eq!(alice.recv().await, RelayFrame::StaleEpoch { request: 14, epoch: 2 });
     // A payload announcing another key than the frame, or a key no

@@ -135,7 +135,7 @@ fn only_the_holder_of_the_current_epoch_key_moves_a_group_on() {
     assert_eq!(store.stats().unwrap().queued_messages, 1, "refused commits queued nothing");
     // The members carry on.
     let real = commit(&group, 1, vec![alice], b"real", &epoch_key(1));
-    assert!(matches!(order(&mut store, &real), Ok(CommitOutcome::Accepted(q)) if q.len() == 1));
+    assert!(matches!(order(&mut store, &real), Ok(CommitOutcome::Accepted(q)) if q.queued.len() == 1));
 }
 
 #[test]
@@ -195,8 +195,8 @@ fn a_failing_op_does_not_undo_its_batch_neighbours() {
     let mut results = Vec::new();
     store
         .batch(&mut |ops| {
-            results.push(ops.enqueue(&[alice], &body, 1, 100).map(|q| q.len()));
-            results.push(ops.enqueue(&[stranger], &body, 1, 100).map(|q| q.len()));
+            results.push(ops.enqueue(&[alice], &body, 1, 100).map(|q| q.queued.len()));
+            results.push(ops.enqueue(&[stranger], &body, 1, 100).map(|q| q.queued.len()));
         })
         .unwrap();
     assert!(matches!(results[0], Ok(1)));
@@ -213,7 +213,8 @@ fn a_deactivated_recipient_is_skipped_and_does_not_fail_a_send_or_a_commit() {
     let body = payload(b"x");
     let queued = Operations::enqueue(&mut store, &[alice, carol], &body, 6, 100)
         .expect("a send with one wiped member failed");
-    assert_eq!(queued.iter().map(|q| q.recipient).collect::<Vec<_>>(), [alice]);
+    assert_eq!(queued.queued.iter().map(|q| q.recipient).collect::<Vec<_>>(), [alice]);
+    assert_eq!(queued.skipped, [carol], "the sender is told whom it could not reach");
     // Removing the wiped member: the commit is addressed to her too.
     let group = GroupId(vec![7; 16]);
     let Ok(CommitOutcome::Accepted(queued)) =
@@ -221,7 +222,7 @@ fn a_deactivated_recipient_is_skipped_and_does_not_fail_a_send_or_a_commit() {
     else {
         panic!("a commit with a wiped member failed")
     };
-    assert_eq!(queued.len(), 1);
+    assert_eq!((queued.queued.len(), queued.skipped.as_slice()), (1, &[carol][..]));
     // A Welcome to a wiped account is still refused, and nothing of the
     // commit stays: its queued copy for alice (written before the check
     // failed) is undone, and the group stays at its epoch.
@@ -273,7 +274,7 @@ fn ack_deletes_only_the_owners_rows_and_purge_drops_expired() {
     let alice = register(&mut store, hash, 1);
     let bob = register(&mut store, hash, 2);
     let queued = Operations::enqueue(&mut store, &[alice, bob], &payload(b"x"), 1, 50).unwrap();
-    let ids: Vec<u64> = queued.iter().map(|q| q.id).collect();
+    let ids: Vec<u64> = queued.queued.iter().map(|q| q.id).collect();
     assert_eq!(Operations::ack(&mut store, &alice, &ids).unwrap(), 1);
     assert_eq!(Operations::purge_expired(&mut store, 50).unwrap(), 1);
     assert_eq!(store.stats().unwrap().queued_messages, 0);
