@@ -838,11 +838,23 @@ impl Store {
 }
 
 /// The first name after every name that starts with `prefix` (text sorts
-/// by its UTF-8 bytes), so `prefix..prefix_end` is an index range.
+/// by its UTF-8 bytes, as code points do), so `prefix..prefix_end` is an
+/// index range: the prefix with its last character replaced by the next one.
 fn prefix_end(prefix: &str) -> String {
     let mut end = prefix.to_owned();
-    end.push(char::MAX);
-    end
+    while let Some(last) = end.pop() {
+        let next = match u32::from(last) + 1 {
+            0xd800 => Some('\u{e000}'),
+            code => char::from_u32(code),
+        };
+        if let Some(next) = next {
+            end.push(next);
+            return end;
+        }
+    }
+    // Only for an empty prefix (or one of nothing but U+10FFFF): past
+    // every name a profile uses.
+    char::MAX.to_string().repeat(4)
 }
 
 /// Destroys a profile. The key file is overwritten in place with random
@@ -924,6 +936,23 @@ mod tests {
         assert!(matches!(Store::open(dir.path(), b"wrong"), Err(StoreError::WrongPassphrase)));
         let store = Store::open(dir.path(), b"right").unwrap();
         assert_eq!(store.setting("name").unwrap(), Some(b"alice".to_vec()));
+    }
+
+    #[test]
+    fn settings_by_prefix_are_exactly_those_whose_name_starts_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), b"pw", CHEAP, 10).unwrap();
+        for name in ["held:ab:1", "held:ab:2", "held:ab", "held:abc:1", "held:a", "hele", "held:ab:\u{10ffff}x"] {
+            store.set_setting(name, name.as_bytes()).unwrap();
+        }
+        let names = |prefix| -> Vec<String> {
+            store.settings_with_prefix(prefix).unwrap().into_iter().map(|(name, _)| name).collect()
+        };
+        assert_eq!(names("held:ab:"), ["held:ab:1", "held:ab:2", "held:ab:\u{10ffff}x"]);
+        assert_eq!(store.count_settings_with_prefix("held:ab:").unwrap(), (3, 9 + 9 + 13));
+        assert_eq!(store.delete_settings_with_prefix("held:ab:").unwrap(), 3);
+        assert_eq!(names("held:"), ["held:a", "held:ab", "held:abc:1"]);
+        assert_eq!(store.setting("hele").unwrap(), Some(b"hele".to_vec()));
     }
 
     #[test]

@@ -514,9 +514,15 @@ impl SqliteStore {
         let undone = match &result {
             Ok(_) => Ok(()),
             Err(_) if self.connection.is_autocommit() => Err(()),
-            Err(_) => self.connection.execute_batch("ROLLBACK TO op").map_err(drop),
+            Err(_) => self
+                .connection
+                .prepare_cached("ROLLBACK TO op")
+                .and_then(|mut s| s.execute([]))
+                .map(drop)
+                .map_err(drop),
         };
-        if undone.is_err() || self.connection.execute_batch("RELEASE op").is_err() {
+        let released = self.connection.prepare_cached("RELEASE op").and_then(|mut s| s.execute([]));
+        if undone.is_err() || released.is_err() {
             self.aborted.set(true);
             return Err(StoreError::Batch("the batch's transaction was rolled back".into()));
         }
