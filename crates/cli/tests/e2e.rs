@@ -386,7 +386,11 @@ fn a_removed_members_junk_commit_is_refused_and_the_group_carries_on() {
             group: GroupId(group.clone()),
             epoch: epoch as u64,
             recipients: members.clone(),
-            payload: hush_proto::commit_payload(&next_key, b"junk that no member can process"),
+            payload: hush_proto::announced_payload(
+                hush_proto::COMMIT_PAYLOAD_TAG,
+                &hush_proto::KeyAnnouncement { next_key, signature: [0; 64] },
+                b"junk that no member can process",
+            ),
             welcome: None,
             next_key,
             signature: [9; 64],

@@ -49,10 +49,11 @@ pub struct Request {
 }
 
 impl Request {
-    /// A short id that tells requests apart (the group id's first 8 bytes,
-    /// hex); `accept` and `decline` take it.
+    /// The request's id (the group id, hex); `accept` and `decline` take
+    /// it, or any start of it of 8 characters or more that no other
+    /// request shares.
     pub fn id(&self) -> String {
-        data_encoding::HEXLOWER.encode(self.group_id.get(..8).unwrap_or(&self.group_id))
+        data_encoding::HEXLOWER.encode(&self.group_id)
     }
 }
 
@@ -304,8 +305,10 @@ impl Client {
         let pick = |matches: &dyn Fn(&Request) -> bool| -> Vec<Request> {
             requests.iter().filter(|r| matches(r)).cloned().collect()
         };
+        let start = |r: &Request| name.len() >= 8 && r.id().starts_with(name);
         for mut matching in [
             pick(&|r| r.id() == name),
+            pick(&start),
             pick(&|r| r.conversation == name),
             pick(&|r| r.from.to_string() == name),
         ] {

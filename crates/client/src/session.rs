@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use hush_core::{
     delete_key_package, new_key_packages, process_incoming, verify_key_package, Body, Content, Conversation,
-    Incoming, IssuedKeyPackage, KeyPackagePolicy, SentCommit, VerifiedKeyPackage,
+    Incoming, IssuedKeyPackage, KeyPackagePolicy, RelayKeyCheck, SentCommit, VerifiedKeyPackage,
 };
 use hush_proto::{AccountId, ClientFrame, ErrorCode, GroupId, RelayFrame};
 use hush_store::{ConversationKind, ConversationRecord, MessageRecord};
@@ -124,7 +124,15 @@ impl<'a> Session<'a> {
         let (connection, key_packages) =
             Self::admit(client, Credentials::Login { account: client.account() }).await?;
         let mut session = Self::new(client, connection);
-        session.maintain_key_packages(key_packages).await?;
+        match session.maintain_key_packages(key_packages).await {
+            Ok(()) => {}
+            // Refused (an upload already expired: this device's clock is
+            // wrong): say so, and still let the user in.
+            Err(ClientError::Relay(code)) => {
+                tracing::warn!(?code, "the relay refused this device's key packages: is its clock right?");
+            }
+            Err(error) => return Err(error),
+        }
         session.resolve_commits().await?;
         session.key_groups_at_the_relay()?;
         Ok(session)
@@ -409,6 +417,8 @@ impl<'a> Session<'a> {
         let now = self.client.now_ms();
         for (key, value) in store.settings_with_prefix(HELD_PREFIX)? {
             let held_at = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            // A clock set back must not keep a payload forever.
+            let held_at = held_at.min(now);
             if now.saturating_sub(held_at) < HELD_FOR.as_millis() as u64 {
                 continue;
             }
@@ -435,7 +445,8 @@ impl<'a> Session<'a> {
         }
         // One notice per group and epoch: anyone who knows a group's id can
         // send it junk, and must not be able to flood it with notices.
-        let epoch = Conversation::load(&store.provider(), &group_id)?.map(|c| c.epoch()).unwrap_or(0);
+        let epoch =
+            Conversation::load(&store.provider(), &group_id).ok().flatten().map(|c| c.epoch()).unwrap_or(0);
         let noted = format!("unreadable:{}", data_encoding::HEXLOWER.encode(&group_id));
         if number_setting(store, &noted)? == Some(epoch) {
             return Ok(());
@@ -457,7 +468,7 @@ impl<'a> Session<'a> {
     fn record(&self, incoming: Incoming, now: u64) -> Result<(), ClientError> {
         let store = &self.client.store;
         match incoming {
-            Incoming::Joined { conversation, by, .. } => {
+            Incoming::Joined { conversation, by, relay_key, .. } => {
                 let group_id = conversation.id();
                 // A Welcome into a group we were removed from, at or before
                 // the epoch of the removal, is a replay: refused (and the
@@ -471,6 +482,7 @@ impl<'a> Session<'a> {
                 store.set_conversation_active(&group_id, true)?;
                 store.set_timer(&group_id, None)?;
                 store.set_needs_update(&group_id, true)?;
+                self.note_relay_key(&group_id, by, relay_key, now)?;
                 // Added by someone we never chose to talk to: a request.
                 if self.client.knows(&by)? {
                     store.delete_setting(&request_key(&group_id))?;
@@ -523,28 +535,12 @@ impl<'a> Session<'a> {
                     }
                 }
             },
-            Incoming::Changed { group_id, sender, added, removed, self_removed, epoch, relay_key_ok } => {
+            Incoming::Changed { group_id, sender, added, removed, self_removed, epoch, relay_key } => {
                 // Another member's commit won the epoch of our unresolved
                 // one (merging it dropped ours).
                 store.delete_setting(&unresolved_key(&group_id))?;
                 self.record_membership(&group_id, sender, &added, &removed, now)?;
-                if !relay_key_ok {
-                    let who = self.client.display_name(&sender)?;
-                    let record = MessageRecord {
-                        message_id: Draft::new("", None).id,
-                        group_id: group_id.clone(),
-                        sender,
-                        text: format!(
-                            "warning: {who} gave the relay a key the other members do not have: only {who} \
-                             can change this group from now on (add, remove, update keys); start a new group \
-                             without {who}"
-                        ),
-                        sent_at_ms: now,
-                        event: true,
-                        expires_at_ms: None,
-                    };
-                    store.insert_message(&record, now, false)?;
-                }
+                self.note_relay_key(&group_id, sender, relay_key, now)?;
                 if self_removed {
                     store.set_conversation_active(&group_id, false)?;
                     store.set_setting(&left_key(&group_id), &epoch.to_be_bytes())?;
@@ -554,6 +550,41 @@ impl<'a> Session<'a> {
             Incoming::Ignored => {}
         }
         store.forget_sightings(now.saturating_sub(SIGHTING_MEMORY.as_millis() as u64))?;
+        Ok(())
+    }
+
+    /// Shows a problem with the relay key a commit or Welcome announced:
+    /// changing the group may fail from now on, and the members should
+    /// know whose doing it is (or that it cannot be told).
+    fn note_relay_key(
+        &self,
+        group_id: &[u8],
+        by: AccountId,
+        check: RelayKeyCheck,
+        now: u64,
+    ) -> Result<(), ClientError> {
+        let who = self.client.display_name(&by)?;
+        let text = match check {
+            RelayKeyCheck::Confirmed | RelayKeyCheck::NotApplicable => return Ok(()),
+            RelayKeyCheck::Wrong => format!(
+                "warning: {who} gave the relay a key the other members do not have (signed by {who}): only \
+                 {who} can change this group from now on; start a new group without {who}"
+            ),
+            RelayKeyCheck::Unverified => format!(
+                "warning: a change by {who} came without a valid key announcement: the relay altered it, or \
+                 {who} sent it around the relay; changing this group may fail from now on"
+            ),
+        };
+        let record = MessageRecord {
+            message_id: Draft::new("", None).id,
+            group_id: group_id.to_vec(),
+            sender: by,
+            text,
+            sent_at_ms: now,
+            event: true,
+            expires_at_ms: None,
+        };
+        self.client.store.insert_message(&record, now, false)?;
         Ok(())
     }
 
@@ -846,12 +877,24 @@ impl<'a> Session<'a> {
     /// has to notice. Best effort: a failure is logged and the caller goes
     /// on. The relay could make this up, but no more than it could withhold
     /// every message from that member; the removal is shown to everyone.
-    async fn remove_inactive(&mut self) {
+    async fn remove_inactive(&mut self) -> Result<(), ClientError> {
         while let Some((group_id, accounts)) = self.inactive.pop() {
-            if let Err(error) = self.remove_inactive_from(&group_id, &accounts).await {
-                tracing::warn!(%error, "could not remove deactivated members from a group");
+            match self.remove_inactive_from(&group_id, &accounts).await {
+                Ok(()) => {}
+                // This group's trouble (a race, a refusal) is logged; a lost
+                // connection, a failing store or a wipe order end the caller.
+                Err(
+                    error @ (ClientError::GroupStuck
+                    | ClientError::Core(_)
+                    | ClientError::Invalid(_)
+                    | ClientError::Relay(_)),
+                ) => {
+                    tracing::warn!(%error, "could not remove deactivated members from a group");
+                }
+                Err(error) => return Err(error),
             }
         }
+        Ok(())
     }
 
     async fn remove_inactive_from(
@@ -891,15 +934,26 @@ impl<'a> Session<'a> {
             }
             return Ok(());
         }
+        // The relay's word alone: never more than half of the others at
+        // once, so a lying relay cannot empty a group with one answer.
+        let others = members.as_ref().map_or(0, |m| m.len().saturating_sub(1));
+        if gone.len() * 2 > others {
+            tracing::warn!(count = gone.len(), "the relay reports most of a group deactivated; not removing");
+            return Ok(());
+        }
         let identity = &self.client.identity;
+        let removed = std::cell::RefCell::new(Vec::new());
         self.commit(group_id, |conversation, provider| {
             // Another member may have removed them meanwhile.
             let members = conversation.members()?;
             let still: Vec<AccountId> = gone.iter().filter(|a| members.contains(a)).copied().collect();
-            Ok(conversation.remove(provider, identity, &still)?)
+            let commit = conversation.remove(provider, identity, &still)?;
+            *removed.borrow_mut() = still;
+            Ok(commit)
         })
         .await?;
-        self.record_membership(group_id, me, &[], &gone, self.client.now_ms())
+        let removed = removed.into_inner();
+        self.record_membership(group_id, me, &[], &removed, self.client.now_ms())
     }
 
     fn content(&self, body: Body) -> Content {
@@ -1000,7 +1054,7 @@ impl<'a> Session<'a> {
             expires_after_secs,
         };
         self.send_content(&group_id, &content, expires_after_secs.unwrap_or(0)).await?;
-        self.remove_inactive().await;
+        self.remove_inactive().await?;
         let store = &self.client.store;
         let record = MessageRecord {
             message_id: content.id,
@@ -1064,7 +1118,12 @@ impl<'a> Session<'a> {
                 // Failures of this one group (stuck at the relay, refused by
                 // the engine) wait an hour; a lost connection, a relay that
                 // closes the session or a wipe order still end the caller.
-                Err(error @ (ClientError::GroupStuck | ClientError::Core(_) | ClientError::Invalid(_))) => {
+                Err(
+                    error @ (ClientError::GroupStuck
+                    | ClientError::Core(_)
+                    | ClientError::Invalid(_)
+                    | ClientError::Relay(_)),
+                ) => {
                     tracing::warn!(%error, "a self-update failed; it is tried again in an hour");
                     let retry_at = self.client.now_ms().saturating_add(UPDATE_RETRY.as_millis() as u64);
                     self.client
@@ -1087,7 +1146,7 @@ impl<'a> Session<'a> {
     pub async fn housekeeping(&mut self) -> Result<(), ClientError> {
         self.expire_held()?;
         self.self_update_due().await?;
-        self.remove_inactive().await;
+        self.remove_inactive().await?;
         self.maintain_key_packages(u32::MAX).await
     }
 

@@ -56,6 +56,8 @@ pub enum Incoming {
         members: Vec<AccountId>,
         /// Who added us (the member who signed the Welcome's group info).
         by: AccountId,
+        /// Whether `by` gave the relay the key the members derive.
+        relay_key: RelayKeyCheck,
     },
     /// An application message.
     Message {
@@ -80,15 +82,56 @@ pub enum Incoming {
         self_removed: bool,
         /// The group's epoch after the commit.
         epoch: u64,
-        /// False if the committer gave the relay a key for the new epoch
-        /// other than the one the members derive: from now on only the
-        /// committer can change the group at the relay (see
-        /// [`hush_proto::commit_payload`]).
-        relay_key_ok: bool,
+        /// Whether the committer gave the relay the key the members derive
+        /// for the new epoch (see [`hush_proto::key_announcement`]).
+        relay_key: RelayKeyCheck,
     },
     /// Nothing to show: a message for a group we are not (or no longer) in,
     /// or one we processed already.
     Ignored,
+}
+
+/// What a commit or Welcome said about the relay key of the epoch it leads
+/// to, checked against the key this device derives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKeyCheck {
+    /// Announced and signed by the committer, and the key every member
+    /// derives: the relay will accept the members' next commit.
+    Confirmed,
+    /// The committer signed an announcement of another key: it gave the
+    /// relay a key only it holds, so from now on only it can change the
+    /// group at the relay. Proven against the committer.
+    Wrong,
+    /// No announcement, or one whose signature does not verify: the relay
+    /// altered the payload, or the committer sent the commit around the
+    /// relay's ordering. Nothing is proven against the committer.
+    Unverified,
+    /// Nothing to check (we were removed by this commit).
+    NotApplicable,
+}
+
+fn check_announcement(
+    announcement: Option<hush_proto::KeyAnnouncement>,
+    group_id: &[u8],
+    epoch: u64,
+    derived: &[u8; 32],
+    signer: &[u8],
+) -> RelayKeyCheck {
+    let Some(announcement) = announcement else { return RelayKeyCheck::Unverified };
+    let Ok(signer) = <[u8; 32]>::try_from(signer) else { return RelayKeyCheck::Unverified };
+    let Ok(signer) = ed25519_dalek::VerifyingKey::from_bytes(&signer) else {
+        return RelayKeyCheck::Unverified;
+    };
+    let statement = hush_proto::key_announcement(group_id, epoch, &announcement.next_key);
+    let signature = ed25519_dalek::Signature::from_bytes(&announcement.signature);
+    if signer.verify_strict(&statement, &signature).is_err() {
+        return RelayKeyCheck::Unverified;
+    }
+    if &announcement.next_key == derived {
+        RelayKeyCheck::Confirmed
+    } else {
+        RelayKeyCheck::Wrong
+    }
 }
 
 /// One MLS group.
@@ -206,7 +249,14 @@ impl Conversation {
         let (commit, welcome, _) =
             self.group.add_members(provider, identity.signer(), &key_packages).map_err(CoreError::mls)?;
         let added = new_members.iter().map(|m| m.account).collect();
-        self.seal(provider, epoch, recipients, serialize(&commit)?, Some((added, serialize(&welcome)?)))
+        self.seal(
+            provider,
+            identity,
+            epoch,
+            recipients,
+            serialize(&commit)?,
+            Some((added, serialize(&welcome)?)),
+        )
     }
 
     /// Removes members; the commit goes to them too, so they learn of it.
@@ -229,7 +279,7 @@ impl Conversation {
         }
         let (commit, _, _) =
             self.group.remove_members(provider, identity.signer(), &leaves).map_err(CoreError::mls)?;
-        self.seal(provider, epoch, recipients, serialize(&commit)?, None)
+        self.seal(provider, identity, epoch, recipients, serialize(&commit)?, None)
     }
 
     /// A self-update commit: fresh leaf keys (post-compromise security).
@@ -244,7 +294,7 @@ impl Conversation {
             .group
             .self_update(provider, identity.signer(), LeafNodeParameters::default())
             .map_err(CoreError::mls)?;
-        self.seal(provider, epoch, recipients, serialize(bundle.commit())?, None)
+        self.seal(provider, identity, epoch, recipients, serialize(bundle.commit())?, None)
     }
 
     /// This epoch's relay key: an Ed25519 key whose seed is exported from
@@ -270,15 +320,27 @@ impl Conversation {
     fn seal(
         &self,
         provider: &impl OpenMlsProvider,
+        identity: &Identity,
         epoch: u64,
         recipients: Vec<AccountId>,
         commit: Vec<u8>,
         welcome: Option<(Vec<AccountId>, Vec<u8>)>,
     ) -> Result<SentCommit, CoreError> {
         use ed25519_dalek::Signer as _;
+        use openmls_traits::signatures::Signer as _;
         let group_id = self.id();
         let next_key = self.next_relay_key(provider)?;
-        let commit = hush_proto::commit_payload(&next_key, &commit);
+        // Announce the key to the group, signed with our identity key, so
+        // that everyone in the new epoch can check what we told the relay.
+        let statement = hush_proto::key_announcement(&group_id, epoch + 1, &next_key);
+        let signature = identity.signer().sign(&statement).map_err(CoreError::mls)?;
+        let signature = <[u8; 64]>::try_from(signature.as_slice())
+            .map_err(|_| CoreError::Mls("identity signature of the wrong length".into()))?;
+        let announcement = hush_proto::KeyAnnouncement { next_key, signature };
+        let commit = hush_proto::announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &announcement, &commit);
+        let welcome = welcome.map(|(to, bytes)| {
+            (to, hush_proto::announced_payload(hush_proto::WELCOME_PAYLOAD_TAG, &announcement, &bytes))
+        });
         let message = hush_proto::commit_auth_message(
             &hush_proto::GroupId(group_id.clone()),
             epoch,
@@ -327,10 +389,16 @@ impl Conversation {
         mut self,
         provider: &impl OpenMlsProvider,
         message: ProtocolMessage,
-        announced: Option<[u8; 32]>,
+        announced: Option<hush_proto::KeyAnnouncement>,
     ) -> Result<Incoming, CoreError> {
         let processed = self.group.process_message(provider, message).map_err(CoreError::mls)?;
         let sender = self.sender_account(processed.sender())?;
+        let signer = match processed.sender() {
+            Sender::Member(index) => {
+                self.group.member_at(*index).map(|m| m.signature_key).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         let group_id = self.id();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(message) => {
@@ -361,13 +429,23 @@ impl Conversation {
                 let epoch = self.epoch();
                 // The key the committer gave the relay for this epoch must
                 // be the one every member derives.
-                let relay_key_ok = self_removed || announced == Some(self.relay_public_key(provider)?);
+                let relay_key = if self_removed {
+                    RelayKeyCheck::NotApplicable
+                } else {
+                    check_announcement(
+                        announced,
+                        &group_id,
+                        epoch,
+                        &self.relay_public_key(provider)?,
+                        &signer,
+                    )
+                };
                 if self_removed {
                     // Removed: this group's secrets have no further use here,
                     // and a later Welcome back into it must find no old state.
                     self.group.delete(provider.storage()).map_err(CoreError::mls)?;
                 }
-                Ok(Incoming::Changed { group_id, sender, added, removed, self_removed, epoch, relay_key_ok })
+                Ok(Incoming::Changed { group_id, sender, added, removed, self_removed, epoch, relay_key })
             }
             _ => Ok(Incoming::Ignored),
         }
@@ -388,7 +466,8 @@ fn forget_left_group(provider: &impl OpenMlsProvider, group_id: &GroupId) -> Res
 /// The group and epoch a group message (not a Welcome) says it belongs to,
 /// read from its unencrypted header without processing it.
 pub fn peek(bytes: &[u8]) -> Option<(Vec<u8>, u64)> {
-    let bytes = hush_proto::split_commit_payload(bytes).map_or(bytes, |(_, commit)| commit);
+    let bytes = hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, bytes)
+        .map_or(bytes, |(_, commit)| commit);
     let message = MlsMessageIn::tls_deserialize_exact(bytes).ok()?;
     let message: ProtocolMessage = match message.extract() {
         MlsMessageBodyIn::PrivateMessage(message) => message.into(),
@@ -401,8 +480,10 @@ pub fn peek(bytes: &[u8]) -> Option<(Vec<u8>, u64)> {
 /// Processes one payload from the mailbox: a Welcome, or a message or commit
 /// for a group we are in.
 pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result<Incoming, CoreError> {
-    let (announced, bytes) = match hush_proto::split_commit_payload(bytes) {
-        Some((key, commit)) => (Some(key), commit),
+    let tagged = hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, bytes)
+        .or_else(|| hush_proto::split_announced_payload(hush_proto::WELCOME_PAYLOAD_TAG, bytes));
+    let (announced, bytes) = match tagged {
+        Some((announcement, message)) => (Some(announcement), message),
         None => (None, bytes),
     };
     let message = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| CoreError::Malformed)?;
@@ -417,8 +498,12 @@ pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result
             let members = member_accounts(staged.members())?;
             let sender = staged.welcome_sender().map_err(CoreError::mls)?;
             let by = credential_account(sender.credential(), sender.signature_key().as_slice())?;
-            let group = staged.into_group(provider).map_err(CoreError::mls)?;
-            Ok(Incoming::Joined { conversation: Box::new(Conversation { group }), members, by })
+            let signer = sender.signature_key().as_slice().to_vec();
+            let conversation = Conversation { group: staged.into_group(provider).map_err(CoreError::mls)? };
+            let derived = conversation.relay_public_key(provider)?;
+            let relay_key =
+                check_announcement(announced, &conversation.id(), conversation.epoch(), &derived, &signer);
+            Ok(Incoming::Joined { conversation: Box::new(conversation), members, by, relay_key })
         }
         MlsMessageBodyIn::PrivateMessage(message) => {
             let message: ProtocolMessage = message.into();

@@ -446,36 +446,58 @@ mod tests {
     }
 
     #[test]
-    fn a_member_who_gives_the_relay_a_key_the_others_lack_is_caught_by_every_member() {
+    fn a_false_relay_key_is_proven_against_its_committer_and_a_relay_edit_is_not() {
+        use crate::group::RelayKeyCheck;
+        use openmls_traits::signatures::Signer as _;
         let (alice_provider, alice) = person();
         let (bob_provider, bob) = person();
         let (carol_provider, carol) = person();
+        let (dave_provider, dave) = person();
         let mut group = Conversation::create(&alice_provider, &alice).unwrap();
         let mut packages = Vec::new();
-        for (provider, who) in [(&bob_provider, &bob), (&carol_provider, &carol)] {
+        for (provider, who) in [(&bob_provider, &bob), (&carol_provider, &carol), (&dave_provider, &dave)] {
             let kp = new_key_packages(provider, who, 1, false, 0).unwrap().one_time;
             packages.push(verify_key_package(&alice_provider, &kp[0], who.account()).unwrap());
         }
         let create = group.add(&alice_provider, &alice, &packages).unwrap();
         group.confirm_commit(&alice_provider).unwrap();
         let (_, welcome) = create.welcome.unwrap();
-        for provider in [&bob_provider, &carol_provider] {
-            assert!(matches!(process_incoming(provider, &welcome).unwrap(), Incoming::Joined { .. }));
+        for provider in [&bob_provider, &carol_provider, &dave_provider] {
+            // Those the commit adds check the key with its Welcome.
+            assert!(matches!(
+                process_incoming(provider, &welcome).unwrap(),
+                Incoming::Joined { relay_key: RelayKeyCheck::Confirmed, .. }
+            ));
         }
         let mut bobs = Conversation::load(&bob_provider, &group.id()).unwrap().unwrap();
         let update = bobs.self_update(&bob_provider, &bob).unwrap();
-        let (announced, mls) = hush_proto::split_commit_payload(&update.commit).unwrap();
-        assert_eq!(announced, update.next_key, "the payload carries the key the frame gives the relay");
-        // Alice gets the commit as bob made it; carol gets one that
-        // announces a key of bob's own choosing.
+        let (announced, mls) =
+            hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &update.commit).unwrap();
+        assert_eq!(
+            announced.next_key, update.next_key,
+            "the payload carries the key the frame gives the relay"
+        );
+        // Alice gets the commit as made.
         assert!(matches!(
             process_incoming(&alice_provider, &update.commit).unwrap(),
-            Incoming::Changed { relay_key_ok: true, .. }
+            Incoming::Changed { relay_key: RelayKeyCheck::Confirmed, .. }
         ));
-        let lie = hush_proto::commit_payload(&[7; 32], mls);
+        // Carol gets one where bob signed a key of his own choosing.
+        let false_key = [7; 32];
+        let statement = hush_proto::key_announcement(&group.id(), update.epoch + 1, &false_key);
+        let signature: [u8; 64] = bob.signer().sign(&statement).unwrap().try_into().unwrap();
+        let lie = hush_proto::KeyAnnouncement { next_key: false_key, signature };
+        let lie = hush_proto::announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &lie, mls);
         assert!(matches!(
             process_incoming(&carol_provider, &lie).unwrap(),
-            Incoming::Changed { relay_key_ok: false, sender, .. } if sender == bob.account()
+            Incoming::Changed { relay_key: RelayKeyCheck::Wrong, sender, .. } if sender == bob.account()
+        ));
+        // Dave gets one the relay edited: nothing is proven against bob.
+        let edited = hush_proto::KeyAnnouncement { next_key: false_key, signature: announced.signature };
+        let edited = hush_proto::announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &edited, mls);
+        assert!(matches!(
+            process_incoming(&dave_provider, &edited).unwrap(),
+            Incoming::Changed { relay_key: RelayKeyCheck::Unverified, .. }
         ));
     }
 }

@@ -16,7 +16,9 @@ mod keys;
 
 pub use content::{Body, Content, MessageId};
 pub use error::CoreError;
-pub use group::{member_accounts, peek, process_incoming, Conversation, Incoming, Outgoing, SentCommit};
+pub use group::{
+    member_accounts, peek, process_incoming, Conversation, Incoming, Outgoing, RelayKeyCheck, SentCommit,
+};
 pub use identity::Identity;
 pub use keys::{
     delete_key_package, new_key_packages, verify_key_package, IssuedKeyPackage, KeyPackageBatch,

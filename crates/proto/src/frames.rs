@@ -329,31 +329,60 @@ pub fn commit_auth_message(
 }
 
 /// First byte of a commit's payload: it is followed by the next epoch's
-/// public relay key (the frame's `next_key`) and then the MLS commit. (An
-/// MLS message starts with its version, 0x0001, so the two never mix.)
+/// public relay key (the frame's `next_key`), the committer's signature of
+/// that key (see [`key_announcement`]) and then the MLS commit. (An MLS
+/// message starts with its version, 0x0001, so the two never mix.)
 pub const COMMIT_PAYLOAD_TAG: u8 = 0xc1;
 
-/// A commit's payload: the tag, the next epoch's relay key, the MLS commit.
-/// The key travels inside the payload so that every member who processes
-/// the commit checks it against the key it derives itself: a member who
-/// announced a key the others do not share is caught by all of them.
-pub fn commit_payload(next_key: &[u8; 32], commit: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(33 + commit.len());
-    payload.push(COMMIT_PAYLOAD_TAG);
-    payload.extend_from_slice(next_key);
-    payload.extend_from_slice(commit);
+/// First byte of a Welcome's payload, laid out like a commit's.
+pub const WELCOME_PAYLOAD_TAG: u8 = 0xc2;
+
+/// The next epoch's relay key, as a committer announces it to the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAnnouncement {
+    /// The public relay key the committer gave the relay for the new epoch.
+    pub next_key: [u8; 32],
+    /// The committer's signature, with its identity (MLS leaf) key, over
+    /// [`key_announcement`].
+    pub signature: [u8; 64],
+}
+
+/// The bytes a committer signs to announce the relay key of `group`'s
+/// `epoch` (the epoch its commit leads to). Every member of that epoch can
+/// check it against the key it derives; with the signature, a member who
+/// gave the relay another key is proven to have done so, and a relay that
+/// altered the announcement is caught instead of the committer.
+pub fn key_announcement(group: &[u8], epoch: u64, next_key: &[u8; 32]) -> Vec<u8> {
+    let mut message = b"hush-relay-key-v1\0".to_vec();
+    message.extend_from_slice(&(group.len() as u64).to_be_bytes());
+    message.extend_from_slice(group);
+    message.extend_from_slice(&epoch.to_be_bytes());
+    message.extend_from_slice(next_key);
+    message
+}
+
+/// A commit's or Welcome's payload: the tag, the announcement, the MLS
+/// message. The key travels with the commit, to every member who processes
+/// it and to every member it adds.
+pub fn announced_payload(tag: u8, announcement: &KeyAnnouncement, message: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(97 + message.len());
+    payload.push(tag);
+    payload.extend_from_slice(&announcement.next_key);
+    payload.extend_from_slice(&announcement.signature);
+    payload.extend_from_slice(message);
     payload
 }
 
-/// Splits a commit's payload into the announced key and the MLS commit;
-/// `None` for anything else (an application message, a Welcome).
-pub fn split_commit_payload(payload: &[u8]) -> Option<([u8; 32], &[u8])> {
-    let (&tag, rest) = payload.split_first()?;
-    if tag != COMMIT_PAYLOAD_TAG || rest.len() < 32 {
+/// Splits a payload made by [`announced_payload`] with `tag`; `None` for
+/// anything else.
+pub fn split_announced_payload(tag: u8, payload: &[u8]) -> Option<(KeyAnnouncement, &[u8])> {
+    let (&first, rest) = payload.split_first()?;
+    if first != tag || rest.len() < 96 {
         return None;
     }
-    let (key, commit) = rest.split_at(32);
-    Some((key.try_into().ok()?, commit))
+    let (key, rest) = rest.split_at(32);
+    let (signature, message) = rest.split_at(64);
+    Some((KeyAnnouncement { next_key: key.try_into().ok()?, signature: signature.try_into().ok()? }, message))
 }
 
 fn write_accounts(w: &mut Writer, accounts: &[AccountId]) {

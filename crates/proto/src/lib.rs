@@ -16,8 +16,9 @@ mod wipe_code;
 
 pub use codec::DecodeError;
 pub use frames::{
-    auth_message, commit_auth_message, commit_payload, split_commit_payload, AuthPurpose, ClientFrame,
-    ErrorCode, RelayFrame, COMMIT_KEY_LABEL, COMMIT_PAYLOAD_TAG,
+    announced_payload, auth_message, commit_auth_message, key_announcement, split_announced_payload,
+    AuthPurpose, ClientFrame, ErrorCode, KeyAnnouncement, RelayFrame, COMMIT_KEY_LABEL, COMMIT_PAYLOAD_TAG,
+    WELCOME_PAYLOAD_TAG,
 };
 pub use ids::{AccountId, CertificatePin, GroupId, IdError, IdentityKey};
 pub use invite::{is_relay_address, Invite, InviteError};

@@ -249,9 +249,10 @@ impl StoreHandle {
         one_time: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
         expires: UnixSeconds,
+        now: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<u32, StoreError>> + Send + 'static {
         self.call(nothing_stored, move |s| {
-            s.add_key_packages(&account, &one_time, last_resort.as_deref(), expires)
+            s.add_key_packages(&account, &one_time, last_resort.as_deref(), expires, now)
         })
     }
 

@@ -942,7 +942,9 @@ mod tests {
     fn settings_by_prefix_are_exactly_those_whose_name_starts_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(dir.path(), b"pw", CHEAP, 10).unwrap();
-        for name in ["held:ab:1", "held:ab:2", "held:ab", "held:abc:1", "held:a", "hele", "held:ab:\u{10ffff}x"] {
+        for name in
+            ["held:ab:1", "held:ab:2", "held:ab", "held:abc:1", "held:a", "hele", "held:ab:\u{10ffff}x"]
+        {
             store.set_setting(name, name.as_bytes()).unwrap();
         }
         let names = |prefix| -> Vec<String> {

@@ -313,7 +313,7 @@ impl Session {
                     return;
                 }
                 let expires = expires_at.min(now.saturating_add(MAX_KEY_PACKAGE_SECS));
-                let added = store.add_key_packages(self.account, one_time, last_resort, expires);
+                let added = store.add_key_packages(self.account, one_time, last_resort, expires, now);
                 self.spawn_request(Some(request), async move { added.await.map(|_| Answer::Done) }).await;
             }
             ClientFrame::FetchKeyPackage { request, account } => {
@@ -321,6 +321,16 @@ impl Session {
                 self.spawn_request(Some(request), async move { taken.await.map(Answer::KeyPackage) }).await;
             }
             ClientFrame::Send { request, recipients, payload, ttl_secs } => {
+                // A commit must be ordered: one sent as a plain message
+                // would move members to an epoch the relay never saw.
+                if matches!(
+                    payload.first(),
+                    Some(&(hush_proto::COMMIT_PAYLOAD_TAG | hush_proto::WELCOME_PAYLOAD_TAG))
+                ) {
+                    let refused = Answer::Rejected(ErrorCode::Malformed);
+                    self.spawn_request(Some(request), async move { Ok(refused) }).await;
+                    return;
+                }
                 let (now, expires) = self.shared.expiry(ttl_secs);
                 let queued = store.enqueue(recipients, payload.into(), now, expires);
                 let answer = async move { queued.await.map(|enqueued| Answer::Accepted(enqueued.skipped)) };

@@ -123,7 +123,8 @@ impl CommitRequest {
     /// next-epoch key as the frame (so every member checks it), and that key
     /// is a usable Ed25519 key (not one no signature could ever match).
     pub fn well_formed(&self) -> bool {
-        let announced = hush_proto::split_commit_payload(&self.payload).map(|(key, _)| key);
+        let announced = hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &self.payload)
+            .map(|(announcement, _)| announcement.next_key);
         let usable = ed25519_dalek::VerifyingKey::from_bytes(&self.next_key).is_ok_and(|key| !key.is_weak());
         announced == Some(self.next_key) && usable
     }
@@ -235,6 +236,7 @@ pub trait Operations {
         one_time: &[Vec<u8>],
         last_resort: Option<&[u8]>,
         expires: UnixSeconds,
+        now: UnixSeconds,
     ) -> Result<u32, StoreError>;
     /// Counts unexpired one-time key packages.
     fn count_key_packages(&mut self, account: &AccountId, now: UnixSeconds) -> Result<u32, StoreError>;

@@ -294,6 +294,7 @@ impl SqliteStore {
         one_time: &[Vec<u8>],
         last_resort: Option<&[u8]>,
         expires: UnixSeconds,
+        now: UnixSeconds,
     ) -> Result<u32, StoreError> {
         self.require_active(account)?;
         let mut insert = self.connection.prepare_cached(
@@ -308,9 +309,7 @@ impl SqliteStore {
                 .execute([&account.0[..]])?;
             insert.execute(params![&account.0[..], true, package, as_i64(expires)])?;
         }
-        // Everything stored here expires at `expires`; what is still valid
-        // then was valid before it.
-        self.count_key_packages(account, expires.saturating_sub(1))
+        self.count_key_packages(account, now)
     }
 
     fn count_key_packages(&self, account: &AccountId, now: UnixSeconds) -> Result<u32, StoreError> {
@@ -577,8 +576,9 @@ impl Operations for SqliteStore {
         one_time: &[Vec<u8>],
         last_resort: Option<&[u8]>,
         expires: UnixSeconds,
+        now: UnixSeconds,
     ) -> Result<u32, StoreError> {
-        self.atomic(|store| store.add_key_packages(account, one_time, last_resort, expires))
+        self.atomic(|store| store.add_key_packages(account, one_time, last_resort, expires, now))
     }
 
     fn count_key_packages(&mut self, account: &AccountId, now: UnixSeconds) -> Result<u32, StoreError> {

@@ -130,6 +130,13 @@ impl Peer {
     }
 }
 
+/// A commit payload announcing `next_key` (the signature is the members'
+/// business; the relay only checks the key matches the frame).
+fn announce(next_key: &[u8; 32], body: &[u8]) -> Vec<u8> {
+    let announcement = hush_proto::KeyAnnouncement { next_key: *next_key, signature: [0; 64] };
+    hush_proto::announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &announcement, body)
+}
+
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
@@ -212,6 +219,19 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
     // A second login on a logged-in connection is an error, not a takeover.
     alice.send(ClientFrame::Login { account: alice_id, signature: [0; 64] });
     assert!(matches!(alice.recv().await, RelayFrame::Error { code: ErrorCode::Unexpected, .. }));
+    // A commit sent as a plain message would move members to an epoch the
+    // relay never ordered: refused.
+    let tagged = announce(&[5; 32], b"commit");
+    alice.send(ClientFrame::Send { request: 7, recipients: vec![alice_id], payload: tagged, ttl_secs: 0 });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 7, code: ErrorCode::Malformed });
+    // Key packages already expired on arrival: the client's clock is wrong.
+    alice.send(ClientFrame::UploadKeyPackages {
+        request: 8,
+        one_time: vec![b"old".to_vec()],
+        last_resort: None,
+        expires_at: 1,
+    });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 8, code: ErrorCode::Malformed });
     // A key package round trip.
     alice.send(ClientFrame::UploadKeyPackages {
         request: 2,
@@ -230,7 +250,7 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
     let group = GroupId(vec![3; 16]);
     let commit = |request, epoch: u64, body: &[u8], signer: &SigningKey, next: &SigningKey| {
         let next_key = next.verifying_key().to_bytes();
-        let payload = hush_proto::commit_payload(&next_key, body);
+        let payload = announce(&next_key, body);
         let message = hush_proto::commit_auth_message(&group, epoch, &payload, None, &next_key);
         ClientFrame::Commit {
             request,
@@ -259,11 +279,11 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
     let ClientFrame::Commit { payload, .. } = commit(15, 2, b"next", &next_epoch_key, &key(52)) else {
         panic!()
     };
-    let (_, mls) = hush_proto::split_commit_payload(&payload).unwrap();
+    let (_, mls) = hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &payload).unwrap();
     for (announced, next_key) in [([1; 32], key(52).verifying_key().to_bytes()), ([0; 32], [0; 32])] {
         let mut frame = commit(15, 2, b"next", &next_epoch_key, &key(52));
         if let ClientFrame::Commit { payload, next_key: frame_key, .. } = &mut frame {
-            *payload = hush_proto::commit_payload(&announced, mls);
+            *payload = announce(&announced, mls);
             *frame_key = next_key;
         }
         alice.send(frame);
@@ -278,9 +298,31 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
             other => panic!("unexpected {other:?}"),
         }
     }
-    let bodies: Vec<&[u8]> =
-        delivered.iter().map(|payload| hush_proto::split_commit_payload(payload).unwrap().1).collect();
+    let bodies: Vec<&[u8]> = delivered
+        .iter()
+        .map(|payload| {
+            hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, payload).unwrap().1
+        })
+        .collect();
     assert_eq!(bodies, vec![&b"create"[..], &b"update"[..]]);
+}
+
+#[tokio::test]
+async fn a_send_reports_the_recipients_it_skipped_as_inactive() {
+    let relay = Relay::start();
+    let (mut alice, _) = relay.register(&key(1)).await;
+    let (_bob, bob_id) = relay.register(&key(2)).await;
+    let (_carol, carol_id) = relay.register(&key(3)).await;
+    // Deactivated by the operator (the admin command's path).
+    let path = relay._dir.path().join("relay.db");
+    SqliteStore::open(&path).unwrap().deactivate(&carol_id, 5).unwrap();
+    alice.send(ClientFrame::Send {
+        request: 1,
+        recipients: vec![bob_id, carol_id],
+        payload: vec![1],
+        ttl_secs: 0,
+    });
+    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 1, inactive: vec![carol_id] });
 }
 
 #[tokio::test]

@@ -74,7 +74,7 @@ fn expired_invite_is_refused() {
 fn one_time_key_packages_are_consumed_then_last_resort_is_reused() {
     let (mut store, hash) = store_with_invite();
     let alice = register(&mut store, hash, 1);
-    Operations::add_key_packages(&mut store, &alice, &[vec![1]], Some(&[9]), 500).unwrap();
+    Operations::add_key_packages(&mut store, &alice, &[vec![1]], Some(&[9]), 500, 10).unwrap();
     let mut take = || Operations::take_key_package(&mut store, &alice, 20).unwrap();
     assert_eq!(take(), vec![1]);
     assert_eq!(take(), vec![9]);
@@ -85,8 +85,8 @@ fn one_time_key_packages_are_consumed_then_last_resort_is_reused() {
 fn expired_key_packages_are_neither_counted_nor_handed_out_and_are_purged() {
     let (mut store, hash) = store_with_invite();
     let alice = register(&mut store, hash, 1);
-    Operations::add_key_packages(&mut store, &alice, &[vec![1], vec![2]], Some(&[9]), 100).unwrap();
-    Operations::add_key_packages(&mut store, &alice, &[vec![3]], None, 200).unwrap();
+    Operations::add_key_packages(&mut store, &alice, &[vec![1], vec![2]], Some(&[9]), 100, 10).unwrap();
+    Operations::add_key_packages(&mut store, &alice, &[vec![3]], None, 200, 10).unwrap();
     assert_eq!(Operations::count_key_packages(&mut store, &alice, 50).unwrap(), 3);
     assert_eq!(Operations::count_key_packages(&mut store, &alice, 100).unwrap(), 1);
     assert_eq!(Operations::take_key_package(&mut store, &alice, 100).unwrap(), vec![3]);
@@ -284,7 +284,7 @@ fn ack_deletes_only_the_owners_rows_and_purge_drops_expired() {
 fn deactivation_drops_mailbox_and_key_packages() {
     let (mut store, hash) = store_with_invite();
     let alice = register(&mut store, hash, 1);
-    Operations::add_key_packages(&mut store, &alice, &[vec![1]], None, 100).unwrap();
+    Operations::add_key_packages(&mut store, &alice, &[vec![1]], None, 100, 10).unwrap();
     Operations::enqueue(&mut store, &[alice], &payload(b"x"), 1, 9).unwrap();
     assert!(store.deactivate(&alice, 2).unwrap());
     let stats = store.stats().unwrap();
