@@ -415,14 +415,16 @@ impl<'a> Session<'a> {
     fn expire_held(&self) -> Result<(), ClientError> {
         let store = &self.client.store;
         let now = self.client.now_ms();
-        for (key, value) in store.settings_with_prefix(HELD_PREFIX)? {
-            let held_at = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+        // Only the 8-byte arrival time of each, not the payloads.
+        for (key, head) in store.setting_heads_with_prefix(HELD_PREFIX, 8)? {
+            let held_at = head.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
             // A clock set back must not keep a payload forever.
             let held_at = held_at.min(now);
             if now.saturating_sub(held_at) < HELD_FOR.as_millis() as u64 {
                 continue;
             }
             store.transaction(|store| {
+                let value = store.setting(&key)?.unwrap_or_default();
                 store.delete_setting(&key)?;
                 self.note_unreadable(store, value.get(8..).unwrap_or_default(), now)
             })?;

@@ -308,3 +308,54 @@ async fn requests_are_told_apart_by_id_and_end_when_their_sender_becomes_a_conta
     bob.add_contact("mallory", mallory.account()).unwrap();
     assert!(bob.requests().unwrap().is_empty(), "a contact's conversation is still a request");
 }
+
+/// A message whose commit never comes (the relay lost or withheld it) is
+/// held, then given up after the relay's retention and shown as lost:
+/// nothing disappears without the user knowing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_whose_commit_never_comes_is_shown_as_lost_after_the_retention() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let relay = TestRelay::start().unwrap();
+    let offset = Arc::new(AtomicU64::new(0));
+    let moved = Arc::clone(&offset);
+    let clock: hush_client::Clock = Arc::new(move || {
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        real.as_millis() as u64 + moved.load(Ordering::SeqCst)
+    });
+    let invite: Invite = relay.invite().unwrap().parse().unwrap();
+    let alice = Client::create(&relay.profile_dir("alice"), b"pw", CHEAP, 0, &invite, "alice").unwrap();
+    let alice = alice.with_clock(clock);
+    // No scheduled self-update in the weeks this test skips: it would wait
+    // for the lost commit too.
+    let yearly =
+        hush_client::UpdatePolicy { after_messages: 100, after: Duration::from_secs(365 * 24 * 3600) };
+    alice.set_update_policy(yearly).unwrap();
+    Session::register(&alice, &invite.code).await.unwrap().close().await;
+    let bob = join(&relay, "bob").await;
+    alice.add_contact("bob", bob.account()).unwrap();
+    bob.add_contact("alice", alice.account()).unwrap();
+    let mut session = Session::login(&alice).await.unwrap();
+    session.group_create("pair", &[bob.account()]).await.unwrap();
+    session.close().await;
+    assert!(texts(&bob).await.is_empty());
+    assert!(texts(&alice).await.is_empty());
+
+    let group_id = bob.groups().unwrap()[0].1.group_id.clone();
+    let mut session = Session::login(&bob).await.unwrap();
+    session.self_update(&group_id).await.unwrap();
+    session.send_text("pair", "written after the update", None).await.unwrap();
+    session.close().await;
+    // The relay loses the commit.
+    let (db, rows) = mailbox_of(&relay, &alice);
+    assert_eq!(rows.len(), 2);
+    db.execute("DELETE FROM mailbox WHERE id = ?1", [rows[0].0]).unwrap();
+    drop(db);
+    assert!(texts(&alice).await.is_empty(), "held, not shown and not lost yet");
+    offset.store(13 * DAY_MS, Ordering::SeqCst);
+    assert!(texts(&alice).await.is_empty(), "given up too early");
+    offset.store(15 * DAY_MS, Ordering::SeqCst);
+    assert_eq!(texts(&alice).await, vec!["a message could not be decrypted and is lost"]);
+}

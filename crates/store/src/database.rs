@@ -521,6 +521,22 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every profile value whose name starts with `prefix`, by name, cut to
+    /// its first `len` bytes (for records that start with a header).
+    pub fn setting_heads_with_prefix(
+        &self,
+        prefix: &str,
+        len: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut query = self.connection.prepare_cached(
+            "SELECT name, substr(value, 1, ?3) FROM profile WHERE name >= ?1 AND name < ?2 ORDER BY name",
+        )?;
+        let len = i64::try_from(len).unwrap_or(i64::MAX);
+        let rows = query
+            .query_map(params![prefix, prefix_end(prefix), len], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// How many profile values have names starting with `prefix`, and
     /// their total size in bytes.
     pub fn count_settings_with_prefix(&self, prefix: &str) -> Result<(u64, u64), StoreError> {
