@@ -281,6 +281,17 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Processes everything queued so far (once subscribed and drained,
+    /// live pushes are processed as they come, so this is free).
+    async fn drain(&mut self) -> Result<(), ClientError> {
+        self.subscribe().await?;
+        while !self.queue_empty {
+            let frame = self.connection.recv().await?;
+            self.handle_unsolicited(frame).await?;
+        }
+        Ok(())
+    }
+
     /// Takes everything queued, then keeps listening until `wait` passes
     /// with nothing new. Returns how many payloads were processed.
     pub async fn receive(&mut self, wait: Duration) -> Result<usize, ClientError> {
@@ -1045,6 +1056,9 @@ impl<'a> Session<'a> {
     /// Sends a draft, as [`Session::send_text`]. Sending the same draft
     /// again (after a lost connection) shows it once to every member.
     pub async fn send_draft(&mut self, to: &str, draft: &Draft) -> Result<(), ClientError> {
+        // Catch up first: a message written at an epoch the group has left
+        // more than a few commits behind cannot be read by the others.
+        self.drain().await?;
         let group_id = self.conversation_for(to).await?;
         self.maybe_self_update(&group_id).await?;
         let timer = self.client.store.conversation(&group_id)?.and_then(|c| c.timer_secs);

@@ -359,3 +359,29 @@ async fn a_message_whose_commit_never_comes_is_shown_as_lost_after_the_retention
     offset.store(15 * DAY_MS, Ordering::SeqCst);
     assert_eq!(texts(&alice).await, vec!["a message could not be decrypted and is lost"]);
 }
+
+/// Found while checking the simulation plan: a member several commits
+/// behind (offline while others self-updated) wrote at an epoch the others
+/// had left more than four behind, and nobody could read it. Sending now
+/// catches up first.
+#[tokio::test(flavor = "current_thread")]
+async fn a_member_far_behind_catches_up_before_writing() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    alice.add_contact("bob", bob.account()).unwrap();
+    bob.add_contact("alice", alice.account()).unwrap();
+    let mut session = Session::login(&alice).await.unwrap();
+    session.group_create("pair", &[bob.account()]).await.unwrap();
+    session.close().await;
+    assert!(texts(&bob).await.is_empty());
+    assert!(texts(&alice).await.is_empty());
+    let group_id = bob.groups().unwrap()[0].1.group_id.clone();
+    let mut session = Session::login(&bob).await.unwrap();
+    for _ in 0..6 {
+        session.self_update(&group_id).await.unwrap();
+    }
+    session.close().await;
+    send(&alice, "pair", "written six commits behind").await;
+    assert_eq!(texts(&bob).await, vec!["written six commits behind"]);
+}
