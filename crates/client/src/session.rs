@@ -709,6 +709,10 @@ impl<'a> Session<'a> {
         if self.client.store.setting(&unresolved_key(group_id))?.is_some() {
             self.resolve_commits().await?;
         }
+        // Catch up first: moving the group on while messages of its current
+        // epoch wait unread in our mailbox would leave them more than a few
+        // epochs behind after several commits, and unreadable.
+        self.drain().await?;
         // Changing a conversation request's members accepts it.
         self.client.store.delete_setting(&request_key(group_id))?;
         for _ in 0..COMMIT_ATTEMPTS {

@@ -385,3 +385,30 @@ async fn a_member_far_behind_catches_up_before_writing() {
     send(&alice, "pair", "written six commits behind").await;
     assert_eq!(texts(&bob).await, vec!["written six commits behind"]);
 }
+
+/// Found by the simulation (seed 177): a member who committed several times
+/// without reading its mailbox moved past the epoch of messages waiting
+/// there, by more than the four epochs whose secrets are kept, and could
+/// not read them. Committing now catches up first.
+#[tokio::test(flavor = "current_thread")]
+async fn a_member_reads_its_mailbox_before_moving_the_group_on() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    alice.add_contact("bob", bob.account()).unwrap();
+    bob.add_contact("alice", alice.account()).unwrap();
+    let mut session = Session::login(&alice).await.unwrap();
+    session.group_create("pair", &[bob.account()]).await.unwrap();
+    session.close().await;
+    assert!(texts(&bob).await.is_empty());
+    assert!(texts(&alice).await.is_empty());
+    send(&alice, "pair", "waiting in bob's mailbox").await;
+    let group_id = bob.groups().unwrap()[0].1.group_id.clone();
+    for _ in 0..6 {
+        let mut session = Session::login(&bob).await.unwrap();
+        session.self_update(&group_id).await.unwrap();
+        session.close().await;
+    }
+    let shown: Vec<String> = bob.take_unshown().unwrap().into_iter().map(|m| m.text).collect();
+    assert_eq!(shown, vec!["waiting in bob's mailbox"]);
+}

@@ -191,7 +191,11 @@ impl Sim {
             }
             Ok(_) => {}
             Err(_) if self.hostile.contains(&hash) => {}
-            Err(error) => panic!("device {d} failed on an honest payload: {error}"),
+            Err(error) => {
+                let epoch = peek(&payload).map(|(_, e)| e);
+                let current = self.conversation(d).map(|c| c.epoch());
+                panic!("device {d} failed on an honest payload (epoch {epoch:?}, device at {current:?}): {error}; last steps: {:?}", self.log.iter().rev().take(12).collect::<Vec<_>>())
+            }
         }
     }
 
@@ -232,6 +236,8 @@ impl Sim {
 
     fn self_update(&mut self, d: usize) {
         self.resend(d);
+        // Catch up first, as the client does before committing.
+        self.receive(d, usize::MAX, false);
         let Some(mut conversation) = self.conversation(d) else { return };
         if conversation.has_pending_commit() {
             return;
@@ -303,12 +309,19 @@ impl Sim {
     fn step(&mut self) {
         let d = self.rng.gen_range(0..3);
         match self.rng.gen_range(0..10) {
-            0..=2 => self.write(d),
-            3..=4 => self.self_update(d),
+            0..=2 => {
+                self.log.push(format!("{d} writes at {:?}", self.conversation(d).map(|c| c.epoch())));
+                self.write(d)
+            }
+            3..=4 => {
+                self.log.push(format!("{d} self-updates at {:?}", self.conversation(d).map(|c| c.epoch())));
+                self.self_update(d)
+            }
             5 => self.resend(d),
             6 => self.hostile(),
             _ => {
                 let max = self.rng.gen_range(1..6);
+                self.log.push(format!("{d} receives {max}"));
                 self.receive(d, max, true);
             }
         }
