@@ -120,6 +120,8 @@ async fn a_commit_whose_answer_was_lost_is_resolved_by_sending_it_again() {
 
     // Alice removes carol; the relay orders it, alice never hears back.
     let mut session = Session::login(&alice).await.unwrap();
+    // Caught up (as a commit first does), so the next frame is the commit.
+    session.receive(Duration::ZERO).await.unwrap();
     proxy.cut_answers(true);
     let lost =
         tokio::time::timeout(Duration::from_secs(60), session.group_remove("team", &[carol.account()]))
