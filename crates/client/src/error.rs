@@ -47,3 +47,13 @@ pub enum ClientError {
     #[error("{0}")]
     WeakPassphrase(String),
 }
+
+impl ClientError {
+    /// True for a failure of one group's operation (stuck at the relay,
+    /// refused by the relay or the engine): it is logged and retried later,
+    /// while a lost connection, a failing store or a wipe order end the
+    /// caller.
+    pub fn is_local_to_group(&self) -> bool {
+        matches!(self, Self::GroupStuck | Self::Core(_) | Self::Invalid(_) | Self::Relay(_))
+    }
+}

@@ -465,17 +465,8 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         store.set_setting(&noted, &epoch.to_be_bytes())?;
-        let record = MessageRecord {
-            message_id: Draft::new("", None).id,
-            group_id,
-            sender: AccountId([0; 20]),
-            text: "a message could not be decrypted and is lost".to_owned(),
-            sent_at_ms: now,
-            event: true,
-            expires_at_ms: None,
-        };
-        store.insert_message(&record, now, false)?;
-        Ok(())
+        let text = "a message could not be decrypted and is lost".to_owned();
+        note_event(store, group_id, AccountId([0; 20]), text, now, false)
     }
 
     fn record(&self, incoming: Incoming, now: u64) -> Result<(), ClientError> {
@@ -588,17 +579,7 @@ impl<'a> Session<'a> {
                  {who} sent it around the relay; changing this group may fail from now on"
             ),
         };
-        let record = MessageRecord {
-            message_id: Draft::new("", None).id,
-            group_id: group_id.to_vec(),
-            sender: by,
-            text,
-            sent_at_ms: now,
-            event: true,
-            expires_at_ms: None,
-        };
-        self.client.store.insert_message(&record, now, false)?;
-        Ok(())
+        note_event(&self.client.store, group_id.to_vec(), by, text, now, false)
     }
 
     /// Notes a member change in a group's history as an event ("alice
@@ -638,16 +619,8 @@ impl<'a> Session<'a> {
             if members.is_empty() {
                 continue;
             }
-            let record = MessageRecord {
-                message_id: Draft::new("", None).id,
-                group_id: group_id.to_vec(),
-                sender: by,
-                text: format!("{who} {verb} {}", names(members)?),
-                sent_at_ms: now,
-                event: true,
-                expires_at_ms: None,
-            };
-            store.insert_message(&record, now, true)?;
+            let text = format!("{who} {verb} {}", names(members)?);
+            note_event(store, group_id.to_vec(), by, text, now, true)?;
         }
         Ok(())
     }
@@ -900,12 +873,7 @@ impl<'a> Session<'a> {
                 Ok(()) => {}
                 // This group's trouble (a race, a refusal) is logged; a lost
                 // connection, a failing store or a wipe order end the caller.
-                Err(
-                    error @ (ClientError::GroupStuck
-                    | ClientError::Core(_)
-                    | ClientError::Invalid(_)
-                    | ClientError::Relay(_)),
-                ) => {
+                Err(error) if error.is_local_to_group() => {
                     tracing::warn!(%error, "could not remove deactivated members from a group");
                 }
                 Err(error) => return Err(error),
@@ -937,17 +905,8 @@ impl<'a> Session<'a> {
             if !gone.is_empty() && store.setting(&noted)?.is_none() {
                 store.set_setting(&noted, &[1])?;
                 let who = self.client.display_name(&gone[0])?;
-                let now = self.client.now_ms();
-                let record = MessageRecord {
-                    message_id: Draft::new("", None).id,
-                    group_id: group_id.to_vec(),
-                    sender: gone[0],
-                    text: format!("the relay reports {who}'s account deactivated: nothing reaches them"),
-                    sent_at_ms: now,
-                    event: true,
-                    expires_at_ms: None,
-                };
-                store.insert_message(&record, now, false)?;
+                let text = format!("the relay reports {who}'s account deactivated: nothing reaches them");
+                note_event(store, group_id.to_vec(), gone[0], text, self.client.now_ms(), false)?;
             }
             return Ok(());
         }
@@ -1138,12 +1097,7 @@ impl<'a> Session<'a> {
                 // Failures of this one group (stuck at the relay, refused by
                 // the engine) wait an hour; a lost connection, a relay that
                 // closes the session or a wipe order still end the caller.
-                Err(
-                    error @ (ClientError::GroupStuck
-                    | ClientError::Core(_)
-                    | ClientError::Invalid(_)
-                    | ClientError::Relay(_)),
-                ) => {
+                Err(error) if error.is_local_to_group() => {
                     tracing::warn!(%error, "a self-update failed; it is tried again in an hour");
                     let retry_at = self.client.now_ms().saturating_add(UPDATE_RETRY.as_millis() as u64);
                     self.client
@@ -1359,6 +1313,29 @@ fn described_kind(
             ConversationKind::Group { name: format!("group-{short}") }
         }
     }
+}
+
+/// Stores a system event in a conversation's history (`shown`: not counted
+/// as unread, `recv` skips it).
+fn note_event(
+    store: &hush_store::Store,
+    group_id: Vec<u8>,
+    sender: AccountId,
+    text: String,
+    now: u64,
+    shown: bool,
+) -> Result<(), ClientError> {
+    let record = MessageRecord {
+        message_id: Draft::new("", None).id,
+        group_id,
+        sender,
+        text,
+        sent_at_ms: now,
+        event: true,
+        expires_at_ms: None,
+    };
+    store.insert_message(&record, now, shown)?;
+    Ok(())
 }
 
 fn timer_event(

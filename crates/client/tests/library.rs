@@ -25,6 +25,30 @@ async fn texts(client: &Client) -> Vec<String> {
     client.take_unshown().unwrap().into_iter().map(|m| m.text).collect()
 }
 
+/// Alice and bob, contacts of each other, in a group "pair" both have
+/// caught up with (join self-updates included).
+async fn pair_group(alice: &Client, bob: &Client) {
+    alice.add_contact("bob", bob.account()).unwrap();
+    bob.add_contact("alice", alice.account()).unwrap();
+    let mut session = Session::login(alice).await.unwrap();
+    session.group_create("pair", &[bob.account()]).await.unwrap();
+    session.close().await;
+    assert!(texts(bob).await.is_empty());
+    assert!(texts(alice).await.is_empty());
+}
+
+/// A clock that runs with the system's, moved on by the returned offset
+/// (milliseconds).
+fn moving_clock() -> (hush_client::Clock, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let offset = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let moved = std::sync::Arc::clone(&offset);
+    let clock: hush_client::Clock = std::sync::Arc::new(move || {
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        real.as_millis() as u64 + moved.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    (clock, offset)
+}
+
 async fn send(client: &Client, to: &str, text: &str) {
     let mut session = Session::login(client).await.unwrap();
     session.send_text(to, text, None).await.unwrap();
@@ -126,17 +150,11 @@ async fn a_draft_sent_twice_is_shown_once_and_pushes_arrive_live() {
 /// were never deleted. Time is moved on through the client's clock.
 #[tokio::test(flavor = "current_thread")]
 async fn key_packages_rotate_and_old_private_keys_are_deleted() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     const DAY_MS: u64 = 24 * 3600 * 1000;
     let relay = TestRelay::start().unwrap();
-    let offset = Arc::new(AtomicU64::new(0));
-    let moved = Arc::clone(&offset);
-    let clock: hush_client::Clock = Arc::new(move || {
-        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        real.as_millis() as u64 + moved.load(Ordering::SeqCst)
-    });
+    let (clock, offset) = moving_clock();
     let invite: Invite = relay.invite().unwrap().parse().unwrap();
     let alice = Client::create(&relay.profile_dir("alice"), b"pw", CHEAP, 0, &invite, "alice").unwrap();
     let alice = alice.with_clock(clock);
@@ -260,13 +278,7 @@ async fn junk_claiming_a_far_epoch_is_not_held_and_notices_do_not_flood() {
     let relay = TestRelay::start().unwrap();
     let alice = join(&relay, "alice").await;
     let bob = join(&relay, "bob").await;
-    alice.add_contact("bob", bob.account()).unwrap();
-    bob.add_contact("alice", alice.account()).unwrap();
-    let mut session = Session::login(&alice).await.unwrap();
-    session.group_create("pair", &[bob.account()]).await.unwrap();
-    session.close().await;
-    assert!(texts(&bob).await.is_empty());
-    assert!(texts(&alice).await.is_empty());
+    pair_group(&alice, &bob).await;
     let mut session = Session::login(&bob).await.unwrap();
     for text in ["one", "two", "three"] {
         session.send_text("pair", text, None).await.unwrap();
@@ -314,17 +326,11 @@ async fn requests_are_told_apart_by_id_and_end_when_their_sender_becomes_a_conta
 /// nothing disappears without the user knowing.
 #[tokio::test(flavor = "current_thread")]
 async fn a_message_whose_commit_never_comes_is_shown_as_lost_after_the_retention() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     const DAY_MS: u64 = 24 * 3600 * 1000;
     let relay = TestRelay::start().unwrap();
-    let offset = Arc::new(AtomicU64::new(0));
-    let moved = Arc::clone(&offset);
-    let clock: hush_client::Clock = Arc::new(move || {
-        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        real.as_millis() as u64 + moved.load(Ordering::SeqCst)
-    });
+    let (clock, offset) = moving_clock();
     let invite: Invite = relay.invite().unwrap().parse().unwrap();
     let alice = Client::create(&relay.profile_dir("alice"), b"pw", CHEAP, 0, &invite, "alice").unwrap();
     let alice = alice.with_clock(clock);
@@ -335,13 +341,7 @@ async fn a_message_whose_commit_never_comes_is_shown_as_lost_after_the_retention
     alice.set_update_policy(yearly).unwrap();
     Session::register(&alice, &invite.code).await.unwrap().close().await;
     let bob = join(&relay, "bob").await;
-    alice.add_contact("bob", bob.account()).unwrap();
-    bob.add_contact("alice", alice.account()).unwrap();
-    let mut session = Session::login(&alice).await.unwrap();
-    session.group_create("pair", &[bob.account()]).await.unwrap();
-    session.close().await;
-    assert!(texts(&bob).await.is_empty());
-    assert!(texts(&alice).await.is_empty());
+    pair_group(&alice, &bob).await;
 
     let group_id = bob.groups().unwrap()[0].1.group_id.clone();
     let mut session = Session::login(&bob).await.unwrap();
@@ -369,13 +369,7 @@ async fn a_member_far_behind_catches_up_before_writing() {
     let relay = TestRelay::start().unwrap();
     let alice = join(&relay, "alice").await;
     let bob = join(&relay, "bob").await;
-    alice.add_contact("bob", bob.account()).unwrap();
-    bob.add_contact("alice", alice.account()).unwrap();
-    let mut session = Session::login(&alice).await.unwrap();
-    session.group_create("pair", &[bob.account()]).await.unwrap();
-    session.close().await;
-    assert!(texts(&bob).await.is_empty());
-    assert!(texts(&alice).await.is_empty());
+    pair_group(&alice, &bob).await;
     let group_id = bob.groups().unwrap()[0].1.group_id.clone();
     let mut session = Session::login(&bob).await.unwrap();
     for _ in 0..6 {
@@ -395,13 +389,7 @@ async fn a_member_reads_its_mailbox_before_moving_the_group_on() {
     let relay = TestRelay::start().unwrap();
     let alice = join(&relay, "alice").await;
     let bob = join(&relay, "bob").await;
-    alice.add_contact("bob", bob.account()).unwrap();
-    bob.add_contact("alice", alice.account()).unwrap();
-    let mut session = Session::login(&alice).await.unwrap();
-    session.group_create("pair", &[bob.account()]).await.unwrap();
-    session.close().await;
-    assert!(texts(&bob).await.is_empty());
-    assert!(texts(&alice).await.is_empty());
+    pair_group(&alice, &bob).await;
     send(&alice, "pair", "waiting in bob's mailbox").await;
     let group_id = bob.groups().unwrap()[0].1.group_id.clone();
     for _ in 0..6 {
