@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hush_core::Identity;
+use hush_core::engine::PendingRequest;
+use hush_core::{Engine, Event, Identity};
 use hush_proto::{AccountId, CertificatePin, IdentityKey, Invite, WipeCode};
 use hush_store::{ConversationKind, ConversationRecord, KdfParams, MessageRecord, Rekey, Store};
 use openmls_traits::OpenMlsProvider;
@@ -94,22 +95,7 @@ pub enum Target {
     Group(ConversationRecord),
 }
 
-/// When a member refreshes its keys in a conversation with a self-update
-/// commit (post-compromise security): after this many sent messages or this
-/// long, whichever comes first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpdatePolicy {
-    /// Sent messages between self-updates.
-    pub after_messages: u64,
-    /// Longest time between self-updates.
-    pub after: Duration,
-}
-
-impl Default for UpdatePolicy {
-    fn default() -> Self {
-        Self { after_messages: 100, after: Duration::from_secs(24 * 3600) }
-    }
-}
+pub use hush_core::UpdatePolicy;
 
 /// Where a client's time comes from: milliseconds since the Unix epoch.
 pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -124,12 +110,6 @@ pub struct Client {
 }
 
 pub(crate) use hush_store::now_ms;
-
-const REQUEST_PREFIX: &str = "request:";
-
-pub(crate) fn request_key(group_id: &[u8]) -> String {
-    format!("{REQUEST_PREFIX}{}", data_encoding::HEXLOWER.encode(group_id))
-}
 
 fn system_clock() -> Clock {
     std::sync::Arc::new(now_ms)
@@ -259,32 +239,18 @@ impl Client {
 
     /// True if `group_id` is a conversation request not yet accepted.
     pub fn is_request(&self, group_id: &[u8]) -> Result<bool, ClientError> {
-        Ok(self.store.setting(&request_key(group_id))?.is_some())
+        Ok(self.engine().is_request(group_id)?)
     }
 
-    /// True for people this profile chose to talk to: contacts, and peers
-    /// of one-to-one conversations it started or accepted.
-    pub(crate) fn knows(&self, account: &AccountId) -> Result<bool, ClientError> {
-        if *account == self.account() || self.store.contact_name(account)?.is_some() {
-            return Ok(true);
-        }
-        for conversation in self.store.direct_conversations(account)? {
-            if conversation.active && !self.is_request(&conversation.group_id)? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    /// The protocol engine over this profile, at this moment.
+    pub(crate) fn engine(&self) -> Engine<'_, Store> {
+        Engine::new(&self.store, &self.identity, self.now_ms(), rand::rngs::OsRng)
     }
 
     /// Conversations waiting to be accepted or declined, oldest first.
     pub fn requests(&self) -> Result<Vec<Request>, ClientError> {
         let mut requests = Vec::new();
-        for (name, by) in self.store.settings_with_prefix(REQUEST_PREFIX)? {
-            let Ok(group_id) = data_encoding::HEXLOWER.decode(&name.as_bytes()[REQUEST_PREFIX.len()..])
-            else {
-                continue;
-            };
-            let Ok(from) = <[u8; 20]>::try_from(by.as_slice()).map(AccountId) else { continue };
+        for PendingRequest { group_id, by: from } in self.engine().requests()? {
             let Some(conversation) = hush_core::Conversation::load(&self.store.provider(), &group_id)? else {
                 continue;
             };
@@ -330,7 +296,7 @@ impl Client {
     /// accepts it too.
     pub fn accept_request(&self, name: &str) -> Result<(), ClientError> {
         let request = self.request(name)?;
-        Ok(self.store.delete_setting(&request_key(&request.group_id))?)
+        Ok(self.engine().accept_request(&request.group_id)?)
     }
 
     /// Declines a request: the group's keys and messages are deleted from
@@ -339,30 +305,12 @@ impl Client {
     /// which makes a new request.
     pub fn decline_request(&self, name: &str) -> Result<(), ClientError> {
         let request = self.request(name)?;
-        let group_id = request.group_id;
-        self.store.transaction(|store| {
-            let provider = store.provider();
-            if let Some(conversation) = hush_core::Conversation::load(&provider, &group_id)? {
-                store
-                    .set_setting(&crate::session::left_key(&group_id), &conversation.epoch().to_be_bytes())?;
-                conversation.forget(&provider)?;
-            }
-            store.set_conversation_active(&group_id, false)?;
-            store.delete_messages(&group_id)?;
-            store.delete_setting(&request_key(&group_id))?;
-            store.delete_settings_with_prefix(&crate::session::held_prefix(&group_id))?;
-            Ok::<_, ClientError>(())
-        })
+        Ok(self.engine().decline_request(&request.group_id)?)
     }
 
     /// The key packages this device made and still keeps private keys for.
     pub fn issued_key_packages(&self) -> Result<Vec<hush_core::IssuedKeyPackage>, ClientError> {
-        Ok(self
-            .store
-            .settings_with_prefix(crate::session::KEY_PACKAGE_PREFIX)?
-            .into_iter()
-            .filter_map(|(_, bytes)| hush_core::IssuedKeyPackage::from_bytes(&bytes))
-            .collect())
+        Ok(self.engine().issued_key_packages()?)
     }
 
     /// The account id.
@@ -415,7 +363,7 @@ impl Client {
         // Conversations this person started are no longer requests.
         for request in self.requests()? {
             if request.from == account {
-                self.store.delete_setting(&request_key(&request.group_id))?;
+                self.engine().accept_request(&request.group_id)?;
             }
         }
         Ok(())
@@ -606,12 +554,31 @@ impl Client {
         })
     }
 
+    /// A message's text; an event put into words with today's names.
+    fn message_text(&self, message: &MessageRecord) -> Result<String, ClientError> {
+        let Some(event) = message.event.then(|| Event::decode(&message.text)).flatten() else {
+            return Ok(message.text.clone());
+        };
+        let me = self.account();
+        let contacts = self.store.contacts()?;
+        let name = |account: &AccountId| {
+            if *account == me {
+                return "you".to_owned();
+            }
+            contacts
+                .iter()
+                .find(|(_, known)| known == account)
+                .map_or_else(|| account.to_string(), |(n, _)| n.clone())
+        };
+        Ok(event.describe(&name))
+    }
+
     fn present(&self, message: &MessageRecord) -> Result<ReceivedMessage, ClientError> {
         Ok(ReceivedMessage {
             id: data_encoding::HEXLOWER.encode(&message.message_id),
             conversation: self.conversation_name(&message.group_id)?,
             from: message.sender,
-            text: message.text.clone(),
+            text: self.message_text(message)?,
             sent_at_ms: message.sent_at_ms,
             event: message.event,
             expires_at_ms: message.expires_at_ms,

@@ -48,6 +48,25 @@ pub enum ClientError {
     WeakPassphrase(String),
 }
 
+impl From<hush_core::StorageError> for ClientError {
+    fn from(error: hush_core::StorageError) -> Self {
+        match error.into_inner().downcast::<hush_store::StoreError>() {
+            Ok(error) => Self::Store(*error),
+            Err(other) => Self::Store(hush_store::StoreError::Io(std::io::Error::other(other))),
+        }
+    }
+}
+
+impl From<hush_core::EngineError> for ClientError {
+    fn from(error: hush_core::EngineError) -> Self {
+        match error {
+            hush_core::EngineError::Storage(error) => error.into(),
+            hush_core::EngineError::Core(error) => Self::Core(error),
+            hush_core::EngineError::Invalid(text) => Self::Invalid(text),
+        }
+    }
+}
+
 impl ClientError {
     /// True for a failure of one group's operation (stuck at the relay,
     /// refused by the relay or the engine): it is logged and retried later,

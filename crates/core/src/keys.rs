@@ -4,8 +4,8 @@
 use hush_proto::{AccountId, IdentityKey};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
-    BasicCredential, Credential, KeyPackage, KeyPackageIn, KeyPackageRef, Lifetime, OpenMlsProvider,
-    ProtocolVersion,
+    BasicCredential, Capabilities, Credential, ExtensionType, KeyPackage, KeyPackageIn, KeyPackageRef,
+    Lifetime, OpenMlsProvider, ProtocolVersion,
 };
 
 use crate::error::CoreError;
@@ -162,7 +162,10 @@ pub fn new_key_packages(
         let mut builder =
             KeyPackage::builder().key_package_lifetime(Lifetime::new(KEY_PACKAGE_LIFETIME_SECS));
         if last_resort {
-            builder = builder.mark_as_last_resort();
+            // The leaf must list the extension it carries, or every
+            // member who fetches the package refuses it.
+            let capabilities = Capabilities::builder().extensions(vec![ExtensionType::LastResort]).build();
+            builder = builder.mark_as_last_resort().leaf_node_capabilities(capabilities);
         }
         let bundle = builder
             .build(CIPHERSUITE, provider, identity.signer(), identity.credential())
@@ -252,6 +255,23 @@ mod tests {
         assert!(verify_key_package(&provider, &packages[0], bob.account()).is_ok());
         let lie = verify_key_package(&provider, &packages[0], mallory.account());
         assert!(matches!(lie, Err(CoreError::KeySubstitution { expected }) if expected == mallory.account()));
+    }
+
+    #[test]
+    fn the_last_resort_package_is_accepted_and_joins_several_groups() {
+        // Handed out once the one-time packages run out, to everyone who
+        // adds this account from then on.
+        let (alice_provider, alice) = person();
+        let (bob_provider, bob) = person();
+        let package = new_key_packages(&bob_provider, &bob, 0, true, 0).unwrap().last_resort.unwrap();
+        for _ in 0..2 {
+            let verified = verify_key_package(&alice_provider, &package, bob.account()).unwrap();
+            let mut group = Conversation::create(&alice_provider, &alice).unwrap();
+            let commit = group.add(&alice_provider, &alice, &[verified]).unwrap();
+            group.confirm_commit(&alice_provider).unwrap();
+            let welcome = commit.welcome.unwrap().1;
+            assert!(matches!(process_incoming(&bob_provider, &welcome).unwrap(), Incoming::Joined { .. }));
+        }
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! checked against the self-certifying account id it claims.
 
 mod content;
+pub mod engine;
 mod error;
 mod group;
 mod identity;
 mod keys;
+mod record;
 
 pub use content::{Body, Content, MessageId};
+pub use engine::{DeviceStore, Engine, EngineError, StorageError, UpdatePolicy};
 pub use error::CoreError;
 pub use group::{
     member_accounts, peek, process_incoming, Conversation, Incoming, Outgoing, RelayKeyCheck, SentCommit,
@@ -25,6 +28,7 @@ pub use keys::{
     KeyPackagePlan, KeyPackagePolicy, VerifiedKeyPackage, KEY_PACKAGE_LIFETIME_SECS,
 };
 pub use openmls;
+pub use record::{ConversationKind, ConversationRecord, Event, MessageRecord};
 
 use openmls::prelude::Ciphersuite;
 

@@ -52,60 +52,7 @@ const PURGED_SINCE_REKEY: &str = "purged_since_rekey";
 /// passphrase).
 const REKEY_REQUESTED: &str = "rekey_requested";
 
-/// A one-to-one conversation or a named group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConversationKind {
-    /// Two members; shown under the other person's name.
-    Direct {
-        /// The other member.
-        peer: AccountId,
-    },
-    /// A named group.
-    Group {
-        /// Its name.
-        name: String,
-    },
-    /// Joined, but the creator's description has not arrived yet.
-    Pending,
-}
-
-/// A conversation row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConversationRecord {
-    /// The MLS group id.
-    pub group_id: Vec<u8>,
-    /// What kind.
-    pub kind: ConversationKind,
-    /// False once we left or were removed.
-    pub active: bool,
-    /// Messages we sent since our last self-update.
-    pub sent_since_update: u64,
-    /// When we last self-updated (Unix ms).
-    pub last_update_ms: u64,
-    /// True if we owe the group a self-update (e.g. just joined).
-    pub needs_update: bool,
-    /// The disappearing-message timer, if set.
-    pub timer_secs: Option<u32>,
-}
-
-/// A stored message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageRecord {
-    /// The sender's random message id.
-    pub message_id: [u8; 16],
-    /// The group it belongs to.
-    pub group_id: Vec<u8>,
-    /// Who sent it.
-    pub sender: AccountId,
-    /// The text.
-    pub text: String,
-    /// Sender's clock (Unix ms).
-    pub sent_at_ms: u64,
-    /// A system event (timer changed, ...) rather than a message.
-    pub event: bool,
-    /// When this message disappears (Unix ms), if it does.
-    pub expires_at_ms: Option<u64>,
-}
+pub use hush_core::{ConversationKind, ConversationRecord, MessageRecord};
 
 /// An unlocked profile.
 pub struct Store {
@@ -470,17 +417,29 @@ impl Store {
         &self,
         work: impl FnOnce(&Self) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.connection.execute_batch("BEGIN IMMEDIATE").map_err(StoreError::from)?;
+        self.begin()?;
         match work(self) {
             Ok(value) => {
-                self.connection.execute_batch("COMMIT").map_err(StoreError::from)?;
+                self.commit()?;
                 Ok(value)
             }
             Err(error) => {
-                let _ = self.connection.execute_batch("ROLLBACK");
+                self.rollback();
                 Err(error)
             }
         }
+    }
+
+    pub(crate) fn begin(&self) -> Result<(), StoreError> {
+        Ok(self.connection.execute_batch("BEGIN IMMEDIATE")?)
+    }
+
+    pub(crate) fn commit(&self) -> Result<(), StoreError> {
+        Ok(self.connection.execute_batch("COMMIT")?)
+    }
+
+    pub(crate) fn rollback(&self) {
+        let _ = self.connection.execute_batch("ROLLBACK");
     }
 
     /// Reads a profile value.

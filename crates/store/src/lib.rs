@@ -10,6 +10,7 @@
 //! pages written under an old key become noise once it is overwritten.
 
 mod database;
+mod device;
 mod error;
 mod keyfile;
 mod provider;
