@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use hush_client::{send_wipe_order, Client, ClientError, KdfParams, Session, UpdatePolicy};
 use hush_proto::{AccountId, Invite, WipeCode};
-use hush_store::StoreError;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -15,10 +14,6 @@ use crate::cli::{
     AdminCommand, Cli, Command, ContactCommand, GroupCommand, PanicCommand, PassphraseCommand, RequestCommand,
 };
 use crate::output::{json_line, print_message, visible};
-
-/// How long the panic wipe may spend telling the relay (the local wipe is
-/// already done by then).
-const PANIC_NOTICE_TIMEOUT: Duration = Duration::from_millis(400);
 
 pub fn run(cli: Cli) -> Result<()> {
     let home = cli.home;
@@ -192,37 +187,22 @@ fn no_profile(dir: &Path) -> anyhow::Error {
     anyhow!("no profile in {} (run `hush join INVITE` first)", dir.display())
 }
 
-/// Tells the relay about a wipe, bounded in time, on a thread of its own
-/// (callers may already be inside a runtime).
-fn notify_relay_of_wipe(code: WipeCode, timeout: Duration) {
-    let notice = std::thread::spawn(move || {
-        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            let _ = runtime.block_on(send_wipe_order(&code, timeout));
-        }
-    });
-    let _ = notice.join();
-}
-
 fn open(dir: &Path) -> Result<Client> {
-    if !hush_store::Store::exists(dir) {
+    if !Client::exists(dir) {
         return Err(no_profile(dir));
     }
     let passphrase = passphrase(false)?;
+    // A panic passphrase wipes the profile, and the library has told the
+    // relay by the time this returns.
     match Client::open(dir, passphrase.as_bytes()) {
-        Ok(client) => Ok(client),
-        Err(ClientError::Store(StoreError::Wiped(code))) => {
-            if let Some(code) = code {
-                notify_relay_of_wipe(*code, PANIC_NOTICE_TIMEOUT);
-            }
-            Err(no_profile(dir))
-        }
-        Err(error) => Err(error.into()),
+        Err(error) if error.is_profile_gone() => Err(no_profile(dir)),
+        opened => Ok(opened?),
     }
 }
 
 fn chat(dir: &Path, open: Option<String>, lock_after: Option<Duration>) -> Result<()> {
     use std::io::IsTerminal;
-    if !hush_store::Store::exists(dir) {
+    if !Client::exists(dir) {
         return Err(no_profile(dir));
     }
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
@@ -237,12 +217,7 @@ fn chat(dir: &Path, open: Option<String>, lock_after: Option<Duration>) -> Resul
     let options = hush_tui::Options { dir: dir.to_path_buf(), open, lock_after, passphrase };
     match hush_tui::run(options)? {
         hush_tui::Outcome::Quit => Ok(()),
-        hush_tui::Outcome::Wiped(code) => {
-            if let Some(code) = code {
-                notify_relay_of_wipe(*code, PANIC_NOTICE_TIMEOUT);
-            }
-            Err(no_profile(dir))
-        }
+        hush_tui::Outcome::Wiped => Err(no_profile(dir)),
     }
 }
 
@@ -403,7 +378,7 @@ async fn join(
     json: bool,
 ) -> Result<()> {
     let invite: Invite = invite.parse()?;
-    if hush_store::Store::exists(dir) {
+    if Client::exists(dir) {
         bail!("a profile already exists in {} (use another --home)", dir.display());
     }
     let interactive = std::env::var_os("HUSH_PASSPHRASE").is_none();
@@ -431,7 +406,7 @@ async fn join(
     .await;
     if let Err(error) = registered {
         drop(client);
-        let _ = hush_store::wipe(dir);
+        let _ = Client::discard(dir);
         return Err(error.into());
     }
     let wipe_code = client.wipe_code()?;

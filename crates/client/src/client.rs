@@ -6,7 +6,7 @@ use std::time::Duration;
 use hush_core::engine::PendingRequest;
 use hush_core::{Engine, Event, Identity};
 use hush_proto::{AccountId, CertificatePin, IdentityKey, Invite, WipeCode};
-use hush_store::{ConversationKind, ConversationRecord, KdfParams, MessageRecord, Rekey, Store};
+use hush_store::{ConversationKind, ConversationRecord, KdfParams, MessageRecord, Rekey, Store, StoreError};
 use openmls_traits::OpenMlsProvider;
 
 use crate::error::ClientError;
@@ -111,6 +111,32 @@ pub struct Client {
 
 pub(crate) use hush_store::now_ms;
 
+/// How long a panic wipe waits for the relay to take its notice.
+const PANIC_NOTICE_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// A wipe by the panic passphrase is announced to the relay (which
+/// deactivates the account) before the caller hears of it.
+fn announce_wipe(error: StoreError) -> ClientError {
+    match error {
+        StoreError::Wiped(Some(code)) => {
+            notify_relay_of_wipe(*code, PANIC_NOTICE_TIMEOUT);
+            ClientError::Store(StoreError::Wiped(None))
+        }
+        error => error.into(),
+    }
+}
+
+/// Tells the relay about a wipe, bounded in time, on a thread of its own
+/// (callers may already be inside a runtime).
+fn notify_relay_of_wipe(code: WipeCode, timeout: Duration) {
+    let notice = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let _ = runtime.block_on(crate::session::send_wipe_order(&code, timeout));
+        }
+    });
+    let _ = notice.join();
+}
+
 fn system_clock() -> Clock {
     std::sync::Arc::new(now_ms)
 }
@@ -153,9 +179,23 @@ impl Client {
         })
     }
 
-    /// Unlocks the profile in `dir`.
+    /// True if `dir` holds a profile.
+    pub fn exists(dir: &Path) -> bool {
+        Store::exists(dir)
+    }
+
+    /// Deletes what a profile directory holds, unlocked or not (a join that
+    /// failed half-way).
+    pub fn discard(dir: &Path) -> Result<(), ClientError> {
+        Ok(hush_store::wipe(dir)?)
+    }
+
+    /// Unlocks the profile in `dir`. The panic passphrase wipes it, and
+    /// the relay is told at once (within 400 ms, whether it answers or
+    /// not), so it deactivates the account; the error is then the one a
+    /// missing profile gives.
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Self, ClientError> {
-        let store = Store::open(dir, passphrase)?;
+        let store = Store::open(dir, passphrase).map_err(announce_wipe)?;
         let key = store
             .setting("identity_key")?
             .ok_or_else(|| ClientError::Invalid("profile is incomplete".into()))?;
@@ -525,7 +565,7 @@ impl Client {
     /// Checks the passphrase again (a lock screen). Same rules as
     /// [`Client::open`]: the panic passphrase wipes the profile.
     pub fn check_passphrase(&self, passphrase: &[u8]) -> Result<(), ClientError> {
-        Ok(self.store.check_passphrase(passphrase)?)
+        self.store.check_passphrase(passphrase).map_err(announce_wipe)
     }
 
     /// A contact's name, else the account id.

@@ -68,6 +68,17 @@ impl From<hush_core::EngineError> for ClientError {
 }
 
 impl ClientError {
+    /// True for a wrong passphrase (one attempt used up).
+    pub fn is_wrong_passphrase(&self) -> bool {
+        matches!(self, Self::Store(hush_store::StoreError::WrongPassphrase))
+    }
+
+    /// True if the profile is gone: wiped (a panic passphrase, too many
+    /// wrong passphrases, a remote wipe) or never made. It reads the same.
+    pub fn is_profile_gone(&self) -> bool {
+        matches!(self, Self::Store(hush_store::StoreError::Wiped(_) | hush_store::StoreError::NoProfile))
+    }
+
     /// True for a failure of one group's operation (stuck at the relay,
     /// refused by the relay or the engine): it is logged and retried later,
     /// while a lost connection, a failing store or a wipe order end the

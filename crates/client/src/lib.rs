@@ -11,6 +11,7 @@ pub mod display;
 mod error;
 mod handshake;
 mod hardening;
+mod messenger;
 mod session;
 pub mod strength;
 mod transport;
@@ -21,6 +22,8 @@ pub use client::{
 pub use error::ClientError;
 pub use handshake::{handshake, hello, Admission, Credentials};
 pub use hardening::harden_process;
+pub use hush_store::now_ms;
 pub use hush_store::{KdfParams, Rekey};
+pub use messenger::{Job, Link, Messenger, Ticket, Update};
 pub use session::{send_wipe_order, Draft, Push, Session};
 pub use transport::{Connection, FrameReceiver, FrameSender};

@@ -56,6 +56,30 @@ impl Draft {
     pub fn id(&self) -> String {
         data_encoding::HEXLOWER.encode(&self.id)
     }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The draft as kept in an outbox: id, time, timer (0: the
+    /// conversation's), text.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = self.id.to_vec();
+        bytes.extend_from_slice(&self.sent_at_ms.to_be_bytes());
+        bytes.extend_from_slice(&self.expire_secs.unwrap_or(0).to_be_bytes());
+        bytes.extend_from_slice(self.text.as_bytes());
+        bytes
+    }
+
+    /// A draft kept by [`Draft::to_bytes`].
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let id = bytes.get(..16)?.try_into().ok()?;
+        let sent_at_ms = u64::from_be_bytes(bytes.get(16..24)?.try_into().ok()?);
+        let expire_secs = Some(u32::from_be_bytes(bytes.get(24..28)?.try_into().ok()?)).filter(|s| *s > 0);
+        let text = String::from_utf8(bytes.get(28..)?.to_vec()).ok()?;
+        Some(Self { id, sent_at_ms, text, expire_secs })
+    }
 }
 
 /// A logged-in connection.
@@ -132,6 +156,7 @@ impl<'a> Session<'a> {
             Err(error) => return Err(error),
         }
         session.resolve_commits().await?;
+        session.client.engine().retry_all_held()?;
         session.key_groups_at_the_relay()?;
         Ok(session)
     }

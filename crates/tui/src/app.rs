@@ -261,7 +261,7 @@ impl App {
             }
             Report::Done(text) => self.notice = Some((text, false)),
             Report::Failed(text) => self.notice = Some((text, true)),
-            Report::Wiped(_) | Report::Fatal(_) => self.quit = true,
+            Report::Wiped | Report::Fatal(_) => self.quit = true,
         }
         Vec::new()
     }

@@ -1,7 +1,6 @@
 //! What the screen and the network worker say to each other.
 
 use hush_client::{ConversationSummary, ReceivedMessage};
-use hush_proto::WipeCode;
 use zeroize::Zeroizing;
 
 /// Who is using the client.
@@ -13,21 +12,7 @@ pub struct Me {
     pub name: String,
 }
 
-/// The state of the connection to the relay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Link {
-    /// Dialling or logging in.
-    Connecting,
-    /// Logged in and receiving live.
-    Online,
-    /// Lost; the next attempt is due in `retry_in_secs`.
-    Offline {
-        /// Why (no user data).
-        reason: String,
-        /// Seconds until the next attempt.
-        retry_in_secs: u64,
-    },
-}
+pub use hush_client::Link;
 
 /// Everything the screen shows, read from the profile after each change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,9 +137,9 @@ pub enum Report {
     Done(String),
     /// An action failed.
     Failed(String),
-    /// The profile is gone: a panic passphrase (with the code to tell the
-    /// relay), too many wrong passphrases, or a verified remote wipe order.
-    Wiped(Option<Box<WipeCode>>),
+    /// The profile is gone: a panic passphrase (announced to the relay
+    /// already), too many wrong passphrases, or a verified remote wipe order.
+    Wiped,
     /// Something broke that the client cannot go on from.
     Fatal(String),
 }

@@ -6,7 +6,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hush_proto::WipeCode;
 use ratatui::crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste};
 use ratatui::crossterm::execute;
 use ratatui::DefaultTerminal;
@@ -35,8 +34,9 @@ pub enum Outcome {
     /// The person left.
     Quit,
     /// The profile was wiped (panic passphrase, too many wrong passphrases
-    /// or a verified remote wipe order); the code, if any, is for the relay.
-    Wiped(Option<Box<WipeCode>>),
+    /// or a verified remote wipe order); a panic wipe was announced to the
+    /// relay already.
+    Wiped,
 }
 
 /// What can stop the client.
@@ -68,7 +68,7 @@ pub fn run(options: Options) -> Result<Outcome, TuiError> {
 }
 
 fn now_ms() -> u64 {
-    hush_store::now_ms()
+    hush_client::now_ms()
 }
 
 /// Reads keys on a thread of its own (crossterm's read blocks).
@@ -140,7 +140,7 @@ async fn main_loop(terminal: &mut DefaultTerminal, options: Options) -> Result<O
         let event = tokio::select! {
             Some(event) = events.recv() => event,
             Some(report) = reports.recv() => match report {
-                Report::Wiped(code) => break Outcome::Wiped(code),
+                Report::Wiped => break Outcome::Wiped,
                 Report::Fatal(error) => return Err(TuiError::Fatal(error)),
                 Report::Unlocked(me) => {
                     runtime.unlocked_once = true;

@@ -2,7 +2,7 @@
 //! behaviour as the SQLCipher store, transactions included (a failed one
 //! leaves nothing behind), and nothing on disk.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 
 use hush_proto::AccountId;
@@ -29,6 +29,8 @@ pub struct MemoryStore {
     crypto: RustCrypto,
     mls: MemoryStorage,
     tables: RefCell<Tables>,
+    /// Writes left before one fails (see [`MemoryStore::fail_write_in`]).
+    fault: Cell<Option<u32>>,
 }
 
 /// The OpenMLS provider over a [`MemoryStore`].
@@ -66,6 +68,33 @@ impl MemoryStore {
         let mut tables = self.tables.borrow_mut();
         tables.contacts.retain(|_, known| *known != account);
         tables.contacts.insert(name.to_owned(), account);
+    }
+
+    /// Makes a write fail after `writes` more succeed, once, as a full disk
+    /// or a crash would: the transaction around it is rolled back.
+    pub fn fail_write_in(&self, writes: u32) {
+        self.fault.set(Some(writes));
+    }
+
+    /// Cancels a failure set by [`MemoryStore::fail_write_in`] that has not
+    /// happened yet.
+    pub fn heal(&self) {
+        self.fault.set(None);
+    }
+
+    /// Counts a write; fails the one the fault was set for.
+    fn write(&self) -> Result<(), StorageError> {
+        match self.fault.get() {
+            Some(0) => {
+                self.fault.set(None);
+                Err(StorageError::new(std::io::Error::other("injected write failure")))
+            }
+            Some(left) => {
+                self.fault.set(Some(left - 1));
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Every stored message of a conversation, oldest first.
@@ -114,11 +143,13 @@ impl DeviceStore for MemoryStore {
     }
 
     fn set_setting(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.write()?;
         self.tables.borrow_mut().settings.insert(name.to_owned(), value.to_vec());
         Ok(())
     }
 
     fn delete_setting(&self, name: &str) -> Result<(), StorageError> {
+        self.write()?;
         self.tables.borrow_mut().settings.remove(name);
         Ok(())
     }
@@ -146,6 +177,7 @@ impl DeviceStore for MemoryStore {
     }
 
     fn delete_settings_with_prefix(&self, prefix: &str) -> Result<usize, StorageError> {
+        self.write()?;
         let mut tables = self.tables.borrow_mut();
         let names: Vec<String> = Self::with_prefix(&tables, prefix).map(|(k, _)| k.clone()).collect();
         for name in &names {
@@ -169,6 +201,7 @@ impl DeviceStore for MemoryStore {
         kind: &ConversationKind,
         now_ms: u64,
     ) -> Result<(), StorageError> {
+        self.write()?;
         let mut tables = self.tables.borrow_mut();
         let record = tables.conversations.entry(group_id.to_vec()).or_insert_with(|| ConversationRecord {
             group_id: group_id.to_vec(),
@@ -184,21 +217,25 @@ impl DeviceStore for MemoryStore {
     }
 
     fn set_conversation_active(&self, group_id: &[u8], active: bool) -> Result<(), StorageError> {
+        self.write()?;
         self.update(group_id, |record| record.active = active);
         Ok(())
     }
 
     fn set_timer(&self, group_id: &[u8], secs: Option<u32>) -> Result<(), StorageError> {
+        self.write()?;
         self.update(group_id, |record| record.timer_secs = secs);
         Ok(())
     }
 
     fn set_needs_update(&self, group_id: &[u8], needs: bool) -> Result<(), StorageError> {
+        self.write()?;
         self.update(group_id, |record| record.needs_update = needs);
         Ok(())
     }
 
     fn updated(&self, group_id: &[u8], now_ms: u64) -> Result<(), StorageError> {
+        self.write()?;
         self.update(group_id, |record| {
             record.sent_since_update = 0;
             record.needs_update = false;
@@ -208,6 +245,7 @@ impl DeviceStore for MemoryStore {
     }
 
     fn count_sent(&self, group_id: &[u8]) -> Result<(), StorageError> {
+        self.write()?;
         self.update(group_id, |record| record.sent_since_update += 1);
         Ok(())
     }
@@ -242,6 +280,7 @@ impl DeviceStore for MemoryStore {
         now_ms: u64,
         shown: bool,
     ) -> Result<bool, StorageError> {
+        self.write()?;
         let mut tables = self.tables.borrow_mut();
         if tables.messages.iter().any(|(m, ..)| m.message_id == message.message_id) {
             return Ok(false);
@@ -251,6 +290,7 @@ impl DeviceStore for MemoryStore {
     }
 
     fn delete_messages(&self, group_id: &[u8]) -> Result<usize, StorageError> {
+        self.write()?;
         let mut tables = self.tables.borrow_mut();
         let before = tables.messages.len();
         tables.messages.retain(|(m, ..)| m.group_id != group_id);
@@ -258,6 +298,7 @@ impl DeviceStore for MemoryStore {
     }
 
     fn first_sighting(&self, hash: &[u8; 32], now_ms: u64) -> Result<bool, StorageError> {
+        self.write()?;
         let mut tables = self.tables.borrow_mut();
         if tables.sightings.contains_key(hash) {
             return Ok(false);
@@ -267,6 +308,7 @@ impl DeviceStore for MemoryStore {
     }
 
     fn forget_sightings(&self, before_ms: u64) -> Result<(), StorageError> {
+        self.write()?;
         self.tables.borrow_mut().sightings.retain(|_, at| *at >= before_ms);
         Ok(())
     }

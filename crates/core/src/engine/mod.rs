@@ -181,6 +181,27 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
         Ok(())
     }
 
+    /// Processes whatever waits for an epoch its group has reached, in
+    /// every group. The driver calls it at login: a failure may have
+    /// stopped [`Engine::deliver`] between a commit and what it unlocked,
+    /// and the commit, already processed, is not processed again.
+    pub fn retry_all_held(&mut self) -> Result<(), StorageError> {
+        let mut groups: Vec<Vec<u8>> = Vec::new();
+        for (key, _) in self.store.setting_heads_with_prefix(HELD_PREFIX, 0)? {
+            let group = key[HELD_PREFIX.len()..]
+                .split(':')
+                .next()
+                .and_then(|hex| data_encoding::HEXLOWER.decode(hex.as_bytes()).ok());
+            if let Some(group) = group.filter(|group| !groups.contains(group)) {
+                groups.push(group);
+            }
+        }
+        for group_id in groups {
+            self.retry_held(&group_id)?;
+        }
+        Ok(())
+    }
+
     /// Processes a payload, fresh from the mailbox or (`held`: its key)
     /// held back earlier. A group message for an epoch we have not reached
     /// is held until the commit that leads there is processed. Returns the
@@ -568,9 +589,9 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
     /// our history (counted for the self-update policy), a timer change as
     /// an event.
     pub fn sent(&mut self, group_id: &[u8], content: &Content) -> Result<(), StorageError> {
-        let store = self.store;
         let me = self.account();
-        match &content.body {
+        let now = self.now;
+        self.store.transaction(|store| match &content.body {
             Body::Text(text) => {
                 let record = MessageRecord {
                     message_id: content.id,
@@ -583,17 +604,17 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                         .expires_after_secs
                         .map(|secs| content.sent_at_ms + u64::from(secs) * 1000),
                 };
-                store.insert_message(&record, self.now, true)?;
+                store.insert_message(&record, now, true)?;
                 store.count_sent(group_id)
             }
             Body::Timer { secs } => {
                 store.set_timer(group_id, *secs)?;
                 let event = Event::Timer { secs: *secs };
                 let record = event_record(content.id, group_id.to_vec(), me, content.sent_at_ms, &event);
-                store.insert_message(&record, self.now, true).map(drop)
+                store.insert_message(&record, now, true).map(drop)
             }
             Body::Info { .. } => Ok(()),
-        }
+        })
     }
 
     // ----- commits -----

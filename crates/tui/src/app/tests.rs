@@ -240,6 +240,6 @@ fn a_wipe_report_quits() {
             request: false,
         }],
     });
-    app.update(0, Event::Report(Report::Wiped(None)));
+    app.update(0, Event::Report(Report::Wiped));
     assert!(app.quit);
 }

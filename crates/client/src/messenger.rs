@@ -1,0 +1,528 @@
+//! The messenger: an unlocked profile kept online on a thread of its own.
+//! It logs in, reconnects with backoff when the relay is lost, processes
+//! deliveries as they arrive, runs the self-update and key-package upkeep,
+//! and carries out work for the relay in order, keeping unsent messages in
+//! an outbox in the profile so that they survive a lost connection and a
+//! restart. A screen (`hush chat`) or an app embeds it through one handle,
+//! [`Messenger`], which is `Send + Sync`, and one stream of [`Update`]s.
+//!
+//! Key design decision: the profile never leaves the messenger's thread.
+//! Everything else reaches it through the handle: work for the relay as
+//! [`Job`]s, reads and local changes as closures run between two steps of
+//! the connection loop ([`Messenger::read`]), so nothing races the engine.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hush_proto::AccountId;
+use rand::Rng;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::error::ClientError;
+use crate::session::{Draft, Session};
+
+/// First wait after a lost connection; doubled each failure up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often expired messages are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(1);
+/// How often groups owed a self-update and key packages are checked.
+const UPKEEP_EVERY: Duration = Duration::from_secs(60);
+/// Settings holding unsent messages, by sequence number.
+const OUTBOX_PREFIX: &str = "outbox:";
+
+/// Identifies a job handed to the messenger; its [`Update::Done`] carries it.
+pub type Ticket = u64;
+
+/// The state of the connection to the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Logging in.
+    Connecting,
+    /// Logged in and receiving.
+    Online,
+    /// Lost; the next attempt is in `retry_in_secs`.
+    Offline {
+        /// Why.
+        reason: String,
+        /// Seconds until the next attempt.
+        retry_in_secs: u64,
+    },
+}
+
+/// Work that needs the relay, done in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Sends a text to a contact, account id or group (kept in the outbox
+    /// until the relay has it or refuses it).
+    Send {
+        /// Contact, account id or group.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// Starts a conversation with an account, saving it as a contact first
+    /// if `name` is given.
+    Start {
+        /// The account id.
+        account: String,
+        /// A contact name for it.
+        name: Option<String>,
+    },
+    /// Creates a group.
+    GroupCreate {
+        /// Its name.
+        name: String,
+        /// Contacts or account ids.
+        members: Vec<String>,
+    },
+    /// Adds members to a group.
+    GroupAdd {
+        /// The group.
+        name: String,
+        /// Contacts or account ids.
+        members: Vec<String>,
+    },
+    /// Removes members from a group.
+    GroupRemove {
+        /// The group.
+        name: String,
+        /// Contacts or account ids.
+        members: Vec<String>,
+    },
+    /// Sets or turns off a conversation's disappearing-message timer.
+    Timer {
+        /// The conversation.
+        to: String,
+        /// The timer, if any.
+        secs: Option<u32>,
+    },
+}
+
+/// What the messenger reports.
+#[derive(Debug)]
+pub enum Update {
+    /// The connection changed state.
+    Link(Link),
+    /// Something in the profile changed (a message arrived or expired, a
+    /// job finished): whatever is shown should be read again.
+    Changed,
+    /// A job finished: what was done, or why it could not be.
+    Done {
+        /// The job's ticket.
+        ticket: Ticket,
+        /// What was done, or the error.
+        outcome: Result<String, String>,
+    },
+    /// A genuine wipe order arrived (checked against this device's wipe
+    /// secret) and the profile was wiped. Nothing else follows.
+    Wiped,
+    /// The messenger stopped on an error it cannot recover from (the
+    /// profile's store failed, or the wipe did). Nothing else follows.
+    Fatal(String),
+}
+
+type Read = Box<dyn FnOnce(&Client) + Send>;
+
+enum Command {
+    Job(Ticket, Job),
+    Read(Read),
+    Stop,
+}
+
+/// The handle to a running messenger. Dropping it (or [`Messenger::close`])
+/// stops the messenger once the jobs already given are done, if online.
+pub struct Messenger {
+    commands: UnboundedSender<Command>,
+    tickets: AtomicU64,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Messenger {
+    /// Starts the messenger for an unlocked profile; messages left in the
+    /// outbox by an earlier run are sent first.
+    pub fn start(client: Client) -> Result<(Self, UnboundedReceiver<Update>), ClientError> {
+        let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (updates, stream) = tokio::sync::mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("hush-messenger".into())
+            .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(run(client, receiver, updates)),
+                Err(error) => {
+                    let _ = updates.send(Update::Fatal(format!("cannot start the messenger: {error}")));
+                }
+            })
+            .map_err(|error| ClientError::Transport(format!("cannot start the messenger: {error}")))?;
+        let messenger = Self { commands, tickets: AtomicU64::new(1), thread: Mutex::new(Some(thread)) };
+        Ok((messenger, stream))
+    }
+
+    /// Hands the messenger a job; its [`Update::Done`] carries the ticket
+    /// returned. A [`Job::Send`] is in the outbox before this returns.
+    pub fn submit(&self, job: Job) -> Ticket {
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        // A stopped messenger reports nothing more; the caller learns that
+        // from the end of the update stream.
+        let _ = self.commands.send(Command::Job(ticket, job));
+        ticket
+    }
+
+    /// Runs `read` on the profile between two steps of the messenger's
+    /// work, and returns its result: for reading what to show, and for
+    /// changes on this device alone (contacts, accepting a request).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Client) -> T + Send + 'static,
+    ) -> Result<T, ClientError> {
+        let (answer, result) = tokio::sync::oneshot::channel();
+        let read: Read = Box::new(move |client| {
+            let _ = answer.send(read(client));
+        });
+        self.commands.send(Command::Read(read)).map_err(|_| ClientError::Disconnected)?;
+        result.await.map_err(|_| ClientError::Disconnected)
+    }
+
+    /// Stops the messenger once the jobs already given are done (if
+    /// online), and waits for its thread. Messages it could not send stay
+    /// in the outbox for the next start.
+    pub fn close(self) {
+        let Self { commands, thread, .. } = self;
+        drop(commands);
+        join(&thread);
+    }
+
+    /// Stops the messenger at once, leaving queued jobs undone (messages
+    /// stay in the outbox), and waits for its thread.
+    pub fn abort(self) {
+        let Self { commands, thread, .. } = self;
+        let _ = commands.send(Command::Stop);
+        drop(commands);
+        join(&thread);
+    }
+}
+
+fn join(thread: &Mutex<Option<std::thread::JoinHandle<()>>>) {
+    let thread = thread.lock().ok().and_then(|mut thread| thread.take());
+    if let Some(thread) = thread {
+        let _ = thread.join();
+    }
+}
+
+async fn run(client: Client, mut commands: UnboundedReceiver<Command>, updates: UnboundedSender<Update>) {
+    let jobs = match outbox(&client) {
+        Ok(jobs) => jobs,
+        Err(error) => {
+            let _ = updates.send(Update::Fatal(error.to_string()));
+            return;
+        }
+    };
+    let mut worker = Worker { client: &client, updates: updates.clone(), jobs };
+    let result = worker.connect_loop(&mut commands).await;
+    drop(worker);
+    let last = match result {
+        Ok(()) => return,
+        // Only a wipe order that matches this device's own wipe secret
+        // gets here (see `Session`); anything else the relay says is not.
+        Err(ClientError::WipeOrdered) => match client.wipe() {
+            Ok(()) => Update::Wiped,
+            Err(error) => Update::Fatal(format!("a wipe order arrived but the wipe failed: {error}")),
+        },
+        Err(error) => Update::Fatal(error.to_string()),
+    };
+    let _ = updates.send(last);
+}
+
+/// A job in the queue: sends carry their outbox entry.
+struct Queued {
+    ticket: Ticket,
+    job: Job,
+    outbox: Option<(String, Draft)>,
+}
+
+impl Client {
+    /// Messages handed to a [`Messenger`] and not sent yet (the relay was
+    /// unreachable, or the app stopped first), oldest first: the
+    /// conversation and the text. The next messenger started sends them.
+    pub fn outbox(&self) -> Result<Vec<(String, String)>, ClientError> {
+        let entries = self.store.settings_with_prefix(OUTBOX_PREFIX)?;
+        let decoded = entries.iter().filter_map(|(_, bytes)| decode_outbox(bytes));
+        Ok(decoded.map(|(to, draft)| (to, draft.text().to_owned())).collect())
+    }
+}
+
+/// Unsent messages left by an earlier run, oldest first.
+fn outbox(client: &Client) -> Result<VecDeque<Queued>, ClientError> {
+    let mut jobs = VecDeque::new();
+    for (key, bytes) in client.store.settings_with_prefix(OUTBOX_PREFIX)? {
+        match decode_outbox(&bytes) {
+            Some((to, draft)) => {
+                let job = Job::Send { to: to.clone(), text: draft.text().to_owned() };
+                jobs.push_back(Queued { ticket: 0, job, outbox: Some((key, draft)) });
+            }
+            None => client.store.delete_setting(&key)?,
+        }
+    }
+    Ok(jobs)
+}
+
+fn encode_outbox(to: &str, draft: &Draft) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&u32::try_from(to.len()).unwrap_or(u32::MAX).to_be_bytes());
+    bytes.extend_from_slice(to.as_bytes());
+    bytes.extend_from_slice(&draft.to_bytes());
+    bytes
+}
+
+fn decode_outbox(bytes: &[u8]) -> Option<(String, Draft)> {
+    let len = usize::try_from(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?)).ok()?;
+    let to = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?.to_owned();
+    Some((to, Draft::from_bytes(bytes.get(4 + len..)?)?))
+}
+
+/// Errors that mean the connection is gone (retry), not that a job failed.
+fn is_link_error(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Unreachable(_)
+            | ClientError::Transport(_)
+            | ClientError::Disconnected
+            | ClientError::Protocol(_)
+            | ClientError::WrongCertificate
+    )
+}
+
+/// Whether to go on.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+struct Worker<'a> {
+    client: &'a Client,
+    updates: UnboundedSender<Update>,
+    jobs: VecDeque<Queued>,
+}
+
+impl Worker<'_> {
+    fn report(&self, update: Update) {
+        let _ = self.updates.send(update);
+    }
+
+    /// Logs in, serves, and on a lost connection waits and tries again.
+    async fn connect_loop(&mut self, commands: &mut UnboundedReceiver<Command>) -> Result<(), ClientError> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            self.report(Update::Link(Link::Connecting));
+            let error = match Session::login(self.client).await {
+                Ok(mut session) => {
+                    backoff = FIRST_BACKOFF;
+                    self.report(Update::Link(Link::Online));
+                    let served = self.serve(&mut session, commands).await;
+                    if matches!(served, Ok(Flow::Stop)) {
+                        session.close().await;
+                        return Ok(());
+                    }
+                    match served {
+                        Err(error) => error,
+                        Ok(_) => ClientError::Disconnected,
+                    }
+                }
+                Err(error) => error,
+            };
+            if matches!(error, ClientError::WipeOrdered | ClientError::Store(_)) {
+                return Err(error);
+            }
+            let wait = jittered(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            if self.wait_offline(&error.to_string(), wait, commands).await? == Flow::Stop {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits `wait` before the next attempt, taking commands meanwhile and
+    /// counting down.
+    async fn wait_offline(
+        &mut self,
+        reason: &str,
+        wait: Duration,
+        commands: &mut UnboundedReceiver<Command>,
+    ) -> Result<Flow, ClientError> {
+        let deadline = Instant::now() + wait;
+        let mut second = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Flow::Continue);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(left) => return Ok(Flow::Continue),
+                _ = second.tick() => {
+                    let retry_in_secs = left.as_secs_f64().ceil() as u64;
+                    self.report(Update::Link(Link::Offline { reason: reason.to_owned(), retry_in_secs }));
+                }
+                command = commands.recv() => match command {
+                    Some(command) => {
+                        if self.take(command)? == Flow::Stop {
+                            return Ok(Flow::Stop);
+                        }
+                    }
+                    None => return Ok(Flow::Stop),
+                },
+            }
+        }
+    }
+
+    /// Runs queued jobs, then waits for a command, a delivery or a timer.
+    /// A lost connection returns its error, with the job still queued.
+    async fn serve(
+        &mut self,
+        session: &mut Session<'_>,
+        commands: &mut UnboundedReceiver<Command>,
+    ) -> Result<Flow, ClientError> {
+        session.subscribe().await?;
+        let mut purge = tokio::time::interval(PURGE_EVERY);
+        // The first upkeep runs once the queue is drained (handle_push);
+        // this one every minute after: groups this device only reads still
+        // rotate its keys, and key packages rotate and expire.
+        let mut upkeep = tokio::time::interval_at(Instant::now() + UPKEEP_EVERY, UPKEEP_EVERY);
+        let mut closing = false;
+        loop {
+            self.run_jobs(session).await?;
+            if closing {
+                return Ok(Flow::Stop);
+            }
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => {
+                        if self.take(command)? == Flow::Stop {
+                            return Ok(Flow::Stop);
+                        }
+                    }
+                    // The handle is gone: finish what is queued, then stop.
+                    None => closing = true,
+                },
+                push = session.next_push() => {
+                    session.handle_push(push?).await?;
+                    self.report(Update::Changed);
+                }
+                _ = purge.tick() => {
+                    if self.client.purge_expired()? > 0 {
+                        self.report(Update::Changed);
+                    }
+                }
+                _ = upkeep.tick() => session.housekeeping().await?,
+            }
+        }
+    }
+
+    /// Takes a command: a read runs at once; a job is queued (a send goes
+    /// to the outbox first, so it survives a restart).
+    fn take(&mut self, command: Command) -> Result<Flow, ClientError> {
+        match command {
+            Command::Stop => return Ok(Flow::Stop),
+            Command::Read(read) => read(self.client),
+            Command::Job(ticket, job) => {
+                let outbox = match &job {
+                    Job::Send { to, text } => {
+                        let draft = Draft::new(text, None);
+                        let key = format!("{OUTBOX_PREFIX}{:016x}", self.next_outbox_seq()?);
+                        self.client.store.set_setting(&key, &encode_outbox(to, &draft))?;
+                        Some((key, draft))
+                    }
+                    _ => None,
+                };
+                self.jobs.push_back(Queued { ticket, job, outbox });
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The next outbox entry's number (entries are sent in this order).
+    fn next_outbox_seq(&self) -> Result<u64, ClientError> {
+        let store = &self.client.store;
+        let last = store.setting("outbox_seq")?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok());
+        let next = last.map_or(1, |bytes| u64::from_be_bytes(bytes).wrapping_add(1));
+        store.set_setting("outbox_seq", &next.to_be_bytes())?;
+        Ok(next)
+    }
+
+    async fn run_jobs(&mut self, session: &mut Session<'_>) -> Result<(), ClientError> {
+        while let Some(queued) = self.jobs.front() {
+            let outcome = match (&queued.job, &queued.outbox) {
+                (Job::Send { to, .. }, Some((_, draft))) => {
+                    session.send_draft(to, draft).await.map(|()| String::new())
+                }
+                (job, _) => self.act(session, job).await,
+            };
+            match outcome {
+                Err(error) if is_link_error(&error) || matches!(error, ClientError::WipeOrdered) => {
+                    return Err(error)
+                }
+                outcome => {
+                    if let Some(Queued { ticket, outbox, .. }) = self.jobs.pop_front() {
+                        if let Some((key, _)) = outbox {
+                            self.client.store.delete_setting(&key)?;
+                        }
+                        let outcome = outcome.map_err(|error| error.to_string());
+                        self.report(Update::Done { ticket, outcome });
+                        self.report(Update::Changed);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn members(&self, members: &[String]) -> Result<Vec<AccountId>, ClientError> {
+        members.iter().map(|member| self.client.resolve_member(member)).collect()
+    }
+
+    async fn act(&self, session: &mut Session<'_>, job: &Job) -> Result<String, ClientError> {
+        match job {
+            Job::Send { to, text } => {
+                session.send_text(to, text, None).await?;
+                Ok(String::new())
+            }
+            Job::Start { account, name } => {
+                let id: AccountId = account
+                    .parse()
+                    .map_err(|_| ClientError::Invalid(format!("'{account}' is not an account id")))?;
+                if let Some(name) = name {
+                    self.client.add_contact(name, id)?;
+                }
+                let to = name.as_deref().unwrap_or(account);
+                session.start_conversation(to).await?;
+                Ok(format!("conversation with {to} started"))
+            }
+            Job::GroupCreate { name, members } => {
+                session.group_create(name, &self.members(members)?).await?;
+                Ok(format!("group {name} created"))
+            }
+            Job::GroupAdd { name, members } => {
+                session.group_add(name, &self.members(members)?).await?;
+                Ok(format!("added to {name}: {}", members.join(", ")))
+            }
+            Job::GroupRemove { name, members } => {
+                session.group_remove(name, &self.members(members)?).await?;
+                Ok(format!("removed from {name}: {}", members.join(", ")))
+            }
+            Job::Timer { to, secs } => {
+                session.set_timer(to, *secs).await?;
+                Ok("timer set".into())
+            }
+        }
+    }
+}
+
+/// `base` give or take a fifth, so clients that lost the relay together do
+/// not all come back in the same instant.
+fn jittered(base: Duration) -> Duration {
+    let factor = rand::thread_rng().gen_range(0.8..1.2);
+    base.mul_f64(factor)
+}
