@@ -126,15 +126,21 @@ fn announce_wipe(error: StoreError) -> ClientError {
     }
 }
 
-/// Tells the relay about a wipe, bounded in time, on a thread of its own
-/// (callers may already be inside a runtime).
+/// Tells the relay about a wipe, on a thread of its own (callers may
+/// already be inside a runtime), waiting at most `timeout` for it: a name
+/// lookup that hangs is left behind, not waited for.
 fn notify_relay_of_wipe(code: WipeCode, timeout: Duration) {
-    let notice = std::thread::spawn(move || {
+    let (done, finished) = std::sync::mpsc::channel();
+    let notice = std::thread::Builder::new().name("hush-wipe-notice".into()).spawn(move || {
         if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
             let _ = runtime.block_on(crate::session::send_wipe_order(&code, timeout));
+            runtime.shutdown_background();
         }
+        let _ = done.send(());
     });
-    let _ = notice.join();
+    if notice.is_ok() {
+        let _ = finished.recv_timeout(timeout + Duration::from_millis(50));
+    }
 }
 
 fn system_clock() -> Clock {

@@ -32,6 +32,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const PURGE_EVERY: Duration = Duration::from_secs(1);
 /// How often groups owed a self-update and key packages are checked.
 const UPKEEP_EVERY: Duration = Duration::from_secs(60);
+/// A session that lasted this long resets the backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// Settings holding unsent messages, by sequence number.
 const OUTBOX_PREFIX: &str = "outbox:";
 
@@ -162,7 +164,9 @@ impl Messenger {
     }
 
     /// Hands the messenger a job; its [`Update::Done`] carries the ticket
-    /// returned. A [`Job::Send`] is in the outbox before this returns.
+    /// returned. A [`Job::Send`] goes to the outbox as soon as the
+    /// messenger takes it, which it does at once, logging in or busy with
+    /// another job alike: from then on it survives a crash.
     pub fn submit(&self, job: Job) -> Ticket {
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         // A stopped messenger reports nothing more; the caller learns that
@@ -195,8 +199,10 @@ impl Messenger {
         join(&thread);
     }
 
-    /// Stops the messenger at once, leaving queued jobs undone (messages
-    /// stay in the outbox), and waits for its thread.
+    /// Stops the messenger as soon as it takes this, leaving queued jobs
+    /// undone and cutting off the one under way (messages stay in the
+    /// outbox; a commit whose answer is lost is resolved at the next login),
+    /// and waits for its thread.
     pub fn abort(self) {
         let Self { commands, thread, .. } = self;
         let _ = commands.send(Command::Stop);
@@ -220,7 +226,7 @@ async fn run(client: Client, mut commands: UnboundedReceiver<Command>, updates: 
             return;
         }
     };
-    let mut worker = Worker { client: &client, updates: updates.clone(), jobs };
+    let mut worker = Worker { client: &client, updates: updates.clone(), jobs, closing: false };
     let result = worker.connect_loop(&mut commands).await;
     drop(worker);
     let last = match result {
@@ -283,8 +289,10 @@ fn decode_outbox(bytes: &[u8]) -> Option<(String, Draft)> {
     Some((to, Draft::from_bytes(bytes.get(4 + len..)?)?))
 }
 
-/// Errors that mean the connection is gone (retry), not that a job failed.
-fn is_link_error(error: &ClientError) -> bool {
+/// Errors that mean "not now" (retry after reconnecting), not that a job
+/// failed: the connection is gone, or the relay is busy or going down.
+fn is_temporary(error: &ClientError) -> bool {
+    use hush_proto::ErrorCode;
     matches!(
         error,
         ClientError::Unreachable(_)
@@ -292,6 +300,12 @@ fn is_link_error(error: &ClientError) -> bool {
             | ClientError::Disconnected
             | ClientError::Protocol(_)
             | ClientError::WrongCertificate
+            | ClientError::Relay(
+                ErrorCode::RateLimited
+                    | ErrorCode::TooManyConnections
+                    | ErrorCode::Internal
+                    | ErrorCode::ShuttingDown
+            )
     )
 }
 
@@ -306,6 +320,8 @@ struct Worker<'a> {
     client: &'a Client,
     updates: UnboundedSender<Update>,
     jobs: VecDeque<Queued>,
+    /// The handle is gone: finish the queue if online, then stop.
+    closing: bool,
 }
 
 impl Worker<'_> {
@@ -314,28 +330,51 @@ impl Worker<'_> {
     }
 
     /// Logs in, serves, and on a lost connection waits and tries again.
+    /// Commands are taken all along (a send is in the outbox at once).
     async fn connect_loop(&mut self, commands: &mut UnboundedReceiver<Command>) -> Result<(), ClientError> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             self.report(Update::Link(Link::Connecting));
-            let error = match Session::login(self.client).await {
+            let client = self.client;
+            let login = Session::login(client);
+            tokio::pin!(login);
+            let logged_in = loop {
+                tokio::select! {
+                    logged_in = &mut login => break logged_in,
+                    command = commands.recv(), if !self.closing => {
+                        if self.take(command)? == Flow::Stop {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let error = match logged_in {
                 Ok(mut session) => {
-                    backoff = FIRST_BACKOFF;
+                    let since = Instant::now();
                     self.report(Update::Link(Link::Online));
                     let served = self.serve(&mut session, commands).await;
-                    if matches!(served, Ok(Flow::Stop)) {
-                        session.close().await;
-                        return Ok(());
+                    // A session that lasted is a reason to start over with
+                    // a short wait; one cut off at once (a relay that lets
+                    // us in and then fails) is not.
+                    if since.elapsed() >= HEALTHY_SESSION {
+                        backoff = FIRST_BACKOFF;
                     }
                     match served {
+                        Ok(Flow::Stop) => {
+                            session.close().await;
+                            return Ok(());
+                        }
+                        Ok(Flow::Continue) => ClientError::Disconnected,
                         Err(error) => error,
-                        Ok(_) => ClientError::Disconnected,
                     }
                 }
                 Err(error) => error,
             };
             if matches!(error, ClientError::WipeOrdered | ClientError::Store(_)) {
                 return Err(error);
+            }
+            if self.closing {
+                return Ok(());
             }
             let wait = jittered(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -366,14 +405,11 @@ impl Worker<'_> {
                     let retry_in_secs = left.as_secs_f64().ceil() as u64;
                     self.report(Update::Link(Link::Offline { reason: reason.to_owned(), retry_in_secs }));
                 }
-                command = commands.recv() => match command {
-                    Some(command) => {
-                        if self.take(command)? == Flow::Stop {
-                            return Ok(Flow::Stop);
-                        }
+                command = commands.recv() => {
+                    if self.take(command)? == Flow::Stop || self.closing {
+                        return Ok(Flow::Stop);
                     }
-                    None => return Ok(Flow::Stop),
-                },
+                }
             }
         }
     }
@@ -391,22 +427,19 @@ impl Worker<'_> {
         // this one every minute after: groups this device only reads still
         // rotate its keys, and key packages rotate and expire.
         let mut upkeep = tokio::time::interval_at(Instant::now() + UPKEEP_EVERY, UPKEEP_EVERY);
-        let mut closing = false;
         loop {
-            self.run_jobs(session).await?;
-            if closing {
+            if self.run_jobs(session, commands).await? == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+            if self.closing {
                 return Ok(Flow::Stop);
             }
             tokio::select! {
-                command = commands.recv() => match command {
-                    Some(command) => {
-                        if self.take(command)? == Flow::Stop {
-                            return Ok(Flow::Stop);
-                        }
+                command = commands.recv() => {
+                    if self.take(command)? == Flow::Stop {
+                        return Ok(Flow::Stop);
                     }
-                    // The handle is gone: finish what is queued, then stop.
-                    None => closing = true,
-                },
+                }
                 push = session.next_push() => {
                     session.handle_push(push?).await?;
                     self.report(Update::Changed);
@@ -421,13 +454,22 @@ impl Worker<'_> {
         }
     }
 
-    /// Takes a command: a read runs at once; a job is queued (a send goes
-    /// to the outbox first, so it survives a restart).
-    fn take(&mut self, command: Command) -> Result<Flow, ClientError> {
+    /// Takes a command (`None`: the handle is gone). A read runs at once; a
+    /// job is queued, a send after it is in the outbox.
+    fn take(&mut self, command: Option<Command>) -> Result<Flow, ClientError> {
         match command {
-            Command::Stop => return Ok(Flow::Stop),
-            Command::Read(read) => read(self.client),
-            Command::Job(ticket, job) => {
+            None => self.closing = true,
+            Some(Command::Stop) => return Ok(Flow::Stop),
+            Some(Command::Read(read)) => {
+                // A read that panics may have left the profile half-way
+                // through something: stop rather than go on with it.
+                let client = self.client;
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(client))).is_err() {
+                    self.report(Update::Fatal("a read of the profile failed; the messenger stopped".into()));
+                    return Ok(Flow::Stop);
+                }
+            }
+            Some(Command::Job(ticket, job)) => {
                 let outbox = match &job {
                     Job::Send { to, text } => {
                         let draft = Draft::new(text, None);
@@ -452,70 +494,99 @@ impl Worker<'_> {
         Ok(next)
     }
 
-    async fn run_jobs(&mut self, session: &mut Session<'_>) -> Result<(), ClientError> {
+    /// Runs the queue in order, taking commands while a job is under way.
+    /// A temporary failure leaves the job at the head of the queue (its
+    /// message in the outbox) and returns, to reconnect.
+    async fn run_jobs(
+        &mut self,
+        session: &mut Session<'_>,
+        commands: &mut UnboundedReceiver<Command>,
+    ) -> Result<Flow, ClientError> {
+        let client = self.client;
         while let Some(queued) = self.jobs.front() {
-            let outcome = match (&queued.job, &queued.outbox) {
-                (Job::Send { to, .. }, Some((_, draft))) => {
-                    session.send_draft(to, draft).await.map(|()| String::new())
+            let job = queued.job.clone();
+            let draft = queued.outbox.as_ref().map(|(_, draft)| draft.clone());
+            let work = run_job(client, session, job, draft);
+            tokio::pin!(work);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut work => break outcome,
+                    command = commands.recv(), if !self.closing => {
+                        // Stopping cuts the job off: a message stays in the
+                        // outbox, a commit is resolved at the next login.
+                        if self.take(command)? == Flow::Stop {
+                            return Ok(Flow::Stop);
+                        }
+                    }
                 }
-                (job, _) => self.act(session, job).await,
             };
             match outcome {
-                Err(error) if is_link_error(&error) || matches!(error, ClientError::WipeOrdered) => {
-                    return Err(error)
-                }
+                Err(error) if is_temporary(&error) => return Err(error),
+                // The profile failed or must be wiped: the message stays.
+                Err(error @ (ClientError::WipeOrdered | ClientError::Store(_))) => return Err(error),
                 outcome => {
-                    if let Some(Queued { ticket, outbox, .. }) = self.jobs.pop_front() {
-                        if let Some((key, _)) = outbox {
-                            self.client.store.delete_setting(&key)?;
-                        }
-                        let outcome = outcome.map_err(|error| error.to_string());
-                        self.report(Update::Done { ticket, outcome });
-                        self.report(Update::Changed);
+                    let Some(Queued { ticket, job, outbox }) = self.jobs.pop_front() else { break };
+                    if let Some((key, _)) = &outbox {
+                        self.client.store.delete_setting(key)?;
                     }
+                    let outcome = outcome.map_err(|error| match (&job, ticket) {
+                        // Left by an earlier run: say which message failed.
+                        (Job::Send { to, text }, 0) => format!("message to {to} not sent ({error}): {text}"),
+                        _ => error.to_string(),
+                    });
+                    self.report(Update::Done { ticket, outcome });
+                    self.report(Update::Changed);
                 }
             }
         }
-        Ok(())
+        Ok(Flow::Continue)
     }
+}
 
-    fn members(&self, members: &[String]) -> Result<Vec<AccountId>, ClientError> {
-        members.iter().map(|member| self.client.resolve_member(member)).collect()
-    }
-
-    async fn act(&self, session: &mut Session<'_>, job: &Job) -> Result<String, ClientError> {
-        match job {
-            Job::Send { to, text } => {
-                session.send_text(to, text, None).await?;
-                Ok(String::new())
+/// Carries out one job over a session.
+async fn run_job(
+    client: &Client,
+    session: &mut Session<'_>,
+    job: Job,
+    draft: Option<Draft>,
+) -> Result<String, ClientError> {
+    let members = |members: &[String]| -> Result<Vec<AccountId>, ClientError> {
+        members.iter().map(|member| client.resolve_member(member)).collect()
+    };
+    match job {
+        Job::Send { to, text } => {
+            match draft {
+                Some(draft) => session.send_draft(&to, &draft).await?,
+                None => session.send_text(&to, &text, None).await?,
             }
-            Job::Start { account, name } => {
-                let id: AccountId = account
-                    .parse()
-                    .map_err(|_| ClientError::Invalid(format!("'{account}' is not an account id")))?;
-                if let Some(name) = name {
-                    self.client.add_contact(name, id)?;
-                }
-                let to = name.as_deref().unwrap_or(account);
-                session.start_conversation(to).await?;
-                Ok(format!("conversation with {to} started"))
+            Ok(String::new())
+        }
+        Job::Start { account, name } => {
+            let id: AccountId = account
+                .parse()
+                .map_err(|_| ClientError::Invalid(format!("'{account}' is not an account id")))?;
+            if let Some(name) = &name {
+                client.add_contact(name, id)?;
             }
-            Job::GroupCreate { name, members } => {
-                session.group_create(name, &self.members(members)?).await?;
-                Ok(format!("group {name} created"))
-            }
-            Job::GroupAdd { name, members } => {
-                session.group_add(name, &self.members(members)?).await?;
-                Ok(format!("added to {name}: {}", members.join(", ")))
-            }
-            Job::GroupRemove { name, members } => {
-                session.group_remove(name, &self.members(members)?).await?;
-                Ok(format!("removed from {name}: {}", members.join(", ")))
-            }
-            Job::Timer { to, secs } => {
-                session.set_timer(to, *secs).await?;
-                Ok("timer set".into())
-            }
+            let to = name.as_deref().unwrap_or(&account);
+            session.start_conversation(to).await?;
+            Ok(format!("conversation with {to} started"))
+        }
+        Job::GroupCreate { name, members: names } => {
+            session.group_create(&name, &members(&names)?).await?;
+            Ok(format!("group {name} created"))
+        }
+        Job::GroupAdd { name, members: names } => {
+            session.group_add(&name, &members(&names)?).await?;
+            Ok(format!("added to {name}: {}", names.join(", ")))
+        }
+        Job::GroupRemove { name, members: names } => {
+            session.group_remove(&name, &members(&names)?).await?;
+            Ok(format!("removed from {name}: {}", names.join(", ")))
+        }
+        Job::Timer { to, secs } => {
+            session.set_timer(&to, secs).await?;
+            Ok("timer set".into())
         }
     }
 }

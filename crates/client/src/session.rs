@@ -673,7 +673,15 @@ impl<'a> Session<'a> {
         self.client.engine().expire_held()?;
         self.self_update_due().await?;
         self.remove_inactive().await?;
-        self.maintain_key_packages(u32::MAX).await
+        match self.maintain_key_packages(u32::MAX).await {
+            // Refused (as at login: is this device's clock right?): tried
+            // again at the next upkeep, without ending the session.
+            Err(ClientError::Relay(code)) => {
+                tracing::warn!(?code, "the relay refused this device's key packages: is its clock right?");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Creates a named group.

@@ -9,7 +9,8 @@
 //! - makes a device's store fail in the middle of an operation (a crash:
 //!   the transaction is rolled back, the delivery is not acknowledged, the
 //!   device reconnects and the relay delivers everything unacknowledged
-//!   again),
+//!   again), and restarts the relay (every device reconnects; the relay's
+//!   own crash safety is tested by `hush-loadgen crash`),
 //! - has a removed member inject junk commits (refused by the relay), and
 //!   a hostile relay replay old payloads and corrupt fresh ones.
 //!
@@ -382,7 +383,7 @@ impl Sim {
             self.log.push(format!("{d}'s store fails in {writes} writes"));
             self.devices[d].store.fail_write_in(writes);
         }
-        let _crashed = match self.rng.gen_range(0..12) {
+        let _crashed = match self.rng.gen_range(0..13) {
             0..=3 => {
                 let epoch = self.epoch_of(d);
                 self.log.push(format!("{d} writes at {epoch:?}"));
@@ -404,6 +405,15 @@ impl Sim {
             }
             8 => {
                 self.hostile_relay();
+                Ok(())
+            }
+            9 => {
+                // The relay restarts: every connection drops, every device
+                // logs in again and gets everything unacknowledged again.
+                self.log.push("the relay restarts".into());
+                for d in 0..HONEST {
+                    self.restart(d);
+                }
                 Ok(())
             }
             _ => {

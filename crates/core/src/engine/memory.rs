@@ -31,6 +31,8 @@ pub struct MemoryStore {
     tables: RefCell<Tables>,
     /// Writes left before one fails (see [`MemoryStore::fail_write_in`]).
     fault: Cell<Option<u32>>,
+    /// A transaction is open (they do not nest, as in SQLite).
+    in_transaction: Cell<bool>,
 }
 
 /// The OpenMLS provider over a [`MemoryStore`].
@@ -128,9 +130,14 @@ impl DeviceStore for MemoryStore {
         &self,
         work: impl FnOnce(&Self) -> Result<T, E>,
     ) -> Result<T, E> {
+        if self.in_transaction.get() {
+            return Err(StorageError::new(std::io::Error::other("a transaction is already open")).into());
+        }
         let tables = self.tables.borrow().clone();
         let mls = self.mls.values.read().map_err(|_| poisoned())?.clone();
+        self.in_transaction.set(true);
         let outcome = work(self);
+        self.in_transaction.set(false);
         if outcome.is_err() {
             *self.tables.borrow_mut() = tables;
             *self.mls.values.write().map_err(|_| poisoned())? = mls;

@@ -125,7 +125,6 @@ pub struct KeyPackageWork {
     /// The upload (request id 0), if any is due.
     pub upload: Option<ClientFrame>,
     retire: Vec<Vec<u8>>,
-    last_resort: bool,
 }
 
 /// A conversation waiting to be accepted or declined.
@@ -272,7 +271,9 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
             let current = match self.active_epoch(group_id) {
                 Ok(current) => current,
                 Err(EngineError::Storage(error)) => return Err(error),
-                Err(_) => None,
+                // The group's state cannot be read: keep what is held (it
+                // expires, shown as lost, if that never changes).
+                Err(_) => return Ok(()),
             };
             let Some(current) = current else {
                 // We left the group: what was held for it is of no use.
@@ -780,7 +781,8 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
             accounts.iter().filter(|account| **account != me && members.contains(account)).copied().collect();
         if gone.is_empty() || matches!(record.kind, ConversationKind::Direct { .. }) {
             let noted = format!("inactive_noted:{}", hex(group_id));
-            if let Some(first) = gone.first().filter(|_| store.setting(&noted).ok().flatten().is_none()) {
+            let first = if store.setting(&noted)?.is_none() { gone.first() } else { None };
+            if let Some(first) = first {
                 store.set_setting(&noted, &[1])?;
                 self.note_event(group_id, *first, &Event::Deactivated { account: *first }, false)?;
             }
@@ -835,18 +837,18 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
             for record in &batch.issued {
                 store.set_setting(&key_package_key(&record.hash_ref), &record.to_bytes())?;
             }
+            if plan.last_resort {
+                // Made with the capability: rotation is weekly again, even
+                // if the relay refuses this upload (no new key every try).
+                store.set_setting(LAST_RESORT_USABLE, &[1])?;
+            }
             let upload = ClientFrame::UploadKeyPackages {
                 request: 0,
                 one_time: batch.one_time,
                 last_resort: batch.last_resort,
                 expires_at: batch.not_after,
             };
-            let work = KeyPackageWork {
-                upload: Some(upload),
-                retire: plan.retire.clone(),
-                last_resort: plan.last_resort,
-            };
-            Ok::<_, EngineError>(work)
+            Ok::<_, EngineError>(KeyPackageWork { upload: Some(upload), retire: plan.retire.clone() })
         })
     }
 
@@ -860,9 +862,6 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                 record.retired_at = Some(self.now / 1000);
                 self.store.set_setting(&key, &record.to_bytes())?;
             }
-        }
-        if work.last_resort {
-            self.store.set_setting(LAST_RESORT_USABLE, &[1])?;
         }
         Ok(())
     }

@@ -15,13 +15,16 @@ struct Device {
     store: MemoryStore,
     identity: Identity,
     name: &'static str,
+    /// Seeds each engine's ids apart: two engines at the same moment must
+    /// not draw the same ids.
+    engines: std::cell::Cell<u64>,
 }
 
 impl Device {
     fn new(name: &'static str) -> Self {
         let store = MemoryStore::new();
         let identity = Identity::generate(store.provider().storage()).expect("identity");
-        Self { store, identity, name }
+        Self { store, identity, name, engines: std::cell::Cell::new(0) }
     }
 
     fn account(&self) -> AccountId {
@@ -29,7 +32,10 @@ impl Device {
     }
 
     fn engine(&self, now: u64) -> Engine<'_, MemoryStore> {
-        Engine::new(&self.store, &self.identity, now, StdRng::seed_from_u64(now))
+        let count = self.engines.get() + 1;
+        self.engines.set(count);
+        let seed = u64::from_be_bytes(self.account().0[..8].try_into().expect("8 bytes")) ^ count;
+        Engine::new(&self.store, &self.identity, now, StdRng::seed_from_u64(seed))
     }
 
     /// A verified key package of `self`, as `checker` fetched it.
@@ -286,12 +292,11 @@ fn a_removed_member_is_not_brought_back_by_a_replayed_welcome() {
     bob.engine(2).deliver(&commit_payload(&removal)).expect("removed");
     assert!(!bob.store.conversation(&crew).expect("read").expect("known").active);
 
-    // The relay (or anyone who kept it) replays the old Welcome, altered by a
-    // byte so it is not a duplicate: refused, and Bob stays out.
-    let mut replay = welcome(&add);
-    replay.push(0);
+    // The relay (or anyone who kept it) replays the old Welcome once the
+    // device no longer remembers seeing it: refused, and Bob stays out.
     bob.engine(3).deliver(&welcome(&add)).expect("a duplicate");
-    bob.engine(3).deliver(&replay).expect("refused, acknowledged");
+    bob.store.forget_sightings(u64::MAX).expect("forgotten");
+    bob.engine(3).deliver(&welcome(&add)).expect("refused, acknowledged");
     assert!(!bob.store.conversation(&crew).expect("read").expect("known").active);
     assert!(bob.engine(3).epoch(&crew).expect("read").is_none_or(|(_, active)| !active));
 }
@@ -396,9 +401,8 @@ fn a_declined_request_is_forgotten_and_its_replayed_welcome_refused() {
     bob.engine(2).decline_request(&chat).expect("declined");
     assert!(bob.engine(2).requests().expect("read").is_empty());
     assert!(bob.engine(2).epoch(&chat).expect("read").is_none());
-    let mut replay = welcome(&add);
-    replay.push(0);
-    bob.engine(3).deliver(&replay).expect("refused, acknowledged");
+    bob.store.forget_sightings(u64::MAX).expect("forgotten");
+    bob.engine(3).deliver(&welcome(&add)).expect("refused, acknowledged");
     assert!(bob.engine(3).epoch(&chat).expect("read").is_none());
 }
 
@@ -462,4 +466,16 @@ fn last_resort_packages_from_before_the_fix_are_replaced_at_once() {
     assert_eq!(work.retire.len(), 1, "the old package is retired once the relay has the new one");
     device.engine(3000).key_packages_accepted(&work).expect("accepted");
     assert!(device.engine(4000).key_package_work(100).expect("work").upload.is_none());
+}
+
+#[test]
+fn a_refused_upload_does_not_make_a_new_last_resort_package_at_every_try() {
+    let device = Device::new("alice");
+    let work = device.engine(1000).key_package_work(0).expect("work");
+    assert!(matches!(&work.upload, Some(ClientFrame::UploadKeyPackages { last_resort: Some(_), .. })));
+    // The relay refused it (a wrong clock): nothing was accepted. The next
+    // upkeep makes no new last-resort package; the weekly rotation will.
+    let again = device.engine(61_000).key_package_work(100).expect("work");
+    assert!(again.upload.is_none());
+    assert_eq!(device.engine(61_000).issued_key_packages().expect("read").len(), 11);
 }
