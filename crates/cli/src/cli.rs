@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The version and the commit this binary was built from (see build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("HUSH_COMMIT"), ")");
+
 const ENVIRONMENT: &str = "\
 Environment (for scripts; a person types passphrases at the prompt):
   HUSH_HOME                   profile directory
@@ -17,7 +20,7 @@ export HUSH_PASSPHRASE`) or a file only you can read.";
 
 /// Hush: end-to-end encrypted messaging through a relay that learns nothing.
 #[derive(Debug, Parser)]
-#[command(name = "hush", version, about, long_about = None, after_help = ENVIRONMENT)]
+#[command(name = "hush", version = VERSION, about, long_about = None, after_help = ENVIRONMENT)]
 pub struct Cli {
     /// Profile directory (default: $HUSH_HOME, else the platform data directory).
     #[arg(long, global = true, value_name = "DIR")]

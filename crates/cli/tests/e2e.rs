@@ -1022,3 +1022,18 @@ fn provisioned_accounts_are_counted_and_bad_lines_refused() {
 mod chat;
 #[path = "e2e/seizure.rs"]
 mod seizure;
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let output = hush(&["--version"], None, None);
+    assert!(output.status.success());
+    let version = String::from_utf8_lossy(&output.stdout);
+    let head =
+        Command::new("git").args(["rev-parse", "HEAD"]).current_dir(env!("CARGO_MANIFEST_DIR")).output();
+    let expected = match head {
+        Ok(head) if head.status.success() => String::from_utf8_lossy(&head.stdout).trim().to_owned(),
+        // Not a git checkout: the build says so.
+        _ => "unknown".to_owned(),
+    };
+    assert_eq!(version.trim(), format!("hush {} (commit {expected})", env!("CARGO_PKG_VERSION")));
+}
