@@ -8,8 +8,9 @@
 //!
 //! Key design decision: the profile never leaves the messenger's thread.
 //! Everything else reaches it through the handle: work for the relay as
-//! [`Job`]s, reads and local changes as closures run between two steps of
-//! the connection loop ([`Messenger::read`]), so nothing races the engine.
+//! [`Job`]s, reads and local changes as closures ([`Messenger::read`]) run
+//! on that thread, never inside a store transaction, but possibly while a
+//! job waits for the relay (a read then sees what that job did so far).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,10 @@ const PURGE_EVERY: Duration = Duration::from_secs(1);
 const UPKEEP_EVERY: Duration = Duration::from_secs(60);
 /// A session that lasted this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// How long a login may take before it counts as a lost connection.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Temporary refusals of one job before it counts as failed.
+const MAX_REFUSALS: u32 = 5;
 /// Settings holding unsent messages, by sequence number.
 const OUTBOX_PREFIX: &str = "outbox:";
 
@@ -153,7 +158,11 @@ impl Messenger {
         let thread = std::thread::Builder::new()
             .name("hush-messenger".into())
             .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(run(client, receiver, updates)),
+                Ok(runtime) => {
+                    runtime.block_on(run(client, receiver, updates));
+                    // A name lookup still hanging is not waited for.
+                    runtime.shutdown_background();
+                }
                 Err(error) => {
                     let _ = updates.send(Update::Fatal(format!("cannot start the messenger: {error}")));
                 }
@@ -175,9 +184,11 @@ impl Messenger {
         ticket
     }
 
-    /// Runs `read` on the profile between two steps of the messenger's
-    /// work, and returns its result: for reading what to show, and for
-    /// changes on this device alone (contacts, accepting a request).
+    /// Runs `read` on the profile on the messenger's thread, and returns its
+    /// result: for reading what to show, and for changes on this device
+    /// alone (contacts, accepting a request). It runs as soon as the
+    /// messenger takes it, outside any store transaction, possibly while a
+    /// job waits for the relay.
     pub async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Client) -> T + Send + 'static,
@@ -247,6 +258,8 @@ struct Queued {
     ticket: Ticket,
     job: Job,
     outbox: Option<(String, Draft)>,
+    /// Tries the relay answered with a temporary refusal.
+    refused: u32,
 }
 
 impl Client {
@@ -267,7 +280,7 @@ fn outbox(client: &Client) -> Result<VecDeque<Queued>, ClientError> {
         match decode_outbox(&bytes) {
             Some((to, draft)) => {
                 let job = Job::Send { to: to.clone(), text: draft.text().to_owned() };
-                jobs.push_back(Queued { ticket: 0, job, outbox: Some((key, draft)) });
+                jobs.push_back(Queued { ticket: 0, job, outbox: Some((key, draft)), refused: 0 });
             }
             None => client.store.delete_setting(&key)?,
         }
@@ -336,7 +349,13 @@ impl Worker<'_> {
         loop {
             self.report(Update::Link(Link::Connecting));
             let client = self.client;
-            let login = Session::login(client);
+            // A relay that takes the connection and never answers is a lost
+            // connection, not a wait for ever.
+            let login = async {
+                tokio::time::timeout(LOGIN_TIMEOUT, Session::login(client)).await.map_err(|_| {
+                    ClientError::Transport("the relay did not answer the login in time".into())
+                })?
+            };
             tokio::pin!(login);
             let logged_in = loop {
                 tokio::select! {
@@ -479,7 +498,7 @@ impl Worker<'_> {
                     }
                     _ => None,
                 };
-                self.jobs.push_back(Queued { ticket, job, outbox });
+                self.jobs.push_back(Queued { ticket, job, outbox, refused: 0 });
             }
         }
         Ok(Flow::Continue)
@@ -520,12 +539,19 @@ impl Worker<'_> {
                     }
                 }
             };
+            // A relay that keeps refusing or garbling one job must not hold
+            // up the queue for ever: after a few tries it is a failure.
+            let answered = matches!(outcome, Err(ClientError::Relay(_) | ClientError::Protocol(_)));
+            let refused = self.jobs.front().map_or(0, |queued| queued.refused) + u32::from(answered);
+            if let Some(queued) = self.jobs.front_mut() {
+                queued.refused = refused;
+            }
             match outcome {
-                Err(error) if is_temporary(&error) => return Err(error),
+                Err(error) if is_temporary(&error) && refused < MAX_REFUSALS => return Err(error),
                 // The profile failed or must be wiped: the message stays.
                 Err(error @ (ClientError::WipeOrdered | ClientError::Store(_))) => return Err(error),
                 outcome => {
-                    let Some(Queued { ticket, job, outbox }) = self.jobs.pop_front() else { break };
+                    let Some(Queued { ticket, job, outbox, .. }) = self.jobs.pop_front() else { break };
                     if let Some((key, _)) = &outbox {
                         self.client.store.delete_setting(key)?;
                     }

@@ -392,6 +392,13 @@ impl<'a> Session<'a> {
             let settled = match self.submit(unresolved.frame).await {
                 Ok(Answer::Accepted(_)) => self.client.engine().settle_commit(&group_id, true),
                 Ok(Answer::Stale(_)) => self.client.engine().settle_commit(&group_id, false),
+                // Busy or failing for now: the relay may have ordered it
+                // already, so it stays unresolved until it answers.
+                Err(
+                    error @ ClientError::Relay(
+                        ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown,
+                    ),
+                ) => return Err(error),
                 Ok(Answer::KeyPackage(_)) | Err(ClientError::Relay(_)) => {
                     tracing::warn!("the relay refused a commit sent again; dropping it");
                     self.client.engine().settle_commit(&group_id, false)

@@ -125,6 +125,7 @@ pub struct KeyPackageWork {
     /// The upload (request id 0), if any is due.
     pub upload: Option<ClientFrame>,
     retire: Vec<Vec<u8>>,
+    last_resort: bool,
 }
 
 /// A conversation waiting to be accepted or declined.
@@ -820,8 +821,10 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
         let mut policy = KeyPackagePolicy::default();
         if self.store.setting(LAST_RESORT_USABLE)?.is_none() {
             // Last-resort packages made before this setting existed lacked
-            // the capability that lets others use them: replace them now.
-            policy.rotate_last_resort_secs = 0;
+            // the capability that lets others use them: replace them now,
+            // and until the relay takes one, try again hourly (not at every
+            // upkeep: a relay that refuses must not make a key a minute).
+            policy.rotate_last_resort_secs = 3600;
         }
         let plan = policy.plan(now, &self.issued_key_packages()?, held_by_relay);
         let identity = self.identity;
@@ -837,18 +840,19 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
             for record in &batch.issued {
                 store.set_setting(&key_package_key(&record.hash_ref), &record.to_bytes())?;
             }
-            if plan.last_resort {
-                // Made with the capability: rotation is weekly again, even
-                // if the relay refuses this upload (no new key every try).
-                store.set_setting(LAST_RESORT_USABLE, &[1])?;
-            }
+
             let upload = ClientFrame::UploadKeyPackages {
                 request: 0,
                 one_time: batch.one_time,
                 last_resort: batch.last_resort,
                 expires_at: batch.not_after,
             };
-            Ok::<_, EngineError>(KeyPackageWork { upload: Some(upload), retire: plan.retire.clone() })
+            let last_resort = plan.last_resort;
+            Ok::<_, EngineError>(KeyPackageWork {
+                upload: Some(upload),
+                retire: plan.retire.clone(),
+                last_resort,
+            })
         })
     }
 
@@ -862,6 +866,9 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                 record.retired_at = Some(self.now / 1000);
                 self.store.set_setting(&key, &record.to_bytes())?;
             }
+        }
+        if work.last_resort {
+            self.store.set_setting(LAST_RESORT_USABLE, &[1])?;
         }
         Ok(())
     }

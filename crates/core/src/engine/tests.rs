@@ -461,11 +461,12 @@ fn last_resort_packages_from_before_the_fix_are_replaced_at_once() {
     assert!(work.upload.is_none(), "nothing due a second later");
     // A profile whose last-resort package was made by an older version.
     device.store.delete_setting(LAST_RESORT_USABLE).expect("deleted");
-    let work = device.engine(3000).key_package_work(100).expect("work");
+    let later = 2 * HOUR;
+    let work = device.engine(later).key_package_work(100).expect("work");
     assert!(uploads_last_resort(&work));
     assert_eq!(work.retire.len(), 1, "the old package is retired once the relay has the new one");
-    device.engine(3000).key_packages_accepted(&work).expect("accepted");
-    assert!(device.engine(4000).key_package_work(100).expect("work").upload.is_none());
+    device.engine(later).key_packages_accepted(&work).expect("accepted");
+    assert!(device.engine(later + HOUR).key_package_work(100).expect("work").upload.is_none());
 }
 
 #[test]
@@ -474,8 +475,10 @@ fn a_refused_upload_does_not_make_a_new_last_resort_package_at_every_try() {
     let work = device.engine(1000).key_package_work(0).expect("work");
     assert!(matches!(&work.upload, Some(ClientFrame::UploadKeyPackages { last_resort: Some(_), .. })));
     // The relay refused it (a wrong clock): nothing was accepted. The next
-    // upkeep makes no new last-resort package; the weekly rotation will.
+    // upkeeps make no new last-resort package; an hour later one is tried.
     let again = device.engine(61_000).key_package_work(100).expect("work");
     assert!(again.upload.is_none());
     assert_eq!(device.engine(61_000).issued_key_packages().expect("read").len(), 11);
+    let hour_later = device.engine(1000 + HOUR).key_package_work(100).expect("work");
+    assert!(matches!(&hour_later.upload, Some(ClientFrame::UploadKeyPackages { last_resort: Some(_), .. })));
 }
