@@ -2,6 +2,7 @@
 //! from the worker: `App::update(now, event) -> effects`, no I/O, so every
 //! behaviour is a unit test.
 
+use hush_client::Job;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use zeroize::Zeroizing;
 
@@ -499,13 +500,14 @@ impl App {
             }
             Command::Open(to) => self.open_conversation(to),
             Command::New { account, name } => {
-                let mut effects = Self::act(Action::Start { account: account.clone(), name: name.clone() });
+                let mut effects =
+                    Self::act(Action::Relay(Job::Start { account: account.clone(), name: name.clone() }));
                 effects.extend(self.open_conversation(name.unwrap_or(account)));
                 effects
             }
             Command::Contact { name, account } => Self::act(Action::Contact { name, account }),
             Command::GroupCreate { name, members } => {
-                let mut effects = Self::act(Action::GroupCreate { name: name.clone(), members });
+                let mut effects = Self::act(Action::Relay(Job::GroupCreate { name: name.clone(), members }));
                 effects.extend(self.open_conversation(name));
                 effects
             }
@@ -516,13 +518,13 @@ impl App {
             }
             Command::Add(members) => {
                 let name = self.open_group().unwrap_or_default();
-                Self::act(Action::GroupAdd { name, members })
+                Self::act(Action::Relay(Job::GroupAdd { name, members }))
             }
             Command::Remove(members) => {
                 let name = self.open_group().unwrap_or_default();
-                Self::act(Action::GroupRemove { name, members })
+                Self::act(Action::Relay(Job::GroupRemove { name, members }))
             }
-            Command::Timer(secs) => self.on_open(|to| Action::Timer { to, secs }),
+            Command::Timer(secs) => self.on_open(|to| Action::Relay(Job::Timer { to, secs })),
             Command::Members => self.on_open(|to| Action::Members { to }),
             Command::Accept => self.on_open(|to| Action::Accept { to }),
             Command::Decline => self.on_open(|to| Action::Decline { to }),

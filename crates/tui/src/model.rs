@@ -1,6 +1,6 @@
 //! What the screen and the network worker say to each other.
 
-use hush_client::{ConversationSummary, ReceivedMessage};
+use hush_client::{ConversationSummary, Job, ReceivedMessage};
 use zeroize::Zeroizing;
 
 /// Who is using the client.
@@ -34,43 +34,18 @@ pub struct OpenConversation {
     pub messages: Vec<ReceivedMessage>,
 }
 
-/// Something to change, carried out by the worker when online.
+/// Something to change: work for the relay (carried out by the messenger,
+/// in order, when online), or a change on this device alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Start (or reuse) the conversation with a contact or account.
-    Start {
-        /// Account id.
-        account: String,
-        /// Contact name to save it under first.
-        name: Option<String>,
-    },
+    /// Work for the relay.
+    Relay(Job),
     /// Save a contact.
     Contact {
         /// Name.
         name: String,
         /// Account id.
         account: String,
-    },
-    /// Create a group.
-    GroupCreate {
-        /// Name.
-        name: String,
-        /// Members.
-        members: Vec<String>,
-    },
-    /// Add members to a group.
-    GroupAdd {
-        /// Group name.
-        name: String,
-        /// Members.
-        members: Vec<String>,
-    },
-    /// Remove members from a group.
-    GroupRemove {
-        /// Group name.
-        name: String,
-        /// Members.
-        members: Vec<String>,
     },
     /// List a conversation's members.
     Members {
@@ -86,13 +61,6 @@ pub enum Action {
     Decline {
         /// Conversation.
         to: String,
-    },
-    /// Set or clear a conversation's timer.
-    Timer {
-        /// Conversation.
-        to: String,
-        /// Seconds, `None` for off.
-        secs: Option<u32>,
     },
 }
 

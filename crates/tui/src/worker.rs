@@ -160,17 +160,14 @@ impl Screen {
                 let ticket = self.messenger.submit(Job::Send { to, text });
                 self.sends.insert(ticket, local_id);
             }
-            Request::Act(action) => match job(&action) {
-                Some(job) => drop(self.messenger.submit(job)),
-                None => {
-                    let outcome = self.local(action).await;
-                    match outcome {
-                        Ok(done) => self.report(Report::Done(done)),
-                        Err(error) => self.report(Report::Failed(error.to_string())),
-                    }
-                    self.snapshot().await;
+            Request::Act(Action::Relay(job)) => drop(self.messenger.submit(job)),
+            Request::Act(action) => {
+                match self.local(action).await {
+                    Ok(done) => self.report(Report::Done(done)),
+                    Err(error) => self.report(Report::Failed(error.to_string())),
                 }
-            },
+                self.snapshot().await;
+            }
             Request::Lock => self.locked = true,
             Request::CheckPassphrase(passphrase) => return self.check(passphrase).await,
         }
@@ -199,7 +196,7 @@ impl Screen {
             }
             Action::Accept { to } => client.accept_request(&to).map(|()| format!("{to} accepted")),
             Action::Decline { to } => client.decline_request(&to).map(|()| format!("{to} declined")),
-            _ => Err(ClientError::Invalid("this needs the relay".into())),
+            Action::Relay(_) => Err(ClientError::Invalid("this needs the relay".into())),
         });
         read.await?
     }
@@ -237,20 +234,6 @@ impl Screen {
             Ok(Err(error)) | Err(error) => self.report(Report::Failed(error.to_string())),
         }
     }
-}
-
-/// The job for an action that needs the relay; `None` for the others.
-fn job(action: &Action) -> Option<Job> {
-    Some(match action.clone() {
-        Action::Start { account, name } => Job::Start { account, name },
-        Action::GroupCreate { name, members } => Job::GroupCreate { name, members },
-        Action::GroupAdd { name, members } => Job::GroupAdd { name, members },
-        Action::GroupRemove { name, members } => Job::GroupRemove { name, members },
-        Action::Timer { to, secs } => Job::Timer { to, secs },
-        Action::Contact { .. } | Action::Members { .. } | Action::Accept { .. } | Action::Decline { .. } => {
-            return None
-        }
-    })
 }
 
 fn read_snapshot(client: &Client, open: Option<String>) -> Result<Snapshot, ClientError> {

@@ -164,12 +164,12 @@ fn commands_become_actions() {
     let effects = app.update(0, key(KeyCode::Enter));
     assert!(matches!(
         effects.as_slice(),
-        [Effect::Request(Request::Act(Action::GroupAdd { name, members }))] if name == "team" && members == &["carol"]
+        [Effect::Request(Request::Act(Action::Relay(Job::GroupAdd { name, members })))] if name == "team" && members == &["carol"]
     ));
     type_text(&mut app, &format!("/new {BOB} robert"));
     let effects = app.update(0, key(KeyCode::Enter));
     assert!(matches!(effects.as_slice(), [
-        Effect::Request(Request::Act(Action::Start { .. })),
+        Effect::Request(Request::Act(Action::Relay(Job::Start { .. }))),
         Effect::Request(Request::Open(Some(name)))
     ] if name == "robert"));
     for (command, expected) in [
