@@ -364,6 +364,11 @@ impl Client {
         self.identity.account()
     }
 
+    /// This device (its account has one device today).
+    pub fn device(&self) -> hush_proto::DeviceId {
+        self.identity.device()
+    }
+
     /// The self-update policy of this profile.
     pub fn update_policy(&self) -> Result<UpdatePolicy, ClientError> {
         let default = UpdatePolicy::default();

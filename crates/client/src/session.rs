@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use hush_core::{
-    verify_key_package, Body, Content, Conversation, ConversationKind, CoreError, EngineError, Identity,
-    SentCommit, VerifiedKeyPackage,
+    verify_key_package, Body, CommitAnswer, CommitRun, CommitStep, Content, Conversation, ConversationKind,
+    CoreError, Identity, Resolution, SentCommit, VerifiedKeyPackage,
 };
 use hush_proto::{AccountId, ClientFrame, ErrorCode, RelayFrame};
 use hush_store::HushProvider;
@@ -19,8 +19,15 @@ use crate::transport::Connection;
 
 /// How long a request may wait for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Attempts for a commit that keeps losing its epoch.
-const COMMIT_ATTEMPTS: usize = 8;
+
+/// A commit's answer in the engine's terms.
+struct Submitted {
+    answer: CommitAnswer,
+    /// Recipients the relay skipped as deactivated.
+    inactive: Vec<AccountId>,
+    /// The error behind an answer other than acceptance.
+    failure: Option<ClientError>,
+}
 
 enum Answer {
     /// Done; recipients the relay skipped as deactivated.
@@ -325,8 +332,9 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Makes a commit with `make`, submits it, merges it once accepted, and
-    /// retries (after catching up) when another commit won the epoch.
+    /// Takes a commit made with `make` through its lifecycle
+    /// ([`CommitRun`]): the engine decides each step, this drives it over
+    /// the connection.
     ///
     /// A commit whose answer is lost (the connection drops, the relay does
     /// not answer in time) is neither merged nor abandoned: it is kept as an
@@ -337,83 +345,96 @@ impl<'a> Session<'a> {
         group_id: &[u8],
         make: impl Fn(&mut Conversation, &HushProvider<'_>, &Identity) -> Result<SentCommit, CoreError>,
     ) -> Result<(), ClientError> {
-        if self.client.engine().has_unresolved(group_id)? {
-            self.resolve_commits().await?;
-        }
-        // Catch up first: moving the group on while messages of its current
-        // epoch wait unread in our mailbox would leave them more than a few
-        // epochs behind after several commits, and unreadable.
-        self.drain().await?;
-        for _ in 0..COMMIT_ATTEMPTS {
-            let frame = self.client.engine().stage_commit(group_id, &make)?;
-            match self.submit(frame).await {
-                Ok(Answer::Accepted(inactive)) => {
-                    self.client.engine().settle_commit(group_id, true)?;
-                    self.note_inactive(group_id, inactive);
-                    return Ok(());
+        let (mut run, mut step) = CommitRun::start(&self.client.engine(), group_id, make)?;
+        let mut failure = None;
+        loop {
+            step = match step {
+                CommitStep::Resolve => {
+                    self.resolve_commits().await?;
+                    run.resume(&mut self.client.engine())?
                 }
-                Ok(Answer::Stale(epoch)) => {
-                    self.client.engine().settle_commit(group_id, false)?;
+                CommitStep::Drain => {
+                    self.drain().await?;
+                    run.resume(&mut self.client.engine())?
+                }
+                CommitStep::CatchUp { epoch } => {
                     self.catch_up(group_id, epoch).await?;
+                    run.resume(&mut self.client.engine())?
                 }
-                Ok(Answer::KeyPackage(_)) => {
-                    self.client.engine().settle_commit(group_id, false)?;
-                    return Err(ClientError::Protocol("unexpected answer to a commit".into()));
+                CommitStep::Submit(frame) => {
+                    let submitted = self.submit(*frame).await;
+                    self.note_inactive(group_id, submitted.inactive);
+                    failure = submitted.failure;
+                    run.answer(&mut self.client.engine(), submitted.answer)?
                 }
-                Err(error @ ClientError::Relay(_)) => {
-                    self.client.engine().settle_commit(group_id, false)?;
-                    return Err(error);
+                CommitStep::Merged => return Ok(()),
+                CommitStep::Refused | CommitStep::Unresolved => {
+                    return Err(failure.take().unwrap_or_else(|| {
+                        ClientError::Transport(
+                            "an earlier commit in this conversation awaits its outcome".into(),
+                        )
+                    }))
                 }
-                // The outcome is unknown: the commit stays unresolved.
-                Err(error) => return Err(error),
-            }
+                CommitStep::GaveUp => {
+                    return Err(ClientError::Invalid(
+                        "the group is too busy: the commit kept losing to others; try again".into(),
+                    ))
+                }
+            };
         }
-        Err(ClientError::Invalid("the group is too busy: the commit kept losing to others; try again".into()))
     }
 
-    /// Sends a commit frame under a fresh request id and waits for its answer.
-    async fn submit(&mut self, mut frame: ClientFrame) -> Result<Answer, ClientError> {
+    /// Sends a commit frame under a fresh request id and puts the relay's
+    /// answer (or its absence) in the engine's terms, keeping the error
+    /// behind anything but an acceptance for the caller.
+    async fn submit(&mut self, mut frame: ClientFrame) -> Submitted {
         let request = self.request_id();
         if let ClientFrame::Commit { request: r, .. } = &mut frame {
             *r = request;
         }
-        self.connection.send(&frame).await?;
-        self.answer(request).await
+        let answered = match self.connection.send(&frame).await {
+            Ok(()) => self.answer(request).await,
+            Err(error) => Err(error),
+        };
+        let (answer, failure) = match answered {
+            Ok(Answer::Accepted(inactive)) => {
+                return Submitted { answer: CommitAnswer::Accepted, inactive, failure: None }
+            }
+            Ok(Answer::Stale(epoch)) => (CommitAnswer::Stale { epoch }, None),
+            Ok(Answer::KeyPackage(_)) => {
+                (CommitAnswer::Refused, Some(ClientError::Protocol("unexpected answer to a commit".into())))
+            }
+            Err(
+                error @ ClientError::Relay(
+                    ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown,
+                ),
+            ) => (CommitAnswer::Busy, Some(error)),
+            Err(error @ ClientError::Relay(_)) => (CommitAnswer::Refused, Some(error)),
+            Err(error) => (CommitAnswer::Lost, Some(error)),
+        };
+        Submitted { answer, inactive: Vec::new(), failure }
     }
 
     /// Resolves every commit whose answer was lost, by submitting it again:
     /// the relay keeps the digest of the commit it ordered at each epoch
     /// (as long as it keeps the commit), so it answers "accepted" for a
     /// commit it ordered already, without queueing it twice, and "stale"
-    /// for one that lost its epoch.
+    /// for one that lost its epoch. Stops at the first that stays unknown.
     pub async fn resolve_commits(&mut self) -> Result<(), ClientError> {
         for unresolved in self.client.engine().unresolved_commits()? {
-            let group_id = unresolved.group_id;
-            let settled = match self.submit(unresolved.frame).await {
-                Ok(Answer::Accepted(_)) => self.client.engine().settle_commit(&group_id, true),
-                Ok(Answer::Stale(_)) => self.client.engine().settle_commit(&group_id, false),
-                // Busy or failing for now: the relay may have ordered it
-                // already, so it stays unresolved until it answers.
-                Err(
-                    error @ ClientError::Relay(
-                        ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown,
-                    ),
-                ) => return Err(error),
-                Ok(Answer::KeyPackage(_)) | Err(ClientError::Relay(_)) => {
-                    tracing::warn!("the relay refused a commit sent again; dropping it");
-                    self.client.engine().settle_commit(&group_id, false)
+            let submitted = self.submit(unresolved.frame).await;
+            match self.client.engine().resolve(&unresolved.group_id, submitted.answer)? {
+                Resolution::Settled => {}
+                Resolution::Refused => {
+                    tracing::warn!("the relay refused a commit sent again; it was dropped")
                 }
-                // The connection failed: try again at the next login.
-                Err(error) => return Err(error),
-            };
-            // One group's trouble must not stop every login: drop what
-            // cannot be settled, and say so.
-            match settled {
-                Ok(_) => {}
-                Err(EngineError::Storage(error)) => return Err(error.into()),
-                Err(error) => {
-                    tracing::warn!(%error, "an unresolved commit could not be settled; dropping it");
-                    self.client.engine().drop_unresolved(&group_id)?;
+                Resolution::Dropped(error) => {
+                    tracing::warn!(%error, "an unresolved commit could not be settled; it was dropped")
+                }
+                Resolution::Pending => {
+                    return Err(submitted.failure.unwrap_or_else(|| {
+                        ClientError::Transport("the relay could not settle a commit".into())
+                    }))
                 }
             }
         }
@@ -424,20 +445,14 @@ impl<'a> Session<'a> {
     async fn catch_up(&mut self, group_id: &[u8], epoch: u64) -> Result<(), ClientError> {
         self.subscribe().await?;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            match self.client.engine().epoch(group_id)? {
-                Some((current, true)) if current < epoch => {}
-                Some((_, true)) => return Ok(()),
-                _ => {
-                    return Err(ClientError::Invalid("we are no longer a member of this conversation".into()))
-                }
-            }
+        while !self.client.engine().reached(group_id, epoch)? {
             let left = deadline.saturating_duration_since(Instant::now());
             let frame = tokio::time::timeout(left, self.connection.recv())
                 .await
                 .map_err(|_| ClientError::GroupStuck)??;
             self.handle_unsolicited(frame).await?;
         }
+        Ok(())
     }
 
     /// Sends one application message to a group we are in.
@@ -506,7 +521,7 @@ impl<'a> Session<'a> {
     ) -> Result<(), ClientError> {
         let gone = match self.client.engine().deactivated(group_id, accounts) {
             Ok(gone) => gone,
-            Err(EngineError::Invalid(reason)) => {
+            Err(hush_core::EngineError::Invalid(reason)) => {
                 tracing::warn!(count = accounts.len(), "{reason}");
                 return Ok(());
             }

@@ -31,10 +31,52 @@ pub enum CoreError {
     /// OpenMLS refused an operation.
     #[error("MLS: {0}")]
     Mls(String),
+    /// The device's storage failed underneath OpenMLS: nothing is wrong
+    /// with what was being processed, which must be tried again.
+    #[error("the device's storage failed: {0}")]
+    Storage(String),
 }
 
 impl CoreError {
+    /// An error OpenMLS returned. Every OpenMLS error enum carries the
+    /// storage provider's own error as a `StorageError` variant, at any
+    /// depth, and its `Debug` output names it: such an error is the
+    /// device's storage failing, not a bad message, and is kept apart so
+    /// that a delivery it met is not given up as unreadable.
     pub(crate) fn mls(error: impl std::fmt::Debug) -> Self {
-        Self::Mls(format!("{error:?}"))
+        let text = format!("{error:?}");
+        if text.starts_with("StorageError(") || text.contains("(StorageError(") {
+            Self::Storage(text)
+        } else {
+            Self::Mls(text)
+        }
+    }
+
+    /// An error of the OpenMLS storage provider itself.
+    pub(crate) fn storage(error: impl std::fmt::Debug) -> Self {
+        Self::Storage(format!("{error:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openmls::prelude::{MergeCommitError, MergePendingCommitError, ProcessMessageError};
+
+    use super::*;
+
+    #[test]
+    fn storage_failures_under_openmls_are_told_apart_from_refusals() {
+        let io = || std::io::Error::other("disk I/O error");
+        let direct = ProcessMessageError::StorageError(io());
+        assert!(matches!(CoreError::mls(direct), CoreError::Storage(_)));
+        let nested: MergePendingCommitError<std::io::Error> = MergePendingCommitError::MlsGroupStateError(
+            openmls::prelude::MlsGroupStateError::UseAfterEviction,
+        );
+        assert!(matches!(CoreError::mls(nested), CoreError::Mls(_)));
+        let nested: MergePendingCommitError<std::io::Error> =
+            MergePendingCommitError::MergeCommitError(MergeCommitError::StorageError(io()));
+        assert!(matches!(CoreError::mls(nested), CoreError::Storage(_)));
+        let refused: ProcessMessageError<std::io::Error> = ProcessMessageError::IncompatibleWireFormat;
+        assert!(matches!(CoreError::mls(refused), CoreError::Mls(_)));
     }
 }

@@ -14,7 +14,7 @@ use openmls_traits::random::OpenMlsRand;
 use crate::content::Content;
 use crate::error::CoreError;
 use crate::identity::Identity;
-use crate::keys::{credential_account, VerifiedKeyPackage};
+use crate::keys::{credential_account, credential_member, MemberId, VerifiedKeyPackage};
 use crate::{CIPHERSUITE, MAX_PAST_EPOCHS};
 
 /// An application message ready for the relay.
@@ -164,14 +164,26 @@ fn serialize(message: &MlsMessageOut) -> Result<Vec<u8>, CoreError> {
     message.tls_serialize_detached().map_err(CoreError::mls)
 }
 
-fn account_of(member: &Member) -> Result<AccountId, CoreError> {
-    credential_account(&member.credential, &member.signature_key)
+fn member_of(member: &Member) -> Result<MemberId, CoreError> {
+    credential_member(&member.credential, &member.signature_key)
 }
 
-/// The accounts of a list of members; fails if any credential is not a
-/// self-certifying Hush identity.
+fn account_of(member: &Member) -> Result<AccountId, CoreError> {
+    member_of(member).map(|member| member.account)
+}
+
+/// The accounts of a list of members, each once however many of its
+/// devices are in; fails if any credential is not a self-certifying Hush
+/// identity.
 pub fn member_accounts(members: impl Iterator<Item = Member>) -> Result<Vec<AccountId>, CoreError> {
-    members.map(|member| account_of(&member)).collect()
+    let mut accounts = Vec::new();
+    for member in members {
+        let account = account_of(&member)?;
+        if !accounts.contains(&account) {
+            accounts.push(account);
+        }
+    }
+    Ok(accounts)
 }
 
 impl Conversation {
@@ -192,7 +204,7 @@ impl Conversation {
     /// Loads a group from storage.
     pub fn load(provider: &impl OpenMlsProvider, group_id: &[u8]) -> Result<Option<Self>, CoreError> {
         let group =
-            MlsGroup::load(provider.storage(), &GroupId::from_slice(group_id)).map_err(CoreError::mls)?;
+            MlsGroup::load(provider.storage(), &GroupId::from_slice(group_id)).map_err(CoreError::storage)?;
         Ok(group.map(|group| Self { group }))
     }
 
@@ -214,6 +226,11 @@ impl Conversation {
     /// Every member's account, us included.
     pub fn members(&self) -> Result<Vec<AccountId>, CoreError> {
         member_accounts(self.group.members())
+    }
+
+    /// Every member device (one per account today).
+    pub fn devices(&self) -> Result<Vec<MemberId>, CoreError> {
+        self.group.members().map(|member| member_of(&member)).collect()
     }
 
     /// Every member but `me`.
@@ -361,7 +378,7 @@ impl Conversation {
     /// Deletes this group's MLS state from the device (declining a request:
     /// its secrets are of no further use here).
     pub fn forget(mut self, provider: &impl OpenMlsProvider) -> Result<(), CoreError> {
-        self.group.delete(provider.storage()).map_err(CoreError::mls)
+        self.group.delete(provider.storage()).map_err(CoreError::storage)
     }
 
     /// True while one of our commits waits for the relay's verdict.
@@ -376,7 +393,7 @@ impl Conversation {
 
     /// Our pending commit lost its epoch: forget it.
     pub fn abandon_commit(&mut self, provider: &impl OpenMlsProvider) -> Result<(), CoreError> {
-        self.group.clear_pending_commit(provider.storage()).map_err(CoreError::mls)
+        self.group.clear_pending_commit(provider.storage()).map_err(CoreError::storage)
     }
 
     fn sender_account(&self, sender: &Sender) -> Result<AccountId, CoreError> {
@@ -443,7 +460,7 @@ impl Conversation {
                 if self_removed {
                     // Removed: this group's secrets have no further use here,
                     // and a later Welcome back into it must find no old state.
-                    self.group.delete(provider.storage()).map_err(CoreError::mls)?;
+                    self.group.delete(provider.storage()).map_err(CoreError::storage)?;
                 }
                 Ok(Incoming::Changed { group_id, sender, added, removed, self_removed, epoch, relay_key })
             }
@@ -456,9 +473,9 @@ impl Conversation {
 /// of it that ended (profiles from before removal deleted it). A Welcome
 /// into a group we are still in is refused.
 fn forget_left_group(provider: &impl OpenMlsProvider, group_id: &GroupId) -> Result<(), CoreError> {
-    match MlsGroup::load(provider.storage(), group_id).map_err(CoreError::mls)? {
+    match MlsGroup::load(provider.storage(), group_id).map_err(CoreError::storage)? {
         Some(group) if group.is_active() => Err(CoreError::AlreadyMember),
-        Some(mut group) => group.delete(provider.storage()).map_err(CoreError::mls),
+        Some(mut group) => group.delete(provider.storage()).map_err(CoreError::storage),
         None => Ok(()),
     }
 }

@@ -2,7 +2,7 @@
 //! key and to answer the relay's login challenge. The account id is derived
 //! from its public half.
 
-use hush_proto::{auth_message, AccountId, AuthPurpose, CertificatePin, IdentityKey};
+use hush_proto::{auth_message, AccountId, AuthPurpose, CertificatePin, DeviceId, IdentityKey};
 use openmls::prelude::{BasicCredential, CredentialWithKey, SignatureScheme};
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::signatures::Signer;
@@ -48,6 +48,12 @@ impl Identity {
     /// The self-certifying account id.
     pub fn account(&self) -> AccountId {
         self.key.account()
+    }
+
+    /// This device: the id of the key that signs its MLS leaves (the
+    /// identity key, while an account has one device).
+    pub fn device(&self) -> DeviceId {
+        DeviceId::of_leaf_key(&self.key.0)
     }
 
     /// The MLS credential: a basic credential whose identity is the public

@@ -1,7 +1,7 @@
 //! Key packages: making our own, and checking one fetched from the relay
 //! against the account id it is supposed to belong to.
 
-use hush_proto::{AccountId, IdentityKey};
+use hush_proto::{AccountId, DeviceId, IdentityKey};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
     BasicCredential, Capabilities, Credential, ExtensionType, KeyPackage, KeyPackageIn, KeyPackageRef,
@@ -193,7 +193,7 @@ pub fn new_key_packages(
 pub fn delete_key_package(provider: &impl OpenMlsProvider, hash_ref: &[u8]) -> Result<(), CoreError> {
     use openmls_traits::storage::StorageProvider as _;
     let hash_ref = KeyPackageRef::tls_deserialize_exact(hash_ref).map_err(|_| CoreError::Malformed)?;
-    provider.storage().delete_key_package(&hash_ref).map_err(CoreError::mls)
+    provider.storage().delete_key_package(&hash_ref).map_err(CoreError::storage)
 }
 
 /// The account a credential certifies: the credential's identity must be the
@@ -202,13 +202,32 @@ pub(crate) fn credential_account(
     credential: &Credential,
     signature_key: &[u8],
 ) -> Result<AccountId, CoreError> {
+    credential_member(credential, signature_key).map(|member| member.account)
+}
+
+/// The account and device of a leaf. Today a device's leaf key is its
+/// account's identity key (one device per account); the device id is of the
+/// leaf key, so devices with leaf keys of their own fit in later.
+pub(crate) fn credential_member(
+    credential: &Credential,
+    signature_key: &[u8],
+) -> Result<MemberId, CoreError> {
     let basic = BasicCredential::try_from(credential.clone()).map_err(|_| CoreError::BadCredential)?;
     let identity = basic.identity();
     if identity != signature_key {
         return Err(CoreError::BadCredential);
     }
     let key = <[u8; 32]>::try_from(identity).map_err(|_| CoreError::BadCredential)?;
-    Ok(IdentityKey(key).account())
+    Ok(MemberId { account: IdentityKey(key).account(), device: DeviceId::of_leaf_key(signature_key) })
+}
+
+/// One member of a group: a device of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemberId {
+    /// The account.
+    pub account: AccountId,
+    /// Its device in the group.
+    pub device: DeviceId,
 }
 
 /// Parses and verifies a key package fetched for `expected`. A package that

@@ -17,7 +17,10 @@ mod keys;
 mod record;
 
 pub use content::{Body, Content, MessageId};
-pub use engine::{DeviceStore, Engine, EngineError, StorageError, UpdatePolicy};
+pub use engine::{
+    CommitAnswer, CommitRun, CommitStep, DeviceStore, Engine, EngineError, Resolution, StorageError,
+    UpdatePolicy,
+};
 pub use error::CoreError;
 pub use group::{
     member_accounts, peek, process_incoming, Conversation, Incoming, Outgoing, RelayKeyCheck, SentCommit,
@@ -25,7 +28,7 @@ pub use group::{
 pub use identity::Identity;
 pub use keys::{
     delete_key_package, new_key_packages, verify_key_package, IssuedKeyPackage, KeyPackageBatch,
-    KeyPackagePlan, KeyPackagePolicy, VerifiedKeyPackage, KEY_PACKAGE_LIFETIME_SECS,
+    KeyPackagePlan, KeyPackagePolicy, MemberId, VerifiedKeyPackage, KEY_PACKAGE_LIFETIME_SECS,
 };
 pub use openmls;
 pub use record::{ConversationKind, ConversationRecord, Event, MessageRecord};

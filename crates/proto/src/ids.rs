@@ -83,6 +83,42 @@ impl FromStr for AccountId {
     }
 }
 
+/// One device of an account: the id of the key that signs the device's
+/// MLS leaves, so each device is its own member of a group.
+///
+/// Key design decision: an account has one device today, whose leaf key is
+/// the account's identity key. Multi-device adds devices with leaf keys of
+/// their own, certified by the identity key in their credential: their ids
+/// differ, their account (derived from the identity key) is the same, and
+/// nothing keyed by device id now has to change.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub [u8; DeviceId::LEN]);
+
+impl DeviceId {
+    /// Bytes in a device id (128 bits).
+    pub const LEN: usize = 16;
+
+    /// The id of the device whose leaf signature key is `key`.
+    pub fn of_leaf_key(key: &[u8]) -> Self {
+        let digest = Sha256::new().chain_update(b"hush device id v1\0").chain_update(key).finalize();
+        let mut id = [0u8; Self::LEN];
+        id.copy_from_slice(&digest[..Self::LEN]);
+        Self(id)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceId({self})")
+    }
+}
+
 /// An opaque group id: the relay orders commits per group and knows nothing
 /// else about it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,6 +167,16 @@ impl FromStr for CertificatePin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_id_is_not_its_account_id_and_differs_per_leaf_key() {
+        let key = IdentityKey([7u8; 32]);
+        let device = DeviceId::of_leaf_key(&key.0);
+        assert_eq!(device, DeviceId::of_leaf_key(&key.0));
+        assert_ne!(device, DeviceId::of_leaf_key(&[8u8; 32]));
+        assert_ne!(&device.0[..], &key.account().0[..DeviceId::LEN]);
+        assert_eq!(device.to_string().len(), 26);
+    }
 
     #[test]
     fn account_id_round_trips_through_text() {

@@ -20,7 +20,7 @@ pub use frames::{
     AuthPurpose, ClientFrame, ErrorCode, KeyAnnouncement, RelayFrame, COMMIT_KEY_LABEL, COMMIT_PAYLOAD_TAG,
     WELCOME_PAYLOAD_TAG,
 };
-pub use ids::{AccountId, CertificatePin, GroupId, IdError, IdentityKey};
+pub use ids::{AccountId, CertificatePin, DeviceId, GroupId, IdError, IdentityKey};
 pub use invite::{is_relay_address, Invite, InviteError};
 pub use wipe_code::WipeCode;
 

@@ -28,10 +28,11 @@
 
 use std::sync::Arc;
 
-use hush_core::engine::{MemoryStore, HELD_FOR};
+use hush_core::engine::{MemoryProvider, MemoryStore, HELD_FOR};
 use hush_core::openmls::prelude::OpenMlsProvider as _;
 use hush_core::{
-    verify_key_package, Body, ConversationKind, DeviceStore, Engine, EngineError, Event, Identity,
+    verify_key_package, Body, CommitAnswer, CommitRun, CommitStep, Conversation, ConversationKind,
+    DeviceStore, Engine, EngineError, Event, Identity, Resolution,
 };
 use hush_proto::{AccountId, ClientFrame, GroupId, KeyAnnouncement};
 use hush_relay::store::{CommitOutcome, CommitRequest, Operations, SqliteStore, StoreError};
@@ -245,25 +246,24 @@ impl Sim {
         Ok(())
     }
 
-    /// Settles a commit by the relay's answer, unless the answer is lost.
-    fn answer(&mut self, d: usize, outcome: Result<CommitOutcome, StoreError>, may_lose: bool) -> Step {
-        let group = self.group.clone();
-        let won = match outcome {
-            Ok(CommitOutcome::Accepted(_) | CommitOutcome::Repeated) => true,
-            Ok(CommitOutcome::Stale { .. }) => false,
+    /// The relay's answer in the engine's terms, unless it is lost (the
+    /// connection breaks and the device reconnects).
+    fn answer(
+        &mut self,
+        d: usize,
+        outcome: Result<CommitOutcome, StoreError>,
+    ) -> Result<CommitAnswer, Crashed> {
+        let answer = match outcome {
+            Ok(CommitOutcome::Accepted(_) | CommitOutcome::Repeated) => CommitAnswer::Accepted,
+            Ok(CommitOutcome::Stale { current }) => CommitAnswer::Stale { epoch: current },
             Err(error) => panic!("device {d}'s commit was refused: {error}"),
         };
-        if may_lose && !self.calm && self.rng.gen_bool(0.25) {
-            // The connection broke: the device reconnects.
-            self.log.push(format!("{d}: the answer ({won}) was lost"));
+        if !self.calm && self.rng.gen_bool(0.25) {
+            self.log.push(format!("{d}: the answer ({answer:?}) was lost"));
             self.restart(d);
             return Err(Crashed);
         }
-        let settled = self.engine(d).settle_commit(&group, won);
-        match settled {
-            Ok(_) => Ok(()),
-            Err(error) => Err(self.crash(d, error)),
-        }
+        Ok(answer)
     }
 
     /// Logs in: first of all, the commits whose answers were lost are sent
@@ -277,32 +277,58 @@ impl Sim {
         Ok(())
     }
 
-    /// Sends again the commits whose answers were lost.
+    /// Sends again the commits whose answers were lost, and resolves them
+    /// by the answers.
     fn resend(&mut self, d: usize) -> Step {
         let unresolved = self.engine(d).unresolved_commits().ok().unwrap();
         for unresolved in unresolved {
             let outcome = self.order(&request(&unresolved.frame));
-            self.answer(d, outcome, true)?;
+            let answer = self.answer(d, outcome)?;
+            let resolved = self.engine(d).resolve(&unresolved.group_id, answer);
+            match resolved {
+                Ok(Resolution::Settled) => {}
+                Ok(other) => panic!("device {d}'s commit sent again was not settled: {other:?}"),
+                Err(error) => return Err(self.crash(d, error.into())),
+            }
         }
         Ok(())
     }
 
+    /// A self-update, through the engine's commit lifecycle as the client
+    /// drives it: resolve, drain, submit, catch up and make it again.
     fn self_update(&mut self, d: usize) -> Step {
         self.login(d)?;
-        // Catch up first, as the client does before committing.
-        self.receive(d, usize::MAX, true)?;
-        let group = self.group.clone();
-        if self.engine(d).has_unresolved(&group).unwrap() || self.epoch_of(d).is_none() {
+        if self.epoch_of(d).is_none() {
             return Ok(());
         }
-        let staged =
-            self.engine(d).stage_commit(&group, |c, provider, identity| c.self_update(provider, identity));
-        let frame = match staged {
-            Ok(frame) => frame,
-            Err(error) => return Err(self.crash(d, error)),
+        let group = self.group.clone();
+        let make = |c: &mut Conversation, provider: &MemoryProvider<'_>, identity: &Identity| {
+            c.self_update(provider, identity)
         };
-        let outcome = self.order(&request(&frame));
-        self.answer(d, outcome, true)
+        let started = CommitRun::start(&self.engine(d), &group, make);
+        let (mut run, mut step) = started.map_err(|error| self.crash(d, error.into()))?;
+        loop {
+            let next = match step {
+                CommitStep::Resolve => {
+                    self.resend(d)?;
+                    run.resume(&mut self.engine(d))
+                }
+                CommitStep::Drain | CommitStep::CatchUp { .. } => {
+                    self.receive(d, usize::MAX, true)?;
+                    run.resume(&mut self.engine(d))
+                }
+                CommitStep::Submit(frame) => {
+                    let outcome = self.order(&request(&frame));
+                    let answer = self.answer(d, outcome)?;
+                    run.answer(&mut self.engine(d), answer)
+                }
+                CommitStep::Merged | CommitStep::GaveUp => return Ok(()),
+                step @ (CommitStep::Refused | CommitStep::Unresolved) => {
+                    panic!("device {d}'s self-update ended as {step:?}")
+                }
+            };
+            step = next.map_err(|error| self.crash(d, error))?;
+        }
     }
 
     fn write(&mut self, d: usize) -> Step {

@@ -10,6 +10,7 @@
 //! owns the connection and decides when to call it; tests and simulations
 //! call it directly over a [`MemoryStore`].
 
+mod commit;
 mod memory;
 mod store;
 #[cfg(test)]
@@ -17,10 +18,11 @@ mod tests;
 
 use std::time::Duration;
 
-use hush_proto::{AccountId, ClientFrame, GroupId};
+use hush_proto::{AccountId, ClientFrame, DeviceId, GroupId};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+pub use commit::{CommitAnswer, CommitRun, CommitStep, Resolution, COMMIT_ATTEMPTS};
 pub use memory::{MemoryProvider, MemoryStore};
 pub use store::{DeviceStore, StorageError};
 
@@ -28,7 +30,7 @@ use crate::content::{Body, Content};
 use crate::error::CoreError;
 use crate::group::{peek, process_incoming, Conversation, Incoming, Outgoing, RelayKeyCheck, SentCommit};
 use crate::identity::Identity;
-use crate::keys::{delete_key_package, new_key_packages, IssuedKeyPackage, KeyPackagePolicy};
+use crate::keys::{delete_key_package, new_key_packages, IssuedKeyPackage, KeyPackagePolicy, MemberId};
 use crate::record::{ConversationKind, ConversationRecord, Event, MessageRecord};
 
 /// How long payload hashes are remembered for de-duplication.
@@ -62,10 +64,20 @@ pub enum EngineError {
     Storage(#[from] StorageError),
     /// The protocol refused (a bad payload, an MLS failure).
     #[error(transparent)]
-    Core(#[from] CoreError),
+    Core(CoreError),
     /// The operation does not apply (no such conversation, not a member).
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<CoreError> for EngineError {
+    /// OpenMLS's storage failing is the device's storage failing.
+    fn from(error: CoreError) -> Self {
+        match error {
+            CoreError::Storage(text) => Self::Storage(StorageError::new(std::io::Error::other(text))),
+            error => Self::Core(error),
+        }
+    }
 }
 
 /// When a device self-updates a group: after this many messages it sent,
@@ -165,6 +177,11 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
     /// Our account.
     pub fn account(&self) -> AccountId {
         self.identity.account()
+    }
+
+    /// This device.
+    pub fn device(&self) -> DeviceId {
+        self.identity.device()
     }
 
     // ----- deliveries -----
@@ -539,6 +556,14 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
     pub fn members(&self, group_id: &[u8]) -> Result<Vec<AccountId>, EngineError> {
         Ok(Conversation::load(&self.store.provider(), group_id)?
             .map(|conversation| conversation.members())
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Every member device of a group (one per account today).
+    pub fn devices(&self, group_id: &[u8]) -> Result<Vec<MemberId>, EngineError> {
+        Ok(Conversation::load(&self.store.provider(), group_id)?
+            .map(|conversation| conversation.devices())
             .transpose()?
             .unwrap_or_default())
     }

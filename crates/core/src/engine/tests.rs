@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::*;
+use crate::group::SentCommit;
 use crate::keys::verify_key_package;
 
 const HOUR: u64 = 3600 * 1000;
@@ -481,4 +482,148 @@ fn a_refused_upload_does_not_make_a_new_last_resort_package_at_every_try() {
     assert_eq!(device.engine(61_000).issued_key_packages().expect("read").len(), 11);
     let hour_later = device.engine(1000 + HOUR).key_package_work(100).expect("work");
     assert!(matches!(&hour_later.upload, Some(ClientFrame::UploadKeyPackages { last_resort: Some(_), .. })));
+}
+
+type Make = fn(&mut Conversation, &MemoryProvider<'_>, &Identity) -> Result<SentCommit, CoreError>;
+
+fn self_update_commit(
+    conversation: &mut Conversation,
+    provider: &MemoryProvider<'_>,
+    identity: &Identity,
+) -> Result<SentCommit, CoreError> {
+    conversation.self_update(provider, identity)
+}
+
+#[test]
+fn a_commit_that_loses_its_epoch_catches_up_and_is_made_again_at_the_winner_s_epoch() {
+    let alice = Device::new("alice");
+    let bob = Device::new("bob");
+    let chat = group(&alice, &[&bob], None);
+    let (mut run, step) =
+        CommitRun::start(&alice.engine(1), &chat, self_update_commit as Make).expect("start");
+    assert_eq!(step, CommitStep::Drain, "nothing unresolved: drain first");
+    let CommitStep::Submit(first) = run.resume(&mut alice.engine(2)).expect("staged") else {
+        panic!("submit")
+    };
+    // Bob's commit won the epoch.
+    let theirs = bob.self_update(&chat);
+    bob.engine(3).settle_commit(&chat, true).expect("settles");
+    let winner = bob.epoch(&chat);
+    let step = run.answer(&mut alice.engine(4), CommitAnswer::Stale { epoch: winner }).expect("answer");
+    assert_eq!(step, CommitStep::CatchUp { epoch: winner });
+    assert!(alice.engine(4).unresolved_commits().expect("read").is_empty(), "the loser is dropped");
+    assert!(!alice.engine(4).reached(&chat, winner).expect("a member"));
+    alice.engine(5).deliver(&theirs).expect("processed");
+    assert!(alice.engine(5).reached(&chat, winner).expect("a member"));
+    let CommitStep::Submit(second) = run.resume(&mut alice.engine(6)).expect("staged") else {
+        panic!("submit")
+    };
+    let ClientFrame::Commit { epoch, .. } = &*second else { panic!("a commit") };
+    assert_eq!(*epoch, winner, "made again at the winner's epoch");
+    assert_ne!(commit_payload(&first), commit_payload(&second));
+    assert_eq!(run.answer(&mut alice.engine(7), CommitAnswer::Accepted).expect("answer"), CommitStep::Merged);
+    assert_eq!(alice.epoch(&chat), winner + 1);
+    bob.engine(8).deliver(&commit_payload(&second)).expect("processed");
+    assert_eq!(bob.epoch(&chat), winner + 1);
+}
+
+#[test]
+fn a_commit_without_an_answer_stays_unresolved_and_the_next_commit_resolves_it_first() {
+    let alice = Device::new("alice");
+    let bob = Device::new("bob");
+    let chat = group(&alice, &[&bob], None);
+    let epoch = alice.epoch(&chat);
+    let (mut run, _) = CommitRun::start(&alice.engine(1), &chat, self_update_commit as Make).expect("start");
+    let CommitStep::Submit(sent) = run.resume(&mut alice.engine(2)).expect("staged") else {
+        panic!("submit")
+    };
+    assert_eq!(run.answer(&mut alice.engine(3), CommitAnswer::Lost).expect("answer"), CommitStep::Unresolved);
+    assert!(run.resume(&mut alice.engine(3)).is_err(), "an ended run does not go on");
+    assert_eq!(alice.epoch(&chat), epoch, "neither merged");
+    assert_eq!(alice.engine(3).unresolved_commits().expect("read").len(), 1, "nor dropped");
+    // The next commit in the group resolves it first.
+    let (mut next, step) =
+        CommitRun::start(&alice.engine(4), &chat, self_update_commit as Make).expect("start");
+    assert_eq!(step, CommitStep::Resolve);
+    assert!(matches!(alice.engine(5).resolve(&chat, CommitAnswer::Busy), Ok(Resolution::Pending)));
+    assert_eq!(next.resume(&mut alice.engine(5)).expect("step"), CommitStep::Unresolved, "still unknown");
+    // Sent again, the relay recognises it: merged, and Bob reads it.
+    assert!(matches!(alice.engine(6).resolve(&chat, CommitAnswer::Accepted), Ok(Resolution::Settled)));
+    assert_eq!(alice.epoch(&chat), epoch + 1);
+    bob.engine(7).deliver(&commit_payload(&sent)).expect("processed");
+    assert_eq!(bob.epoch(&chat), epoch + 1);
+    let (mut next, step) =
+        CommitRun::start(&alice.engine(8), &chat, self_update_commit as Make).expect("start");
+    assert_eq!(step, CommitStep::Drain);
+    assert!(matches!(next.resume(&mut alice.engine(9)), Ok(CommitStep::Submit(_))));
+}
+
+#[test]
+fn a_refused_commit_is_dropped_and_a_busy_group_gives_up_after_its_attempts() {
+    let alice = Device::new("alice");
+    let bob = Device::new("bob");
+    let chat = group(&alice, &[&bob], None);
+    let epoch = alice.epoch(&chat);
+    let (mut run, _) = CommitRun::start(&alice.engine(1), &chat, self_update_commit as Make).expect("start");
+    assert!(run.answer(&mut alice.engine(1), CommitAnswer::Accepted).is_err(), "nothing was submitted");
+    let CommitStep::Submit(_) = run.resume(&mut alice.engine(2)).expect("staged") else { panic!("submit") };
+    assert_eq!(run.answer(&mut alice.engine(3), CommitAnswer::Refused).expect("answer"), CommitStep::Refused);
+    assert!(alice.engine(3).unresolved_commits().expect("read").is_empty());
+    assert_eq!(alice.epoch(&chat), epoch);
+    // Losing every time (the catch-up never gets anywhere): bounded.
+    let (mut run, _) = CommitRun::start(&alice.engine(4), &chat, self_update_commit as Make).expect("start");
+    for attempt in 0..COMMIT_ATTEMPTS {
+        let step = run.resume(&mut alice.engine(5)).expect("step");
+        assert!(matches!(step, CommitStep::Submit(_)), "attempt {attempt}: {step:?}");
+        let step = run.answer(&mut alice.engine(6), CommitAnswer::Stale { epoch }).expect("answer");
+        assert_eq!(step, CommitStep::CatchUp { epoch });
+    }
+    assert_eq!(run.resume(&mut alice.engine(7)).expect("step"), CommitStep::GaveUp);
+    assert!(alice.engine(7).unresolved_commits().expect("read").is_empty());
+    assert_eq!(alice.epoch(&chat), epoch);
+}
+
+#[test]
+fn a_member_removed_while_catching_up_stops_committing() {
+    let alice = Device::new("alice");
+    let bob = Device::new("bob");
+    let carol = Device::new("carol");
+    let crew = group(&alice, &[&bob, &carol], Some("crew"));
+    let (mut run, _) = CommitRun::start(&bob.engine(1), &crew, self_update_commit as Make).expect("start");
+    let CommitStep::Submit(_) = run.resume(&mut bob.engine(2)).expect("staged") else { panic!("submit") };
+    // Alice removed Bob at this epoch and won it.
+    let bob_id = bob.account();
+    let removal = alice
+        .engine(3)
+        .stage_commit(&crew, |conversation, provider, identity| {
+            conversation.remove(provider, identity, &[bob_id])
+        })
+        .expect("commit");
+    alice.engine(3).settle_commit(&crew, true).expect("settles");
+    let winner = alice.epoch(&crew);
+    let step = run.answer(&mut bob.engine(4), CommitAnswer::Stale { epoch: winner }).expect("answer");
+    assert_eq!(step, CommitStep::CatchUp { epoch: winner });
+    bob.engine(5).deliver(&commit_payload(&removal)).expect("processed");
+    assert!(bob.engine(6).reached(&crew, winner).is_err(), "no longer a member");
+    assert!(matches!(run.resume(&mut bob.engine(6)), Err(EngineError::Invalid(_))));
+}
+
+#[test]
+fn every_member_is_a_device_of_an_account_and_each_account_is_listed_once() {
+    let alice = Device::new("alice");
+    let bob = Device::new("bob");
+    let chat = group(&alice, &[&bob], None);
+    let engine = alice.engine(1);
+    assert_eq!(engine.device(), alice.identity.device());
+    assert_ne!(alice.identity.device(), bob.identity.device());
+    let mut devices = engine.devices(&chat).expect("devices");
+    devices.sort_by_key(|member| member.account);
+    let mut expected = vec![
+        MemberId { account: alice.account(), device: alice.identity.device() },
+        MemberId { account: bob.account(), device: bob.identity.device() },
+    ];
+    expected.sort_by_key(|member| member.account);
+    assert_eq!(devices, expected);
+    assert_eq!(bob.engine(1).devices(&chat).expect("devices").len(), 2);
+    assert_eq!(engine.members(&chat).expect("members").len(), 2);
 }
