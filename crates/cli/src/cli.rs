@@ -39,6 +39,13 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7443", value_name = "ADDR")]
         listen: String,
+        /// Serve Prometheus metrics (totals only, nothing per user) on this
+        /// address, e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+        /// Log lines as text or as JSON objects (one per line).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+        log_format: LogFormat,
     },
     /// Operator commands on a relay's data directory (work while it runs).
     Admin {
@@ -294,4 +301,13 @@ pub enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How the relay writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for journald, Loki, Elasticsearch...).
+    Json,
 }

@@ -11,7 +11,8 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::cli::{
-    AdminCommand, Cli, Command, ContactCommand, GroupCommand, PanicCommand, PassphraseCommand, RequestCommand,
+    AdminCommand, Cli, Command, ContactCommand, GroupCommand, LogFormat, PanicCommand, PassphraseCommand,
+    RequestCommand,
 };
 use crate::output::{json_line, print_message, visible};
 
@@ -21,7 +22,9 @@ pub fn run(cli: Cli) -> Result<()> {
         hush_client::harden_process().context("cannot disable core dumps for this process")?;
     }
     match cli.command {
-        Command::Serve { data, listen } => serve(&data, &listen),
+        Command::Serve { data, listen, metrics, log_format } => {
+            serve(&data, &listen, metrics.as_deref(), log_format)
+        }
         Command::Admin { command } => admin(command),
         Command::Join { invite, name, max_attempts, update_every_messages, update_every, json } => {
             let policy =
@@ -281,15 +284,14 @@ fn parse_secs(text: &str) -> Result<u32> {
     u32::try_from(secs).map_err(|_| anyhow!("'{text}' is too long"))
 }
 
-fn serve(data: &Path, listen: &str) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HUSH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+fn serve(data: &Path, listen: &str, metrics: Option<&str>, log_format: LogFormat) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUSH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match log_format {
+        LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => log.json().flatten_event(true).with_current_span(false).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let ready = |ready: hush_relay::admin::Ready| {
@@ -297,7 +299,7 @@ fn serve(data: &Path, listen: &str) -> Result<()> {
             println!("hush relay listening on {} pin {}", ready.address, ready.pin);
             let _ = std::io::stdout().flush();
         };
-        hush_relay::admin::serve(data, listen, ready, shutdown_signal()).await
+        hush_relay::admin::serve(data, listen, metrics, ready, shutdown_signal()).await
     })?;
     Ok(())
 }

@@ -31,30 +31,31 @@ pub enum CoreError {
     /// OpenMLS refused an operation.
     #[error("MLS: {0}")]
     Mls(String),
-    /// The device's storage failed underneath OpenMLS: nothing is wrong
-    /// with what was being processed, which must be tried again.
+    /// The device's storage engine failed underneath OpenMLS (I/O error,
+    /// full disk): nothing is wrong with what was being processed, which
+    /// must be tried again.
     #[error("the device's storage failed: {0}")]
     Storage(String),
 }
 
 impl CoreError {
-    /// An error OpenMLS returned. Every OpenMLS error enum carries the
-    /// storage provider's own error as a `StorageError` variant, at any
-    /// depth, and its `Debug` output names it: such an error is the
-    /// device's storage failing, not a bad message, and is kept apart so
-    /// that a delivery it met is not given up as unreadable.
+    /// An error OpenMLS returned, at any depth of OpenMLS's error enums.
+    ///
+    /// Only the SQLite engine failing (rusqlite's `SqliteFailure`: an I/O
+    /// error, a full disk, a locked or damaged database file) is
+    /// [`CoreError::Storage`], so a delivery that met it is delivered again
+    /// rather than given up as unreadable. A stored value that does not
+    /// decode (damage in one group, an OpenMLS format change) stays an MLS
+    /// error local to its group: treating it as a storage failure would
+    /// block every delivery behind it for good. Attacker-supplied bytes
+    /// appear in OpenMLS's error texts only as hex, never as this name.
     pub(crate) fn mls(error: impl std::fmt::Debug) -> Self {
         let text = format!("{error:?}");
-        if text.starts_with("StorageError(") || text.contains("(StorageError(") {
+        if text.contains("SqliteFailure(") {
             Self::Storage(text)
         } else {
             Self::Mls(text)
         }
-    }
-
-    /// An error of the OpenMLS storage provider itself.
-    pub(crate) fn storage(error: impl std::fmt::Debug) -> Self {
-        Self::Storage(format!("{error:?}"))
     }
 }
 
@@ -64,19 +65,34 @@ mod tests {
 
     use super::*;
 
+    /// The errors the SQLCipher store's OpenMLS storage really returns.
+    fn disk_full() -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        )
+    }
+
+    fn undecodable() -> rusqlite::Error {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, "unknown field".into())
+    }
+
     #[test]
-    fn storage_failures_under_openmls_are_told_apart_from_refusals() {
-        let io = || std::io::Error::other("disk I/O error");
-        let direct = ProcessMessageError::StorageError(io());
+    fn the_storage_engine_failing_is_told_apart_from_damage_and_refusals() {
+        assert!(matches!(CoreError::mls(disk_full()), CoreError::Storage(_)));
+        let direct = ProcessMessageError::StorageError(disk_full());
         assert!(matches!(CoreError::mls(direct), CoreError::Storage(_)));
-        let nested: MergePendingCommitError<std::io::Error> = MergePendingCommitError::MlsGroupStateError(
+        let nested = MergePendingCommitError::MergeCommitError(MergeCommitError::StorageError(disk_full()));
+        assert!(matches!(CoreError::mls(nested), CoreError::Storage(_)));
+        // One group's state that does not decode is that group's trouble.
+        assert!(matches!(CoreError::mls(undecodable()), CoreError::Mls(_)));
+        let damaged = ProcessMessageError::StorageError(undecodable());
+        assert!(matches!(CoreError::mls(damaged), CoreError::Mls(_)));
+        let refused: ProcessMessageError<rusqlite::Error> = ProcessMessageError::IncompatibleWireFormat;
+        assert!(matches!(CoreError::mls(refused), CoreError::Mls(_)));
+        let state: MergePendingCommitError<rusqlite::Error> = MergePendingCommitError::MlsGroupStateError(
             openmls::prelude::MlsGroupStateError::UseAfterEviction,
         );
-        assert!(matches!(CoreError::mls(nested), CoreError::Mls(_)));
-        let nested: MergePendingCommitError<std::io::Error> =
-            MergePendingCommitError::MergeCommitError(MergeCommitError::StorageError(io()));
-        assert!(matches!(CoreError::mls(nested), CoreError::Storage(_)));
-        let refused: ProcessMessageError<std::io::Error> = ProcessMessageError::IncompatibleWireFormat;
-        assert!(matches!(CoreError::mls(refused), CoreError::Mls(_)));
+        assert!(matches!(CoreError::mls(state), CoreError::Mls(_)));
     }
 }

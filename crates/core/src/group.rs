@@ -204,7 +204,7 @@ impl Conversation {
     /// Loads a group from storage.
     pub fn load(provider: &impl OpenMlsProvider, group_id: &[u8]) -> Result<Option<Self>, CoreError> {
         let group =
-            MlsGroup::load(provider.storage(), &GroupId::from_slice(group_id)).map_err(CoreError::storage)?;
+            MlsGroup::load(provider.storage(), &GroupId::from_slice(group_id)).map_err(CoreError::mls)?;
         Ok(group.map(|group| Self { group }))
     }
 
@@ -378,7 +378,7 @@ impl Conversation {
     /// Deletes this group's MLS state from the device (declining a request:
     /// its secrets are of no further use here).
     pub fn forget(mut self, provider: &impl OpenMlsProvider) -> Result<(), CoreError> {
-        self.group.delete(provider.storage()).map_err(CoreError::storage)
+        self.group.delete(provider.storage()).map_err(CoreError::mls)
     }
 
     /// True while one of our commits waits for the relay's verdict.
@@ -393,7 +393,7 @@ impl Conversation {
 
     /// Our pending commit lost its epoch: forget it.
     pub fn abandon_commit(&mut self, provider: &impl OpenMlsProvider) -> Result<(), CoreError> {
-        self.group.clear_pending_commit(provider.storage()).map_err(CoreError::storage)
+        self.group.clear_pending_commit(provider.storage()).map_err(CoreError::mls)
     }
 
     fn sender_account(&self, sender: &Sender) -> Result<AccountId, CoreError> {
@@ -460,7 +460,7 @@ impl Conversation {
                 if self_removed {
                     // Removed: this group's secrets have no further use here,
                     // and a later Welcome back into it must find no old state.
-                    self.group.delete(provider.storage()).map_err(CoreError::storage)?;
+                    self.group.delete(provider.storage()).map_err(CoreError::mls)?;
                 }
                 Ok(Incoming::Changed { group_id, sender, added, removed, self_removed, epoch, relay_key })
             }
@@ -473,9 +473,9 @@ impl Conversation {
 /// of it that ended (profiles from before removal deleted it). A Welcome
 /// into a group we are still in is refused.
 fn forget_left_group(provider: &impl OpenMlsProvider, group_id: &GroupId) -> Result<(), CoreError> {
-    match MlsGroup::load(provider.storage(), group_id).map_err(CoreError::storage)? {
+    match MlsGroup::load(provider.storage(), group_id).map_err(CoreError::mls)? {
         Some(group) if group.is_active() => Err(CoreError::AlreadyMember),
-        Some(mut group) => group.delete(provider.storage()).map_err(CoreError::storage),
+        Some(mut group) => group.delete(provider.storage()).map_err(CoreError::mls),
         None => Ok(()),
     }
 }

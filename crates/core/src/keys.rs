@@ -193,7 +193,7 @@ pub fn new_key_packages(
 pub fn delete_key_package(provider: &impl OpenMlsProvider, hash_ref: &[u8]) -> Result<(), CoreError> {
     use openmls_traits::storage::StorageProvider as _;
     let hash_ref = KeyPackageRef::tls_deserialize_exact(hash_ref).map_err(|_| CoreError::Malformed)?;
-    provider.storage().delete_key_package(&hash_ref).map_err(CoreError::storage)
+    provider.storage().delete_key_package(&hash_ref).map_err(CoreError::mls)
 }
 
 /// The account a credential certifies: the credential's identity must be the

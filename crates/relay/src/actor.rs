@@ -10,10 +10,12 @@
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use hush_proto::{AccountId, IdentityKey};
 use tokio::sync::oneshot;
 
+use crate::metrics::Metrics;
 use crate::store::{
     AccountRecord, CommitOutcome, CommitRequest, Enqueued, Operations, Queued, RelayStore, StoreError,
     UnixSeconds,
@@ -114,14 +116,21 @@ impl StoreWorker {
 pub fn spawn(
     store: impl RelayStore,
     stored: impl Fn(&[Queued]) + Send + 'static,
+    metrics: Arc<Metrics>,
 ) -> std::io::Result<(StoreHandle, StoreWorker)> {
     let (sender, receiver) = std_mpsc::channel();
-    let thread =
-        std::thread::Builder::new().name("hush-store".into()).spawn(move || run(store, receiver, stored))?;
+    let thread = std::thread::Builder::new()
+        .name("hush-store".into())
+        .spawn(move || run(store, receiver, stored, &metrics))?;
     Ok((StoreHandle { sender }, StoreWorker { thread }))
 }
 
-fn run(mut store: impl RelayStore, receiver: std_mpsc::Receiver<Box<dyn Job>>, stored: impl Fn(&[Queued])) {
+fn run(
+    mut store: impl RelayStore,
+    receiver: std_mpsc::Receiver<Box<dyn Job>>,
+    stored: impl Fn(&[Queued]),
+    metrics: &Metrics,
+) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -130,15 +139,20 @@ fn run(mut store: impl RelayStore, receiver: std_mpsc::Receiver<Box<dyn Job>>, s
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         let outcome = store.batch(&mut |operations| {
             for job in batch.iter_mut() {
                 job.run(operations);
             }
         });
+        metrics.batch(batch.len(), started.elapsed(), outcome.is_ok());
         if outcome.is_ok() {
             for job in &batch {
                 let queued = job.stored();
                 if !queued.is_empty() {
+                    for copy in queued {
+                        metrics.queued(1, copy.payload.len());
+                    }
                     stored(queued);
                 }
             }

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::data_dir::{DataDir, DataDirError};
 use crate::hub::Hub;
+use crate::metrics::{Metrics, Source};
 use crate::server::{now, Relay};
 use crate::store::Stats;
 
@@ -34,12 +35,14 @@ pub struct Ready {
     pub max_connections: usize,
 }
 
-/// Opens (creating on first start) `data`, binds `listen`, calls `ready`,
-/// and serves until `shutdown` resolves. Waits until every accepted send is
-/// durable before returning.
+/// Opens (creating on first start) `data`, binds `listen` (and `metrics`,
+/// if given: Prometheus metrics there), calls `ready`, and serves until
+/// `shutdown` resolves. Waits until every accepted send is durable before
+/// returning.
 pub async fn serve(
     data: &Path,
     listen: &str,
+    metrics: Option<&str>,
     ready: impl FnOnce(Ready),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DataDirError> {
@@ -51,9 +54,26 @@ pub async fn serve(
     let checkpoints = spawn_checkpointer(dir.store()?)?;
     let hub = Arc::new(Hub::default());
     let pushes = Arc::clone(&hub);
-    let (handle, worker) = crate::actor::spawn(store, move |queued| pushes.push(queued))?;
+    let counters = Arc::new(Metrics::default());
+    let (handle, worker) =
+        crate::actor::spawn(store, move |queued| pushes.push(queued), Arc::clone(&counters))?;
     let reader = crate::actor::spawn_reader(dir.store()?)?;
     let listener = TcpListener::bind(listen).await?;
+    let metrics = match metrics {
+        Some(address) => {
+            let listener = crate::metrics::bind(address)
+                .await
+                .map_err(|error| DataDirError::Metrics { address: address.to_owned(), error })?;
+            let source = Source {
+                metrics: Arc::clone(&counters),
+                hub: Arc::clone(&hub),
+                store: Arc::new(std::sync::Mutex::new(dir.store()?)),
+            };
+            tracing::info!(address = %listener.local_addr()?, "metrics served");
+            Some(tokio::spawn(crate::metrics::serve(listener, Arc::new(source))))
+        }
+        None => None,
+    };
     let address = listener.local_addr()?;
     std::fs::write(dir.address_file(), address.to_string())?;
     let max_connections = match config.max_connections {
@@ -70,10 +90,14 @@ pub async fn serve(
         hub,
         admin_socket: Some(dir.admin_socket()),
         max_connections,
+        metrics: counters,
     };
     tracing::info!(max_connections, "relay ready");
     ready(Ready { address, pin: tls.pin(), max_connections });
     relay.run(shutdown).await?;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     // The relay dropped its store handle; wait for the last batch to be durable.
     tokio::task::spawn_blocking(move || worker.join()).await.map_err(std::io::Error::other)?;
     checkpoints.stop();

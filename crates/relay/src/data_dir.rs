@@ -19,6 +19,14 @@ pub enum DataDirError {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {address}: {error}")]
+    Metrics {
+        /// The address asked for.
+        address: String,
+        /// Why not.
+        error: std::io::Error,
+    },
 }
 
 /// The paths inside a relay data directory.

@@ -14,6 +14,7 @@ mod config;
 mod connection;
 mod data_dir;
 pub mod hub;
+pub mod metrics;
 mod server;
 pub mod store;
 mod tls;

@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::actor::{ReadHandle, StoreHandle};
 use crate::config::RelayConfig;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::store::UnixSeconds;
 
 /// How often expired payloads are purged.
@@ -30,6 +31,7 @@ pub(crate) struct Shared {
     pub(crate) hub: Arc<Hub>,
     pub(crate) pin: CertificatePin,
     pub(crate) config: RelayConfig,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -74,6 +76,8 @@ pub struct Relay {
     pub admin_socket: Option<PathBuf>,
     /// Most client connections.
     pub max_connections: usize,
+    /// The counters (shared with the store worker and the metrics endpoint).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Relay {
@@ -86,6 +90,7 @@ impl Relay {
             hub: self.hub,
             pin: self.pin,
             config: self.config,
+            metrics: self.metrics,
         });
         let (stop, stopped) = watch::channel(false);
         let admin = match &self.admin_socket {
@@ -108,6 +113,7 @@ impl Relay {
                             continue;
                         }
                     };
+                    shared.metrics.connection_accepted();
                     let slot = Arc::clone(&slots).try_acquire_owned().ok();
                     let over_capacity = slot.is_none();
                     let connection = crate::connection::serve(

@@ -36,6 +36,7 @@ impl TestRelay {
             let result = runtime.block_on(hush_relay::admin::serve(
                 &path,
                 "127.0.0.1:0",
+                None,
                 |ready| {
                     let _ = ready_tx.send((ready.address, ready.pin.to_string()));
                 },

@@ -313,8 +313,19 @@ impl Sim {
                     self.resend(d)?;
                     run.resume(&mut self.engine(d))
                 }
-                CommitStep::Drain | CommitStep::CatchUp { .. } => {
+                CommitStep::Drain => {
                     self.receive(d, usize::MAX, true)?;
+                    run.resume(&mut self.engine(d))
+                }
+                CommitStep::CatchUp { epoch } => {
+                    // The winner's commit is in the mailbox: reading it
+                    // must get there (as the client checks).
+                    self.receive(d, usize::MAX, true)?;
+                    let reached = self.engine(d).reached(&group, epoch);
+                    assert!(
+                        matches!(reached, Ok(true)),
+                        "device {d} did not catch up to {epoch}: {reached:?}"
+                    );
                     run.resume(&mut self.engine(d))
                 }
                 CommitStep::Submit(frame) => {
@@ -322,8 +333,10 @@ impl Sim {
                     let answer = self.answer(d, outcome)?;
                     run.answer(&mut self.engine(d), answer)
                 }
-                CommitStep::Merged | CommitStep::GaveUp => return Ok(()),
-                step @ (CommitStep::Refused | CommitStep::Unresolved) => {
+                CommitStep::Merged => return Ok(()),
+                // Devices act one at a time here: a commit made after
+                // catching up cannot keep losing.
+                step @ (CommitStep::GaveUp | CommitStep::Refused | CommitStep::Unresolved) => {
                     panic!("device {d}'s self-update ended as {step:?}")
                 }
             };

@@ -13,9 +13,13 @@
 //!   several epochs behind, and unreadable);
 //! - a commit that lost its epoch is dropped, the device catches up to the
 //!   winner's epoch and makes it again, a bounded number of times;
-//! - a commit whose answer is lost, or which the relay cannot decide on
-//!   now, stays unresolved (persisted since it was made) until an answer
-//!   settles it: the relay may have ordered it.
+//! - a commit whose answer is lost stays unresolved (persisted since it
+//!   was made) until an answer settles it: the relay may have ordered it.
+//!   A refusal of any kind, temporary ones included, settles a commit sent
+//!   for the first time (the relay answers only once the store's
+//!   transaction is decided, and nothing was ordered); only a commit sent
+//!   *again* stays unresolved on a temporary refusal, since its first
+//!   sending may have been ordered.
 
 use std::marker::PhantomData;
 
@@ -42,8 +46,9 @@ pub enum CommitAnswer {
     },
     /// Refused for good (not a member, malformed): it was not ordered.
     Refused,
-    /// Not decided now (busy, failing, shutting down): it may have been
-    /// ordered before, so its outcome stays unknown.
+    /// Refused for now (busy, failing, shutting down): this sending was
+    /// not ordered, but an earlier sending of the same commit may have
+    /// been.
     Busy,
     /// No answer came (the connection failed or timed out).
     Lost,
@@ -69,7 +74,9 @@ pub enum CommitStep {
     },
     /// Done: the commit is the group's new epoch.
     Merged,
-    /// The relay refused the commit; it was dropped and nothing changed.
+    /// The relay refused the commit (for good, or for now: the caller may
+    /// try the whole operation again later); it was dropped and nothing
+    /// changed.
     Refused,
     /// The outcome is unknown: the commit stays unresolved, to be resolved
     /// at the next login.
@@ -200,11 +207,19 @@ impl<S: DeviceStore, F> CommitRun<S, F> {
                 self.phase = Phase::CatchingUp;
                 Ok(CommitStep::CatchUp { epoch })
             }
-            CommitAnswer::Refused => {
+            CommitAnswer::Refused | CommitAnswer::Busy => {
                 engine.settle_commit(&self.group_id, false)?;
                 Ok(CommitStep::Refused)
             }
-            CommitAnswer::Busy | CommitAnswer::Lost => Ok(CommitStep::Unresolved),
+            // Unless another member's commit for the same epoch, processed
+            // while we waited, settled ours already (it lost): then the
+            // commit is made again at the new epoch.
+            CommitAnswer::Lost if !engine.has_unresolved(&self.group_id)? => {
+                self.phase = Phase::CatchingUp;
+                let epoch = engine.epoch(&self.group_id)?.map_or(0, |(epoch, _)| epoch);
+                Ok(CommitStep::CatchUp { epoch })
+            }
+            CommitAnswer::Lost => Ok(CommitStep::Unresolved),
         }
     }
 }

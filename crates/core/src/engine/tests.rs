@@ -570,6 +570,12 @@ fn a_refused_commit_is_dropped_and_a_busy_group_gives_up_after_its_attempts() {
     assert_eq!(run.answer(&mut alice.engine(3), CommitAnswer::Refused).expect("answer"), CommitStep::Refused);
     assert!(alice.engine(3).unresolved_commits().expect("read").is_empty());
     assert_eq!(alice.epoch(&chat), epoch);
+    // A busy relay did not order a commit sent for the first time either.
+    let (mut run, _) = CommitRun::start(&alice.engine(3), &chat, self_update_commit as Make).expect("start");
+    let CommitStep::Submit(_) = run.resume(&mut alice.engine(3)).expect("staged") else { panic!("submit") };
+    assert_eq!(run.answer(&mut alice.engine(3), CommitAnswer::Busy).expect("answer"), CommitStep::Refused);
+    assert!(alice.engine(3).unresolved_commits().expect("read").is_empty());
+    assert_eq!(alice.epoch(&chat), epoch);
     // Losing every time (the catch-up never gets anywhere): bounded.
     let (mut run, _) = CommitRun::start(&alice.engine(4), &chat, self_update_commit as Make).expect("start");
     for attempt in 0..COMMIT_ATTEMPTS {
@@ -626,4 +632,49 @@ fn every_member_is_a_device_of_an_account_and_each_account_is_listed_once() {
     assert_eq!(devices, expected);
     assert_eq!(bob.engine(1).devices(&chat).expect("devices").len(), 2);
     assert_eq!(engine.members(&chat).expect("members").len(), 2);
+}
+
+#[test]
+fn a_lost_answer_for_a_commit_another_member_s_commit_already_beat_leads_to_a_new_commit() {
+    let alice = Device::new("alice");
+    let bob = Device::new("bob");
+    let chat = group(&alice, &[&bob], None);
+    let (mut run, _) = CommitRun::start(&alice.engine(1), &chat, self_update_commit as Make).expect("start");
+    let CommitStep::Submit(_) = run.resume(&mut alice.engine(2)).expect("staged") else { panic!("submit") };
+    // While Alice waited, Bob's commit for the same epoch arrived: hers lost.
+    let theirs = bob.self_update(&chat);
+    bob.engine(3).settle_commit(&chat, true).expect("settles");
+    alice.engine(4).deliver(&theirs).expect("processed");
+    assert!(alice.engine(4).unresolved_commits().expect("read").is_empty());
+    // Then the connection dropped: nothing is left to resolve, so the
+    // commit is made again (not reported as unresolved).
+    let winner = bob.epoch(&chat);
+    let step = run.answer(&mut alice.engine(5), CommitAnswer::Lost).expect("answer");
+    assert_eq!(step, CommitStep::CatchUp { epoch: winner });
+    let CommitStep::Submit(again) = run.resume(&mut alice.engine(6)).expect("staged") else {
+        panic!("submit")
+    };
+    let ClientFrame::Commit { epoch, .. } = &*again else { panic!("a commit") };
+    assert_eq!(*epoch, winner);
+}
+
+#[test]
+fn member_accounts_lists_an_account_once_whatever_its_devices() {
+    use openmls::prelude::{LeafNodeIndex, Member};
+    let alice = Device::new("alice");
+    let bob = Device::new("bob");
+    let leaf = |device: &Device, index: u32| {
+        let credential = device.identity.credential();
+        Member::new(
+            LeafNodeIndex::new(index),
+            vec![index as u8; 32],
+            credential.signature_key.as_slice().to_vec(),
+            credential.credential,
+        )
+    };
+    let members = vec![leaf(&alice, 0), leaf(&bob, 1), leaf(&alice, 2)];
+    assert_eq!(
+        crate::member_accounts(members.into_iter()).expect("accounts"),
+        [alice.account(), bob.account()]
+    );
 }

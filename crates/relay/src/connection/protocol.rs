@@ -332,8 +332,15 @@ impl Session {
                     return;
                 }
                 let (now, expires) = self.shared.expiry(ttl_secs);
+                let len = payload.len();
                 let queued = store.enqueue(recipients, payload.into(), now, expires);
-                let answer = async move { queued.await.map(|enqueued| Answer::Accepted(enqueued.skipped)) };
+                let metrics = Arc::clone(&self.shared.metrics);
+                let answer = async move {
+                    queued.await.map(|enqueued| {
+                        metrics.message_accepted(len);
+                        Answer::Accepted(enqueued.skipped)
+                    })
+                };
                 self.spawn_request(Some(request), answer).await;
             }
             ClientFrame::Commit {
@@ -362,10 +369,15 @@ impl Session {
                     self.spawn_request(Some(request), async move { Ok(refused) }).await;
                     return;
                 }
+                let len = commit.payload.len();
                 let ordered = store.commit(commit, now, expires);
+                let metrics = Arc::clone(&self.shared.metrics);
                 let answer = async move {
                     ordered.await.map(|outcome| match outcome {
-                        CommitOutcome::Accepted(enqueued) => Answer::Accepted(enqueued.skipped),
+                        CommitOutcome::Accepted(enqueued) => {
+                            metrics.commit_accepted(len);
+                            Answer::Accepted(enqueued.skipped)
+                        }
                         CommitOutcome::Repeated => Answer::Done,
                         CommitOutcome::Stale { current } => Answer::Stale(current),
                     })
@@ -506,6 +518,7 @@ impl Delivery {
 
     async fn deliver(&mut self, queued: &Queued) -> Result<(), ()> {
         self.last = queued.id;
+        self.shared.metrics.delivered(queued.payload.len());
         let frame = RelayFrame::Deliver {
             id: queued.id,
             arrived_at: queued.arrived_at,

@@ -49,9 +49,12 @@ impl Relay {
         store.add_invite(&invite_hash, 100, u64::MAX / 2).unwrap();
         let hub = Arc::new(Hub::default());
         let pushes = Arc::clone(&hub);
-        let (store, _worker) = crate::actor::spawn(store, move |queued| pushes.push(queued)).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let (store, _worker) =
+            crate::actor::spawn(store, move |queued| pushes.push(queued), Arc::clone(&metrics)).unwrap();
         let reader = crate::actor::spawn_reader(SqliteStore::open(&path).unwrap()).unwrap();
-        let shared = Arc::new(Shared { store, reader, hub, pin: PIN, config: RelayConfig::default() });
+        let shared =
+            Arc::new(Shared { store, reader, hub, pin: PIN, config: RelayConfig::default(), metrics });
         Self { shared, shutdown: watch::channel(false).0, _dir: dir }
     }
 
