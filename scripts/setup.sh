@@ -3,8 +3,9 @@
 # headers for SQLCipher); with --tests also what the test suite needs: tmux,
 # which drives `hush chat` in a real pseudo-terminal in the end-to-end tests,
 # Mosquitto, which the load generator's comparison smoke test runs against,
-# and e2fsprogs, with which the device-seizure test makes and carves an ext4
-# image. Safe to run again; does nothing when all is there.
+# e2fsprogs, with which the device-seizure test makes and carves an ext4
+# image, and systemd, whose systemd-analyze checks the relay's unit file.
+# Safe to run again; does nothing when all is there.
 set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
@@ -15,6 +16,8 @@ if [ "${1:-}" = "--tests" ]; then
   [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   # The device-seizure test formats, mounts and carves an ext4 image.
   { command -v mkfs.ext4 && command -v filefrag; } >/dev/null 2>&1 || need+=(e2fsprogs)
+  # The operator's-kit test checks the relay's systemd unit with systemd-analyze.
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

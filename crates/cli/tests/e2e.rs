@@ -22,12 +22,18 @@ struct Relay {
 
 impl Relay {
     fn start(data: &Path, listen: &str) -> Self {
+        Self::start_with(data, listen, &[])
+    }
+
+    /// Starts a relay with more `hush serve` arguments.
+    fn start_with(data: &Path, listen: &str, extra: &[&str]) -> Self {
         let log = data.with_extension(format!("log{}", std::process::id()));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut child = Command::new(HUSH)
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", listen])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
@@ -1020,6 +1026,8 @@ fn provisioned_accounts_are_counted_and_bad_lines_refused() {
 
 #[path = "e2e/chat.rs"]
 mod chat;
+#[path = "e2e/operator.rs"]
+mod operator;
 #[path = "e2e/seizure.rs"]
 mod seizure;
 
