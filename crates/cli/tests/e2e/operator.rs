@@ -172,9 +172,9 @@ fn the_systemd_unit_is_hardened_and_its_command_line_starts_the_relay() {
     );
     let unit = dir.path().join("hush-relay.service");
     std::fs::write(&unit, UNIT.replace("/usr/local/bin/hush", HUSH)).unwrap();
-    let verify = Command::new(&analyze).args(["verify", "--man=no"]).arg(&unit).output().unwrap();
+    let verify = Command::new(analyze).args(["verify", "--man=no"]).arg(&unit).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
-    let security = Command::new(&analyze)
+    let security = Command::new(analyze)
         .args(["security", "--offline=yes", "--threshold=15"])
         .arg(&unit)
         .output()
@@ -188,7 +188,7 @@ fn the_systemd_unit_is_hardened_and_its_command_line_starts_the_relay() {
             .replace("NoNewPrivileges=yes", "NoNewPrivileges=no"),
     )
     .unwrap();
-    let security = Command::new(&analyze)
+    let security = Command::new(analyze)
         .args(["security", "--offline=yes", "--threshold=15"])
         .arg(&weaker)
         .output()
