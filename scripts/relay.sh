@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec cargo run --release -p hush-cli --bin hush -- serve "$@"
+exec cargo run --locked --release -p hush-cli --bin hush -- serve "$@"

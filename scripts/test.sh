@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
-cargo test --workspace --all-targets
+cargo test --locked --workspace --all-targets

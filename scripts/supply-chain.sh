@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Supply-chain checks, run by CI (.ci/run):
+#  1. the crate graph keeps its rule: the relay depends on hush-proto and on
+#     nothing else of ours (it must never depend on client crypto);
+#  2. cargo-deny (deny.toml): known advisories, licences, banned and
+#     duplicated crates, sources. The RustSec advisory database cannot be
+#     fetched here: a snapshot is read from $HUSH_ADVISORY_DB (default
+#     ../shared/advisory-db, see its SNAPSHOT.txt);
+#  3. that check can fail: the same run against the snapshot plus one
+#     planted advisory for a crate in our lock file must be refused.
+# Installs cargo-deny (pinned) on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# 1. The relay's own crates.
+ours=$(cargo tree --locked -p hush-relay -e normal,build --prefix none --format '{p}' | awk '{print $1}' | grep '^hush-' | sort -u | tr '\n' ' ')
+if [ "$ours" != "hush-proto hush-relay " ]; then
+  echo "supply-chain: hush-relay must depend on hush-proto and nothing else of ours; it depends on: $ours" >&2
+  exit 1
+fi
+echo "supply-chain: the relay depends on hush-proto only"
+
+# 2. cargo-deny against the offline advisory snapshot.
+DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -q "$DENY_VERSION"; then
+  cargo install cargo-deny --locked --version "$DENY_VERSION"
+fi
+snapshot=${HUSH_ADVISORY_DB:-../shared/advisory-db}
+if [ ! -d "$snapshot/crates" ]; then
+  echo "supply-chain: no advisory database at $snapshot (set HUSH_ADVISORY_DB to a copy of RustSec's advisory-db)" >&2
+  exit 1
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+git_quiet() { git -c user.name=snapshot -c user.email=snapshot@invalid -c init.defaultBranch=main "$@" >/dev/null; }
+# cargo-deny opens its database as a git checkout under db-path, in a
+# directory named after the database URL; ask it for that name.
+make_db() { # make_db ROOT SOURCE_DIR
+  sed -e "s#^db-path = .*#db-path = \"$1\"#" deny.toml > "$1.toml"
+  mkdir -p "$1"
+  local dir
+  dir=$(cargo deny --offline --config "$1.toml" check advisories 2>&1 | grep -o "$1/advisory-db-[0-9a-f]*" | head -1 || true)
+  if [ -z "$dir" ]; then
+    echo "supply-chain: cannot tell where cargo-deny looks for its database" >&2
+    exit 1
+  fi
+  cp -r "$2" "$dir"
+  (cd "$dir" && rm -rf .git && git_quiet init && git_quiet add -A && git_quiet commit -qm snapshot)
+}
+make_db "$work/db" "$snapshot"
+cargo deny --offline --locked --config "$work/db.toml" check
+echo "supply-chain: cargo-deny passed (advisory snapshot: $(head -c 120 "$snapshot/SNAPSHOT.txt" 2>/dev/null | tr '\n' ' ')...)"
+
+# 3. A planted advisory against a crate we use must fail the same check.
+cp -r "$snapshot" "$work/planted-src"
+mkdir -p "$work/planted-src/crates/smallvec"
+cat > "$work/planted-src/crates/smallvec/RUSTSEC-2026-9999.md" <<'ADVISORY'
+```toml
+[advisory]
+id = "RUSTSEC-2026-9999"
+package = "smallvec"
+date = "2026-01-01"
+url = "https://example.invalid/planted"
+
+[versions]
+patched = []
+```
+
+# Planted by scripts/supply-chain.sh to prove the check fails
+ADVISORY
+make_db "$work/planted" "$work/planted-src"
+if out=$(cargo deny --offline --locked --config "$work/planted.toml" check advisories 2>&1); then
+  echo "supply-chain: a planted advisory went unnoticed: the advisory check is not working" >&2
+  exit 1
+fi
+if ! grep -q "RUSTSEC-2026-9999" <<<"$out"; then
+  echo "supply-chain: the planted-advisory run failed for another reason:" >&2
+  echo "$out" >&2
+  exit 1
+fi
+echo "supply-chain: a planted advisory is refused, as it must be"
