@@ -161,6 +161,21 @@ pub enum Command {
         #[arg(long, default_value = "5m", value_name = "DURATION")]
         lock_after: String,
     },
+    /// Print a shell completion script (e.g. `hush completions bash >
+    /// /etc/bash_completion.d/hush`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page hush(1) in roff, or write it and one page per
+    /// subcommand (hush-serve(1), hush-admin-invite(1), ...) into a
+    /// directory.
+    Man {
+        /// Write every page into this directory (e.g.
+        /// /usr/local/share/man/man1) instead of printing hush(1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,4 +325,58 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line (for journald, Loki, Elasticsearch...).
     Json,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod reference {
+    use std::fmt::Write as _;
+
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    const HEADER: &str = "\
+# Command-line reference
+
+Every `hush` command, exactly as its `--help` prints it: this file is made
+from the same definition (`crates/cli/src/cli.rs`), and a test fails when
+the two differ (`HUSH_BLESS=1 cargo test -p hush-cli --bin hush reference`
+writes it anew). The same definition gives the manual pages (`hush man`,
+`hush man --dir DIR`) and shell completions (`hush completions SHELL`).
+What scripts may rely on (output formats, exit codes) is in the README.
+
+";
+
+    fn walk(command: &clap::Command, path: &str, out: &mut String) {
+        let help = command.clone().render_long_help().to_string();
+        let _ = write!(out, "## `{path}`\n\n```text\n{}\n```\n\n", help.trim_end());
+        for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set() && sub.get_name() != "help") {
+            walk(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    /// docs/cli.md, made from the command-line definition.
+    fn reference() -> String {
+        let mut command = Cli::command();
+        command.build();
+        let mut out = HEADER.to_owned();
+        walk(&command, "hush", &mut out);
+        out.trim_end().to_owned() + "\n"
+    }
+
+    #[test]
+    fn docs_cli_md_is_the_reference_made_from_the_definition() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+        let made = reference();
+        if std::env::var_os("HUSH_BLESS").is_some() {
+            std::fs::write(path, &made).unwrap();
+        }
+        let stored = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            stored == made,
+            "docs/cli.md differs from the command-line definition: \
+             HUSH_BLESS=1 cargo test -p hush-cli --bin hush reference"
+        );
+    }
 }

@@ -18,7 +18,10 @@ use crate::output::{json_line, print_message, visible};
 
 pub fn run(cli: Cli) -> Result<()> {
     let home = cli.home;
-    if !matches!(cli.command, Command::Serve { .. } | Command::Admin { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Admin { .. } | Command::Completions { .. } | Command::Man { .. }
+    ) {
         hush_client::harden_process().context("cannot disable core dumps for this process")?;
     }
     match cli.command {
@@ -53,6 +56,21 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Panic { command: PanicCommand::Set } => panic_set(&profile_dir(home)?),
         Command::RemoteWipe { wipe_code } => remote_wipe(&argument_or_stdin(wipe_code, "wipe code")?),
         Command::Passphrase { command: PassphraseCommand::Change } => passphrase_change(&profile_dir(home)?),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "hush", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => {
+            // As generate_to does: `help` has no page of its own.
+            let command = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+            match dir {
+                Some(dir) => clap_mangen::generate_to(command, &dir)
+                    .with_context(|| format!("cannot write manual pages into {}", dir.display()))?,
+                None => clap_mangen::Man::new(command).render(&mut std::io::stdout())?,
+            }
+            Ok(())
+        }
         Command::Chat { to, lock_after } => {
             let lock_after = match lock_after.as_str() {
                 "off" | "0" => None,

@@ -195,3 +195,32 @@ fn the_systemd_unit_is_hardened_and_its_command_line_starts_the_relay() {
         .unwrap();
     assert!(!security.status.success(), "the threshold does not tell a weaker unit apart");
 }
+
+#[test]
+fn completions_and_manual_pages_come_from_the_command_line_definition() {
+    let bash = hush(&["completions", "bash"], None, None);
+    assert!(bash.status.success());
+    let script = String::from_utf8(bash.stdout).unwrap();
+    assert!(script.contains("_hush()") && script.contains("remote-wipe"), "{script}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hush.bash");
+    std::fs::write(&file, &script).unwrap();
+    let parsed = Command::new("bash").arg("-n").arg(&file).status().unwrap();
+    assert!(parsed.success(), "the bash completion script does not parse");
+
+    let man = dir.path().join("man1");
+    std::fs::create_dir(&man).unwrap();
+    let out = hush(&["man", "--dir", man.to_str().unwrap()], None, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for page in ["hush.1", "hush-serve.1", "hush-admin-invite.1", "hush-send.1"] {
+        let roff = std::fs::read_to_string(man.join(page)).unwrap_or_else(|_| panic!("no {page}"));
+        assert!(roff.contains(".TH "), "{page} is not a manual page");
+    }
+    let serve = std::fs::read_to_string(man.join("hush-serve.1")).unwrap();
+    assert!(serve.contains("metrics") && serve.contains("log\\-format"), "{serve}");
+    let printed = hush(&["man"], None, None);
+    assert_eq!(
+        String::from_utf8(printed.stdout).unwrap(),
+        std::fs::read_to_string(man.join("hush.1")).unwrap()
+    );
+}
