@@ -4,7 +4,8 @@
 # which drives `hush chat` in a real pseudo-terminal in the end-to-end tests,
 # Mosquitto, which the load generator's comparison smoke test runs against,
 # e2fsprogs, with which the device-seizure test makes and carves an ext4
-# image, and systemd, whose systemd-analyze checks the relay's unit file.
+# image, systemd, whose systemd-analyze checks the relay's unit file, and
+# minisign, with which the release test signs a manifest.
 # Safe to run again; does nothing when all is there.
 set -euo pipefail
 need=()
@@ -18,6 +19,8 @@ if [ "${1:-}" = "--tests" ]; then
   { command -v mkfs.ext4 && command -v filefrag; } >/dev/null 2>&1 || need+=(e2fsprogs)
   # The operator's-kit test checks the relay's systemd unit with systemd-analyze.
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  # The release test signs with minisign, as the release manager does.
+  command -v minisign >/dev/null 2>&1 || need+=(minisign)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

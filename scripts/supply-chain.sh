@@ -30,6 +30,13 @@ if [ ! -d "$snapshot/crates" ]; then
   echo "supply-chain: no advisory database at $snapshot (set HUSH_ADVISORY_DB to a copy of RustSec's advisory-db)" >&2
   exit 1
 fi
+# The snapshot's own date, so that cargo-deny's staleness limit (deny.toml)
+# judges the database's age, not the day this script copied it.
+snapshot_date=$(grep -o '[0-9]\{4\}-[0-9]\{2\}-[0-9]\{2\}' "$snapshot/SNAPSHOT.txt" 2>/dev/null | head -1 || true)
+if [ -z "$snapshot_date" ]; then
+  echo "supply-chain: $snapshot/SNAPSHOT.txt does not say when the snapshot was taken" >&2
+  exit 1
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git_quiet() { git -c user.name=snapshot -c user.email=snapshot@invalid -c init.defaultBranch=main "$@" >/dev/null; }
@@ -45,11 +52,15 @@ make_db() { # make_db ROOT SOURCE_DIR
     exit 1
   fi
   cp -r "$2" "$dir"
-  (cd "$dir" && rm -rf .git && git_quiet init && git_quiet add -A && git_quiet commit -qm snapshot)
+  (
+    cd "$dir" && rm -rf .git && git_quiet init && git_quiet add -A
+    GIT_AUTHOR_DATE="${snapshot_date}T00:00:00Z" GIT_COMMITTER_DATE="${snapshot_date}T00:00:00Z" git_quiet commit -qm snapshot
+    touch -d "$snapshot_date" .git/HEAD
+  )
 }
 make_db "$work/db" "$snapshot"
 cargo deny --offline --locked --config "$work/db.toml" check
-echo "supply-chain: cargo-deny passed (advisory snapshot: $(head -c 120 "$snapshot/SNAPSHOT.txt" 2>/dev/null | tr '\n' ' ')...)"
+echo "supply-chain: cargo-deny passed (advisory database of $snapshot_date)"
 
 # 3. A planted advisory against a crate we use must fail the same check.
 cp -r "$snapshot" "$work/planted-src"

@@ -161,6 +161,11 @@ pub enum Command {
         #[arg(long, default_value = "5m", value_name = "DURATION")]
         lock_after: String,
     },
+    /// Check downloaded release files against the signed release manifest.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
     /// Print a shell completion script (e.g. `hush completions bash >
     /// /etc/bash_completion.d/hush`).
     Completions {
@@ -175,6 +180,26 @@ pub enum Command {
         /// /usr/local/share/man/man1) instead of printing hush(1).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Verify MANIFEST's minisign signature against the Hush release key
+    /// pinned in this binary, then each FILE's SHA-256 against MANIFEST
+    /// (no FILE: every file it lists, next to it). Exits 0 only if all
+    /// verify; otherwise says what does not.
+    Verify {
+        /// The release manifest (MANIFEST).
+        manifest: PathBuf,
+        /// Its signature (MANIFEST.minisig).
+        signature: PathBuf,
+        /// Files to check (matched by file name).
+        files: Vec<PathBuf>,
+        /// Check against this minisign public key file instead of the
+        /// pinned release key (a fork's releases, a test key).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
     },
 }
 

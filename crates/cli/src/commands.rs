@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::{
     AdminCommand, Cli, Command, ContactCommand, GroupCommand, LogFormat, PanicCommand, PassphraseCommand,
-    RequestCommand,
+    ReleaseCommand, RequestCommand,
 };
 use crate::output::{json_line, print_message, visible};
 
@@ -20,7 +20,11 @@ pub fn run(cli: Cli) -> Result<()> {
     let home = cli.home;
     if !matches!(
         cli.command,
-        Command::Serve { .. } | Command::Admin { .. } | Command::Completions { .. } | Command::Man { .. }
+        Command::Serve { .. }
+            | Command::Admin { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Release { .. }
     ) {
         hush_client::harden_process().context("cannot disable core dumps for this process")?;
     }
@@ -56,6 +60,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Panic { command: PanicCommand::Set } => panic_set(&profile_dir(home)?),
         Command::RemoteWipe { wipe_code } => remote_wipe(&argument_or_stdin(wipe_code, "wipe code")?),
         Command::Passphrase { command: PassphraseCommand::Change } => passphrase_change(&profile_dir(home)?),
+        Command::Release { command: ReleaseCommand::Verify { manifest, signature, files, key } } => {
+            release_verify(&manifest, &signature, &files, key.as_deref())
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "hush", &mut std::io::stdout());
@@ -310,7 +317,9 @@ fn serve(data: &Path, listen: &str, metrics: Option<&str>, log_format: LogFormat
         LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
         LogFormat::Json => log.json().flatten_event(true).with_current_span(false).init(),
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Blocking threads well under the service unit's TasksMax (512).
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().max_blocking_threads(64).enable_all().build()?;
     runtime.block_on(async {
         let ready = |ready: hush_relay::admin::Ready| {
             use std::io::Write;
@@ -649,5 +658,36 @@ fn remote_wipe(code: &str) -> Result<()> {
     let code: WipeCode = code.parse().context("not a wipe code (hush-wipe://...)")?;
     drive(send_wipe_order(&code, Duration::from_secs(20)))?;
     println!("wipe ordered: the device of {} wipes itself when it next connects", code.account);
+    Ok(())
+}
+
+/// `hush release verify`: the signature, then every file; a failure says
+/// what does not match.
+fn release_verify(manifest: &Path, signature: &Path, files: &[PathBuf], key: Option<&Path>) -> Result<()> {
+    use crate::release::{verify, PublicKey};
+    let key = match key {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let key = PublicKey::parse(&text)?;
+            eprintln!(
+                "note: checking against key {} from {}, not the pinned Hush release key",
+                key.id(),
+                path.display()
+            );
+            key
+        }
+        None => PublicKey::release()?,
+    };
+    let verified = verify(&key, manifest, signature, files).context("release verification failed")?;
+    let manifest = &verified.manifest;
+    println!("signature ok: key {}, trusted comment \"{}\"", key.id(), visible(&verified.trusted_comment));
+    println!("manifest: hush {} built from commit {}", visible(&manifest.version), visible(&manifest.commit));
+    if let Some(toolchain) = &manifest.toolchain {
+        println!("toolchain: {}", visible(toolchain));
+    }
+    for file in &verified.files {
+        println!("ok {}", file.display());
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod output;
+mod release;
 
 use clap::Parser;
 

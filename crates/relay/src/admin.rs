@@ -67,7 +67,7 @@ pub async fn serve(
             let source = Source {
                 metrics: Arc::clone(&counters),
                 hub: Arc::clone(&hub),
-                store: Arc::new(std::sync::Mutex::new(dir.store()?)),
+                store: Arc::new(std::sync::Mutex::new((dir.store()?, None))),
             };
             tracing::info!(address = %listener.local_addr()?, "metrics served");
             Some(tokio::spawn(crate::metrics::serve(listener, Arc::new(source))))

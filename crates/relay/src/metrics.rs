@@ -12,10 +12,11 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::hub::Hub;
 use crate::store::{SqliteStore, Stats};
@@ -24,6 +25,11 @@ use crate::store::{SqliteStore, Stats};
 const MAX_REQUEST: usize = 8 * 1024;
 /// How long a scraper may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Scrapes answered at once; more are closed at once, so the endpoint can
+/// never take the descriptors or threads the relay's clients need.
+const MAX_SCRAPES: usize = 4;
+/// How long the queue gauges (a count over the mailbox table) are reused.
+const STATS_FRESH_FOR: Duration = Duration::from_secs(5);
 
 /// Operations per store batch.
 const BATCH_BUCKETS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -31,30 +37,29 @@ const BATCH_BUCKETS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 const COMMIT_BUCKETS_US: &[u64] =
     &[250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
 
-/// A histogram with fixed buckets over whole numbers.
+/// A histogram with fixed buckets over whole numbers. The count is the
+/// sum of the buckets (the last one is past every bound), so a scrape
+/// that races an observation still sees cumulative counts that never
+/// exceed the total.
 struct Histogram {
     bounds: &'static [u64],
     buckets: Vec<AtomicU64>,
     sum: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Histogram {
     fn new(bounds: &'static [u64]) -> Self {
         Self {
             bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum: AtomicU64::new(0),
-            count: AtomicU64::new(0),
         }
     }
 
     fn observe(&self, value: u64) {
-        if let Some(i) = self.bounds.iter().position(|bound| value <= *bound) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
+        let i = self.bounds.iter().position(|bound| value <= *bound).unwrap_or(self.bounds.len());
+        self.buckets[i].fetch_add(1, Relaxed);
         self.sum.fetch_add(value, Relaxed);
-        self.count.fetch_add(1, Relaxed);
     }
 
     /// Writes the histogram, its bounds and sum divided by `scale` (e.g.
@@ -66,7 +71,7 @@ impl Histogram {
             cumulative += bucket.load(Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / scale);
         }
-        let count = self.count.load(Relaxed);
+        let count = cumulative + self.buckets[self.bounds.len()].load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {}", self.sum.load(Relaxed) as f64 / scale);
         let _ = writeln!(out, "{name}_count {count}");
@@ -207,22 +212,40 @@ impl Metrics {
     }
 }
 
+/// The queue gauges and when they were counted.
+type Counted = (Instant, Stats);
+
 /// What the metrics endpoint reads from.
 pub(crate) struct Source {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) hub: Arc<Hub>,
-    /// A read connection of its own, for the queue gauges.
-    pub(crate) store: Arc<Mutex<SqliteStore>>,
+    /// A read connection of its own for the queue gauges, and their last
+    /// reading.
+    pub(crate) store: Arc<Mutex<(SqliteStore, Option<Counted>)>>,
 }
 
 impl Source {
-    async fn render(&self) -> String {
+    /// The queue gauges, counted at most every few seconds, on a blocking
+    /// thread (never the relay's), one count at a time.
+    async fn stats(&self) -> Option<Stats> {
         let store = Arc::clone(&self.store);
-        let stats =
-            tokio::task::spawn_blocking(move || store.lock().ok().and_then(|store| store.stats().ok()))
-                .await
-                .ok()
-                .flatten();
+        let counted = tokio::task::spawn_blocking(move || {
+            let mut guard = store.lock().ok()?;
+            let (store, last) = &mut *guard;
+            if let Some((at, stats)) = last {
+                if at.elapsed() < STATS_FRESH_FOR {
+                    return Some(*stats);
+                }
+            }
+            let stats = store.stats().ok()?;
+            *last = Some((Instant::now(), stats));
+            Some(stats)
+        });
+        counted.await.ok().flatten()
+    }
+
+    async fn render(&self) -> String {
+        let stats = self.stats().await;
         self.metrics.render(self.hub.connections(), stats.as_ref())
     }
 }
@@ -238,12 +261,25 @@ pub(crate) async fn bind(address: &str) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves `GET /metrics` (and nothing else) until the task is dropped.
+/// Serves `GET /metrics` (and nothing else) until the task is dropped,
+/// to at most [`MAX_SCRAPES`] scrapers at once.
 pub(crate) async fn serve(listener: TcpListener, source: Arc<Source>) {
-    while let Ok((stream, _)) = listener.accept().await {
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Over the limit: closed at once (dropped).
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
         let source = Arc::clone(&source);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &source)).await;
+            drop(slot);
         });
     }
 }
@@ -264,7 +300,7 @@ async fn answer(mut stream: TcpStream, source: &Source) -> std::io::Result<()> {
         (Some(b"GET"), Some(b"/metrics")) => {
             let body = source.render().await;
             format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
         }
@@ -276,7 +312,56 @@ async fn answer(mut stream: TcpStream, source: &Source) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    async fn scrape(address: SocketAddr) -> String {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn idle_scrapers_beyond_the_limit_are_turned_away_and_the_endpoint_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("relay.db")).unwrap();
+        let source = Source {
+            metrics: Arc::new(Metrics::default()),
+            hub: Arc::new(Hub::default()),
+            store: Arc::new(Mutex::new((store, None))),
+        };
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(source)));
+        assert!(scrape(address).await.starts_with("HTTP/1.1 200 OK"));
+        // Scrapers that connect and say nothing hold every slot...
+        let mut idle = Vec::new();
+        for _ in 0..MAX_SCRAPES {
+            idle.push(TcpStream::connect(address).await.unwrap());
+        }
+        // ...so the next one is closed at once, unanswered (not after the
+        // request timeout).
+        let mut turned_away = TcpStream::connect(address).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(REQUEST_TIMEOUT / 2, turned_away.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "not closed at once: {read:?}");
+        // Once they go, scrapes are answered again.
+        drop(idle);
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let response = scrape(address).await;
+            if response.starts_with("HTTP/1.1 200 OK") {
+                assert!(response.contains("hush_queued_messages 0"), "{response}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the endpoint did not recover");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.abort();
+    }
 
     #[test]
     fn counters_and_histograms_render_in_the_text_format() {

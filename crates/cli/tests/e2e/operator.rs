@@ -29,9 +29,13 @@ fn sample(metrics: &str, name: &str) -> f64 {
         .unwrap()
 }
 
+/// The relay's log lines, each of which must be JSON; a last line still
+/// being written (no newline yet) is left for the next read.
 fn log_lines(relay: &Relay) -> Vec<Value> {
     let log = std::fs::read_to_string(&relay.log).unwrap();
-    log.lines()
+    let complete = &log[..log.rfind('\n').map_or(0, |end| end + 1)];
+    complete
+        .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}")))
         .collect()
 }
@@ -93,22 +97,18 @@ fn the_relay_serves_metrics_of_totals_only_and_logs_json() {
 fn a_metrics_address_that_cannot_be_bound_is_a_clear_error_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("relay");
+    // Taken by someone else.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
     let out = hush(
-        &[
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "256.1.1.1:9464",
-        ],
+        &["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--metrics", &address],
         None,
         None,
     );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot serve metrics on 256.1.1.1:9464"), "{stderr}");
+    assert!(stderr.contains(&format!("cannot serve metrics on {address}")), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
 }
 
 const UNIT: &str = include_str!("../../../../contrib/systemd/hush-relay.service");
@@ -223,4 +223,85 @@ fn completions_and_manual_pages_come_from_the_command_line_definition() {
         String::from_utf8(printed.stdout).unwrap(),
         std::fs::read_to_string(man.join("hush.1")).unwrap()
     );
+}
+
+fn release_verify(args: &[&str]) -> (bool, String) {
+    let mut all = vec!["release", "verify"];
+    all.extend_from_slice(args);
+    let out = hush(&all, None, None);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_release_signed_with_minisign_verifies_and_any_tampering_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    // A throwaway key, made and used by minisign itself (the tool a release
+    // manager signs with).
+    let made = Command::new("minisign")
+        .args(["-G", "-W", "-p", &path("test.pub"), "-s", &path("test.key")])
+        .output()
+        .expect("minisign is needed: scripts/setup.sh --tests installs it");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    std::fs::write(path("hush"), b"the released binary").unwrap();
+    std::fs::write(path("notes.txt"), b"release notes").unwrap();
+    let hash = |name: &str| {
+        use sha2::Digest;
+        data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(std::fs::read(path(name)).unwrap()))
+    };
+    let manifest = format!(
+        "hush release manifest v1\nversion 0.1.0\ncommit {}\nsha256 {} hush\nsha256 {} notes.txt\n",
+        "ab".repeat(20),
+        hash("hush"),
+        hash("notes.txt")
+    );
+    std::fs::write(path("MANIFEST"), &manifest).unwrap();
+    let signed = Command::new("minisign")
+        .args(["-S", "-s", &path("test.key"), "-m", &path("MANIFEST"), "-t", "hush 0.1.0 test"])
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    let (manifest_path, signature, key) = (path("MANIFEST"), path("MANIFEST.minisig"), path("test.pub"));
+
+    // Every file the manifest lists, found next to it.
+    let (ok, text) = release_verify(&[&manifest_path, &signature, "--key", &key]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("trusted comment \"hush 0.1.0 test\"") && text.contains("not the pinned"),
+        "{text}"
+    );
+    assert_eq!(text.lines().filter(|line| line.starts_with("ok ")).count(), 2, "{text}");
+
+    // Not signed by the pinned release key.
+    let (ok, text) = release_verify(&[&manifest_path, &signature]);
+    assert!(!ok && text.contains("not signed by the Hush release key"), "{text}");
+    assert!(
+        text.contains("not from the release key CCDFDB53147EAAC5"),
+        "the pinned key is the default: {text}"
+    );
+    // A tampered file.
+    std::fs::write(path("hush"), b"the released binary, backdoored").unwrap();
+    let (ok, text) = release_verify(&[&manifest_path, &signature, &path("hush"), "--key", &key]);
+    assert!(!ok && text.contains("this is not the released file"), "{text}");
+    std::fs::write(path("hush"), b"the released binary").unwrap();
+    // A file the manifest does not list.
+    std::fs::write(path("extra"), b"x").unwrap();
+    let (ok, text) = release_verify(&[&manifest_path, &signature, &path("extra"), "--key", &key]);
+    assert!(!ok && text.contains("not in the manifest"), "{text}");
+    // A manifest changed after signing (the hash of a backdoored binary).
+    let original = std::fs::read_to_string(path("MANIFEST")).unwrap();
+    std::fs::write(path("MANIFEST"), original.replace(&hash("hush"), &"00".repeat(32))).unwrap();
+    let (ok, text) = release_verify(&[&manifest_path, &signature, "--key", &key]);
+    assert!(!ok && text.contains("the manifest was changed after it was signed"), "{text}");
+    std::fs::write(path("MANIFEST"), &original).unwrap();
+    // A trusted comment changed after signing.
+    let minisig = std::fs::read_to_string(&signature).unwrap();
+    std::fs::write(&signature, minisig.replace("hush 0.1.0 test", "hush 9.9.9 test")).unwrap();
+    let (ok, text) = release_verify(&[&manifest_path, &signature, "--key", &key]);
+    assert!(!ok && text.contains("trusted comment was changed"), "{text}");
+    // minisign agrees with the untouched pair.
+    std::fs::write(&signature, &minisig).unwrap();
+    let checked = Command::new("minisign").args(["-V", "-p", &key, "-m", &manifest_path]).output().unwrap();
+    assert!(checked.status.success());
 }
