@@ -260,6 +260,8 @@ struct Queued {
     outbox: Option<(String, Draft)>,
     /// Tries the relay answered with a temporary refusal.
     refused: u32,
+    /// Tries begun (a job tried again may have done its work already).
+    tries: u32,
 }
 
 impl Client {
@@ -280,7 +282,7 @@ fn outbox(client: &Client) -> Result<VecDeque<Queued>, ClientError> {
         match decode_outbox(&bytes) {
             Some((to, draft)) => {
                 let job = Job::Send { to: to.clone(), text: draft.text().to_owned() };
-                jobs.push_back(Queued { ticket: 0, job, outbox: Some((key, draft)), refused: 0 });
+                jobs.push_back(Queued { ticket: 0, job, outbox: Some((key, draft)), refused: 0, tries: 0 });
             }
             None => client.store.delete_setting(&key)?,
         }
@@ -498,7 +500,7 @@ impl Worker<'_> {
                     }
                     _ => None,
                 };
-                self.jobs.push_back(Queued { ticket, job, outbox, refused: 0 });
+                self.jobs.push_back(Queued { ticket, job, outbox, refused: 0, tries: 0 });
             }
         }
         Ok(Flow::Continue)
@@ -522,10 +524,12 @@ impl Worker<'_> {
         commands: &mut UnboundedReceiver<Command>,
     ) -> Result<Flow, ClientError> {
         let client = self.client;
-        while let Some(queued) = self.jobs.front() {
+        while let Some(queued) = self.jobs.front_mut() {
+            queued.tries += 1;
+            let retry = queued.tries > 1;
             let job = queued.job.clone();
             let draft = queued.outbox.as_ref().map(|(_, draft)| draft.clone());
-            let work = run_job(client, session, job, draft);
+            let work = run_job(client, session, job, draft, retry);
             tokio::pin!(work);
             let outcome = loop {
                 tokio::select! {
@@ -569,12 +573,22 @@ impl Worker<'_> {
     }
 }
 
-/// Carries out one job over a session.
+/// True if none of `accounts` is in the group `name` any more. A removal
+/// tried again after its connection broke may have done its work the first
+/// time: its commit was ordered, and resolved at the next login. (Creating
+/// and adding finish an earlier try by themselves.)
+fn already_removed(client: &Client, name: &str, accounts: &[AccountId]) -> Result<bool, ClientError> {
+    let Ok(members) = client.group_members(name) else { return Ok(false) };
+    Ok(accounts.iter().all(|account| members.iter().all(|member| member.account != *account)))
+}
+
+/// Carries out one job over a session; `retry` if it was begun before.
 async fn run_job(
     client: &Client,
     session: &mut Session<'_>,
     job: Job,
     draft: Option<Draft>,
+    retry: bool,
 ) -> Result<String, ClientError> {
     let members = |members: &[String]| -> Result<Vec<AccountId>, ClientError> {
         members.iter().map(|member| client.resolve_member(member)).collect()
@@ -607,7 +621,10 @@ async fn run_job(
             Ok(format!("added to {name}: {}", names.join(", ")))
         }
         Job::GroupRemove { name, members: names } => {
-            session.group_remove(&name, &members(&names)?).await?;
+            let accounts = members(&names)?;
+            if !(retry && already_removed(client, &name, &accounts)?) {
+                session.group_remove(&name, &accounts).await?;
+            }
             Ok(format!("removed from {name}: {}", names.join(", ")))
         }
         Job::Timer { to, secs } => {

@@ -707,17 +707,60 @@ impl<'a> Session<'a> {
     }
 
     /// Creates a named group.
+    ///
+    /// The group is named before its first commit, so a creation that was
+    /// cut off (the connection dropped, the answer was lost) is found and
+    /// finished by the next `group_create` with that name and those
+    /// members, instead of making a second group; a group of that name with
+    /// anyone else in it is an error.
     pub async fn group_create(&mut self, name: &str, members: &[AccountId]) -> Result<(), ClientError> {
-        if self.client.store.group_by_name(name)?.is_some() {
-            return Err(ClientError::Invalid(format!("a group named '{name}' exists already")));
+        let me = self.client.account();
+        if let Some(record) = self.client.store.group_by_name(name)? {
+            let present = self.client.engine().members(&record.group_id)?;
+            if present.is_empty() || !present.iter().all(|member| *member == me || members.contains(member)) {
+                return Err(ClientError::Invalid(format!("a group named '{name}' exists already")));
+            }
+            return self.finish_group(name, &record.group_id, members).await;
         }
         if name.parse::<AccountId>().is_ok() || self.client.store.contact(name)?.is_some() {
             return Err(ClientError::Invalid(
                 "a group name must differ from contact names and account ids".into(),
             ));
         }
-        let group_id = self.create_group(members, ConversationKind::Group { name: name.to_owned() }).await?;
-        Ok(self.client.engine().record_membership(&group_id, self.client.account(), members, &[])?)
+        let engine = self.client.engine();
+        let group_id = engine.create_group()?;
+        engine.describe(&group_id, &ConversationKind::Group { name: name.to_owned() })?;
+        self.finish_group(name, &group_id, members).await
+    }
+
+    /// Adds whichever of `members` are not in the new group yet (after
+    /// resolving a commit of an earlier try), then tells every member the
+    /// group's name.
+    async fn finish_group(
+        &mut self,
+        name: &str,
+        group_id: &[u8],
+        members: &[AccountId],
+    ) -> Result<(), ClientError> {
+        if self.client.engine().has_unresolved(group_id)? {
+            self.resolve_commits().await?;
+        }
+        let present = self.client.engine().members(group_id)?;
+        let missing: Vec<AccountId> =
+            members.iter().filter(|member| !present.contains(member)).copied().collect();
+        if !missing.is_empty() {
+            let mut packages = Vec::new();
+            for member in &missing {
+                packages.push(self.key_package(*member).await?);
+            }
+            self.commit(group_id, |conversation, provider, identity| {
+                conversation.add(provider, identity, &packages)
+            })
+            .await?;
+            self.client.engine().record_membership(group_id, self.client.account(), &missing, &[])?;
+        }
+        let info = self.content(Body::Info { group_name: Some(name.to_owned()) });
+        self.send_content(group_id, &info, 0).await
     }
 
     fn group(&self, name: &str) -> Result<Vec<u8>, ClientError> {
@@ -729,20 +772,12 @@ impl<'a> Session<'a> {
             .group_id)
     }
 
-    /// Adds members to a group.
+    /// Adds members to a group (those already in it stay as they are, so
+    /// an add tried again after its answer was lost finishes rather than
+    /// fails), and tells everyone the group's name.
     pub async fn group_add(&mut self, name: &str, members: &[AccountId]) -> Result<(), ClientError> {
         let group_id = self.group(name)?;
-        let mut packages = Vec::new();
-        for member in members {
-            packages.push(self.key_package(*member).await?);
-        }
-        self.commit(&group_id, |conversation, provider, identity| {
-            conversation.add(provider, identity, &packages)
-        })
-        .await?;
-        self.client.engine().record_membership(&group_id, self.client.account(), members, &[])?;
-        let info = self.content(Body::Info { group_name: Some(name.to_owned()) });
-        self.send_content(&group_id, &info, 0).await
+        self.finish_group(name, &group_id, members).await
     }
 
     /// Removes members from a group.
