@@ -42,9 +42,14 @@ impl RelayConfig {
             std::fs::write(path, defaults + "\n")?;
         }
         let text = std::fs::read_to_string(path)?;
-        serde_json::from_str(&text).map_err(|error| {
+        Self::from_json(&text).map_err(|error| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {error}", path.display()))
         })
+    }
+
+    /// Parses the settings file's text (`relay.json`).
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
     }
 
     /// The retention limit.

@@ -270,6 +270,13 @@ fn keys_payload(keys: &SealedKeys, max_attempts: u32) -> Zeroizing<[u8; PAYLOAD]
     payload
 }
 
+/// Parses a decrypted slot as each kind of payload (the fuzzer's entry).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn parse_slot(payload: &[u8]) {
+    let _ = parse_keys(payload);
+    let _ = parse_wipe(payload);
+}
+
 fn parse_keys(payload: &[u8]) -> Option<(SealedKeys, u32)> {
     if *payload.first()? != KIND_DATABASE_KEY {
         return None;

@@ -23,6 +23,17 @@ pub use error::StoreError;
 pub use keyfile::{KdfParams, KEY_FILE_LEN, MAX_ATTEMPTS_LIMIT};
 pub use provider::HushProvider;
 
+/// The key file's parsers, for the fuzzer (`crates/fuzz`): what a slot of
+/// the key file holds once decrypted.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses `payload` as each kind of key-file slot.
+    pub fn key_file_slot(payload: &[u8]) {
+        crate::keyfile::parse_slot(payload);
+    }
+}
+
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
