@@ -469,7 +469,7 @@ impl<'a> Session<'a> {
         // Writing into a conversation request accepts it.
         let outgoing = self.client.engine().encrypt(group_id, content)?;
         if outgoing.recipients.is_empty() {
-            return Ok(());
+            return Err(ClientError::Invalid("no one else is in this conversation".into()));
         }
         let request = self.request_id();
         let frame = ClientFrame::Send {
@@ -708,16 +708,18 @@ impl<'a> Session<'a> {
 
     /// Creates a named group.
     ///
-    /// The group is named before its first commit, so a creation that was
-    /// cut off (the connection dropped, the answer was lost) is found and
-    /// finished by the next `group_create` with that name and those
-    /// members, instead of making a second group; a group of that name with
-    /// anyone else in it is an error.
+    /// The group is named before its first commit (and marked as being
+    /// created), so a creation cut off (the connection dropped, the answer
+    /// was lost) is found and finished by the next `group_create` with that
+    /// name: only a group this device is creating, never one someone else
+    /// named, and only if everyone in it was asked for.
     pub async fn group_create(&mut self, name: &str, members: &[AccountId]) -> Result<(), ClientError> {
         let me = self.client.account();
         if let Some(record) = self.client.store.group_by_name(name)? {
+            let ours = self.client.store.setting(&creating_key(&record.group_id))?.is_some();
             let present = self.client.engine().members(&record.group_id)?;
-            if present.is_empty() || !present.iter().all(|member| *member == me || members.contains(member)) {
+            let asked = present.iter().all(|member| *member == me || members.contains(member));
+            if !ours || present.is_empty() || !asked {
                 return Err(ClientError::Invalid(format!("a group named '{name}' exists already")));
             }
             return self.finish_group(name, &record.group_id, members).await;
@@ -727,21 +729,39 @@ impl<'a> Session<'a> {
                 "a group name must differ from contact names and account ids".into(),
             ));
         }
+        // Everyone's key package first: an unknown or deactivated account
+        // leaves nothing behind.
+        let mut packages = Vec::new();
+        for member in members {
+            packages.push(self.key_package(*member).await?);
+        }
         let engine = self.client.engine();
         let group_id = engine.create_group()?;
         engine.describe(&group_id, &ConversationKind::Group { name: name.to_owned() })?;
-        self.finish_group(name, &group_id, members).await
+        self.client.store.set_setting(&creating_key(&group_id), b"1")?;
+        self.client.store.set_setting(&unnamed_key(&group_id), b"1")?;
+        self.commit(&group_id, |conversation, provider, identity| {
+            conversation.add(provider, identity, &packages)
+        })
+        .await?;
+        self.client.engine().record_membership(&group_id, me, members, &[])?;
+        self.tell_name(name, &group_id).await
     }
 
-    /// Adds whichever of `members` are not in the new group yet (after
+    /// Adds whichever of `members` are not in the group yet (after
     /// resolving a commit of an earlier try), then tells every member the
-    /// group's name.
+    /// group's name if someone has not been told it yet.
     async fn finish_group(
         &mut self,
         name: &str,
         group_id: &[u8],
         members: &[AccountId],
     ) -> Result<(), ClientError> {
+        if self.client.engine().is_request(group_id)? {
+            return Err(ClientError::Invalid(format!(
+                "'{name}' is a conversation request: accept it before changing its members"
+            )));
+        }
         if self.client.engine().has_unresolved(group_id)? {
             self.resolve_commits().await?;
         }
@@ -753,14 +773,24 @@ impl<'a> Session<'a> {
             for member in &missing {
                 packages.push(self.key_package(*member).await?);
             }
+            self.client.store.set_setting(&unnamed_key(group_id), b"1")?;
             self.commit(group_id, |conversation, provider, identity| {
                 conversation.add(provider, identity, &packages)
             })
             .await?;
             self.client.engine().record_membership(group_id, self.client.account(), &missing, &[])?;
+        } else if self.client.store.setting(&unnamed_key(group_id))?.is_none() {
+            return Err(ClientError::Invalid("they are all in the group already".into()));
         }
+        self.tell_name(name, group_id).await
+    }
+
+    /// Tells every member the group's name; the group is then made.
+    async fn tell_name(&mut self, name: &str, group_id: &[u8]) -> Result<(), ClientError> {
         let info = self.content(Body::Info { group_name: Some(name.to_owned()) });
-        self.send_content(group_id, &info, 0).await
+        self.send_content(group_id, &info, 0).await?;
+        self.client.store.delete_setting(&unnamed_key(group_id))?;
+        Ok(self.client.store.delete_setting(&creating_key(group_id))?)
     }
 
     fn group(&self, name: &str) -> Result<Vec<u8>, ClientError> {
@@ -819,4 +849,15 @@ pub async fn send_wipe_order(code: &hush_proto::WipeCode, timeout: Duration) -> 
     })
     .await
     .map_err(|_| ClientError::Unreachable(format!("{}: timed out", code.address)))?
+}
+
+/// Set while this device is creating a group, until every member has been
+/// told its name.
+fn creating_key(group_id: &[u8]) -> String {
+    format!("creating:{}", data_encoding::HEXLOWER.encode(group_id))
+}
+
+/// Set while members were added to a group and not all told its name yet.
+fn unnamed_key(group_id: &[u8]) -> String {
+    format!("unnamed:{}", data_encoding::HEXLOWER.encode(group_id))
 }

@@ -400,3 +400,43 @@ async fn a_member_reads_its_mailbox_before_moving_the_group_on() {
     let shown: Vec<String> = bob.take_unshown().unwrap().into_iter().map(|m| m.text).collect();
     assert_eq!(shown, vec!["waiting in bob's mailbox"]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn group_create_never_takes_over_a_group_it_did_not_start_and_leaves_nothing_when_it_fails() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    let carol = join(&relay, "carol").await;
+    // Alice's group "pair", which bob is in.
+    pair_group(&alice, &bob).await;
+    bob.add_contact("carol", carol.account()).unwrap();
+    let mut session = Session::login(&bob).await.unwrap();
+    // Bob asks to create a "pair" with alice and carol: it exists, and is
+    // not his to finish (before, carol would have been added to alice's).
+    let error = session.group_create("pair", &[alice.account(), carol.account()]).await.unwrap_err();
+    assert!(error.to_string().contains("exists already"), "{error}");
+    assert_eq!(bob.group_members("pair").unwrap().len(), 2);
+    // Adding someone who is in already is said, not silently done.
+    let error = session.group_add("pair", &[alice.account()]).await.unwrap_err();
+    assert!(error.to_string().contains("all in the group already"), "{error}");
+    // A creation whose member is unknown leaves no group behind.
+    let stranger = hush_proto::IdentityKey([9; 32]).account();
+    assert!(session.group_create("crew", &[carol.account(), stranger]).await.is_err());
+    assert!(bob.groups().unwrap().iter().all(|(name, _)| name != "crew"), "an empty 'crew' was left");
+    session.close().await;
+    assert!(texts(&carol).await.is_empty(), "carol was added to something");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn writing_to_a_group_no_one_else_is_in_is_an_error_not_a_silent_success() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    pair_group(&alice, &bob).await;
+    let mut session = Session::login(&alice).await.unwrap();
+    session.group_remove("pair", &[bob.account()]).await.unwrap();
+    let error = session.send_text("pair", "anyone?", None).await.unwrap_err();
+    assert!(error.to_string().contains("no one else"), "{error}");
+    session.close().await;
+    assert!(alice.history("pair").unwrap().iter().all(|m| m.text != "anyone?"), "stored as if sent");
+}

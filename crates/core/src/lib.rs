@@ -16,7 +16,7 @@ mod identity;
 mod keys;
 mod record;
 
-pub use content::{Body, Content, MessageId};
+pub use content::{Body, Content, MessageId, MAX_CONTENT_BYTES};
 pub use engine::{
     CommitAnswer, CommitRun, CommitStep, DeviceStore, Engine, EngineError, Resolution, StorageError,
     UpdatePolicy,

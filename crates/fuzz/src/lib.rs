@@ -81,8 +81,13 @@ pub fn wipe_code(data: &[u8]) {
 /// Decrypted message content, written by any member of a group.
 pub fn content(data: &[u8]) {
     if let Ok(content) = hush_core::Content::from_bytes(data) {
-        let again = hush_core::Content::from_bytes(&content.to_bytes()).ok();
-        assert_eq!(again, Some(content), "content does not round-trip");
+        // (JSON also accepts a struct written as an array, which encodes
+        // back longer: past the size limit it cannot be read back.)
+        let bytes = content.to_bytes();
+        if bytes.len() <= hush_core::MAX_CONTENT_BYTES {
+            let again = hush_core::Content::from_bytes(&bytes).ok();
+            assert_eq!(again, Some(content), "content does not round-trip");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `hush-fuzz TARGET`: runs one fuzz target under AFL++ (built with `cargo
-//! afl build`), or, built normally, on the bytes of standard input (to
-//! replay a crash).
+//! afl build -p hush-fuzz --features afl`); run by hand, it reads one input
+//! from standard input, to replay a crash
+//! (`target/afl/release/hush-fuzz TARGET < CRASH`).
 
 fn main() {
     let name = std::env::args().nth(1).unwrap_or_default();
