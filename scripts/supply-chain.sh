@@ -4,8 +4,9 @@
 #     nothing else of ours (it must never depend on client crypto);
 #  2. cargo-deny (deny.toml): known advisories, licences, banned and
 #     duplicated crates, sources. The RustSec advisory database cannot be
-#     fetched here: a snapshot is read from $HUSH_ADVISORY_DB (default
-#     ../shared/advisory-db, see its SNAPSHOT.txt);
+#     fetched here: a snapshot is read from $HUSH_ADVISORY_DB if set, else
+#     ../shared/advisory-db if this machine has one, else the copy kept in
+#     third_party/advisory-db (see SNAPSHOT.txt in each);
 #  3. that check can fail: the same run against the snapshot plus one
 #     planted advisory for a crate in our lock file must be refused.
 # Installs cargo-deny (pinned) on first use.
@@ -25,7 +26,13 @@ DENY_VERSION=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -q "$DENY_VERSION"; then
   cargo install cargo-deny --locked --version "$DENY_VERSION"
 fi
-snapshot=${HUSH_ADVISORY_DB:-../shared/advisory-db}
+if [ -n "${HUSH_ADVISORY_DB:-}" ]; then
+  snapshot=$HUSH_ADVISORY_DB
+elif [ -d ../shared/advisory-db/crates ]; then
+  snapshot=../shared/advisory-db
+else
+  snapshot=third_party/advisory-db
+fi
 if [ ! -d "$snapshot/crates" ]; then
   echo "supply-chain: no advisory database at $snapshot (set HUSH_ADVISORY_DB to a copy of RustSec's advisory-db)" >&2
   exit 1
