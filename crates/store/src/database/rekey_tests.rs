@@ -244,15 +244,22 @@ fn a_rekey_that_fails_halfway_changes_nothing() {
     let old = current_key(&store);
     drop(store);
     let test = "database::rekey_tests::a_rekey_that_fails_halfway_changes_nothing";
-    let status = std::process::Command::new("sh")
+    // The child's output goes to pipes: the file-size limit would also hit
+    // a standard output redirected to a file already past it (a CI log).
+    let child = std::process::Command::new("sh")
         .arg("-c")
         .arg("trap '' XFSZ; ulimit -f 200; exec \"$0\" --exact \"$1\" --nocapture")
         .arg(std::env::current_exe().unwrap())
         .arg(test)
         .env(CHILD, &dir)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "the child's re-key did not fail as it should, or left the profile unusable");
+    assert!(
+        child.status.success(),
+        "the child's re-key did not fail as it should, or left the profile unusable:\n{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
     assert!(!dir.join(rekey::EXPORT_FILE).exists(), "the half export was left behind");
     let store = Store::open(&dir, b"pw").unwrap();
     assert_eq!(store.history(&[vec![1]]).unwrap().len(), 256);
