@@ -18,16 +18,19 @@ secs=${1:-600}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(client_frame relay_frame invite wipe_code content mls_message key_file_slot relay_config)
+  targets=(client_frame relay_frame invite wipe_code content mls_message key_file_slot relay_config
+    key_package relay_session group_schedule)
 fi
 command -v cargo-afl >/dev/null || cargo install cargo-afl --locked
 CARGO_TARGET_DIR=target/afl cargo afl build --release --locked -p hush-fuzz --features afl
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_AUTORESUME=1
 
 run() {
-  local target=$1
+  local target=$1 timeout=1000
+  # The structure-aware targets set up a relay or MLS groups per input.
+  case $target in relay_session | group_schedule) timeout=10000 ;; esac
   mkdir -p target/afl/out
-  cargo afl fuzz -V "$secs" -i "crates/fuzz/corpus/$target" -o "target/afl/out/$target" \
+  cargo afl fuzz -V "$secs" -t "$timeout" -i "crates/fuzz/corpus/$target" -o "target/afl/out/$target" \
     -- target/afl/release/hush-fuzz "$target" > "target/afl/out/$target.log" 2>&1 || true
 }
 for ((i = 0; i < ${#targets[@]}; i += 2)); do

@@ -16,8 +16,19 @@
 //!
 //! Where a decoder has an encoder, the target also checks that what
 //! decodes encodes back to something that decodes to the same value.
+//!
+//! Two targets are structure-aware: `relay_session` drives the relay's
+//! protocol handling with arbitrary frame sequences from a hostile client
+//! next to honest ones, and `group_schedule` runs the group simulation (the
+//! real engine on four devices, the relay's real store and ordering) with
+//! every choice of its schedule (who does what, which deliveries are lost,
+//! reordered, replayed or corrupted) read from the input. Both check their
+//! invariants, not only that nothing panics, and are slow (see
+//! [`SLOW_TARGETS`]).
 
-use hush_proto::{ClientFrame, Invite, RelayFrame, WipeCode};
+use hush_proto::{AccountId, ClientFrame, Invite, RelayFrame, WipeCode};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 
 /// A target: its name (the corpus directory) and its function.
 pub type Target = (&'static str, fn(&[u8]));
@@ -32,7 +43,14 @@ pub const TARGETS: &[Target] = &[
     ("mls_message", mls_message),
     ("key_file_slot", key_file_slot),
     ("relay_config", relay_config),
+    ("key_package", key_package),
+    ("relay_session", relay_session),
+    ("group_schedule", group_schedule),
 ];
+
+/// Targets that take milliseconds per input (a relay and its store, or MLS
+/// groups, set up for each): the test command runs fewer mutations of them.
+pub const SLOW_TARGETS: &[&str] = &["relay_session", "group_schedule"];
 
 /// The target called `name`.
 pub fn target(name: &str) -> Option<fn(&[u8])> {
@@ -91,11 +109,15 @@ pub fn content(data: &[u8]) {
     }
 }
 
-/// A payload from the mailbox, before decryption: the commit envelope
-/// (epoch key announcement), then the MLS message header the device routes
-/// it by (OpenMLS's own parser).
+/// A payload from the mailbox: the commit envelope (epoch key
+/// announcement), the MLS message header the device routes it by, then
+/// OpenMLS's own parsing and processing.
 pub fn mls_message(data: &[u8]) {
     let _ = hush_core::peek(data);
+    // Then processed by a device in no group (OpenMLS's full parser, and
+    // the Welcome path up to finding no key package of its own).
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let _ = hush_core::process_incoming(&provider, data);
 }
 
 /// A slot of the device's key file, once decrypted.
@@ -107,4 +129,79 @@ pub fn key_file_slot(data: &[u8]) {
 pub fn relay_config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = hush_relay::RelayConfig::from_json(text);
+}
+
+/// A key package fetched from the relay, parsed and verified (signature,
+/// ciphersuite, that it is the expected account's) before anyone is added.
+/// The input is the expected account (20 bytes), then the package. One that
+/// verifies for one account must not verify for any other.
+pub fn key_package(data: &[u8]) {
+    let Some((account, package)) = data.split_first_chunk::<20>() else { return };
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let expected = AccountId(*account);
+    if hush_core::verify_key_package(&provider, package, expected).is_ok() {
+        let mut other = expected;
+        other.0[0] ^= 1;
+        assert!(
+            hush_core::verify_key_package(&provider, package, other).is_err(),
+            "a key package verified for two accounts"
+        );
+    }
+}
+
+/// Arbitrary frames from a hostile client, before or after login, next to
+/// two honest clients (see `hush_relay::fuzzing`).
+pub fn relay_session(data: &[u8]) {
+    hush_relay::fuzzing::session(data);
+}
+
+/// The group simulation with its schedule read from `data`
+/// (`hush_testkit::simulation`).
+pub fn group_schedule(data: &[u8]) {
+    hush_testkit::simulation::run(InputRng::new(data));
+}
+
+/// Random numbers read from a fuzz input, so the fuzzer steers each choice;
+/// once the input runs out, a generator seeded from it takes over (zeros
+/// would make every later choice the same one).
+pub struct InputRng<'a> {
+    data: &'a [u8],
+    rest: StdRng,
+}
+
+impl<'a> InputRng<'a> {
+    /// Numbers from `data`, then from a generator seeded with it.
+    pub fn new(data: &'a [u8]) -> Self {
+        let seed = data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        Self { data, rest: StdRng::seed_from_u64(seed) }
+    }
+}
+
+impl RngCore for InputRng<'_> {
+    fn next_u32(&mut self) -> u32 {
+        let mut bytes = [0; 4];
+        self.fill_bytes(&mut bytes);
+        u32::from_le_bytes(bytes)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut bytes = [0; 8];
+        self.fill_bytes(&mut bytes);
+        u64::from_le_bytes(bytes)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        let take = dest.len().min(self.data.len());
+        let (now, later) = self.data.split_at(take);
+        dest[..take].copy_from_slice(now);
+        self.data = later;
+        self.rest.fill_bytes(&mut dest[take..]);
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
 }

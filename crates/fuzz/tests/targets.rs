@@ -9,15 +9,27 @@
 
 use std::path::{Path, PathBuf};
 
-use hush_core::{Body, Content};
+use hush_core::openmls::prelude::OpenMlsProvider as _;
+use hush_core::{new_key_packages, verify_key_package, Body, Content, Conversation, Identity};
 use hush_proto::{
     CertificatePin, ClientFrame, ErrorCode, GroupId, IdentityKey, Invite, RelayFrame, WipeCode,
 };
+use openmls_rust_crypto::OpenMlsRustCrypto;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Mutations of the corpus per target, per run of the test command.
 const MUTATIONS: usize = 20_000;
+/// Mutations of the slow targets' corpora: a relay session takes ~20 ms,
+/// a group schedule ~1 s (and the test command runs 2,000 seeded ones in
+/// `hush-testkit`'s simulation test).
+fn mutations(target: &str) -> usize {
+    match target {
+        "relay_session" => 400,
+        "group_schedule" => 8,
+        _ => MUTATIONS,
+    }
+}
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target)
@@ -88,18 +100,21 @@ fn every_target_survives_its_corpus_and_mutations_of_it() {
         write_seed_corpora();
     }
     for (target, run) in hush_fuzz::TARGETS {
+        let started = std::time::Instant::now();
         let seeds = corpus(target);
         assert!(!seeds.is_empty(), "{target} has no seeds");
         for (path, data) in &seeds {
             run_caught(target, *run, data, &path.display().to_string());
         }
         let mut rng = StdRng::seed_from_u64(0x4855_5348);
-        for i in 0..MUTATIONS {
+        let mutations = mutations(target);
+        for i in 0..mutations {
             let input = &seeds[i % seeds.len()].1;
             let other = &seeds[rng.gen_range(0..seeds.len())].1;
             let data = mutate(&mut rng, input, other);
             run_caught(target, *run, &data, &format!("mutation {i}"));
         }
+        eprintln!("{target}: {} seeds, {mutations} mutations in {:.1?}", seeds.len(), started.elapsed());
     }
 }
 
@@ -202,6 +217,19 @@ fn write_seed_corpora() {
     wipe.push(9);
     wipe.extend_from_slice(b"localhost");
     write_seeds("key_file_slot", [keys, wipe]);
+    write_mls_seeds();
+    write_relay_session_seeds();
+    // Any bytes are a schedule; these are long enough that a whole run's
+    // choices come from the input.
+    let mut rng = StdRng::seed_from_u64(7);
+    write_seeds(
+        "group_schedule",
+        (0..3).map(|_| {
+            let mut schedule = vec![0u8; 1024];
+            rng.fill(&mut schedule[..]);
+            schedule
+        }),
+    );
     write_seeds(
         "relay_config",
         [br#"{"retention_secs":1209600,"max_connections":0,"frames_per_sec":2000,"frame_burst":4000,"handshake_timeout_secs":15}"#.to_vec()],
@@ -214,4 +242,97 @@ fn write_seeds(target: &str, seeds: impl IntoIterator<Item = Vec<u8>>) {
     for (i, seed) in seeds.into_iter().enumerate() {
         std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
     }
+}
+
+/// Real MLS seeds: key packages (after the account they belong to), and a
+/// Welcome, a commit and an application message of a real group.
+fn write_mls_seeds() {
+    let person = || {
+        let provider = OpenMlsRustCrypto::default();
+        let identity = Identity::generate(provider.storage()).unwrap();
+        (provider, identity)
+    };
+    let (alice_provider, alice) = person();
+    let (bob_provider, bob) = person();
+    let packages = new_key_packages(&bob_provider, &bob, 1, true, 0).unwrap();
+    let last_resort = packages.last_resort.unwrap();
+    let one_time = packages.one_time[0].clone();
+    write_seeds(
+        "key_package",
+        [&one_time, &last_resort].map(|package| [&bob.account().0[..], package].concat()),
+    );
+    let verified = verify_key_package(&alice_provider, &one_time, bob.account()).unwrap();
+    let mut group = Conversation::create(&alice_provider, &alice).unwrap();
+    let commit = group.add(&alice_provider, &alice, &[verified]).unwrap();
+    group.confirm_commit(&alice_provider).unwrap();
+    let content = Content {
+        id: [1; 16],
+        sent_at_ms: 1_800_000_000_000,
+        body: Body::Text("hello".into()),
+        expires_after_secs: None,
+    };
+    let message = group.encrypt(&alice_provider, &alice, &content).unwrap().payload;
+    let dir = corpus_dir("mls_message");
+    for (name, seed) in [
+        ("real-welcome", commit.welcome.unwrap().1),
+        ("real-commit", commit.commit),
+        ("real-message", message),
+    ] {
+        std::fs::write(dir.join(name), seed).unwrap();
+    }
+}
+
+/// The hostile client's frames: every kind, addressed to the honest
+/// clients' real accounts, before and after login.
+fn write_relay_session_seeds() {
+    use hush_relay::fuzzing::{account, input, BOB, CAROL, MALLORY};
+    let (bob, carol, mallory) = (account(BOB), account(CAROL), account(MALLORY));
+    let group = GroupId(vec![1; 16]);
+    let mut announced = vec![hush_proto::COMMIT_PAYLOAD_TAG];
+    announced.extend_from_slice(&[4; 32]);
+    announced.extend_from_slice(&[0; 64]);
+    announced.extend_from_slice(b"commit");
+    let after_login = vec![
+        ClientFrame::Send { request: 1, recipients: vec![bob, carol], payload: vec![9; 40], ttl_secs: 0 },
+        ClientFrame::Send { request: 2, recipients: vec![bob, bob], payload: vec![8; 10], ttl_secs: 5 },
+        ClientFrame::Commit {
+            request: 3,
+            group: group.clone(),
+            epoch: 0,
+            recipients: vec![bob],
+            payload: announced,
+            welcome: Some((vec![carol], vec![3; 50])),
+            next_key: [4; 32],
+            signature: [5; 64],
+        },
+        ClientFrame::UploadKeyPackages {
+            request: 4,
+            one_time: vec![vec![4; 40]],
+            last_resort: Some(vec![6; 30]),
+            expires_at: u64::MAX,
+        },
+        ClientFrame::FetchKeyPackage { request: 5, account: mallory },
+        ClientFrame::FetchKeyPackage { request: 6, account: bob },
+        ClientFrame::Subscribe,
+        ClientFrame::Ack { ids: vec![1, 2, 3] },
+        ClientFrame::Login { account: bob, signature: [3; 64] },
+        ClientFrame::RemoteWipe { request: 7, account: bob, secret: [6; 32] },
+    ];
+    let before_login = vec![
+        ClientFrame::Hello { version: hush_proto::PROTOCOL_VERSION },
+        ClientFrame::Login { account: bob, signature: [3; 64] },
+    ];
+    let wipe = vec![
+        ClientFrame::Hello { version: hush_proto::PROTOCOL_VERSION },
+        ClientFrame::RemoteWipe { request: 1, account: carol, secret: [6; 32] },
+    ];
+    write_seeds(
+        "relay_session",
+        [
+            input(true, &after_login),
+            input(true, &after_login[..3]),
+            input(false, &before_login),
+            input(false, &wipe),
+        ],
+    );
 }

@@ -13,6 +13,9 @@ pub mod admin;
 mod config;
 mod connection;
 mod data_dir;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod metrics;
 mod server;

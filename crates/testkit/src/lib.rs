@@ -3,6 +3,11 @@
 //!
 //! Key design decision: nothing here fakes the relay; tests get the same
 //! `hush_relay::admin::serve` the binary runs, so many relays can run at once.
+//!
+//! [`simulation`] is the group simulation that the test command runs over
+//! seeded schedules and the fuzzer over schedules read from its inputs.
+
+pub mod simulation;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

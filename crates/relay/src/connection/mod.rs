@@ -2,7 +2,7 @@
 //! outgoing frames. The protocol itself (version check, login, requests,
 //! deliveries) is in [`protocol`], which sees only frames.
 
-mod protocol;
+pub(crate) mod protocol;
 
 use std::sync::Arc;
 

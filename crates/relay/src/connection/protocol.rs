@@ -384,10 +384,13 @@ impl Session {
                 };
                 self.spawn_request(Some(request), answer).await;
             }
-            ClientFrame::Hello { .. }
-            | ClientFrame::Register { .. }
-            | ClientFrame::Login { .. }
-            | ClientFrame::RemoteWipe { .. } => {
+            // A request, so it is answered as one: the client is waiting
+            // for its request number.
+            ClientFrame::RemoteWipe { request, .. } => {
+                let refused = Answer::Rejected(ErrorCode::Unexpected);
+                self.spawn_request(Some(request), async move { Ok(refused) }).await;
+            }
+            ClientFrame::Hello { .. } | ClientFrame::Register { .. } | ClientFrame::Login { .. } => {
                 let frame = RelayFrame::Error {
                     code: ErrorCode::Unexpected,
                     message: "already logged in".to_owned(),
@@ -534,3 +537,6 @@ impl Delivery {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod harness;

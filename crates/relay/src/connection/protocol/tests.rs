@@ -1,147 +1,20 @@
 //! The protocol without sockets: frames go in through a channel, answers
 //! and deliveries come out of the outbound queue, against a real store.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use ed25519_dalek::{Signer, SigningKey};
 use hush_proto::{
     auth_message, AccountId, AuthPurpose, CertificatePin, ClientFrame, ErrorCode, GroupId, IdentityKey,
     RelayFrame, PROTOCOL_VERSION,
 };
-use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
 
-use super::{run, FrameSource, Outbound};
-use crate::connection::ConnectionError;
-use crate::hub::Hub;
-use crate::server::Shared;
+use super::harness::{key, Relay, INVITE, PIN};
 use crate::store::SqliteStore;
-use crate::RelayConfig;
-
-const PIN: CertificatePin = CertificatePin([7; 32]);
-const INVITE: &str = "test-invite-code";
-
-struct Frames(mpsc::UnboundedReceiver<ClientFrame>);
-
-impl FrameSource for Frames {
-    async fn next_frame(&mut self) -> Result<Result<ClientFrame, ErrorCode>, ConnectionError> {
-        match self.0.recv().await {
-            Some(frame) => Ok(Ok(frame)),
-            None => Err(ConnectionError::Closed),
-        }
-    }
-}
-
-/// A relay with no listener: a store in a temporary directory, a hub.
-struct Relay {
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    _dir: tempfile::TempDir,
-}
-
-impl Relay {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("relay.db");
-        let mut store = SqliteStore::open(&path).unwrap();
-        let invite_hash: [u8; 32] = Sha256::digest(INVITE.as_bytes()).into();
-        store.add_invite(&invite_hash, 100, u64::MAX / 2).unwrap();
-        let hub = Arc::new(Hub::default());
-        let pushes = Arc::clone(&hub);
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let (store, _worker) =
-            crate::actor::spawn(store, move |queued| pushes.push(queued), Arc::clone(&metrics)).unwrap();
-        let reader = crate::actor::spawn_reader(SqliteStore::open(&path).unwrap()).unwrap();
-        let shared =
-            Arc::new(Shared { store, reader, hub, pin: PIN, config: RelayConfig::default(), metrics });
-        Self { shared, shutdown: watch::channel(false).0, _dir: dir }
-    }
-
-    fn connect(&self) -> Peer {
-        let (to, frames) = mpsc::unbounded_channel();
-        let (outbound, from) = mpsc::channel(super::OUTBOUND_QUEUE);
-        let shared = Arc::clone(&self.shared);
-        let shutdown = self.shutdown.subscribe();
-        let task =
-            tokio::spawn(async move { run(shared, &mut Frames(frames), outbound, shutdown, false).await });
-        Peer { to, from, task }
-    }
-
-    /// A new account with `key`, logged in.
-    async fn register(&self, key: &SigningKey) -> (Peer, AccountId) {
-        let mut peer = self.connect();
-        let nonce = peer.hello().await;
-        let signature = key.sign(&auth_message(AuthPurpose::Register, &nonce, &PIN)).to_bytes();
-        let identity_key = IdentityKey(key.verifying_key().to_bytes());
-        peer.send(ClientFrame::Register {
-            invite_code: INVITE.into(),
-            identity_key,
-            signature,
-            wipe_hash: [0; 32],
-        });
-        let account = identity_key.account();
-        assert_eq!(peer.recv().await, RelayFrame::Ready { account, key_packages: 0 });
-        (peer, account)
-    }
-}
-
-/// One client's end.
-struct Peer {
-    to: mpsc::UnboundedSender<ClientFrame>,
-    from: mpsc::Receiver<Outbound>,
-    task: tokio::task::JoinHandle<Result<(), ConnectionError>>,
-}
-
-impl Peer {
-    fn send(&self, frame: ClientFrame) {
-        self.to.send(frame).unwrap();
-    }
-
-    /// The next frame out, or `None` once the relay closes the connection.
-    async fn next(&mut self) -> Option<RelayFrame> {
-        match tokio::time::timeout(Duration::from_secs(10), self.from.recv())
-            .await
-            .expect("the relay went quiet")
-        {
-            Some(Outbound::Frame(frame)) => Some(*frame),
-            Some(Outbound::Close) | None => None,
-        }
-    }
-
-    async fn recv(&mut self) -> RelayFrame {
-        self.next().await.expect("the relay closed the connection")
-    }
-
-    async fn hello(&mut self) -> [u8; 32] {
-        self.send(ClientFrame::Hello { version: PROTOCOL_VERSION });
-        match self.recv().await {
-            RelayFrame::Challenge { nonce } => nonce,
-            other => panic!("expected a challenge, got {other:?}"),
-        }
-    }
-
-    /// The connection's end: the error frame sent, and that it closed.
-    async fn refused(mut self) -> ErrorCode {
-        let code = match self.recv().await {
-            RelayFrame::Error { code, .. } => code,
-            other => panic!("expected an error, got {other:?}"),
-        };
-        assert!(self.next().await.is_none(), "the connection stayed open");
-        assert!(matches!(self.task.await.unwrap(), Err(ConnectionError::Refused(c)) if c == code));
-        code
-    }
-}
 
 /// A commit payload announcing `next_key` (the signature is the members'
 /// business; the relay only checks the key matches the frame).
 fn announce(next_key: &[u8; 32], body: &[u8]) -> Vec<u8> {
     let announcement = hush_proto::KeyAnnouncement { next_key: *next_key, signature: [0; 64] };
     hush_proto::announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &announcement, body)
-}
-
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
 }
 
 #[tokio::test]
@@ -222,6 +95,11 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
     // A second login on a logged-in connection is an error, not a takeover.
     alice.send(ClientFrame::Login { account: alice_id, signature: [0; 64] });
     assert!(matches!(alice.recv().await, RelayFrame::Error { code: ErrorCode::Unexpected, .. }));
+    // A wipe order is not for a logged-in connection, but it is a request:
+    // it gets an answer (the fuzzer found it got none, and the client's
+    // request waited for ever).
+    alice.send(ClientFrame::RemoteWipe { request: 20, account: alice_id, secret: [0; 32] });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 20, code: ErrorCode::Unexpected });
     // A commit sent as a plain message would move members to an epoch the
     // relay never ordered: refused.
     let tagged = announce(&[5; 32], b"commit");
@@ -317,7 +195,7 @@ async fn a_send_reports_the_recipients_it_skipped_as_inactive() {
     let (_bob, bob_id) = relay.register(&key(2)).await;
     let (_carol, carol_id) = relay.register(&key(3)).await;
     // Deactivated by the operator (the admin command's path).
-    let path = relay._dir.path().join("relay.db");
+    let path = relay.dir.path().join("relay.db");
     SqliteStore::open(&path).unwrap().deactivate(&carol_id, 5).unwrap();
     alice.send(ClientFrame::Send {
         request: 1,

@@ -1,0 +1,152 @@
+//! The protocol without sockets, for the unit tests and the fuzz target: a
+//! relay with a real store in a temporary directory, and clients whose
+//! frames go in through a channel and whose answers and deliveries come out
+//! of the outbound queue.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use hush_proto::{
+    auth_message, AccountId, AuthPurpose, CertificatePin, ClientFrame, ErrorCode, IdentityKey, RelayFrame,
+    PROTOCOL_VERSION,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+
+use super::{run, FrameSource, Outbound};
+use crate::connection::ConnectionError;
+use crate::hub::Hub;
+use crate::server::Shared;
+use crate::store::SqliteStore;
+use crate::RelayConfig;
+
+/// The certificate pin clients sign their logins for.
+pub(crate) const PIN: CertificatePin = CertificatePin([7; 32]);
+/// The invite code every registration uses.
+pub(crate) const INVITE: &str = "test-invite-code";
+
+/// What a client sends: a decoded frame, or a frame the transport could not
+/// decode (as the error code the relay refuses it with).
+type Incoming = Result<ClientFrame, ErrorCode>;
+
+struct Frames(mpsc::UnboundedReceiver<Incoming>);
+
+impl FrameSource for Frames {
+    async fn next_frame(&mut self) -> Result<Incoming, ConnectionError> {
+        match self.0.recv().await {
+            Some(frame) => Ok(frame),
+            None => Err(ConnectionError::Closed),
+        }
+    }
+}
+
+/// A relay with no listener: a store in a temporary directory, a hub.
+pub(crate) struct Relay {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Holds the store's directory (the tests open the store beside the relay).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Relay {
+    pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let invite_hash: [u8; 32] = Sha256::digest(INVITE.as_bytes()).into();
+        store.add_invite(&invite_hash, 100, u64::MAX / 2).unwrap();
+        let hub = Arc::new(Hub::default());
+        let pushes = Arc::clone(&hub);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let (store, _worker) =
+            crate::actor::spawn(store, move |queued| pushes.push(queued), Arc::clone(&metrics)).unwrap();
+        let reader = crate::actor::spawn_reader(SqliteStore::open(&path).unwrap()).unwrap();
+        let shared =
+            Arc::new(Shared { store, reader, hub, pin: PIN, config: RelayConfig::default(), metrics });
+        Self { shared, shutdown: watch::channel(false).0, dir }
+    }
+
+    pub(crate) fn connect(&self) -> Peer {
+        let (to, frames) = mpsc::unbounded_channel();
+        let (outbound, from) = mpsc::channel(super::OUTBOUND_QUEUE);
+        let shared = Arc::clone(&self.shared);
+        let shutdown = self.shutdown.subscribe();
+        let task =
+            tokio::spawn(async move { run(shared, &mut Frames(frames), outbound, shutdown, false).await });
+        Peer { to, from, task }
+    }
+
+    /// A new account with `key`, logged in.
+    pub(crate) async fn register(&self, key: &SigningKey) -> (Peer, AccountId) {
+        let mut peer = self.connect();
+        let nonce = peer.hello().await;
+        let signature = key.sign(&auth_message(AuthPurpose::Register, &nonce, &PIN)).to_bytes();
+        let identity_key = IdentityKey(key.verifying_key().to_bytes());
+        peer.send(ClientFrame::Register {
+            invite_code: INVITE.into(),
+            identity_key,
+            signature,
+            wipe_hash: [0; 32],
+        });
+        let account = identity_key.account();
+        assert_eq!(peer.recv().await, RelayFrame::Ready { account, key_packages: 0 });
+        (peer, account)
+    }
+}
+
+/// One client's end.
+pub(crate) struct Peer {
+    pub(crate) to: mpsc::UnboundedSender<Incoming>,
+    pub(crate) from: mpsc::Receiver<Outbound>,
+    pub(crate) task: tokio::task::JoinHandle<Result<(), ConnectionError>>,
+}
+
+impl Peer {
+    pub(crate) fn send(&self, frame: ClientFrame) {
+        self.to.send(Ok(frame)).unwrap();
+    }
+
+    /// The next frame out, or `None` once the relay closes the connection.
+    pub(crate) async fn next(&mut self) -> Option<RelayFrame> {
+        match tokio::time::timeout(Duration::from_secs(10), self.from.recv())
+            .await
+            .expect("the relay went quiet")
+        {
+            Some(Outbound::Frame(frame)) => Some(*frame),
+            Some(Outbound::Close) | None => None,
+        }
+    }
+
+    pub(crate) async fn recv(&mut self) -> RelayFrame {
+        self.next().await.expect("the relay closed the connection")
+    }
+
+    pub(crate) async fn hello(&mut self) -> [u8; 32] {
+        self.send(ClientFrame::Hello { version: PROTOCOL_VERSION });
+        match self.recv().await {
+            RelayFrame::Challenge { nonce } => nonce,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    /// The connection's end: the error frame sent, and that it closed.
+    #[cfg(test)]
+    pub(crate) async fn refused(mut self) -> ErrorCode {
+        let code = match self.recv().await {
+            RelayFrame::Error { code, .. } => code,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert!(self.next().await.is_none(), "the connection stayed open");
+        assert!(matches!(self.task.await.unwrap(), Err(ConnectionError::Refused(c)) if c == code));
+        code
+    }
+}
+
+/// A fixed signing key, so that inputs can name its account.
+pub(crate) fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}

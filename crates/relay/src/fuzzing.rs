@@ -1,0 +1,216 @@
+//! The relay's protocol as a structure-aware fuzz target (`hush-fuzz
+//! relay_session`; built only with the `fuzzing` feature).
+//!
+//! One hostile client (Mallory) sends arbitrary frames to a relay with its
+//! real store, while two honest clients (Bob and Carol) are logged in and
+//! subscribed. An input is one byte (even: Mallory's frames start on a new
+//! connection, before any login; odd: after logging in) and then up to
+//! [`MAX_FRAMES`] frames, each a 2-byte big-endian length and that many
+//! bytes, decoded as the transport decodes them: one that does not decode
+//! is refused as it would be on a socket.
+//!
+//! Beyond not panicking, the relay must:
+//! - answer every request it read exactly once, and nothing it was not
+//!   asked (all of them unless it refused the connection);
+//! - keep Bob and Carol connected, and deliver to them only payloads that
+//!   Mallory addressed to them;
+//! - still carry a message from Bob to Carol and back afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hush_proto::{AccountId, ClientFrame, DecodeError, ErrorCode, IdentityKey, RelayFrame};
+
+use crate::connection::protocol::harness::{key, Peer, Relay};
+use crate::connection::protocol::Outbound;
+
+/// The most frames one input sends: below the per-connection burst, so the
+/// rate limit never sleeps.
+pub const MAX_FRAMES: usize = 64;
+/// The signing-key seeds of Mallory, Bob and Carol (see [`account`]).
+pub const MALLORY: u8 = 1;
+/// Bob's key seed.
+pub const BOB: u8 = 2;
+/// Carol's key seed.
+pub const CAROL: u8 = 3;
+
+/// The account of the client with key seed `who`, to write seeds with.
+pub fn account(who: u8) -> AccountId {
+    IdentityKey(key(who).verifying_key().to_bytes()).account()
+}
+
+/// The input that sends `frames`, after logging in or not.
+pub fn input(logged_in: bool, frames: &[ClientFrame]) -> Vec<u8> {
+    let mut data = vec![u8::from(logged_in)];
+    for frame in frames {
+        let bytes = frame.encode();
+        let len = u16::try_from(bytes.len()).expect("a seed frame under 64 KiB");
+        data.extend_from_slice(&len.to_be_bytes());
+        data.extend_from_slice(&bytes);
+    }
+    data
+}
+
+/// Runs one input.
+pub fn session(data: &[u8]) {
+    let Some((&start, mut rest)) = data.split_first() else { return };
+    let mut frames = Vec::new();
+    while rest.len() >= 2 && frames.len() < MAX_FRAMES {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let bytes = &rest[2..rest.len().min(2 + len)];
+        rest = &rest[2 + bytes.len()..];
+        frames.push(ClientFrame::decode(bytes).map_err(|error| match error {
+            DecodeError::TooLong { .. } => ErrorCode::TooLarge,
+            _ => ErrorCode::Malformed,
+        }));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(drive(start % 2 == 1, frames));
+}
+
+/// Requests and what was addressed to whom, as Mallory sent them.
+#[derive(Default)]
+struct Sent {
+    unanswered: HashMap<u32, usize>,
+    addressed: HashMap<AccountId, Vec<Vec<u8>>>,
+}
+
+impl Sent {
+    fn note(&mut self, frame: &ClientFrame) {
+        let mut address = |to: &[AccountId], payload: &[u8]| {
+            for account in to {
+                self.addressed.entry(*account).or_default().push(payload.to_vec());
+            }
+        };
+        let request = match frame {
+            ClientFrame::Send { request, recipients, payload, .. } => {
+                address(recipients, payload);
+                Some(*request)
+            }
+            ClientFrame::Commit { request, recipients, payload, welcome, .. } => {
+                address(recipients, payload);
+                if let Some((to, welcome)) = welcome {
+                    address(to, welcome);
+                }
+                Some(*request)
+            }
+            ClientFrame::UploadKeyPackages { request, .. }
+            | ClientFrame::FetchKeyPackage { request, .. }
+            | ClientFrame::RemoteWipe { request, .. } => Some(*request),
+            ClientFrame::Hello { .. }
+            | ClientFrame::Register { .. }
+            | ClientFrame::Login { .. }
+            | ClientFrame::Subscribe
+            | ClientFrame::Ack { .. } => None,
+        };
+        if let Some(request) = request {
+            *self.unanswered.entry(request).or_default() += 1;
+        }
+    }
+
+    /// Panics unless Mallory addressed `payload` to `account`.
+    fn check(&self, account: AccountId, payload: &[u8]) {
+        let theirs = self.addressed.get(&account).map(Vec::as_slice).unwrap_or_default();
+        assert!(
+            theirs.iter().any(|sent| sent == payload),
+            "an honest client was given a payload not addressed to it"
+        );
+    }
+
+    /// Counts an answer to `request` off.
+    fn answered(&mut self, request: u32) {
+        let left = self.unanswered.get_mut(&request).filter(|left| **left > 0);
+        let left = left.unwrap_or_else(|| panic!("the relay answered request {request}, never made"));
+        *left -= 1;
+    }
+}
+
+fn answer_to(frame: &RelayFrame) -> Option<u32> {
+    match frame {
+        RelayFrame::Accepted { request, .. }
+        | RelayFrame::KeyPackage { request, .. }
+        | RelayFrame::Rejected { request, .. }
+        | RelayFrame::StaleEpoch { request, .. } => Some(*request),
+        _ => None,
+    }
+}
+
+async fn drive(logged_in: bool, frames: Vec<Result<ClientFrame, ErrorCode>>) {
+    let relay = Relay::start();
+    let (mut bob, bob_id) = relay.register(&key(BOB)).await;
+    let (mut carol, carol_id) = relay.register(&key(CAROL)).await;
+    for peer in [&mut bob, &mut carol] {
+        peer.send(ClientFrame::Subscribe);
+        assert_eq!(peer.recv().await, RelayFrame::QueueEmpty);
+    }
+    let mallory = if logged_in { relay.register(&key(MALLORY)).await.0 } else { relay.connect() };
+
+    let mut sent = Sent::default();
+    for frame in frames {
+        if let Ok(frame) = &frame {
+            sent.note(frame);
+        }
+        if mallory.to.send(frame).is_err() {
+            break;
+        }
+    }
+    let Peer { to, mut from, task } = mallory;
+    // Closing Mallory's end ends the session once every frame is read; the
+    // queue then ends once its last request is answered.
+    drop(to);
+    let mut refused = false;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), from.recv()).await;
+        match next.expect("Mallory's requests went unanswered for 10 s") {
+            Some(Outbound::Frame(frame)) => {
+                if let Some(request) = answer_to(&frame) {
+                    sent.answered(request);
+                }
+            }
+            Some(Outbound::Close) => refused = true,
+            None => break,
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), task).await;
+    let _ = ended.expect("Mallory's session did not end").expect("Mallory's session panicked");
+    if !refused {
+        let unanswered: Vec<_> = sent.unanswered.iter().filter(|(_, left)| **left > 0).collect();
+        assert!(unanswered.is_empty(), "requests never answered: {unanswered:?}");
+    }
+
+    // Bob and Carol: still connected, given only what was theirs, and able
+    // to write to each other.
+    exchange((&mut bob, bob_id), (&mut carol, carol_id), &sent).await;
+    exchange((&mut carol, carol_id), (&mut bob, bob_id), &sent).await;
+    let _ = relay.shutdown.send(true);
+}
+
+/// `writer` sends `reader` a message; `reader` receives it after whatever
+/// Mallory addressed to it. Both get nothing Mallory did not address to them.
+async fn exchange(writer: (&mut Peer, AccountId), reader: (&mut Peer, AccountId), sent: &Sent) {
+    let marker = b"\x01 still carried".to_vec();
+    let (writer, writer_id) = writer;
+    let (reader, reader_id) = reader;
+    writer.send(ClientFrame::Send {
+        request: 7,
+        recipients: vec![reader_id],
+        payload: marker.clone(),
+        ttl_secs: 0,
+    });
+    loop {
+        match writer.recv().await {
+            RelayFrame::Accepted { request: 7, inactive } if inactive.is_empty() => break,
+            RelayFrame::Deliver { payload, .. } => sent.check(writer_id, &payload),
+            other => panic!("an honest client was sent {other:?}"),
+        }
+    }
+    loop {
+        match reader.recv().await {
+            RelayFrame::Deliver { payload, .. } if payload == marker => break,
+            RelayFrame::Deliver { payload, .. } => sent.check(reader_id, &payload),
+            other => panic!("an honest client was sent {other:?}"),
+        }
+    }
+}
