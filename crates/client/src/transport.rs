@@ -69,15 +69,31 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
+/// TLS 1.3 with the hybrid X25519MLKEM768 key exchange only (traffic
+/// recorded today cannot be decrypted by a quantum computer later), the
+/// relay's certificate checked against its pin, and no server name sent:
+/// the relay has one certificate, and the name would only tell the network
+/// what the connection is for.
 fn tls_config(pin: CertificatePin) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    tls_config_with(pin, rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768)
+}
+
+fn tls_config_with(
+    pin: CertificatePin,
+    group: &'static dyn rustls::crypto::SupportedKxGroup,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: vec![group],
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    });
     let verifier = Arc::new(PinVerifier { pin, provider: Arc::clone(&provider) });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|error| ClientError::Transport(error.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    config.enable_sni = false;
     Ok(Arc::new(config))
 }
 
@@ -247,5 +263,102 @@ where
             RelayFrame::Error { code, .. } => Err(ClientError::Relay(code)),
             frame => Ok(frame),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use rustls::crypto::aws_lc_rs::kx_group::{X25519, X25519MLKEM768};
+    use rustls::NamedGroup;
+
+    use super::*;
+
+    /// What a TLS server sees of the client's hello: the server name and
+    /// the key exchange groups on offer.
+    #[tokio::test]
+    async fn the_client_offers_only_the_hybrid_group_and_sends_no_server_name() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+            let start = acceptor.await.unwrap();
+            let hello = start.client_hello();
+            (hello.server_name().map(str::to_owned), hello.named_groups().map(<[NamedGroup]>::to_vec))
+        });
+        // The handshake goes no further: the server only reads the hello.
+        let _ = Connection::open(&address, CertificatePin([0; 32])).await;
+        let (name, groups) = server.await.unwrap();
+        assert_eq!(name, None, "the client sent a server name");
+        assert_eq!(groups, Some(vec![NamedGroup::X25519MLKEM768]));
+    }
+
+    /// A real relay: the hybrid group is negotiated, and a client offering
+    /// only classical X25519 is refused.
+    #[tokio::test]
+    async fn the_relay_accepts_only_the_hybrid_key_exchange() {
+        let relay = hush_testkit::TestRelay::start().unwrap();
+        let pin: CertificatePin = relay.pin.parse().unwrap();
+        let address = relay.address.to_string();
+        let handshake = |group| {
+            let address = address.clone();
+            async move {
+                let tcp = TcpStream::connect(&address).await.unwrap();
+                let connector = tokio_rustls::TlsConnector::from(tls_config_with(pin, group).unwrap());
+                let name = ServerName::try_from("hush-relay").unwrap();
+                connector.connect(name, tcp).await
+            }
+        };
+        let tls = handshake(X25519MLKEM768).await.expect("the hybrid handshake failed");
+        let negotiated = tls.get_ref().1.negotiated_key_exchange_group().map(|group| group.name());
+        assert_eq!(negotiated, Some(NamedGroup::X25519MLKEM768));
+        assert!(handshake(X25519).await.is_err(), "the relay accepted classical X25519 alone");
+    }
+
+    /// Before login, a frame of a few kilobytes is refused as too large
+    /// (the relay holds no megabytes for a connection that proved nothing).
+    #[tokio::test]
+    async fn a_frame_before_login_is_limited_to_a_few_kilobytes() {
+        let relay = hush_testkit::TestRelay::start().unwrap();
+        let pin: CertificatePin = relay.pin.parse().unwrap();
+        let address = relay.address.to_string();
+        let mut connection = Connection::open(&address, pin).await.unwrap();
+        connection.send(&ClientFrame::Hello { version: hush_proto::PROTOCOL_VERSION }).await.unwrap();
+        assert!(matches!(connection.recv().await.unwrap(), RelayFrame::Challenge { .. }));
+        let big = vec![0; hush_proto::limits::MAX_PREAUTH_FRAME_BYTES + 1];
+        connection.ws.send(Message::binary(big)).await.unwrap();
+        let refused = connection.recv().await;
+        assert!(
+            matches!(refused, Err(ClientError::Relay(hush_proto::ErrorCode::TooLarge))),
+            "got {refused:?}"
+        );
+    }
+
+    /// Past its per-address limit the relay closes new connections before
+    /// TLS; a slot freed is usable again.
+    #[tokio::test]
+    async fn connections_past_the_per_address_limit_are_closed_before_tls() {
+        let config = hush_relay::RelayConfig { max_connections_per_address: 2, ..Default::default() };
+        let relay = hush_testkit::TestRelay::start_with(&config).unwrap();
+        let pin: CertificatePin = relay.pin.parse().unwrap();
+        let address = relay.address.to_string();
+        let first = Connection::open(&address, pin).await.unwrap();
+        let _second = Connection::open(&address, pin).await.unwrap();
+        let third = Connection::open(&address, pin).await;
+        assert!(third.is_err(), "a third connection from one address was served");
+        drop(first);
+        // The relay notices the closed connection on its own time.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Connection::open(&address, pin).await {
+                Ok(_) => break,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("the freed slot was never reused: {error}"),
+            }
+        }
     }
 }

@@ -166,6 +166,7 @@ fn write_seed_corpora() {
         ClientFrame::Subscribe,
         ClientFrame::Ack { ids: vec![1, 2, 3, u64::MAX] },
         ClientFrame::RemoteWipe { request: 5, account, secret: [6; 32] },
+        ClientFrame::IssueTokens { request: 6, blinded: vec![[7; 32], [8; 32]] },
     ];
     write_seeds("client_frame", client.iter().map(ClientFrame::encode));
     let relay = vec![
@@ -178,6 +179,15 @@ fn write_seed_corpora() {
         RelayFrame::Deliver { id: 5, arrived_at: 1_800_000_000, payload: vec![8; 70] },
         RelayFrame::QueueEmpty,
         RelayFrame::WipeOrder { secret: [9; 32] },
+        RelayFrame::Tokens {
+            request: 6,
+            issued: hush_proto::tokens::Issued {
+                day: 20_000,
+                public_key: [1; 32],
+                evaluated: vec![[2; 32], [3; 32]],
+                proof: [4; 64],
+            },
+        },
         RelayFrame::Error { code: ErrorCode::Malformed, message: "bad frame".into() },
     ];
     write_seeds("relay_frame", relay.iter().map(RelayFrame::encode));
@@ -317,6 +327,10 @@ fn write_relay_session_seeds() {
         ClientFrame::Ack { ids: vec![1, 2, 3] },
         ClientFrame::Login { account: bob, signature: [3; 64] },
         ClientFrame::RemoteWipe { request: 7, account: bob, secret: [6; 32] },
+        ClientFrame::IssueTokens {
+            request: 8,
+            blinded: hush_proto::tokens::TokenRequest::new(2, &mut rand::rngs::OsRng).blinded().to_vec(),
+        },
     ];
     let before_login = vec![
         ClientFrame::Hello { version: hush_proto::PROTOCOL_VERSION },

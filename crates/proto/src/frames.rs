@@ -9,6 +9,7 @@
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::{AccountId, CertificatePin, GroupId, IdentityKey};
 use crate::limits::*;
+use crate::tokens::{Issued, ELEMENT_BYTES};
 
 /// What a client may send to the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +111,15 @@ pub enum ClientFrame {
         /// The wipe secret from the wipe code.
         secret: [u8; 32],
     },
+    /// Asks for anonymous send tokens (see [`crate::tokens`]): the relay
+    /// evaluates these blinded elements under today's key, within the
+    /// account's daily quota.
+    IssueTokens {
+        /// Echoed in the answer.
+        request: u32,
+        /// Blinded elements, at most [`MAX_TOKENS_PER_REQUEST`].
+        blinded: Vec<[u8; ELEMENT_BYTES]>,
+    },
 }
 
 /// What the relay may send to a client. This is the whole allow-list.
@@ -156,6 +166,14 @@ pub enum RelayFrame {
         request: u32,
         /// The group's current epoch at the relay.
         epoch: u64,
+    },
+    /// The answer to `IssueTokens`.
+    Tokens {
+        /// Echoed from the request.
+        request: u32,
+        /// The key day, the day's public key, the evaluated elements in
+        /// request order and the proof that the key evaluated them all.
+        issued: Issued,
     },
     /// One queued payload.
     Deliver {
@@ -257,7 +275,7 @@ impl ErrorCode {
             Self::TooLarge => "frame or field too large",
             Self::UnsupportedVersion => "unsupported protocol version",
             Self::BadInvite => "invite code is unknown, used up or expired",
-            Self::BadSignature => "signature does not verify",
+            Self::BadSignature => "refused: unknown account or bad signature",
             Self::UnknownAccount => "unknown account",
             Self::Deactivated => "account is deactivated",
             Self::NotLoggedIn => "not logged in",
@@ -476,6 +494,12 @@ impl ClientFrame {
                 w.array(secret);
                 w.finish()
             }
+            Self::IssueTokens { request, blinded } => {
+                let mut w = Writer::with_tag(0x0b);
+                w.u32(*request);
+                w.list(blinded, |w, element| w.array(element));
+                w.finish()
+            }
         }
     }
 
@@ -524,6 +548,10 @@ impl ClientFrame {
             0x0a => {
                 Self::RemoteWipe { request: r.u32()?, account: AccountId(r.array()?), secret: r.array()? }
             }
+            0x0b => Self::IssueTokens {
+                request: r.u32()?,
+                blinded: r.list("blinded elements", MAX_TOKENS_PER_REQUEST, |r| r.array())?,
+            },
             other => return Err(DecodeError::UnknownFrame(other)),
         };
         r.finish()?;
@@ -578,6 +606,15 @@ impl RelayFrame {
                 w.finish()
             }
             Self::QueueEmpty => Writer::with_tag(0x88).finish(),
+            Self::Tokens { request, issued } => {
+                let mut w = Writer::with_tag(0x8b);
+                w.u32(*request);
+                w.u64(issued.day);
+                w.array(&issued.public_key);
+                w.list(&issued.evaluated, |w, element| w.array(element));
+                w.array(&issued.proof);
+                w.finish()
+            }
             Self::WipeOrder { secret } => {
                 let mut w = Writer::with_tag(0x8a);
                 w.array(secret);
@@ -616,6 +653,15 @@ impl RelayFrame {
             },
             0x88 => Self::QueueEmpty,
             0x8a => Self::WipeOrder { secret: r.array()? },
+            0x8b => Self::Tokens {
+                request: r.u32()?,
+                issued: Issued {
+                    day: r.u64()?,
+                    public_key: r.array()?,
+                    evaluated: r.list("evaluated elements", MAX_TOKENS_PER_REQUEST, |r| r.array())?,
+                    proof: r.array()?,
+                },
+            },
             0x89 => Self::Error {
                 code: ErrorCode::from_u16(r.u16()?)?,
                 message: r.string("error message", MAX_ERROR_MESSAGE_BYTES)?,
@@ -716,6 +762,8 @@ mod tests {
             vec(any::<u64>(), 0..20).prop_map(|ids| ClientFrame::Ack { ids }),
             (any::<u32>(), account(), any::<[u8; 32]>())
                 .prop_map(|(request, account, secret)| ClientFrame::RemoteWipe { request, account, secret }),
+            (any::<u32>(), vec(any::<[u8; 32]>(), 0..5))
+                .prop_map(|(request, blinded)| ClientFrame::IssueTokens { request, blinded }),
         ]
     }
 
@@ -742,6 +790,12 @@ mod tests {
             }),
             Just(RelayFrame::QueueEmpty),
             any::<[u8; 32]>().prop_map(|secret| RelayFrame::WipeOrder { secret }),
+            (any::<u32>(), any::<u64>(), any::<[u8; 32]>(), vec(any::<[u8; 32]>(), 0..5), any::<[u8; 32]>())
+                .prop_map(|(request, day, public_key, evaluated, half)| {
+                    let mut proof = [1; 64];
+                    proof[..32].copy_from_slice(&half);
+                    RelayFrame::Tokens { request, issued: Issued { day, public_key, evaluated, proof } }
+                }),
             (error_code(), "[ -~]{0,100}").prop_map(|(code, message)| RelayFrame::Error { code, message }),
         ]
     }

@@ -2,16 +2,19 @@
 //! ids they carry, the limits on every length, and the one codec that reads
 //! and writes them.
 //!
-//! Key design decision: this crate has no I/O and no keys. The relay, the
-//! client and the load generator all depend on it, and the relay depends on
-//! nothing else of ours, so the crate graph alone shows that the server holds
-//! no means to decrypt anything. Payloads are opaque bytes here.
+//! Key design decision: this crate has no I/O and no message keys. The
+//! relay, the client and the load generator all depend on it, and the relay
+//! depends on nothing else of ours, so the crate graph alone shows that the
+//! server holds no means to decrypt anything. Payloads are opaque bytes here.
+//! The one piece of cryptography is the relay's own: anonymous send tokens
+//! ([`tokens`]), which both sides need.
 
 mod codec;
 mod frames;
 mod ids;
 mod invite;
 pub mod limits;
+pub mod tokens;
 mod wipe_code;
 
 pub use codec::DecodeError;

@@ -4,6 +4,10 @@
 
 /// Largest WebSocket message either side accepts (a whole frame).
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// Largest frame before login: a login, registration or wipe order is a
+/// few hundred bytes, and a connection that has proved nothing must not
+/// make the relay hold megabytes.
+pub const MAX_PREAUTH_FRAME_BYTES: usize = 2 * 1024;
 /// Largest opaque payload in one send or commit. MLS commits in freshly
 /// created 1,000-member post-quantum groups reach ~1.2 MB; Welcomes ~1.3 MB.
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
@@ -21,3 +25,5 @@ pub const MAX_INVITE_CODE_BYTES: usize = 64;
 pub const MAX_GROUP_ID_BYTES: usize = 32;
 /// Longest human-readable error message from the relay.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 256;
+/// Most tokens one issuance request asks for.
+pub const MAX_TOKENS_PER_REQUEST: usize = 256;

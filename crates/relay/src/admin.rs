@@ -91,6 +91,7 @@ pub async fn serve(
         admin_socket: Some(dir.admin_socket()),
         max_connections,
         metrics: counters,
+        token_secret: dir.token_secret()?,
     };
     tracing::info!(max_connections, "relay ready");
     ready(Ready { address, pin: tls.pin(), max_connections });

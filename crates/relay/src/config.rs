@@ -14,11 +14,17 @@ pub struct RelayConfig {
     /// Most simultaneous client connections (0: as many as the file
     /// descriptor limit allows).
     pub max_connections: usize,
+    /// Most simultaneous connections from one IP address (0: no limit).
+    /// Carrier-grade NAT puts many users behind one address: raise it
+    /// rather than lower it for a large mobile user base.
+    pub max_connections_per_address: usize,
     /// Sustained frames per second one connection may send.
     pub frames_per_sec: u32,
     /// Frames one connection may send in a burst.
     pub frame_burst: u32,
-    /// Seconds a client has to finish TLS, WebSocket and login.
+    /// Anonymous send tokens one account may get per day.
+    pub tokens_per_day: u32,
+    /// Seconds a client has to finish TLS, WebSocket and login, all together.
     pub handshake_timeout_secs: u64,
 }
 
@@ -27,8 +33,10 @@ impl Default for RelayConfig {
         Self {
             retention_secs: 14 * 24 * 3600,
             max_connections: 0,
+            max_connections_per_address: 256,
             frames_per_sec: 2_000,
             frame_burst: 4_000,
+            tokens_per_day: 2_000,
             handshake_timeout_secs: 15,
         }
     }

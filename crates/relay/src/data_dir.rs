@@ -79,6 +79,12 @@ impl DataDir {
         Ok(SqliteStore::open(&self.root.join("relay.db"))?)
     }
 
+    /// The secret send tokens are derived from, made on first start
+    /// (`token.key`; every relay of a cluster needs the same one).
+    pub fn token_secret(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, DataDirError> {
+        Ok(crate::tokens::TokenDesk::load_or_create_secret(&self.root.join("token.key"))?)
+    }
+
     /// The path of the admin socket a running relay listens on.
     pub fn admin_socket(&self) -> PathBuf {
         self.root.join("admin.sock")

@@ -98,7 +98,8 @@ impl Sent {
             }
             ClientFrame::UploadKeyPackages { request, .. }
             | ClientFrame::FetchKeyPackage { request, .. }
-            | ClientFrame::RemoteWipe { request, .. } => Some(*request),
+            | ClientFrame::RemoteWipe { request, .. }
+            | ClientFrame::IssueTokens { request, .. } => Some(*request),
             ClientFrame::Hello { .. }
             | ClientFrame::Register { .. }
             | ClientFrame::Login { .. }
@@ -132,7 +133,8 @@ fn answer_to(frame: &RelayFrame) -> Option<u32> {
         RelayFrame::Accepted { request, .. }
         | RelayFrame::KeyPackage { request, .. }
         | RelayFrame::Rejected { request, .. }
-        | RelayFrame::StaleEpoch { request, .. } => Some(*request),
+        | RelayFrame::StaleEpoch { request, .. }
+        | RelayFrame::Tokens { request, .. } => Some(*request),
         _ => None,
     }
 }

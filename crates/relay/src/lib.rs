@@ -21,6 +21,7 @@ pub mod metrics;
 mod server;
 pub mod store;
 mod tls;
+mod tokens;
 
 pub use actor::{spawn as spawn_store, StoreHandle, StoreWorker};
 pub use config::RelayConfig;

@@ -81,6 +81,9 @@ impl Histogram {
 /// The relay's counters. Cheap to update from any thread.
 pub struct Metrics {
     connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
+    tokens_issued: AtomicU64,
+    token_requests_refused: AtomicU64,
     messages_accepted: AtomicU64,
     message_bytes_accepted: AtomicU64,
     commits_accepted: AtomicU64,
@@ -97,6 +100,9 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             connections_accepted: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            tokens_issued: AtomicU64::new(0),
+            token_requests_refused: AtomicU64::new(0),
             messages_accepted: AtomicU64::new(0),
             message_bytes_accepted: AtomicU64::new(0),
             commits_accepted: AtomicU64::new(0),
@@ -118,6 +124,22 @@ fn bytes(len: usize) -> u64 {
 impl Metrics {
     pub(crate) fn connection_accepted(&self) {
         self.connections_accepted.fetch_add(1, Relaxed);
+    }
+
+    /// A TCP connection closed before TLS: the relay, or its source
+    /// address, was at its connection limit.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Anonymous send tokens issued.
+    pub(crate) fn tokens_issued(&self, count: usize) {
+        self.tokens_issued.fetch_add(count as u64, Relaxed);
+    }
+
+    /// A token request refused for the account's daily quota.
+    pub(crate) fn token_request_refused(&self) {
+        self.token_requests_refused.fetch_add(1, Relaxed);
     }
 
     /// A message (not a commit) the store accepted.
@@ -163,6 +185,17 @@ impl Metrics {
         metric("hush_connections", "gauge", "Client connections open now.", bytes(connections));
         let counters = [
             ("hush_connections_accepted_total", "Client connections accepted.", &self.connections_accepted),
+            (
+                "hush_connections_refused_total",
+                "Connections closed before TLS at the relay's or an address's connection limit.",
+                &self.connections_refused,
+            ),
+            ("hush_tokens_issued_total", "Anonymous send tokens issued.", &self.tokens_issued),
+            (
+                "hush_token_requests_refused_total",
+                "Token requests refused for an account's daily quota.",
+                &self.token_requests_refused,
+            ),
             (
                 "hush_messages_accepted_total",
                 "Messages (not commits) stored durably.",

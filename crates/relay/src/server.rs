@@ -2,9 +2,11 @@
 //! and the shutdown signal come in as arguments, so tests run many relays on
 //! port 0 at once.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hush_proto::{AccountId, CertificatePin};
@@ -12,12 +14,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use zeroize::Zeroizing;
 
 use crate::actor::{ReadHandle, StoreHandle};
 use crate::config::RelayConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::UnixSeconds;
+use crate::tokens::TokenDesk;
 
 /// How often expired payloads are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(5);
@@ -32,6 +36,7 @@ pub(crate) struct Shared {
     pub(crate) pin: CertificatePin,
     pub(crate) config: RelayConfig,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tokens: TokenDesk,
 }
 
 impl Shared {
@@ -78,12 +83,15 @@ pub struct Relay {
     pub max_connections: usize,
     /// The counters (shared with the store worker and the metrics endpoint).
     pub metrics: Arc<Metrics>,
+    /// The secret send tokens are derived from (`token.key`).
+    pub token_secret: Zeroizing<[u8; 32]>,
 }
 
 impl Relay {
     /// Serves until `shutdown` resolves, then stops accepting, tells clients,
     /// and waits (bounded) for in-flight requests to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let tokens = TokenDesk::new(*self.token_secret, self.config.tokens_per_day);
         let shared = Arc::new(Shared {
             store: self.store,
             reader: self.reader,
@@ -91,6 +99,7 @@ impl Relay {
             pin: self.pin,
             config: self.config,
             metrics: self.metrics,
+            tokens,
         });
         let (stop, stopped) = watch::channel(false);
         let admin = match &self.admin_socket {
@@ -100,6 +109,7 @@ impl Relay {
         let purge = tokio::spawn(purge_loop(Arc::clone(&shared)));
         let acceptor = TlsAcceptor::from(self.tls);
         let slots = Arc::new(Semaphore::new(self.max_connections));
+        let addresses = PerAddress::new(shared.config.max_connections_per_address);
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -113,15 +123,21 @@ impl Relay {
                             continue;
                         }
                     };
-                    shared.metrics.connection_accepted();
+                    // Past a limit, the connection is closed before TLS: a
+                    // flood costs the relay no handshake.
                     let slot = Arc::clone(&slots).try_acquire_owned().ok();
-                    let over_capacity = slot.is_none();
-                    let connection = crate::connection::serve(
-                        Arc::clone(&shared), acceptor.clone(), stream, stopped.clone(), over_capacity,
-                    );
+                    let per_address = addresses.admit(&stream);
+                    let (Some(slot), Some(per_address)) = (slot, per_address) else {
+                        shared.metrics.connection_refused();
+                        drop(stream);
+                        continue;
+                    };
+                    shared.metrics.connection_accepted();
+                    let connection =
+                        crate::connection::serve(Arc::clone(&shared), acceptor.clone(), stream, stopped.clone());
                     tasks.spawn(async move {
                         connection.await;
-                        drop(slot);
+                        drop((slot, per_address));
                     });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -194,5 +210,51 @@ fn admin_command(shared: &Shared, line: &str) -> String {
         },
         (Some("connections"), None) => format!("ok {}\n", shared.hub.connections()),
         _ => "error unknown command\n".to_owned(),
+    }
+}
+
+/// Live connections per source address.
+type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// Connections per source IP address, capped.
+struct PerAddress {
+    limit: usize,
+    counts: Counts,
+}
+
+/// One admitted connection; counts off its address when dropped.
+struct AddressSlot {
+    address: IpAddr,
+    counts: Counts,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> Self {
+        Self { limit, counts: Arc::default() }
+    }
+
+    /// A slot for `stream`'s source address, unless it is at the limit (an
+    /// address that cannot be read counts as one address of its own).
+    fn admit(&self, stream: &tokio::net::TcpStream) -> Option<AddressSlot> {
+        let address = stream.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |peer| peer.ip());
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(address).or_insert(0);
+        if self.limit != 0 && *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { address, counts: Arc::clone(&self.counts) })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
     }
 }

@@ -55,10 +55,14 @@ impl TlsIdentity {
         CertificatePin::of_certificate(&self.certificate)
     }
 
-    /// A TLS 1.3-only server configuration (the default provider negotiates
-    /// the hybrid X25519MLKEM768 key exchange).
+    /// A TLS 1.3-only server configuration whose one key exchange is the
+    /// hybrid X25519MLKEM768: a client that cannot do post-quantum key
+    /// exchange is refused rather than recorded for later decryption.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::CryptoProvider {
+            kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768],
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        });
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
@@ -67,7 +71,7 @@ impl TlsIdentity {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;

@@ -28,8 +28,16 @@ pub struct TestRelay {
 impl TestRelay {
     /// Starts a relay on 127.0.0.1 port 0.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(&hush_relay::RelayConfig::default())
+    }
+
+    /// Starts a relay with these operator settings.
+    pub fn start_with(config: &hush_relay::RelayConfig) -> std::io::Result<Self> {
         let data = tempfile::tempdir()?;
         let path: PathBuf = data.path().join("relay");
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&path)?;
+        let settings = serde_json::to_string_pretty(config).map_err(std::io::Error::other)?;
+        std::fs::write(path.join("relay.json"), settings)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -5,14 +5,15 @@
 pub(crate) mod protocol;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
-use hush_proto::limits::MAX_FRAME_BYTES;
+use hush_proto::limits::{MAX_FRAME_BYTES, MAX_PREAUTH_FRAME_BYTES};
 use hush_proto::{ClientFrame, DecodeError, ErrorCode, RelayFrame};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -20,6 +21,7 @@ use crate::server::Shared;
 use protocol::{FrameSource, Outbound, OUTBOUND_QUEUE};
 
 type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
+type Sink = futures_util::stream::SplitSink<Ws, Message>;
 
 /// Why a connection ended early; logged without user data.
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +38,11 @@ pub(crate) enum ConnectionError {
     Refused(ErrorCode),
 }
 
-fn ws_config() -> WebSocketConfig {
+/// WebSocket limits: frames of at most `max_frame` bytes.
+fn ws_config(max_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
         .read_buffer_size(512)
         .write_buffer_size(0)
 }
@@ -50,43 +53,77 @@ pub(crate) async fn serve(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     shutdown: watch::Receiver<bool>,
-    over_capacity: bool,
 ) {
     let _ = stream.set_nodelay(true);
+    // TLS, WebSocket and login share one deadline.
+    let deadline = Instant::now() + shared.config.handshake_timeout();
     // Each phase is boxed so a connection's task holds only the memory of
     // the phase it is in: the TLS and WebSocket handshakes are large state
     // machines that an idle connection should not keep paying for.
-    match Box::pin(open(&shared, acceptor, stream)).await {
-        Ok(ws) => {
-            let (sink, incoming) = (*ws).split();
-            let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-            let writer = tokio::spawn(write_loop(sink, queue));
-            let mut frames = WsFrames(incoming);
-            let result =
-                Box::pin(protocol::run(shared, &mut frames, outbound, shutdown, over_capacity)).await;
-            let _ = writer.await;
-            if let Err(error) = result {
-                tracing::debug!(%error, "connection ended");
-            }
-        }
-        Err(error) => tracing::debug!(%error, "handshake failed"),
+    let result = match Box::pin(open(acceptor, stream, deadline)).await {
+        Ok(ws) => Box::pin(log_in_and_serve(shared, ws, shutdown, deadline)).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended");
     }
 }
 
-/// The TLS and WebSocket handshakes. The stream comes back boxed: moved
-/// through the async functions by value, its ~3 KB would stay reserved in
-/// each of their state machines for the connection's whole life.
-async fn open(shared: &Shared, acceptor: TlsAcceptor, stream: TcpStream) -> Result<Box<Ws>, ConnectionError> {
-    let timeout = shared.config.handshake_timeout();
-    let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
+/// The TLS and WebSocket handshakes, with frames no larger than a login
+/// needs. The stream comes back boxed: moved through the async functions by
+/// value, its ~3 KB would stay reserved in each of their state machines for
+/// the connection's whole life.
+async fn open(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    deadline: Instant,
+) -> Result<Box<Ws>, ConnectionError> {
+    let tls = tokio::time::timeout_at(deadline.into(), acceptor.accept(stream))
         .await
         .map_err(|_| ConnectionError::Timeout)?
         .map_err(ConnectionError::Tls)?;
-    let ws =
-        tokio::time::timeout(timeout, tokio_tungstenite::accept_async_with_config(tls, Some(ws_config())))
-            .await
-            .map_err(|_| ConnectionError::Timeout)??;
+    let config = ws_config(MAX_PREAUTH_FRAME_BYTES);
+    let ws = tokio::time::timeout_at(
+        deadline.into(),
+        tokio_tungstenite::accept_async_with_config(tls, Some(config)),
+    )
+    .await
+    .map_err(|_| ConnectionError::Timeout)??;
     Ok(Box::new(ws))
+}
+
+/// Login on the small frame limit; once logged in (the client sends nothing
+/// between its login and the relay's `Ready`), the same TLS stream is
+/// served with the full frame limit.
+async fn log_in_and_serve(
+    shared: Arc<Shared>,
+    ws: Box<Ws>,
+    mut shutdown: watch::Receiver<bool>,
+    deadline: Instant,
+) -> Result<(), ConnectionError> {
+    let (sink, incoming) = (*ws).split();
+    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
+    let writer = tokio::spawn(write_loop(sink, queue));
+    let mut frames = WsFrames(incoming);
+    let logged_in = Box::pin(protocol::login(&shared, &mut frames, &outbound, deadline)).await;
+    drop(outbound);
+    // The writer has sent everything queued (`Ready`, or a refusal and the
+    // close) when it gives the sink back.
+    let sink = writer.await.ok().flatten();
+    let account = logged_in?;
+    let sink = sink.ok_or(ConnectionError::Closed)?;
+    let ws = frames.0.reunite(sink).map_err(|_| ConnectionError::Closed)?;
+    let tls = ws.into_inner();
+    let ws = WebSocketStream::from_raw_socket(tls, Role::Server, Some(ws_config(MAX_FRAME_BYTES))).await;
+    let (sink, incoming) = ws.split();
+    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
+    let writer = tokio::spawn(write_loop(sink, queue));
+    let mut frames = WsFrames(incoming);
+    let result = Box::pin(protocol::session(shared, account, &mut frames, outbound, &mut shutdown)).await;
+    if let Ok(Some(mut sink)) = writer.await {
+        let _ = sink.close().await;
+    }
+    result
 }
 
 /// Client frames from WebSocket binary messages, one frame each.
@@ -116,11 +153,9 @@ impl FrameSource for WsFrames {
 }
 
 /// Sends what the protocol queues, feeding up to 64 frames before one
-/// flush; stops at `Close` or when the queue's senders are all gone.
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<Ws, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
-) {
+/// flush. At `Close` it closes the WebSocket; when the queue's senders are
+/// all gone it gives the sink back, everything sent and flushed.
+async fn write_loop(mut sink: Sink, mut queue: mpsc::Receiver<Outbound>) -> Option<Sink> {
     while let Some(item) = queue.recv().await {
         let result = match item {
             Outbound::Frame(frame) => {
@@ -139,24 +174,24 @@ async fn write_loop(
                 let fed = Box::pin(feed_all(&mut sink, batch)).await;
                 if closing {
                     let _ = Box::pin(sink.close()).await;
-                    return;
+                    return None;
                 }
                 fed
             }
             Outbound::Close => {
                 let _ = Box::pin(sink.close()).await;
-                return;
+                return None;
             }
         };
         if result.is_err() {
-            return;
+            return None;
         }
     }
-    let _ = sink.close().await;
+    Some(sink)
 }
 
 async fn feed_all(
-    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    sink: &mut Sink,
     frames: Vec<RelayFrame>,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     for frame in frames {

@@ -25,6 +25,7 @@ use super::ConnectionError;
 use crate::hub::Control;
 use crate::server::Shared;
 use crate::store::{CommitOutcome, CommitRequest, Queued, StoreError};
+use crate::tokens::Refusal;
 
 /// Where a connection's client frames come from: the next frame, a frame
 /// that could not be decoded (as the error code to refuse it with), or why
@@ -58,22 +59,31 @@ impl Outbound {
     }
 }
 
-/// Runs the protocol on one connection: frames from `incoming`, answers and
-/// deliveries into `outbound` (drained by the transport's writer).
+/// Runs the protocol on one connection: login, then the session, frames
+/// from `incoming`, answers and deliveries into `outbound`. The transport
+/// calls the two halves itself, to raise its frame size limit in between.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) async fn run(
     shared: Arc<Shared>,
     incoming: &mut impl FrameSource,
     outbound: mpsc::Sender<Outbound>,
     mut shutdown: watch::Receiver<bool>,
-    over_capacity: bool,
 ) -> Result<(), ConnectionError> {
-    if over_capacity {
-        return Err(refuse(&outbound, ErrorCode::TooManyConnections).await);
-    }
     let deadline = Instant::now() + shared.config.handshake_timeout();
     let account = Box::pin(login(&shared, incoming, &outbound, deadline)).await?;
-    let session = Session::new(Arc::clone(&shared), account, outbound);
-    session.run(incoming, &mut shutdown).await
+    session(shared, account, incoming, outbound, &mut shutdown).await
+}
+
+/// Serves a logged-in client until it leaves, its account is deactivated
+/// or the relay shuts down.
+pub(crate) async fn session(
+    shared: Arc<Shared>,
+    account: AccountId,
+    incoming: &mut impl FrameSource,
+    outbound: mpsc::Sender<Outbound>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
+    Session::new(shared, account, outbound).run(incoming, shutdown).await
 }
 
 async fn refuse(outbound: &mpsc::Sender<Outbound>, code: ErrorCode) -> ConnectionError {
@@ -91,7 +101,9 @@ async fn next_frame_before(
     tokio::time::timeout(left, incoming.next_frame()).await.map_err(|_| ConnectionError::Timeout)?
 }
 
-async fn login(
+/// The version check, then login, registration or a wipe order, before
+/// `deadline`; queues `Ready` and returns the account once logged in.
+pub(crate) async fn login(
     shared: &Shared,
     incoming: &mut impl FrameSource,
     outbound: &mpsc::Sender<Outbound>,
@@ -126,14 +138,18 @@ async fn login(
         }
         Ok(ClientFrame::Login { account, signature }) => {
             let record = match shared.store.account(account).await {
-                Ok(Some(record)) => record,
-                Ok(None) => return Err(refuse(outbound, ErrorCode::UnknownAccount).await),
+                Ok(record) => record,
                 Err(error) => return Err(refuse(outbound, store_error_code(&error)).await),
             };
+            // An unknown account is refused exactly as a bad signature is,
+            // after the same verification, so that a caller who has
+            // proved nothing learns nothing of which accounts exist.
             let message = auth_message(AuthPurpose::Login, &nonce, &shared.pin);
-            if !verify(&record.identity_key, &message, &signature) {
+            let key = record.as_ref().map_or(*NO_ACCOUNT_KEY, |record| record.identity_key);
+            let verified = verify(&key, &message, &signature);
+            let Some(record) = record.filter(|_| verified) else {
                 return Err(refuse(outbound, ErrorCode::BadSignature).await);
-            }
+            };
             if let Some(secret) = record.wipe_order {
                 return Err(pass_wipe_order(outbound, secret).await);
             }
@@ -177,6 +193,14 @@ async fn pass_wipe_order(outbound: &mpsc::Sender<Outbound>, secret: [u8; 32]) ->
     let _ = outbound.send(Outbound::Close).await;
     ConnectionError::Refused(ErrorCode::Deactivated)
 }
+
+/// The key a login for an unknown account is checked against, only so that
+/// it takes as long as any other login: whatever the outcome, the login is
+/// refused.
+static NO_ACCOUNT_KEY: std::sync::LazyLock<IdentityKey> = std::sync::LazyLock::new(|| {
+    let seed: [u8; 32] = Sha256::digest(b"hush relay: no such account").into();
+    IdentityKey(ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes())
+});
 
 fn verify(key: &IdentityKey, message: &[u8], signature: &[u8; 64]) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key.0) else { return false };
@@ -384,6 +408,30 @@ impl Session {
                 };
                 self.spawn_request(Some(request), answer).await;
             }
+            ClientFrame::IssueTokens { request, blinded } => {
+                let shared = Arc::clone(&self.shared);
+                let account = self.account;
+                // Each element is a scalar multiplication: off the async
+                // threads.
+                let issued =
+                    tokio::task::spawn_blocking(move || shared.tokens.issue(account, &blinded, shared.now()));
+                let metrics = Arc::clone(&self.shared.metrics);
+                let answer = async move {
+                    Ok(match issued.await {
+                        Ok(Ok(issued)) => {
+                            metrics.tokens_issued(issued.evaluated.len());
+                            Answer::Tokens(issued)
+                        }
+                        Ok(Err(Refusal::Quota)) => {
+                            metrics.token_request_refused();
+                            Answer::Rejected(ErrorCode::RateLimited)
+                        }
+                        Ok(Err(Refusal::Malformed)) => Answer::Rejected(ErrorCode::Malformed),
+                        Err(_) => Answer::Rejected(ErrorCode::Internal),
+                    })
+                };
+                self.spawn_request(Some(request), answer).await;
+            }
             // A request, so it is answered as one: the client is waiting
             // for its request number.
             ClientFrame::RemoteWipe { request, .. } => {
@@ -448,6 +496,7 @@ enum Answer {
     /// Stored; these recipients were skipped as inactive.
     Accepted(Vec<AccountId>),
     KeyPackage(Vec<u8>),
+    Tokens(hush_proto::tokens::Issued),
     Stale(u64),
     Rejected(ErrorCode),
 }
@@ -458,6 +507,7 @@ impl Answer {
             Self::Done => RelayFrame::Accepted { request, inactive: Vec::new() },
             Self::Accepted(inactive) => RelayFrame::Accepted { request, inactive },
             Self::KeyPackage(key_package) => RelayFrame::KeyPackage { request, key_package },
+            Self::Tokens(issued) => RelayFrame::Tokens { request, issued },
             Self::Stale(epoch) => RelayFrame::StaleEpoch { request, epoch },
             Self::Rejected(code) => RelayFrame::Rejected { request, code },
         }

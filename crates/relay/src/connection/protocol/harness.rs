@@ -21,12 +21,17 @@ use crate::connection::ConnectionError;
 use crate::hub::Hub;
 use crate::server::Shared;
 use crate::store::SqliteStore;
+use crate::tokens::TokenDesk;
 use crate::RelayConfig;
 
 /// The certificate pin clients sign their logins for.
 pub(crate) const PIN: CertificatePin = CertificatePin([7; 32]);
 /// The invite code every registration uses.
 pub(crate) const INVITE: &str = "test-invite-code";
+/// The token secret.
+pub(crate) const TOKEN_SECRET: [u8; 32] = [5; 32];
+/// Tokens per account and day.
+pub(crate) const TOKENS_PER_DAY: u32 = 100;
 
 /// What a client sends: a decoded frame, or a frame the transport could not
 /// decode (as the error code the relay refuses it with).
@@ -54,7 +59,11 @@ pub(crate) struct Relay {
 
 impl Relay {
     pub(crate) fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        // On tmpfs where there is one: durability is not under test here,
+        // and the fuzzer runs this thousands of times.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
+        let dir = dir.unwrap();
         let path = dir.path().join("relay.db");
         let mut store = SqliteStore::open(&path).unwrap();
         let invite_hash: [u8; 32] = Sha256::digest(INVITE.as_bytes()).into();
@@ -65,8 +74,9 @@ impl Relay {
         let (store, _worker) =
             crate::actor::spawn(store, move |queued| pushes.push(queued), Arc::clone(&metrics)).unwrap();
         let reader = crate::actor::spawn_reader(SqliteStore::open(&path).unwrap()).unwrap();
-        let shared =
-            Arc::new(Shared { store, reader, hub, pin: PIN, config: RelayConfig::default(), metrics });
+        let config = RelayConfig { tokens_per_day: TOKENS_PER_DAY, ..RelayConfig::default() };
+        let tokens = TokenDesk::new(TOKEN_SECRET, TOKENS_PER_DAY);
+        let shared = Arc::new(Shared { store, reader, hub, pin: PIN, config, metrics, tokens });
         Self { shared, shutdown: watch::channel(false).0, dir }
     }
 
@@ -75,8 +85,7 @@ impl Relay {
         let (outbound, from) = mpsc::channel(super::OUTBOUND_QUEUE);
         let shared = Arc::clone(&self.shared);
         let shutdown = self.shutdown.subscribe();
-        let task =
-            tokio::spawn(async move { run(shared, &mut Frames(frames), outbound, shutdown, false).await });
+        let task = tokio::spawn(async move { run(shared, &mut Frames(frames), outbound, shutdown).await });
         Peer { to, from, task }
     }
 

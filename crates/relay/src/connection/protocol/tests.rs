@@ -7,7 +7,7 @@ use hush_proto::{
     RelayFrame, PROTOCOL_VERSION,
 };
 
-use super::harness::{key, Relay, INVITE, PIN};
+use super::harness::{key, Relay, INVITE, PIN, TOKENS_PER_DAY, TOKEN_SECRET};
 use crate::store::SqliteStore;
 
 /// A commit payload announcing `next_key` (the signature is the members'
@@ -51,6 +51,24 @@ async fn a_handshake_with_the_wrong_version_frame_or_relay_is_refused() {
     let stale = alice.sign(&auth_message(AuthPurpose::Login, &nonce, &PIN)).to_bytes();
     peer.send(ClientFrame::Login { account, signature: stale });
     assert_eq!(peer.refused().await, ErrorCode::BadSignature);
+
+    // A login for an account that does not exist is refused exactly as one
+    // with a bad signature: a caller who proved nothing learns nothing of
+    // which accounts exist.
+    let mut peer = relay.connect();
+    let nonce = peer.hello().await;
+    let nobody = key(77);
+    let signature = nobody.sign(&auth_message(AuthPurpose::Login, &nonce, &PIN)).to_bytes();
+    let unknown = IdentityKey(nobody.verifying_key().to_bytes()).account();
+    peer.send(ClientFrame::Login { account: unknown, signature });
+    assert_eq!(peer.refused().await, ErrorCode::BadSignature);
+    // So is a wipe order for one: as a wrong wipe code for a real account.
+    for target in [unknown, account] {
+        let mut peer = relay.connect();
+        let _ = peer.hello().await;
+        peer.send(ClientFrame::RemoteWipe { request: 1, account: target, secret: [1; 32] });
+        assert_eq!(peer.recv().await, RelayFrame::Rejected { request: 1, code: ErrorCode::BadWipeCode });
+    }
 }
 
 #[tokio::test]
@@ -215,4 +233,34 @@ async fn shutdown_and_deactivation_close_a_live_session_with_a_reason() {
     let (bob, _) = relay.register(&key(2)).await;
     relay.shutdown.send(true).unwrap();
     assert_eq!(bob.refused().await, ErrorCode::ShuttingDown);
+}
+
+#[tokio::test]
+async fn tokens_are_issued_within_the_daily_quota_and_check_under_the_day_key() {
+    use hush_proto::tokens::{TokenIssuer, TokenRequest};
+    let relay = Relay::start();
+    let (mut alice, _) = relay.register(&key(1)).await;
+    let most = TOKENS_PER_DAY as usize * 3 / 5;
+    let request = TokenRequest::new(most, &mut rand::rngs::OsRng);
+    alice.send(ClientFrame::IssueTokens { request: 1, blinded: request.blinded().to_vec() });
+    let RelayFrame::Tokens { request: 1, issued } = alice.recv().await else { panic!("no tokens") };
+    let tokens = request.finish(&issued).unwrap();
+    let issuer = TokenIssuer::for_day(&TOKEN_SECRET, issued.day).unwrap();
+    assert!(tokens.iter().all(|token| issuer.check(token)));
+    // The same again would pass the day's quota: refused, and the
+    // connection stays.
+    let again = TokenRequest::new(most, &mut rand::rngs::OsRng);
+    alice.send(ClientFrame::IssueTokens { request: 2, blinded: again.blinded().to_vec() });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 2, code: ErrorCode::RateLimited });
+    alice.send(ClientFrame::IssueTokens { request: 3, blinded: vec![[0xff; 32]] });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 3, code: ErrorCode::Malformed });
+    // Another account has its own quota.
+    let (mut bob, _) = relay.register(&key(2)).await;
+    bob.send(ClientFrame::IssueTokens { request: 4, blinded: again.blinded().to_vec() });
+    assert!(matches!(bob.recv().await, RelayFrame::Tokens { request: 4, .. }));
+    // Nobody gets tokens before logging in.
+    let mut peer = relay.connect();
+    let _ = peer.hello().await;
+    peer.send(ClientFrame::IssueTokens { request: 5, blinded: again.blinded().to_vec() });
+    assert_eq!(peer.refused().await, ErrorCode::Unexpected);
 }

@@ -1,0 +1,141 @@
+//! Issuing anonymous send tokens (see `hush_proto::tokens`) to logged-in
+//! accounts, within a daily quota each.
+//!
+//! The token secret is a file of the data directory (`token.key`, made on
+//! first start); every relay of a cluster that has the same file issues and
+//! checks the same tokens. The quota is counted in memory only, and only
+//! for the current day: a seized relay holds no record of how many tokens
+//! anyone asked for. (A restart therefore resets the day's counts; a
+//! deactivated account cannot log in, so it gets none whatever the count.)
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hush_proto::tokens::{day_of, Issued, TokenError, TokenIssuer, ELEMENT_BYTES};
+use hush_proto::AccountId;
+use zeroize::Zeroizing;
+
+/// The token secret, its day's issuer and the day's counts.
+pub(crate) struct TokenDesk {
+    secret: Zeroizing<[u8; 32]>,
+    per_day: u32,
+    today: Mutex<Today>,
+}
+
+struct Today {
+    issuer: Option<Arc<TokenIssuer>>,
+    issued: HashMap<AccountId, u32>,
+}
+
+/// Why tokens were not issued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The account's quota for today does not cover the request.
+    Quota,
+    /// The request's elements are not valid.
+    Malformed,
+}
+
+impl TokenDesk {
+    /// A desk issuing `per_day` tokens per account and day.
+    pub(crate) fn new(secret: [u8; 32], per_day: u32) -> Self {
+        let today = Today { issuer: None, issued: HashMap::new() };
+        Self { secret: Zeroizing::new(secret), per_day, today: Mutex::new(today) }
+    }
+
+    /// Loads `path`, creating a fresh secret (mode 0600) on first start.
+    pub(crate) fn load_or_create_secret(path: &Path) -> std::io::Result<Zeroizing<[u8; 32]>> {
+        use rand::RngCore;
+        if !path.exists() {
+            let mut secret = Zeroizing::new([0u8; 32]);
+            rand::rngs::OsRng.fill_bytes(&mut secret[..]);
+            crate::tls::write_private(path, &secret[..])?;
+        }
+        let bytes = Zeroizing::new(std::fs::read(path)?);
+        let mut secret = Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a 32-byte token secret", path.display()),
+            ));
+        }
+        secret.copy_from_slice(&bytes);
+        Ok(secret)
+    }
+
+    /// Evaluates `blinded` for `account` at `now`, counting them against
+    /// its quota for the day. Run off the async threads: each element costs
+    /// a scalar multiplication.
+    pub(crate) fn issue(
+        &self,
+        account: AccountId,
+        blinded: &[[u8; ELEMENT_BYTES]],
+        now: u64,
+    ) -> Result<Issued, Refusal> {
+        let day = day_of(now);
+        let count = u32::try_from(blinded.len()).unwrap_or(u32::MAX);
+        let issuer = {
+            let mut today = self.today.lock().unwrap_or_else(PoisonError::into_inner);
+            if today.issuer.as_ref().is_none_or(|issuer| issuer.day() != day) {
+                let issuer = TokenIssuer::for_day(&self.secret, day).map_err(|_| Refusal::Malformed)?;
+                *today = Today { issuer: Some(Arc::new(issuer)), issued: HashMap::new() };
+            }
+            let used = today.issued.entry(account).or_insert(0);
+            if used.saturating_add(count) > self.per_day {
+                return Err(Refusal::Quota);
+            }
+            *used += count;
+            today.issuer.clone()
+        };
+        let issuer = issuer.ok_or(Refusal::Malformed)?;
+        issuer.issue(blinded, &mut rand::rngs::OsRng).map_err(|error| match error {
+            TokenError::BadElement => {
+                // Invalid elements cost the account nothing: give them back.
+                let mut today = self.today.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(used) = today.issued.get_mut(&account) {
+                    *used = used.saturating_sub(count);
+                }
+                Refusal::Malformed
+            }
+            _ => Refusal::Malformed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use hush_proto::tokens::{TokenRequest, DAY_SECS};
+
+    use super::*;
+
+    #[test]
+    fn the_quota_is_per_account_and_day_and_tokens_check_under_the_day_key() {
+        let desk = TokenDesk::new([3; 32], 10);
+        let (alice, bob) = (AccountId([1; 20]), AccountId([2; 20]));
+        let now = 20_000 * DAY_SECS + 5;
+        let request = TokenRequest::new(6, &mut rand::rngs::OsRng);
+        let issued = desk.issue(alice, request.blinded(), now).unwrap();
+        let tokens = request.finish(&issued).unwrap();
+        let issuer = TokenIssuer::for_day(&[3; 32], 20_000).unwrap();
+        assert!(tokens.iter().all(|token| issuer.check(token)));
+        // 6 of 10 used: 5 more are refused, 4 are not; bob has his own 10.
+        let five = TokenRequest::new(5, &mut rand::rngs::OsRng);
+        assert_eq!(desk.issue(alice, five.blinded(), now).unwrap_err(), Refusal::Quota);
+        assert_eq!(desk.issue(bob, five.blinded(), now).map(|issued| issued.evaluated.len()), Ok(5));
+        let four = TokenRequest::new(4, &mut rand::rngs::OsRng);
+        assert!(desk.issue(alice, four.blinded(), now).is_ok());
+        assert_eq!(desk.issue(alice, four.blinded()[..1].as_ref(), now).unwrap_err(), Refusal::Quota);
+        // The next day, a new key and a new quota.
+        let tomorrow = desk.issue(alice, four.blinded(), now + DAY_SECS).unwrap();
+        assert_eq!(tomorrow.day, 20_001);
+        assert_ne!(tomorrow.public_key, issued.public_key);
+        // Invalid elements are refused and cost nothing.
+        assert_eq!(desk.issue(bob, &[[0xff; 32]; 5], now + DAY_SECS).unwrap_err(), Refusal::Malformed);
+        assert!(desk
+            .issue(bob, TokenRequest::new(10, &mut rand::rngs::OsRng).blinded(), now + DAY_SECS)
+            .is_ok());
+    }
+}
