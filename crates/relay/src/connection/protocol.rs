@@ -202,6 +202,13 @@ static NO_ACCOUNT_KEY: std::sync::LazyLock<IdentityKey> = std::sync::LazyLock::n
     IdentityKey(ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes())
 });
 
+/// Whether an account is named twice.
+fn has_duplicates(accounts: &[AccountId]) -> bool {
+    let mut sorted = accounts.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|pair| pair[0] == pair[1])
+}
+
 fn verify(key: &IdentityKey, message: &[u8], signature: &[u8; 64]) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key.0) else { return false };
     let signature = ed25519_dalek::Signature::from_bytes(signature);
@@ -346,11 +353,13 @@ impl Session {
             }
             ClientFrame::Send { request, recipients, payload, ttl_secs } => {
                 // A commit must be ordered: one sent as a plain message
-                // would move members to an epoch the relay never saw.
-                if matches!(
+                // would move members to an epoch the relay never saw. A
+                // recipient named twice would be queued two copies.
+                let tagged = matches!(
                     payload.first(),
                     Some(&(hush_proto::COMMIT_PAYLOAD_TAG | hush_proto::WELCOME_PAYLOAD_TAG))
-                ) {
+                );
+                if tagged || has_duplicates(&recipients) {
                     let refused = Answer::Rejected(ErrorCode::Malformed);
                     self.spawn_request(Some(request), async move { Ok(refused) }).await;
                     return;
@@ -377,6 +386,12 @@ impl Session {
                 next_key,
                 signature,
             } => {
+                let welcomed = welcome.as_ref().map_or(&[][..], |(to, _)| &to[..]);
+                if has_duplicates(&recipients) || has_duplicates(welcomed) {
+                    let refused = Answer::Rejected(ErrorCode::Malformed);
+                    self.spawn_request(Some(request), async move { Ok(refused) }).await;
+                    return;
+                }
                 let (now, expires) = self.shared.expiry(0);
                 let welcome = welcome.map(|(to, bytes)| (to, bytes.into()));
                 let commit = CommitRequest {

@@ -205,6 +205,10 @@ pub struct Stats {
     pub queued_bytes: u64,
 }
 
+/// Most payload bytes one page of a mailbox read returns (see
+/// [`Operations::pending`]).
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The operations on the relay's state, one method per operation. Each
 /// call is atomic on its own: one that fails leaves no trace, whatever else
 /// the batch it belongs to does.
@@ -260,7 +264,10 @@ pub trait Operations {
         now: UnixSeconds,
         expires: UnixSeconds,
     ) -> Result<CommitOutcome, StoreError>;
-    /// Reads unexpired queued payloads after `after` (exclusive), at most `limit`.
+    /// Reads unexpired queued payloads after `after` (exclusive), at most
+    /// `limit` of them and at most [`PAGE_BYTES`] of payload in all (a first
+    /// payload larger than that comes alone), so a drain holds a bounded
+    /// amount of memory whatever the mailbox holds.
     fn pending(
         &mut self,
         account: &AccountId,

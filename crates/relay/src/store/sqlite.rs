@@ -486,7 +486,18 @@ impl SqliteStore {
                 payload: Arc::from(row.get::<_, Vec<u8>>(2)?),
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        // Rows are read one at a time: stopping here reads no further.
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for row in rows {
+            let queued = row?;
+            bytes += queued.payload.len();
+            if !page.is_empty() && bytes > super::PAGE_BYTES {
+                break;
+            }
+            page.push(queued);
+        }
+        Ok(page)
     }
 
     fn ack(&self, account: &AccountId, ids: &[u64]) -> Result<u64, StoreError> {

@@ -123,6 +123,14 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
     let tagged = announce(&[5; 32], b"commit");
     alice.send(ClientFrame::Send { request: 7, recipients: vec![alice_id], payload: tagged, ttl_secs: 0 });
     assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 7, code: ErrorCode::Malformed });
+    // A recipient named twice would be queued twice: refused.
+    alice.send(ClientFrame::Send {
+        request: 9,
+        recipients: vec![alice_id, alice_id],
+        payload: vec![1],
+        ttl_secs: 0,
+    });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 9, code: ErrorCode::Malformed });
     // Key packages already expired on arrival: the client's clock is wrong.
     alice.send(ClientFrame::UploadKeyPackages {
         request: 8,
@@ -188,6 +196,13 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
         alice.send(frame);
         assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 15, code: ErrorCode::Malformed });
     }
+    // A commit naming a member twice is refused before the store sees it.
+    let mut twice = commit(16, 2, b"twice", &next_epoch_key, &key(53));
+    if let ClientFrame::Commit { recipients, .. } = &mut twice {
+        recipients.push(alice_id);
+    }
+    alice.send(twice);
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 16, code: ErrorCode::Malformed });
     alice.send(ClientFrame::Subscribe);
     let mut delivered = Vec::new();
     loop {
