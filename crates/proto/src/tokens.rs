@@ -47,7 +47,8 @@ pub enum TokenError {
     /// it did not evaluate every element with that one key.
     #[error("the relay's token proof does not verify")]
     BadProof,
-    /// The answer does not match the request (count or day).
+    /// The answer does not match the request (count), or its key day is
+    /// not today's.
     #[error("the relay's tokens do not match the request")]
     Mismatch,
     /// The day's key could not be derived from the secret.
@@ -185,9 +186,13 @@ impl TokenRequest {
         &self.blinded
     }
 
-    /// Unblinds the relay's answer into tokens, if its proof verifies.
-    pub fn finish(self, issued: &Issued) -> Result<Vec<Token>, TokenError> {
-        if issued.evaluated.len() != self.nonces.len() {
+    /// Unblinds the relay's answer into tokens, if its proof verifies and
+    /// its key day is `today` (give or take one, for clocks that differ):
+    /// the proof does not cover the day, and a relay could otherwise give
+    /// each device a genuine key of a made-up day of its own, and know the
+    /// device by the day on its tokens when they are spent.
+    pub fn finish(self, issued: &Issued, today: u64) -> Result<Vec<Token>, TokenError> {
+        if issued.evaluated.len() != self.nonces.len() || issued.day.abs_diff(today) > 1 {
             return Err(TokenError::Mismatch);
         }
         let public_key = Suite::deserialize_elem(&issued.public_key).map_err(|_| TokenError::BadElement)?;
@@ -233,7 +238,7 @@ mod tests {
         let issuer = TokenIssuer::for_day(&SECRET, 20_000).unwrap();
         let request = TokenRequest::new(5, &mut rng());
         let issued = issuer.issue(request.blinded(), &mut rng()).unwrap();
-        let tokens = request.finish(&issued).unwrap();
+        let tokens = request.finish(&issued, 20_000).unwrap();
         assert_eq!(tokens.len(), 5);
         assert!(tokens.iter().all(|token| issuer.check(token)));
         // The same secret derives the same key (another node of a cluster).
@@ -260,12 +265,18 @@ mod tests {
         let request = TokenRequest::new(3, &mut rng());
         let mut issued = tagging.issue(request.blinded(), &mut rng()).unwrap();
         issued.public_key = named.public_key();
-        assert_eq!(request.finish(&issued), Err(TokenError::BadProof));
+        assert_eq!(request.finish(&issued, 20_000), Err(TokenError::BadProof));
+        // A genuine key of a made-up day (one per device, to know each
+        // device by the day on its tokens) is refused.
+        let request = TokenRequest::new(3, &mut rng());
+        let far = TokenIssuer::for_day(&SECRET, 20_000 + 977).unwrap();
+        let issued = far.issue(request.blinded(), &mut rng()).unwrap();
+        assert_eq!(request.finish(&issued, 20_000), Err(TokenError::Mismatch));
         // An answer for another count, or garbage elements, is refused.
         let request = TokenRequest::new(3, &mut rng());
         let mut issued = named.issue(request.blinded(), &mut rng()).unwrap();
         issued.evaluated.pop();
-        assert_eq!(request.finish(&issued), Err(TokenError::Mismatch));
+        assert_eq!(request.finish(&issued, 20_000), Err(TokenError::Mismatch));
         assert_eq!(named.issue(&[[0xff; 32]], &mut rng()).unwrap_err(), TokenError::BadElement);
     }
 }

@@ -14,7 +14,8 @@ pub struct RelayConfig {
     /// Most simultaneous client connections (0: as many as the file
     /// descriptor limit allows).
     pub max_connections: usize,
-    /// Most simultaneous connections from one IP address (0: no limit).
+    /// Most simultaneous connections from one IPv4 address or IPv6 /64 (0:
+    /// no limit).
     /// Carrier-grade NAT puts many users behind one address: raise it
     /// rather than lower it for a large mobile user base.
     pub max_connections_per_address: usize,

@@ -12,8 +12,8 @@
 //! Beyond not panicking, the relay must:
 //! - answer every request it read exactly once, and nothing it was not
 //!   asked (all of them unless it refused the connection);
-//! - keep Bob and Carol connected, and deliver to them only payloads that
-//!   Mallory addressed to them;
+//! - keep Bob and Carol connected, and deliver to them, and to Mallory,
+//!   only payloads that Mallory addressed to them;
 //! - still carry a message from Bob to Carol and back afterwards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -169,6 +169,9 @@ async fn drive(logged_in: bool, frames: Vec<Result<ClientFrame, ErrorCode>>) {
             Some(Outbound::Frame(frame)) => {
                 if let Some(request) = answer_to(&frame) {
                     sent.answered(request);
+                }
+                if let RelayFrame::Deliver { payload, .. } = &*frame {
+                    sent.check(account(MALLORY), payload);
                 }
             }
             Some(Outbound::Close) => refused = true,

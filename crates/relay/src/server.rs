@@ -91,7 +91,7 @@ impl Relay {
     /// Serves until `shutdown` resolves, then stops accepting, tells clients,
     /// and waits (bounded) for in-flight requests to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let tokens = TokenDesk::new(*self.token_secret, self.config.tokens_per_day);
+        let tokens = TokenDesk::new(self.token_secret, self.config.tokens_per_day);
         let shared = Arc::new(Shared {
             store: self.store,
             reader: self.reader,
@@ -213,6 +213,20 @@ fn admin_command(shared: &Shared, line: &str) -> String {
     }
 }
 
+/// What one "address" is for the per-address limit: an IPv4 address (also
+/// when it reaches an IPv6 listener as `::ffff:a.b.c.d`), or an IPv6 /64,
+/// the least a single host or subscriber is given.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
+
 /// Live connections per source address.
 type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
@@ -236,7 +250,7 @@ impl PerAddress {
     /// A slot for `stream`'s source address, unless it is at the limit (an
     /// address that cannot be read counts as one address of its own).
     fn admit(&self, stream: &tokio::net::TcpStream) -> Option<AddressSlot> {
-        let address = stream.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |peer| peer.ip());
+        let address = stream.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |peer| address_key(peer.ip()));
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(address).or_insert(0);
         if self.limit != 0 && *count >= self.limit {
@@ -256,5 +270,21 @@ impl Drop for AddressSlot {
                 counts.remove(&self.address);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn one_ipv6_host_or_a_mapped_ipv4_address_counts_as_one_address() {
+        let key = |text: &str| address_key(text.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
     }
 }

@@ -24,6 +24,7 @@ pub(crate) struct TokenDesk {
 }
 
 struct Today {
+    day: u64,
     issuer: Option<Arc<TokenIssuer>>,
     issued: HashMap<AccountId, u32>,
 }
@@ -39,9 +40,9 @@ pub(crate) enum Refusal {
 
 impl TokenDesk {
     /// A desk issuing `per_day` tokens per account and day.
-    pub(crate) fn new(secret: [u8; 32], per_day: u32) -> Self {
-        let today = Today { issuer: None, issued: HashMap::new() };
-        Self { secret: Zeroizing::new(secret), per_day, today: Mutex::new(today) }
+    pub(crate) fn new(secret: Zeroizing<[u8; 32]>, per_day: u32) -> Self {
+        let today = Today { day: 0, issuer: None, issued: HashMap::new() };
+        Self { secret, per_day, today: Mutex::new(today) }
     }
 
     /// Loads `path`, creating a fresh secret (mode 0600) on first start.
@@ -65,21 +66,26 @@ impl TokenDesk {
     }
 
     /// Evaluates `blinded` for `account` at `now`, counting them against
-    /// its quota for the day. Run off the async threads: each element costs
-    /// a scalar multiplication.
+    /// its quota for the day, valid or not (an honest device never sends an
+    /// invalid element, and refunding them would make invalid requests a
+    /// free way to spend the relay's CPU). Run off the async threads: each
+    /// element costs a scalar multiplication.
     pub(crate) fn issue(
         &self,
         account: AccountId,
         blinded: &[[u8; ELEMENT_BYTES]],
         now: u64,
     ) -> Result<Issued, Refusal> {
-        let day = day_of(now);
         let count = u32::try_from(blinded.len()).unwrap_or(u32::MAX);
         let issuer = {
             let mut today = self.today.lock().unwrap_or_else(PoisonError::into_inner);
-            if today.issuer.as_ref().is_none_or(|issuer| issuer.day() != day) {
+            // The day only moves forward: a request that read the clock
+            // just before midnight, or a clock stepped back, is counted in
+            // the day the desk is in, and never resets the counts.
+            let day = day_of(now);
+            if today.issuer.is_none() || day > today.day {
                 let issuer = TokenIssuer::for_day(&self.secret, day).map_err(|_| Refusal::Malformed)?;
-                *today = Today { issuer: Some(Arc::new(issuer)), issued: HashMap::new() };
+                *today = Today { day, issuer: Some(Arc::new(issuer)), issued: HashMap::new() };
             }
             let used = today.issued.entry(account).or_insert(0);
             if used.saturating_add(count) > self.per_day {
@@ -89,17 +95,7 @@ impl TokenDesk {
             today.issuer.clone()
         };
         let issuer = issuer.ok_or(Refusal::Malformed)?;
-        issuer.issue(blinded, &mut rand::rngs::OsRng).map_err(|error| match error {
-            TokenError::BadElement => {
-                // Invalid elements cost the account nothing: give them back.
-                let mut today = self.today.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(used) = today.issued.get_mut(&account) {
-                    *used = used.saturating_sub(count);
-                }
-                Refusal::Malformed
-            }
-            _ => Refusal::Malformed,
-        })
+        issuer.issue(blinded, &mut rand::rngs::OsRng).map_err(|_: TokenError| Refusal::Malformed)
     }
 }
 
@@ -113,12 +109,12 @@ mod tests {
 
     #[test]
     fn the_quota_is_per_account_and_day_and_tokens_check_under_the_day_key() {
-        let desk = TokenDesk::new([3; 32], 10);
+        let desk = TokenDesk::new(Zeroizing::new([3; 32]), 10);
         let (alice, bob) = (AccountId([1; 20]), AccountId([2; 20]));
         let now = 20_000 * DAY_SECS + 5;
         let request = TokenRequest::new(6, &mut rand::rngs::OsRng);
         let issued = desk.issue(alice, request.blinded(), now).unwrap();
-        let tokens = request.finish(&issued).unwrap();
+        let tokens = request.finish(&issued, 20_000).unwrap();
         let issuer = TokenIssuer::for_day(&[3; 32], 20_000).unwrap();
         assert!(tokens.iter().all(|token| issuer.check(token)));
         // 6 of 10 used: 5 more are refused, 4 are not; bob has his own 10.
@@ -132,10 +128,13 @@ mod tests {
         let tomorrow = desk.issue(alice, four.blinded(), now + DAY_SECS).unwrap();
         assert_eq!(tomorrow.day, 20_001);
         assert_ne!(tomorrow.public_key, issued.public_key);
-        // Invalid elements are refused and cost nothing.
+        // Invalid elements are refused, and counted.
         assert_eq!(desk.issue(bob, &[[0xff; 32]; 5], now + DAY_SECS).unwrap_err(), Refusal::Malformed);
-        assert!(desk
-            .issue(bob, TokenRequest::new(10, &mut rand::rngs::OsRng).blinded(), now + DAY_SECS)
-            .is_ok());
+        let six = TokenRequest::new(6, &mut rand::rngs::OsRng);
+        assert_eq!(desk.issue(bob, six.blinded(), now + DAY_SECS).unwrap_err(), Refusal::Quota);
+        // A request whose clock still says yesterday is counted today: the
+        // day never moves back, and the counts are not reset.
+        assert_eq!(desk.issue(bob, six.blinded(), now).unwrap_err(), Refusal::Quota);
+        assert_eq!(desk.issue(bob, &six.blinded()[..5], now).map(|issued| issued.day), Ok(20_001));
     }
 }

@@ -5,7 +5,7 @@
 pub(crate) mod protocol;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hush_proto::limits::{MAX_FRAME_BYTES, MAX_PREAUTH_FRAME_BYTES};
@@ -34,6 +34,8 @@ pub(crate) enum ConnectionError {
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("client closed the connection")]
     Closed,
+    #[error("client stopped reading")]
+    Stalled,
     #[error("refused: {0:?}")]
     Refused(ErrorCode),
 }
@@ -103,27 +105,64 @@ async fn log_in_and_serve(
 ) -> Result<(), ConnectionError> {
     let (sink, incoming) = (*ws).split();
     let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, queue));
+    let writer = Writer::spawn(sink, queue);
     let mut frames = WsFrames(incoming);
     let logged_in = Box::pin(protocol::login(&shared, &mut frames, &outbound, deadline)).await;
     drop(outbound);
     // The writer has sent everything queued (`Ready`, or a refusal and the
-    // close) when it gives the sink back.
-    let sink = writer.await.ok().flatten();
+    // close) when it gives the sink back; a client that does not read it
+    // by the deadline (or, for a refusal, within a short grace) is dropped.
+    let sink = writer.finish(deadline.max(Instant::now() + CLOSE_GRACE)).await;
     let account = logged_in?;
-    let sink = sink.ok_or(ConnectionError::Closed)?;
+    let sink = sink.ok_or(ConnectionError::Stalled)?;
     let ws = frames.0.reunite(sink).map_err(|_| ConnectionError::Closed)?;
     let tls = ws.into_inner();
     let ws = WebSocketStream::from_raw_socket(tls, Role::Server, Some(ws_config(MAX_FRAME_BYTES))).await;
     let (sink, incoming) = ws.split();
     let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, queue));
+    let mut writer = Writer::spawn(sink, queue);
     let mut frames = WsFrames(incoming);
-    let result = Box::pin(protocol::session(shared, account, &mut frames, outbound, &mut shutdown)).await;
-    if let Ok(Some(mut sink)) = writer.await {
-        let _ = sink.close().await;
+    let session = Box::pin(protocol::session(shared, account, &mut frames, outbound, &mut shutdown));
+    // A writer that ends first (the client stopped reading, or the socket
+    // failed) ends the session too.
+    let (result, writer_ended) = tokio::select! {
+        result = session => (result, false),
+        _ = &mut writer.0 => (Err(ConnectionError::Stalled), true),
+    };
+    if !writer_ended {
+        if let Some(mut sink) = writer.finish(Instant::now() + WRITE_TIMEOUT).await {
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+        }
     }
     result
+}
+
+/// How long the relay waits for a client to take a batch of frames: one
+/// that stops reading is disconnected rather than holding its slot.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a refusal or a closing handshake may take to reach the client.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The writer task, aborted if the connection's own task ends first (or is
+/// aborted at shutdown), so a writer stuck on a client never outlives it.
+struct Writer(tokio::task::JoinHandle<Option<Sink>>);
+
+impl Writer {
+    fn spawn(sink: Sink, queue: mpsc::Receiver<Outbound>) -> Self {
+        Self(tokio::spawn(write_loop(sink, queue)))
+    }
+
+    /// Waits until `until` at most for the writer to send what was queued;
+    /// the sink back if its queue ended without a close.
+    async fn finish(mut self, until: Instant) -> Option<Sink> {
+        tokio::time::timeout_at(until.into(), &mut self.0).await.ok().and_then(Result::ok).flatten()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Client frames from WebSocket binary messages, one frame each.
@@ -171,15 +210,15 @@ async fn write_loop(mut sink: Sink, mut queue: mpsc::Receiver<Outbound>) -> Opti
                         Err(_) => break,
                     }
                 }
-                let fed = Box::pin(feed_all(&mut sink, batch)).await;
+                let fed = tokio::time::timeout(WRITE_TIMEOUT, Box::pin(feed_all(&mut sink, batch))).await;
                 if closing {
-                    let _ = Box::pin(sink.close()).await;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, Box::pin(sink.close())).await;
                     return None;
                 }
-                fed
+                fed.map_err(|_| ()).and_then(|fed| fed.map_err(|_| ()))
             }
             Outbound::Close => {
-                let _ = Box::pin(sink.close()).await;
+                let _ = tokio::time::timeout(CLOSE_GRACE, Box::pin(sink.close())).await;
                 return None;
             }
         };

@@ -426,12 +426,14 @@ impl Session {
             ClientFrame::IssueTokens { request, blinded } => {
                 let shared = Arc::clone(&self.shared);
                 let account = self.account;
-                // Each element is a scalar multiplication: off the async
-                // threads.
-                let issued =
-                    tokio::task::spawn_blocking(move || shared.tokens.issue(account, &blinded, shared.now()));
                 let metrics = Arc::clone(&self.shared.metrics);
+                // Each element is a scalar multiplication: off the async
+                // threads, and only once the request holds one of the
+                // connection's in-flight slots.
                 let answer = async move {
+                    let issued = tokio::task::spawn_blocking(move || {
+                        shared.tokens.issue(account, &blinded, shared.now())
+                    });
                     Ok(match issued.await {
                         Ok(Ok(issued)) => {
                             metrics.tokens_issued(issued.evaluated.len());

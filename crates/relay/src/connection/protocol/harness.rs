@@ -75,7 +75,7 @@ impl Relay {
             crate::actor::spawn(store, move |queued| pushes.push(queued), Arc::clone(&metrics)).unwrap();
         let reader = crate::actor::spawn_reader(SqliteStore::open(&path).unwrap()).unwrap();
         let config = RelayConfig { tokens_per_day: TOKENS_PER_DAY, ..RelayConfig::default() };
-        let tokens = TokenDesk::new(TOKEN_SECRET, TOKENS_PER_DAY);
+        let tokens = TokenDesk::new(zeroize::Zeroizing::new(TOKEN_SECRET), TOKENS_PER_DAY);
         let shared = Arc::new(Shared { store, reader, hub, pin: PIN, config, metrics, tokens });
         Self { shared, shutdown: watch::channel(false).0, dir }
     }

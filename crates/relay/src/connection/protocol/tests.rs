@@ -259,7 +259,8 @@ async fn tokens_are_issued_within_the_daily_quota_and_check_under_the_day_key() 
     let request = TokenRequest::new(most, &mut rand::rngs::OsRng);
     alice.send(ClientFrame::IssueTokens { request: 1, blinded: request.blinded().to_vec() });
     let RelayFrame::Tokens { request: 1, issued } = alice.recv().await else { panic!("no tokens") };
-    let tokens = request.finish(&issued).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let tokens = request.finish(&issued, hush_proto::tokens::day_of(now)).unwrap();
     let issuer = TokenIssuer::for_day(&TOKEN_SECRET, issued.day).unwrap();
     assert!(tokens.iter().all(|token| issuer.check(token)));
     // The same again would pass the day's quota: refused, and the
