@@ -4,10 +4,11 @@
 
 /// Largest WebSocket message either side accepts (a whole frame).
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
-/// Largest frame before login: a login, registration or wipe order is a
-/// few hundred bytes, and a connection that has proved nothing must not
-/// make the relay hold megabytes.
-pub const MAX_PREAUTH_FRAME_BYTES: usize = 2 * 1024;
+/// Most bytes a client may send before it has logged in (the WebSocket
+/// upgrade request and its frames together; a login is a few hundred
+/// bytes): a connection that has proved nothing must not make the relay
+/// read or hold megabytes.
+pub const MAX_PREAUTH_BYTES: usize = 4 * 1024;
 /// Largest opaque payload in one send or commit. MLS commits in freshly
 /// created 1,000-member post-quantum groups reach ~1.2 MB; Welcomes ~1.3 MB.
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;

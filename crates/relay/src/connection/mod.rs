@@ -4,23 +4,27 @@
 
 pub(crate) mod protocol;
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hush_proto::limits::{MAX_FRAME_BYTES, MAX_PREAUTH_FRAME_BYTES};
+use hush_proto::limits::{MAX_FRAME_BYTES, MAX_PREAUTH_BYTES};
 use hush_proto::{ClientFrame, DecodeError, ErrorCode, RelayFrame};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::server::Shared;
 use protocol::{FrameSource, Outbound, OUTBOUND_QUEUE};
 
-type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
+type Ws = WebSocketStream<Budgeted>;
 type Sink = futures_util::stream::SplitSink<Ws, Message>;
 
 /// Why a connection ended early; logged without user data.
@@ -40,11 +44,10 @@ pub(crate) enum ConnectionError {
     Refused(ErrorCode),
 }
 
-/// WebSocket limits: frames of at most `max_frame` bytes.
-fn ws_config(max_frame: usize) -> WebSocketConfig {
+fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(max_frame))
-        .max_frame_size(Some(max_frame))
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
         .read_buffer_size(512)
         .write_buffer_size(0)
 }
@@ -63,7 +66,7 @@ pub(crate) async fn serve(
     // the phase it is in: the TLS and WebSocket handshakes are large state
     // machines that an idle connection should not keep paying for.
     let result = match Box::pin(open(acceptor, stream, deadline)).await {
-        Ok(ws) => Box::pin(log_in_and_serve(shared, ws, shutdown, deadline)).await,
+        Ok((ws, logged_in)) => Box::pin(log_in_and_serve(shared, ws, logged_in, shutdown, deadline)).await,
         Err(error) => Err(error),
     };
     if let Err(error) = result {
@@ -71,70 +74,136 @@ pub(crate) async fn serve(
     }
 }
 
-/// The TLS and WebSocket handshakes, with frames no larger than a login
-/// needs. The stream comes back boxed: moved through the async functions by
-/// value, its ~3 KB would stay reserved in each of their state machines for
-/// the connection's whole life.
+/// The TLS and WebSocket handshakes. The stream comes back boxed: moved
+/// through the async functions by value, its ~3 KB would stay reserved in
+/// each of their state machines for the connection's whole life.
 async fn open(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     deadline: Instant,
-) -> Result<Box<Ws>, ConnectionError> {
+) -> Result<(Box<Ws>, Arc<AtomicBool>), ConnectionError> {
     let tls = tokio::time::timeout_at(deadline.into(), acceptor.accept(stream))
         .await
         .map_err(|_| ConnectionError::Timeout)?
         .map_err(ConnectionError::Tls)?;
-    let config = ws_config(MAX_PREAUTH_FRAME_BYTES);
+    let logged_in = Arc::new(AtomicBool::new(false));
+    let stream = Budgeted { inner: tls, read: 0, logged_in: Arc::clone(&logged_in) };
     let ws = tokio::time::timeout_at(
         deadline.into(),
-        tokio_tungstenite::accept_async_with_config(tls, Some(config)),
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())),
     )
     .await
     .map_err(|_| ConnectionError::Timeout)??;
-    Ok(Box::new(ws))
+    Ok((Box::new(ws), logged_in))
 }
 
-/// Login on the small frame limit; once logged in (the client sends nothing
-/// between its login and the relay's `Ready`), the same TLS stream is
-/// served with the full frame limit.
+/// Login, then the session, on one WebSocket whose writer task sends what
+/// both queue.
 async fn log_in_and_serve(
     shared: Arc<Shared>,
     ws: Box<Ws>,
+    logged_in: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
     deadline: Instant,
 ) -> Result<(), ConnectionError> {
     let (sink, incoming) = (*ws).split();
     let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-    let writer = Writer::spawn(sink, queue);
-    let mut frames = WsFrames(incoming);
-    let logged_in = Box::pin(protocol::login(&shared, &mut frames, &outbound, deadline)).await;
-    drop(outbound);
-    // The writer has sent everything queued (`Ready`, or a refusal and the
-    // close) when it gives the sink back; a client that does not read it
-    // by the deadline (or, for a refusal, within a short grace) is dropped.
-    let sink = writer.finish(deadline.max(Instant::now() + CLOSE_GRACE)).await;
-    let account = logged_in?;
-    let sink = sink.ok_or(ConnectionError::Stalled)?;
-    let ws = frames.0.reunite(sink).map_err(|_| ConnectionError::Closed)?;
-    let tls = ws.into_inner();
-    let ws = WebSocketStream::from_raw_socket(tls, Role::Server, Some(ws_config(MAX_FRAME_BYTES))).await;
-    let (sink, incoming) = ws.split();
-    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
     let mut writer = Writer::spawn(sink, queue);
     let mut frames = WsFrames(incoming);
-    let session = Box::pin(protocol::session(shared, account, &mut frames, outbound, &mut shutdown));
+    let conversation = Box::pin(async {
+        let account = Box::pin(protocol::login(&shared, &mut frames, &outbound, deadline)).await?;
+        // Proved: the read budget is lifted (the client sends nothing more
+        // until it has `Ready`, queued above).
+        logged_in.store(true, Ordering::Relaxed);
+        protocol::session(Arc::clone(&shared), account, &mut frames, outbound, &mut shutdown).await
+    });
     // A writer that ends first (the client stopped reading, or the socket
-    // failed) ends the session too.
+    // failed) ends the conversation too.
     let (result, writer_ended) = tokio::select! {
-        result = session => (result, false),
+        result = conversation => (result, false),
         _ = &mut writer.0 => (Err(ConnectionError::Stalled), true),
     };
     if !writer_ended {
-        if let Some(mut sink) = writer.finish(Instant::now() + WRITE_TIMEOUT).await {
+        // What is queued (a refusal, the last answers) gets a bounded time
+        // to go out: before login, the deadline or a short grace.
+        let until = if logged_in.load(Ordering::Relaxed) {
+            Instant::now() + WRITE_TIMEOUT
+        } else {
+            deadline.max(Instant::now() + CLOSE_GRACE)
+        };
+        if let Some(mut sink) = writer.finish(until).await {
             let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
         }
     }
     result
+}
+
+/// The TLS stream, with a budget on what it reads before login: a client
+/// that has proved nothing cannot make the relay read more than
+/// [`MAX_PREAUTH_BYTES`] (so neither fill a WebSocket frame that announces
+/// megabytes, nor keep a connection busy with pings).
+struct Budgeted {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    read: usize,
+    logged_in: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Budgeted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.logged_in.load(Ordering::Relaxed) {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let left = MAX_PREAUTH_BYTES.saturating_sub(this.read);
+        if left == 0 {
+            let error = std::io::Error::new(std::io::ErrorKind::InvalidData, "too much sent before login");
+            return Poll::Ready(Err(error));
+        }
+        // Read at most what is left of the budget, through a small buffer.
+        let mut chunk = [0u8; 512];
+        let len = left.min(chunk.len()).min(buf.remaining());
+        let mut limited = ReadBuf::new(&mut chunk[..len]);
+        let polled = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
+        if let Poll::Ready(Ok(())) = polled {
+            this.read += limited.filled().len();
+            buf.put_slice(limited.filled());
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Budgeted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, data)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// How long the relay waits for a client to take a batch of frames: one
