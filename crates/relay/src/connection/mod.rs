@@ -48,6 +48,10 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
+        // Bounds what waits unsent (automatic pongs to a client that sends
+        // pings and never reads, above all): past it, writing fails and the
+        // connection ends.
+        .max_write_buffer_size(MAX_FRAME_BYTES + 64 * 1024)
         .read_buffer_size(512)
         .write_buffer_size(0)
 }
@@ -87,7 +91,7 @@ async fn open(
         .map_err(|_| ConnectionError::Timeout)?
         .map_err(ConnectionError::Tls)?;
     let logged_in = Arc::new(AtomicBool::new(false));
-    let stream = Budgeted { inner: tls, read: 0, logged_in: Arc::clone(&logged_in) };
+    let stream = Budgeted { inner: tls, read: 0, scan: Scan::Request(0), logged_in: Arc::clone(&logged_in) };
     let ws = tokio::time::timeout_at(
         deadline.into(),
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())),
@@ -120,6 +124,7 @@ async fn log_in_and_serve(
     // A writer that ends first (the client stopped reading, or the socket
     // failed) ends the conversation too.
     let (result, writer_ended) = tokio::select! {
+        biased;
         result = conversation => (result, false),
         _ = &mut writer.0 => (Err(ConnectionError::Stalled), true),
     };
@@ -140,12 +145,73 @@ async fn log_in_and_serve(
 
 /// The TLS stream, with a budget on what it reads before login: a client
 /// that has proved nothing cannot make the relay read more than
-/// [`MAX_PREAUTH_BYTES`] (so neither fill a WebSocket frame that announces
-/// megabytes, nor keep a connection busy with pings).
+/// [`MAX_PREAUTH_BYTES`], nor announce a WebSocket frame longer than what is
+/// left of them (the WebSocket codec reserves a frame's announced length
+/// before reading it, so such a header never reaches it).
 struct Budgeted {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     read: usize,
+    scan: Scan,
     logged_in: Arc<AtomicBool>,
+}
+
+/// Where the bytes read before login are: in the upgrade request (how much
+/// of its blank line is matched), in a frame header (its bytes so far), or
+/// in a payload (bytes left).
+#[derive(Clone, Copy)]
+enum Scan {
+    Request(usize),
+    Header { bytes: [u8; 14], len: usize },
+    Payload(u64),
+}
+
+impl Scan {
+    /// Follows `chunk`; false if a frame announces more than `left` bytes
+    /// of payload (what remains of the budget after the chunk).
+    fn follow(&mut self, chunk: &[u8], left: usize) -> bool {
+        for &byte in chunk {
+            *self = match *self {
+                Scan::Request(matched) if byte == b"\r\n\r\n"[matched] && matched == 3 => {
+                    Scan::Header { bytes: [0; 14], len: 0 }
+                }
+                Scan::Request(matched) if byte == b"\r\n\r\n"[matched] => Scan::Request(matched + 1),
+                Scan::Request(_) => Scan::Request(usize::from(byte == b'\r')),
+                Scan::Header { mut bytes, len } => {
+                    bytes[len] = byte;
+                    let len = len + 1;
+                    match frame_length(&bytes[..len]) {
+                        None => Scan::Header { bytes, len },
+                        Some(payload) if payload > left as u64 => return false,
+                        Some(0) => Scan::Header { bytes: [0; 14], len: 0 },
+                        Some(payload) => Scan::Payload(payload),
+                    }
+                }
+                Scan::Payload(1) => Scan::Header { bytes: [0; 14], len: 0 },
+                Scan::Payload(rest) => Scan::Payload(rest - 1),
+            };
+        }
+        true
+    }
+}
+
+/// The payload length a complete WebSocket frame header announces, or
+/// `None` while the header is incomplete (RFC 6455, section 5.2).
+fn frame_length(header: &[u8]) -> Option<u64> {
+    let second = *header.get(1)?;
+    let (extended, mask) = match second & 0x7f {
+        126 => (2, second & 0x80 != 0),
+        127 => (8, second & 0x80 != 0),
+        _ => (0, second & 0x80 != 0),
+    };
+    let needed = 2 + extended + if mask { 4 } else { 0 };
+    if header.len() < needed {
+        return None;
+    }
+    Some(match extended {
+        2 => u64::from(u16::from_be_bytes([header[2], header[3]])),
+        8 => header[2..10].iter().fold(0, |length, byte| (length << 8) | u64::from(*byte)),
+        _ => u64::from(second & 0x7f),
+    })
 }
 
 impl AsyncRead for Budgeted {
@@ -169,8 +235,14 @@ impl AsyncRead for Budgeted {
         let mut limited = ReadBuf::new(&mut chunk[..len]);
         let polled = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
         if let Poll::Ready(Ok(())) = polled {
-            this.read += limited.filled().len();
-            buf.put_slice(limited.filled());
+            let chunk = limited.filled();
+            this.read += chunk.len();
+            if !this.scan.follow(chunk, MAX_PREAUTH_BYTES.saturating_sub(this.read)) {
+                let error =
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large before login");
+                return Poll::Ready(Err(error));
+            }
+            buf.put_slice(chunk);
         }
         polled
     }
@@ -306,4 +378,58 @@ async fn feed_all(
         sink.feed(Message::binary(frame.encode())).await?;
     }
     sink.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: hush-relay\r\nUpgrade: websocket\r\n\r\n";
+
+    /// A masked binary frame header announcing `len` payload bytes.
+    fn header(len: u64) -> Vec<u8> {
+        let mut header = vec![0x82];
+        match len {
+            0..=125 => header.push(0x80 | len as u8),
+            126..=65_535 => {
+                header.push(0x80 | 126);
+                header.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                header.push(0x80 | 127);
+                header.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        header
+    }
+
+    #[test]
+    fn before_login_a_frame_announcing_more_than_the_budget_is_refused_at_its_header() {
+        // A login-sized frame, then another, byte by byte or at once.
+        let mut stream = REQUEST.to_vec();
+        for _ in 0..2 {
+            stream.extend(header(200));
+            stream.extend([0; 200]);
+        }
+        let mut scan = Scan::Request(0);
+        assert!(scan.follow(&stream, MAX_PREAUTH_BYTES - stream.len()));
+        let mut scan = Scan::Request(0);
+        assert!(stream.iter().all(|byte| scan.follow(&[*byte], 1_000)));
+        // Headers announcing 8 MiB, 70,000 or 2,000 bytes with 1,000 left
+        // are refused, in whichever length form.
+        for len in [8 << 20, 70_000, 2_000] {
+            let mut scan = Scan::Request(0);
+            assert!(scan.follow(REQUEST, 4_000));
+            assert!(!scan.follow(&header(len), 1_000), "{len}");
+        }
+        // A frame split across reads is followed: its payload is skipped,
+        // and the next header is checked.
+        let mut scan = Scan::Request(0);
+        assert!(scan.follow(REQUEST, 4_000));
+        assert!(scan.follow(&header(300)[..3], 3_000));
+        assert!(scan.follow(&header(300)[3..], 3_000));
+        assert!(scan.follow(&[0; 300], 3_000));
+        assert!(!scan.follow(&header(5_000), 3_000));
+    }
 }
