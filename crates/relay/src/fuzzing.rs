@@ -166,11 +166,12 @@ async fn drive(logged_in: bool, frames: Vec<Result<ClientFrame, ErrorCode>>) {
     loop {
         let next = tokio::time::timeout(Duration::from_secs(10), from.recv()).await;
         match next.expect("Mallory's requests went unanswered for 10 s") {
-            Some(Outbound::Frame(frame)) => {
-                if let Some(request) = answer_to(&frame) {
+            Some(Outbound::Frame(out)) => {
+                let frame = &out.frame;
+                if let Some(request) = answer_to(frame) {
                     sent.answered(request);
                 }
-                if let RelayFrame::Deliver { payload, .. } = &*frame {
+                if let RelayFrame::Deliver { payload, .. } = frame {
                     sent.check(account(MALLORY), payload);
                 }
             }

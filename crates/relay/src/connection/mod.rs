@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hush_proto::limits::{MAX_FRAME_BYTES, MAX_PREAUTH_BYTES};
-use hush_proto::{ClientFrame, DecodeError, ErrorCode, RelayFrame};
+use hush_proto::{ClientFrame, DecodeError, ErrorCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::server::Shared;
-use protocol::{FrameSource, Outbound, OUTBOUND_QUEUE};
+use protocol::{FrameSource, OutFrame, Outbound, OUTBOUND_QUEUE};
 
 type Ws = WebSocketStream<Budgeted>;
 type Sink = futures_util::stream::SplitSink<Ws, Message>;
@@ -372,10 +372,12 @@ async fn write_loop(mut sink: Sink, mut queue: mpsc::Receiver<Outbound>) -> Opti
 
 async fn feed_all(
     sink: &mut Sink,
-    frames: Vec<RelayFrame>,
+    frames: Vec<OutFrame>,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    for frame in frames {
-        sink.feed(Message::binary(frame.encode())).await?;
+    for out in frames {
+        sink.feed(Message::binary(out.frame.encode())).await?;
+        // Written into TLS: a delivery's window share is given back here.
+        drop(out);
     }
     sink.flush().await
 }

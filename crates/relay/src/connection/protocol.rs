@@ -19,12 +19,12 @@ use hush_proto::{
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::ConnectionError;
 use crate::hub::Control;
 use crate::server::Shared;
-use crate::store::{CommitOutcome, CommitRequest, Queued, StoreError};
+use crate::store::{CommitOutcome, CommitRequest, Queued, StoreError, PAGE_BYTES};
 use crate::tokens::Refusal;
 
 /// Where a connection's client frames come from: the next frame, a frame
@@ -49,15 +49,27 @@ const DRAIN_PAGE: u32 = 512;
 /// What the writer task sends. The frame is boxed so the channel's
 /// preallocated block of slots stays small on every idle connection.
 pub(crate) enum Outbound {
-    Frame(Box<RelayFrame>),
+    Frame(Box<OutFrame>),
     Close,
+}
+
+/// A frame to send, and for a delivery its share of the connection's
+/// delivery window, given back once the frame is written.
+pub(crate) struct OutFrame {
+    pub(crate) frame: RelayFrame,
+    pub(crate) _window: Option<OwnedSemaphorePermit>,
 }
 
 impl Outbound {
     pub(crate) fn frame(frame: RelayFrame) -> Self {
-        Self::Frame(Box::new(frame))
+        Self::Frame(Box::new(OutFrame { frame, _window: None }))
     }
 }
+
+/// Payload bytes of deliveries one connection may have queued and not yet
+/// written: a client that stops reading holds at most this much of the
+/// relay's memory in deliveries, whatever the size of its mailbox's payloads.
+const DELIVERY_WINDOW: usize = 8 * 1024 * 1024;
 
 /// Runs the protocol on one connection: login, then the session, frames
 /// from `incoming`, answers and deliveries into `outbound`. The transport
@@ -492,6 +504,7 @@ impl Session {
             account: self.account,
             control: Arc::clone(&self.control),
             outbound: self.outbound.clone(),
+            window: Arc::new(Semaphore::new(DELIVERY_WINDOW)),
             last: 0,
         };
         self.delivery = Some(tokio::spawn(delivery.run(pushes)));
@@ -538,6 +551,7 @@ struct Delivery {
     account: AccountId,
     control: Arc<Control>,
     outbound: mpsc::Sender<Outbound>,
+    window: Arc<Semaphore>,
     last: u64,
 }
 
@@ -567,8 +581,13 @@ impl Delivery {
     async fn drain(&mut self) -> Result<(), ()> {
         let mut page = self.read_page(self.last).await?;
         loop {
+            // A page is the last one unless it is full by count, or holds
+            // enough bytes that the store may have cut it by size (a page
+            // cut by size holds more than PAGE_BYTES less one payload).
+            let bytes: usize = page.iter().map(|queued| queued.payload.len()).sum();
+            let maybe_cut = bytes > PAGE_BYTES - hush_proto::limits::MAX_PAYLOAD_BYTES;
             let next = match page.last() {
-                Some(last) if page.len() == DRAIN_PAGE as usize => Some(self.read_page(last.id)),
+                Some(last) if page.len() == DRAIN_PAGE as usize || maybe_cut => Some(self.read_page(last.id)),
                 _ => None,
             };
             for queued in &page {
@@ -589,12 +608,18 @@ impl Delivery {
     async fn deliver(&mut self, queued: &Queued) -> Result<(), ()> {
         self.last = queued.id;
         self.shared.metrics.delivered(queued.payload.len());
+        // Permits count payload bytes (one alone may exceed the window:
+        // it then waits for the window to be empty).
+        let bytes = queued.payload.len().clamp(1, DELIVERY_WINDOW);
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let window = Arc::clone(&self.window).acquire_many_owned(permits).await.map_err(|_| ())?;
         let frame = RelayFrame::Deliver {
             id: queued.id,
             arrived_at: queued.arrived_at,
             payload: queued.payload.to_vec(),
         };
-        self.send(frame).await
+        let out = OutFrame { frame, _window: Some(window) };
+        self.outbound.send(Outbound::Frame(Box::new(out))).await.map_err(|_| ())
     }
 
     async fn send(&self, frame: RelayFrame) -> Result<(), ()> {

@@ -206,8 +206,9 @@ pub struct Stats {
 }
 
 /// Most payload bytes one page of a mailbox read returns (see
-/// [`Operations::pending`]).
-pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// [`Operations::pending`]): twice the largest payload, so a page cut by
+/// size is known by holding more than one largest payload's worth.
+pub const PAGE_BYTES: usize = 2 * hush_proto::limits::MAX_PAYLOAD_BYTES;
 
 /// The operations on the relay's state, one method per operation. Each
 /// call is atomic on its own: one that fails leaves no trace, whatever else

@@ -125,7 +125,7 @@ impl Peer {
             .await
             .expect("the relay went quiet")
         {
-            Some(Outbound::Frame(frame)) => Some(*frame),
+            Some(Outbound::Frame(out)) => Some(out.frame),
             Some(Outbound::Close) | None => None,
         }
     }

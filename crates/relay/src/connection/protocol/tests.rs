@@ -1,13 +1,15 @@
 //! The protocol without sockets: frames go in through a channel, answers
 //! and deliveries come out of the outbound queue, against a real store.
 
+use std::time::Duration;
+
 use ed25519_dalek::{Signer, SigningKey};
 use hush_proto::{
     auth_message, AccountId, AuthPurpose, CertificatePin, ClientFrame, ErrorCode, GroupId, IdentityKey,
     RelayFrame, PROTOCOL_VERSION,
 };
 
-use super::harness::{key, Relay, INVITE, PIN, TOKENS_PER_DAY, TOKEN_SECRET};
+use super::harness::{key, Peer, Relay, INVITE, PIN, TOKENS_PER_DAY, TOKEN_SECRET};
 use crate::store::SqliteStore;
 
 /// A commit payload announcing `next_key` (the signature is the members'
@@ -279,4 +281,39 @@ async fn tokens_are_issued_within_the_daily_quota_and_check_under_the_day_key() 
     let _ = peer.hello().await;
     peer.send(ClientFrame::IssueTokens { request: 5, blinded: again.blinded().to_vec() });
     assert_eq!(peer.refused().await, ErrorCode::Unexpected);
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_holds_at_most_the_delivery_window() {
+    let relay = Relay::start();
+    let (mut alice, alice_id) = relay.register(&key(1)).await;
+    // 3 MiB each: two fit the 8 MiB window, a third must wait.
+    let big = vec![7u8; 3 * 1024 * 1024];
+    for request in 0..4 {
+        alice.send(ClientFrame::Send {
+            request,
+            recipients: vec![alice_id],
+            payload: big.clone(),
+            ttl_secs: 0,
+        });
+        assert_eq!(alice.recv().await, RelayFrame::Accepted { request, inactive: vec![] });
+    }
+    alice.send(ClientFrame::Subscribe);
+    async fn queued_reaches(peer: &Peer, count: usize) {
+        while peer.from.len() < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let wait = Duration::from_secs(10);
+    tokio::time::timeout(wait, queued_reaches(&alice, 2)).await.expect("two deliveries were not queued");
+    // Unread, they hold the window: no third is queued.
+    let third = tokio::time::timeout(Duration::from_millis(300), queued_reaches(&alice, 3)).await;
+    assert!(third.is_err(), "a third 3 MiB delivery was queued past the window");
+    // Reading one gives its share back, and the next comes.
+    assert!(matches!(alice.recv().await, RelayFrame::Deliver { .. }));
+    tokio::time::timeout(wait, queued_reaches(&alice, 2)).await.expect("the next delivery did not come");
+    for _ in 0..3 {
+        assert!(matches!(alice.recv().await, RelayFrame::Deliver { .. }));
+    }
+    assert_eq!(alice.recv().await, RelayFrame::QueueEmpty);
 }

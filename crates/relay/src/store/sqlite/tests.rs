@@ -324,18 +324,18 @@ fn a_mailbox_page_is_bounded_in_bytes_as_well_as_count() {
     let (mut store, hash) = store_with_invite();
     let bob = register(&mut store, hash, 1);
     let big = payload(&vec![7; 3 * 1024 * 1024]);
-    for _ in 0..3 {
+    for _ in 0..5 {
         Operations::enqueue(&mut store, &[bob], &big, 10, 1_000).unwrap();
     }
     Operations::enqueue(&mut store, &[bob], &payload(b"small"), 10, 1_000).unwrap();
-    // 3 MiB + 3 MiB would pass the 4 MiB page: one at a time.
+    // A third 3 MiB payload would pass the 8 MiB page: two at a time.
     let first = Operations::pending(&mut store, &bob, 0, 512, 20).unwrap();
-    assert_eq!(first.len(), 1);
-    let second = Operations::pending(&mut store, &bob, first[0].id, 512, 20).unwrap();
-    assert_eq!(second.len(), 1);
+    assert_eq!(first.len(), 2);
+    let second = Operations::pending(&mut store, &bob, first[1].id, 512, 20).unwrap();
+    assert_eq!(second.len(), 2);
     // The last big one and the small one fit together.
-    let third = Operations::pending(&mut store, &bob, second[0].id, 512, 20).unwrap();
+    let third = Operations::pending(&mut store, &bob, second[1].id, 512, 20).unwrap();
     assert_eq!(third.iter().map(|q| q.payload.len()).collect::<Vec<_>>(), vec![3 * 1024 * 1024, 5]);
     // And the count limit still applies.
-    assert_eq!(Operations::pending(&mut store, &bob, second[0].id, 1, 20).unwrap().len(), 1);
+    assert_eq!(Operations::pending(&mut store, &bob, second[1].id, 1, 20).unwrap().len(), 1);
 }
