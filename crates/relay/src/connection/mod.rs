@@ -374,12 +374,16 @@ async fn feed_all(
     sink: &mut Sink,
     frames: Vec<OutFrame>,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    // The deliveries' window shares are given back once the batch is
+    // flushed, not merely fed.
+    let mut shares = Vec::with_capacity(frames.len());
     for out in frames {
         sink.feed(Message::binary(out.frame.encode())).await?;
-        // Written into TLS: a delivery's window share is given back here.
-        drop(out);
+        shares.push(out._window);
     }
-    sink.flush().await
+    sink.flush().await?;
+    drop(shares);
+    Ok(())
 }
 
 #[cfg(test)]
