@@ -23,8 +23,8 @@
 //! real engine on four devices, the relay's real store and ordering) with
 //! every choice of its schedule (who does what, which deliveries are lost,
 //! reordered, replayed or corrupted) read from the input. Both check their
-//! invariants, not only that nothing panics, and are slow (see
-//! [`SLOW_TARGETS`]).
+//! invariants, not only that nothing panics, and are slow (milliseconds to a
+//! second per input), so the test command runs fewer mutations of them.
 
 use hush_proto::{AccountId, ClientFrame, Invite, RelayFrame, WipeCode};
 use rand::rngs::StdRng;
@@ -47,10 +47,6 @@ pub const TARGETS: &[Target] = &[
     ("relay_session", relay_session),
     ("group_schedule", group_schedule),
 ];
-
-/// Targets that take milliseconds per input (a relay and its store, or MLS
-/// groups, set up for each): the test command runs fewer mutations of them.
-pub const SLOW_TARGETS: &[&str] = &["relay_session", "group_schedule"];
 
 /// The target called `name`.
 pub fn target(name: &str) -> Option<fn(&[u8])> {
