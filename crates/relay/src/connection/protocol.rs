@@ -566,6 +566,7 @@ impl Delivery {
                 tokio::select! {
                     push = pushes.recv() => {
                         let Some(queued) = push else { return };
+                        self.control.buffered.fetch_sub(queued.payload.len(), Ordering::AcqRel);
                         if queued.id > self.last && self.deliver(&queued).await.is_err() {
                             return;
                         }
@@ -600,9 +601,21 @@ impl Delivery {
         }
     }
 
+    /// Reads the next page. A read that fails ends the connection with an
+    /// error, so the client reconnects and drains again, rather than
+    /// staying connected to a delivery that has stopped.
     fn read_page(&self, after: u64) -> impl std::future::Future<Output = Result<Vec<Queued>, ()>> {
         let page = self.shared.reader.pending(self.account, after, DRAIN_PAGE, self.shared.now());
-        async move { page.await.map_err(|_| ()) }
+        let outbound = self.outbound.clone();
+        async move {
+            match page.await {
+                Ok(page) => Ok(page),
+                Err(error) => {
+                    let _ = refuse(&outbound, store_error_code(&error)).await;
+                    Err(())
+                }
+            }
+        }
     }
 
     async fn deliver(&mut self, queued: &Queued) -> Result<(), ()> {
