@@ -9,7 +9,8 @@
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::{AccountId, CertificatePin, GroupId, IdentityKey};
 use crate::limits::*;
-use crate::tokens::{Issued, ELEMENT_BYTES};
+use crate::queues::{Capability, Destination, QueueId};
+use crate::tokens::{Issued, Token, ELEMENT_BYTES};
 
 /// What a client may send to the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +121,89 @@ pub enum ClientFrame {
         /// Blinded elements, at most [`MAX_TOKENS_PER_REQUEST`].
         blinded: Vec<[u8; ELEMENT_BYTES]>,
     },
+    /// Opens or tops up a sealed connection's budget with one token: the
+    /// first frame after the challenge on a connection that sends without
+    /// logging in (see [`SEALED_REQUESTS_PER_TOKEN`]).
+    Spend {
+        /// Echoed in the answer.
+        request: u32,
+        /// An unspent token of today or yesterday.
+        token: Token,
+    },
+    /// Creates a queue (sealed connections only); answered `QueueCreated`.
+    CreateQueue {
+        /// Echoed in the answer.
+        request: u32,
+        /// The public owner key, whose holder may receive from the queue.
+        owner_key: [u8; 32],
+        /// [`crate::write_hash`] of the queue's first write secret.
+        write_hash: [u8; 32],
+    },
+    /// Proves ownership of queues (signatures over
+    /// [`crate::queue_auth_message`]) to receive from them on this
+    /// connection, which then never logs in or sends. Once all are named,
+    /// `Subscribe` starts delivery; queues named later join it.
+    SubscribeQueues {
+        /// Echoed in the answer.
+        request: u32,
+        /// Each queue and its owner's signature; at most
+        /// [`MAX_QUEUES_PER_SUBSCRIBE`].
+        proofs: Vec<(QueueId, [u8; 64])>,
+    },
+    /// Confirms that delivered queue payloads are stored; the relay deletes
+    /// them.
+    AckQueues {
+        /// Each queue and delivery sequence number.
+        items: Vec<(QueueId, u64)>,
+    },
+    /// Queues one payload in every target queue (sealed connections only).
+    /// Stored once, whatever the number of targets.
+    SealedSend {
+        /// Echoed in the answer.
+        request: u32,
+        /// The queues, each with its write secret.
+        targets: Vec<Capability>,
+        /// Opaque ciphertext.
+        payload: Vec<u8>,
+        /// As in `Send`.
+        ttl_secs: u32,
+    },
+    /// A commit, as `Commit`, sent to queues (sealed connections only). The
+    /// relay orders it against the group's epoch key, and if it is
+    /// accepted replaces the write secrets of `rotate` in the same
+    /// transaction, so that the queues of a group follow its epochs.
+    SealedCommit {
+        /// Echoed in the answer.
+        request: u32,
+        /// The group.
+        group: GroupId,
+        /// The epoch the commit was made in.
+        epoch: u64,
+        /// The queues that receive the commit.
+        targets: Vec<Capability>,
+        /// Queues whose write secret changes if the commit is accepted:
+        /// the current capability and the hash of the next secret.
+        rotate: Vec<(Capability, [u8; 32])>,
+        /// The opaque commit, as in `Commit`.
+        payload: Vec<u8>,
+        /// Where the Welcome goes, and the Welcome, as in `Commit`.
+        welcome: Option<(Vec<Destination>, Vec<u8>)>,
+        /// As in `Commit`.
+        next_key: [u8; 32],
+        /// As in `Commit`.
+        signature: [u8; 64],
+    },
 }
+
+/// Sealed requests (sends, commits, queue creations, key package fetches)
+/// one spent token pays for on its connection. A token check costs about
+/// twice the relay's whole work for one message, so a token buys a budget
+/// rather than one send; the sends of one connection are linkable by the
+/// connection anyway.
+pub const SEALED_REQUESTS_PER_TOKEN: u32 = 64;
+/// Payload bytes one spent token pays for (each payload counted once,
+/// whatever its number of targets).
+pub const SEALED_BYTES_PER_TOKEN: u64 = 16 * 1024 * 1024;
 
 /// What the relay may send to a client. This is the whole allow-list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +269,35 @@ pub enum RelayFrame {
     },
     /// Everything queued so far has been delivered.
     QueueEmpty,
+    /// The answer to `CreateQueue`.
+    QueueCreated {
+        /// The request being answered.
+        request: u32,
+        /// The new queue's id.
+        queue: QueueId,
+    },
+    /// A sealed send or commit is durably stored in every target queue
+    /// except those listed.
+    Sent {
+        /// The request being answered.
+        request: u32,
+        /// Indexes (into `targets`, then the Welcome's destinations) that
+        /// were not written to: no such queue, a wrong write secret, a full
+        /// queue, or an unknown or deactivated account. The relay does not
+        /// say which.
+        refused: Vec<u32>,
+    },
+    /// One payload of a subscribed queue.
+    QueueDeliver {
+        /// The queue.
+        queue: QueueId,
+        /// Sequence number, increasing per queue; acknowledge it.
+        seq: u64,
+        /// When the relay stored it (Unix seconds).
+        arrived_at: u64,
+        /// Opaque ciphertext.
+        payload: Vec<u8>,
+    },
     /// A wipe ordered with the account's wipe code. The device wipes itself
     /// only if the secret hashes to the value it keeps; the relay cannot
     /// produce it without the code.
@@ -241,10 +353,16 @@ pub enum ErrorCode {
     /// The commit is not signed with the key of the group's current epoch:
     /// it does not come from a current member.
     NotAMember = 17,
+    /// The token is not valid today, or was spent already.
+    BadToken = 18,
+    /// The sealed connection's budget is spent: spend another token.
+    NeedToken = 19,
+    /// The queue does not exist, or the proof of owning it does not verify.
+    BadQueue = 20,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 17] = [
+    const ALL: [ErrorCode; 20] = [
         Self::Malformed,
         Self::TooLarge,
         Self::UnsupportedVersion,
@@ -262,6 +380,9 @@ impl ErrorCode {
         Self::ShuttingDown,
         Self::BadWipeCode,
         Self::NotAMember,
+        Self::BadToken,
+        Self::NeedToken,
+        Self::BadQueue,
     ];
 
     fn from_u16(value: u16) -> Result<Self, DecodeError> {
@@ -288,6 +409,9 @@ impl ErrorCode {
             Self::ShuttingDown => "relay is shutting down",
             Self::BadWipeCode => "the wipe code does not match the account",
             Self::NotAMember => "the commit does not come from a member of the group's current epoch",
+            Self::BadToken => "the send token is not valid or was spent already",
+            Self::NeedToken => "this connection's send budget is spent",
+            Self::BadQueue => "unknown queue or bad queue proof",
         }
     }
 }
@@ -411,6 +535,40 @@ fn read_accounts(r: &mut Reader<'_>) -> Result<Vec<AccountId>, DecodeError> {
     r.list("recipients", MAX_RECIPIENTS, |r| r.array().map(AccountId))
 }
 
+fn write_capability(w: &mut Writer, capability: &Capability) {
+    w.array(&capability.queue.0);
+    w.array(&capability.secret);
+}
+
+fn read_capability(r: &mut Reader<'_>) -> Result<Capability, DecodeError> {
+    Ok(Capability { queue: QueueId(r.array()?), secret: r.array()? })
+}
+
+fn read_targets(r: &mut Reader<'_>) -> Result<Vec<Capability>, DecodeError> {
+    r.list("targets", MAX_RECIPIENTS, read_capability)
+}
+
+fn write_destination(w: &mut Writer, destination: &Destination) {
+    match destination {
+        Destination::Queue(capability) => {
+            w.u8(0);
+            write_capability(w, capability);
+        }
+        Destination::Account(account) => {
+            w.u8(1);
+            w.array(&account.0);
+        }
+    }
+}
+
+fn read_destination(r: &mut Reader<'_>) -> Result<Destination, DecodeError> {
+    match r.u8()? {
+        0 => Ok(Destination::Queue(read_capability(r)?)),
+        1 => Ok(Destination::Account(AccountId(r.array()?))),
+        _ => Err(DecodeError::Invalid("destination")),
+    }
+}
+
 impl ClientFrame {
     /// Encodes the frame.
     pub fn encode(&self) -> Vec<u8> {
@@ -500,6 +658,79 @@ impl ClientFrame {
                 w.list(blinded, |w, element| w.array(element));
                 w.finish()
             }
+            Self::Spend { request, token } => {
+                let mut w = Writer::with_tag(0x0c);
+                w.u32(*request);
+                w.u64(token.day);
+                w.array(&token.nonce);
+                w.array(&token.output);
+                w.finish()
+            }
+            Self::CreateQueue { request, owner_key, write_hash } => {
+                let mut w = Writer::with_tag(0x0d);
+                w.u32(*request);
+                w.array(owner_key);
+                w.array(write_hash);
+                w.finish()
+            }
+            Self::SubscribeQueues { request, proofs } => {
+                let mut w = Writer::with_tag(0x0e);
+                w.u32(*request);
+                w.list(proofs, |w, (queue, signature)| {
+                    w.array(&queue.0);
+                    w.array(signature);
+                });
+                w.finish()
+            }
+            Self::AckQueues { items } => {
+                let mut w = Writer::with_tag(0x0f);
+                w.list(items, |w, (queue, seq)| {
+                    w.array(&queue.0);
+                    w.u64(*seq);
+                });
+                w.finish()
+            }
+            Self::SealedSend { request, targets, payload, ttl_secs } => {
+                let mut w = Writer::with_tag(0x10);
+                w.u32(*request);
+                w.list(targets, write_capability);
+                w.bytes(payload);
+                w.u32(*ttl_secs);
+                w.finish()
+            }
+            Self::SealedCommit {
+                request,
+                group,
+                epoch,
+                targets,
+                rotate,
+                payload,
+                welcome,
+                next_key,
+                signature,
+            } => {
+                let mut w = Writer::with_tag(0x11);
+                w.u32(*request);
+                w.bytes(&group.0);
+                w.u64(*epoch);
+                w.list(targets, write_capability);
+                w.list(rotate, |w, (capability, next)| {
+                    write_capability(w, capability);
+                    w.array(next);
+                });
+                w.bytes(payload);
+                match welcome {
+                    None => w.u8(0),
+                    Some((to, bytes)) => {
+                        w.u8(1);
+                        w.list(to, write_destination);
+                        w.bytes(bytes);
+                    }
+                }
+                w.array(next_key);
+                w.array(signature);
+                w.finish()
+            }
         }
     }
 
@@ -551,6 +782,42 @@ impl ClientFrame {
             0x0b => Self::IssueTokens {
                 request: r.u32()?,
                 blinded: r.list("blinded elements", MAX_TOKENS_PER_REQUEST, |r| r.array())?,
+            },
+            0x0c => Self::Spend {
+                request: r.u32()?,
+                token: Token { day: r.u64()?, nonce: r.array()?, output: r.array()? },
+            },
+            0x0d => Self::CreateQueue { request: r.u32()?, owner_key: r.array()?, write_hash: r.array()? },
+            0x0e => Self::SubscribeQueues {
+                request: r.u32()?,
+                proofs: r.list("queue proofs", MAX_QUEUES_PER_SUBSCRIBE, |r| {
+                    Ok((QueueId(r.array()?), r.array()?))
+                })?,
+            },
+            0x0f => Self::AckQueues {
+                items: r.list("ack ids", MAX_ACK_IDS, |r| Ok((QueueId(r.array()?), r.u64()?)))?,
+            },
+            0x10 => Self::SealedSend {
+                request: r.u32()?,
+                targets: read_targets(&mut r)?,
+                payload: r.bytes("payload", MAX_PAYLOAD_BYTES)?,
+                ttl_secs: r.u32()?,
+            },
+            0x11 => Self::SealedCommit {
+                request: r.u32()?,
+                group: GroupId(r.bytes("group id", MAX_GROUP_ID_BYTES)?),
+                epoch: r.u64()?,
+                targets: read_targets(&mut r)?,
+                rotate: r.list("rotations", MAX_RECIPIENTS, |r| Ok((read_capability(r)?, r.array()?)))?,
+                payload: r.bytes("payload", MAX_PAYLOAD_BYTES)?,
+                welcome: r.option(|r| {
+                    Ok((
+                        r.list("welcome destinations", MAX_RECIPIENTS, read_destination)?,
+                        r.bytes("welcome", MAX_PAYLOAD_BYTES)?,
+                    ))
+                })?,
+                next_key: r.array()?,
+                signature: r.array()?,
             },
             other => return Err(DecodeError::UnknownFrame(other)),
         };
@@ -606,6 +873,26 @@ impl RelayFrame {
                 w.finish()
             }
             Self::QueueEmpty => Writer::with_tag(0x88).finish(),
+            Self::QueueCreated { request, queue } => {
+                let mut w = Writer::with_tag(0x8c);
+                w.u32(*request);
+                w.array(&queue.0);
+                w.finish()
+            }
+            Self::Sent { request, refused } => {
+                let mut w = Writer::with_tag(0x8d);
+                w.u32(*request);
+                w.list(refused, |w, index| w.u32(*index));
+                w.finish()
+            }
+            Self::QueueDeliver { queue, seq, arrived_at, payload } => {
+                let mut w = Writer::with_tag(0x8e);
+                w.array(&queue.0);
+                w.u64(*seq);
+                w.u64(*arrived_at);
+                w.bytes(payload);
+                w.finish()
+            }
             Self::Tokens { request, issued } => {
                 let mut w = Writer::with_tag(0x8b);
                 w.u32(*request);
@@ -652,6 +939,17 @@ impl RelayFrame {
                 payload: r.bytes("payload", MAX_PAYLOAD_BYTES)?,
             },
             0x88 => Self::QueueEmpty,
+            0x8c => Self::QueueCreated { request: r.u32()?, queue: QueueId(r.array()?) },
+            0x8d => Self::Sent {
+                request: r.u32()?,
+                refused: r.list("refused targets", 2 * MAX_RECIPIENTS, |r| r.u32())?,
+            },
+            0x8e => Self::QueueDeliver {
+                queue: QueueId(r.array()?),
+                seq: r.u64()?,
+                arrived_at: r.u64()?,
+                payload: r.bytes("payload", MAX_PAYLOAD_BYTES)?,
+            },
             0x8a => Self::WipeOrder { secret: r.array()? },
             0x8b => Self::Tokens {
                 request: r.u32()?,
@@ -692,6 +990,18 @@ mod tests {
 
     fn blob() -> impl Strategy<Value = Vec<u8>> {
         vec(any::<u8>(), 0..64)
+    }
+
+    fn queue() -> impl Strategy<Value = QueueId> {
+        any::<[u8; 16]>().prop_map(QueueId)
+    }
+
+    fn capability() -> impl Strategy<Value = Capability> {
+        (queue(), any::<[u8; 32]>()).prop_map(|(queue, secret)| Capability { queue, secret })
+    }
+
+    fn destination() -> impl Strategy<Value = Destination> {
+        prop_oneof![capability().prop_map(Destination::Queue), account().prop_map(Destination::Account)]
     }
 
     fn client_frame() -> impl Strategy<Value = ClientFrame> {
@@ -764,6 +1074,66 @@ mod tests {
                 .prop_map(|(request, account, secret)| ClientFrame::RemoteWipe { request, account, secret }),
             (any::<u32>(), vec(any::<[u8; 32]>(), 0..5))
                 .prop_map(|(request, blinded)| ClientFrame::IssueTokens { request, blinded }),
+            (any::<u32>(), any::<u64>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
+                |(request, day, nonce, half)| {
+                    let mut output = [5; 64];
+                    output[..32].copy_from_slice(&half);
+                    ClientFrame::Spend { request, token: Token { day, nonce, output } }
+                }
+            ),
+            (any::<u32>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
+                |(request, owner_key, write_hash)| ClientFrame::CreateQueue {
+                    request,
+                    owner_key,
+                    write_hash
+                }
+            ),
+            (any::<u32>(), vec((queue(), any::<[u8; 32]>()), 0..4)).prop_map(|(request, proofs)| {
+                let proofs = proofs
+                    .into_iter()
+                    .map(|(queue, half)| {
+                        let mut signature = [4; 64];
+                        signature[..32].copy_from_slice(&half);
+                        (queue, signature)
+                    })
+                    .collect();
+                ClientFrame::SubscribeQueues { request, proofs }
+            }),
+            vec((queue(), any::<u64>()), 0..6).prop_map(|items| ClientFrame::AckQueues { items }),
+            (any::<u32>(), vec(capability(), 0..4), blob(), any::<u32>()).prop_map(
+                |(request, targets, payload, ttl_secs)| ClientFrame::SealedSend {
+                    request,
+                    targets,
+                    payload,
+                    ttl_secs
+                }
+            ),
+            (
+                (any::<u32>(), vec(any::<u8>(), 0..32), any::<u64>()),
+                vec(capability(), 0..4),
+                vec((capability(), any::<[u8; 32]>()), 0..4),
+                blob(),
+                proptest::option::of((vec(destination(), 0..3), blob())),
+                any::<[u8; 32]>(),
+                any::<[u8; 32]>(),
+            )
+                .prop_map(
+                    |((request, group, epoch), targets, rotate, payload, welcome, next_key, half)| {
+                        let mut signature = [6u8; 64];
+                        signature[32..].copy_from_slice(&half);
+                        ClientFrame::SealedCommit {
+                            request,
+                            group: GroupId(group),
+                            epoch,
+                            targets,
+                            rotate,
+                            payload,
+                            welcome,
+                            next_key,
+                            signature,
+                        }
+                    }
+                ),
         ]
     }
 
@@ -797,6 +1167,12 @@ mod tests {
                     RelayFrame::Tokens { request, issued: Issued { day, public_key, evaluated, proof } }
                 }),
             (error_code(), "[ -~]{0,100}").prop_map(|(code, message)| RelayFrame::Error { code, message }),
+            (any::<u32>(), queue()).prop_map(|(request, queue)| RelayFrame::QueueCreated { request, queue }),
+            (any::<u32>(), vec(any::<u32>(), 0..5))
+                .prop_map(|(request, refused)| RelayFrame::Sent { request, refused }),
+            (queue(), any::<u64>(), any::<u64>(), blob()).prop_map(|(queue, seq, arrived_at, payload)| {
+                RelayFrame::QueueDeliver { queue, seq, arrived_at, payload }
+            }),
         ]
     }
 

@@ -14,6 +14,7 @@ mod frames;
 mod ids;
 mod invite;
 pub mod limits;
+mod queues;
 pub mod tokens;
 mod wipe_code;
 
@@ -21,10 +22,11 @@ pub use codec::DecodeError;
 pub use frames::{
     announced_payload, auth_message, commit_auth_message, key_announcement, split_announced_payload,
     AuthPurpose, ClientFrame, ErrorCode, KeyAnnouncement, RelayFrame, COMMIT_KEY_LABEL, COMMIT_PAYLOAD_TAG,
-    WELCOME_PAYLOAD_TAG,
+    SEALED_BYTES_PER_TOKEN, SEALED_REQUESTS_PER_TOKEN, WELCOME_PAYLOAD_TAG,
 };
 pub use ids::{AccountId, CertificatePin, DeviceId, GroupId, IdError, IdentityKey};
 pub use invite::{is_relay_address, Invite, InviteError};
+pub use queues::{queue_auth_message, write_hash, Capability, Destination, QueueId};
 pub use wipe_code::WipeCode;
 
 /// The protocol version spoken by this build; a relay refuses any other.

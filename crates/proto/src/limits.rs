@@ -28,3 +28,6 @@ pub const MAX_GROUP_ID_BYTES: usize = 32;
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 256;
 /// Most tokens one issuance request asks for.
 pub const MAX_TOKENS_PER_REQUEST: usize = 256;
+/// Most queues one `SubscribeQueues` frame names (its proofs must fit in
+/// the bytes a connection may send before it has proved anything).
+pub const MAX_QUEUES_PER_SUBSCRIBE: usize = 32;

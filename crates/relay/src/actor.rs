@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use hush_proto::{AccountId, IdentityKey};
+use hush_proto::{AccountId, Capability, IdentityKey, QueueId};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::store::{
-    AccountRecord, CommitOutcome, CommitRequest, Enqueued, Operations, Queued, RelayStore, StoreError,
-    UnixSeconds,
+    AccountRecord, CommitOutcome, CommitRequest, Enqueued, Mailbox, Operations, Queued, RelayStore,
+    SealedCommitRequest, StoreError, UnixSeconds,
 };
 
 /// Most operations in one batch.
@@ -183,12 +183,12 @@ impl ReadHandle {
     /// See [`Operations::pending`].
     pub fn pending(
         &self,
-        account: AccountId,
+        mailbox: Mailbox,
         after: u64,
         limit: u32,
         now: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<Vec<Queued>, StoreError>> + Send + 'static {
-        call(&self.sender, nothing_stored, move |s| s.pending(&account, after, limit, now))
+        call(&self.sender, nothing_stored, move |s| s.pending(&mailbox, after, limit, now))
     }
 }
 
@@ -316,6 +316,65 @@ impl StoreHandle {
         ids: Vec<u64>,
     ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send + 'static {
         self.call(nothing_stored, move |s| s.ack(&account, &ids))
+    }
+
+    /// See [`Operations::create_queue`].
+    pub fn create_queue(
+        &self,
+        id: QueueId,
+        owner_key: [u8; 32],
+        write_hash: [u8; 32],
+        now: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.create_queue(&id, &owner_key, &write_hash, now))
+    }
+
+    /// See [`Operations::queue_owner`].
+    pub fn queue_owner(
+        &self,
+        queue: QueueId,
+        now: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<Option<[u8; 32]>, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.queue_owner(&queue, now))
+    }
+
+    /// See [`Operations::enqueue_sealed`].
+    pub fn enqueue_sealed(
+        &self,
+        targets: Vec<Capability>,
+        payload: Arc<[u8]>,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<Enqueued, StoreError>> + Send + 'static {
+        self.call(enqueued, move |s| s.enqueue_sealed(&targets, &payload, now, expires))
+    }
+
+    /// See [`Operations::commit_sealed`].
+    pub fn commit_sealed(
+        &self,
+        commit: SealedCommitRequest,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static {
+        self.call(committed, move |s| s.commit_sealed(&commit, now, expires))
+    }
+
+    /// See [`Operations::ack_queue`].
+    pub fn ack_queue(
+        &self,
+        queue: QueueId,
+        seqs: Vec<u64>,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.ack_queue(&queue, &seqs))
+    }
+
+    /// See [`Operations::spend_token`].
+    pub fn spend_token(
+        &self,
+        day: u64,
+        nonce: [u8; 32],
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.spend_token(day, &nonce))
     }
 
     /// See [`Operations::purge_expired`].

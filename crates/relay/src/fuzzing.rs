@@ -99,12 +99,18 @@ impl Sent {
             ClientFrame::UploadKeyPackages { request, .. }
             | ClientFrame::FetchKeyPackage { request, .. }
             | ClientFrame::RemoteWipe { request, .. }
-            | ClientFrame::IssueTokens { request, .. } => Some(*request),
+            | ClientFrame::IssueTokens { request, .. }
+            | ClientFrame::Spend { request, .. }
+            | ClientFrame::CreateQueue { request, .. }
+            | ClientFrame::SubscribeQueues { request, .. }
+            | ClientFrame::SealedSend { request, .. }
+            | ClientFrame::SealedCommit { request, .. } => Some(*request),
             ClientFrame::Hello { .. }
             | ClientFrame::Register { .. }
             | ClientFrame::Login { .. }
             | ClientFrame::Subscribe
-            | ClientFrame::Ack { .. } => None,
+            | ClientFrame::Ack { .. }
+            | ClientFrame::AckQueues { .. } => None,
         };
         if let Some(request) = request {
             *self.unanswered.entry(request).or_default() += 1;
@@ -134,7 +140,9 @@ fn answer_to(frame: &RelayFrame) -> Option<u32> {
         | RelayFrame::KeyPackage { request, .. }
         | RelayFrame::Rejected { request, .. }
         | RelayFrame::StaleEpoch { request, .. }
-        | RelayFrame::Tokens { request, .. } => Some(*request),
+        | RelayFrame::Tokens { request, .. }
+        | RelayFrame::Sent { request, .. }
+        | RelayFrame::QueueCreated { request, .. } => Some(*request),
         _ => None,
     }
 }

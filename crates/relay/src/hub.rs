@@ -1,18 +1,19 @@
-//! Who is connected: live subscriptions per account, so a stored payload can
-//! be pushed at once, and deactivation can close every connection of an
-//! account.
+//! Who is connected: live subscriptions per mailbox (a queue, or an
+//! account's introduction mailbox), so a stored payload can be pushed at
+//! once, and the logged-in connections per account, so deactivation can
+//! close them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hush_proto::AccountId;
 use tokio::sync::{mpsc, Notify};
 
-use crate::store::Queued;
+use crate::store::{Mailbox, Queued};
 
 /// Pushes buffered per connection before it counts as lagging.
-const PUSH_BUFFER: usize = 1024;
+pub const PUSH_BUFFER: usize = 1024;
 /// Payload bytes buffered per connection before it counts as lagging: a
 /// connection that does not keep up holds at most this much of payloads the
 /// store has already written, not `PUSH_BUFFER` payloads of the largest size.
@@ -22,7 +23,7 @@ pub const PUSH_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Default)]
 pub struct Control {
     /// Set when a push was dropped because the buffer was full: the
-    /// connection must re-read its mailbox from the store.
+    /// connection must re-read its mailboxes from the store.
     pub lagged: AtomicBool,
     /// Wakes the delivery task after `lagged` was set.
     pub lag: Notify,
@@ -34,9 +35,12 @@ pub struct Control {
     pub wipe: Mutex<Option<[u8; 32]>>,
 }
 
-struct Entry {
+/// A logged-in connection: its id and its signals.
+type Connection = (u64, Arc<Control>);
+
+struct Subscriber {
     id: u64,
-    pushes: Option<mpsc::Sender<Queued>>,
+    pushes: mpsc::Sender<Queued>,
     control: Arc<Control>,
 }
 
@@ -44,53 +48,79 @@ struct Entry {
 #[derive(Default)]
 pub struct Hub {
     next_id: AtomicU64,
-    accounts: Mutex<HashMap<AccountId, Vec<Entry>>>,
+    connections: AtomicUsize,
+    accounts: Mutex<HashMap<AccountId, Vec<Connection>>>,
+    mailboxes: Mutex<HashMap<Mailbox, Vec<Subscriber>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding
+    // it; the map itself stays consistent, so keep serving.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Hub {
-    /// Registers a logged-in connection. Pushes go only to connections that
-    /// `subscribe`; every connection can be closed.
-    pub fn register(&self, account: AccountId) -> (u64, Arc<Control>) {
+    /// Registers a connection, logged in to `account` or not (queue and
+    /// sealed connections are not); only logged-in ones can be closed by
+    /// account. Pair with [`Hub::unregister`].
+    pub fn register(&self, account: Option<AccountId>) -> (u64, Arc<Control>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let control = Arc::new(Control::default());
-        let entry = Entry { id, pushes: None, control: Arc::clone(&control) };
-        self.lock().entry(account).or_default().push(entry);
+        if let Some(account) = account {
+            lock(&self.accounts).entry(account).or_default().push((id, Arc::clone(&control)));
+        }
+        self.connections.fetch_add(1, Ordering::Relaxed);
         (id, control)
     }
 
-    /// Starts pushing payloads for `account` to connection `id`.
-    pub fn subscribe(&self, account: AccountId, id: u64) -> Option<mpsc::Receiver<Queued>> {
-        let (sender, receiver) = mpsc::channel(PUSH_BUFFER);
-        let mut accounts = self.lock();
-        let entry = accounts.get_mut(&account)?.iter_mut().find(|entry| entry.id == id)?;
-        entry.pushes = Some(sender);
-        Some(receiver)
+    /// Starts pushing what is stored for `mailbox` to connection `id`.
+    pub fn subscribe(&self, mailbox: Mailbox, id: u64, control: &Arc<Control>, pushes: mpsc::Sender<Queued>) {
+        let subscriber = Subscriber { id, pushes, control: Arc::clone(control) };
+        lock(&self.mailboxes).entry(mailbox).or_default().push(subscriber);
     }
 
-    /// Removes a connection.
-    pub fn unregister(&self, account: AccountId, id: u64) {
-        let mut accounts = self.lock();
-        if let Some(entries) = accounts.get_mut(&account) {
-            entries.retain(|entry| entry.id != id);
-            if entries.is_empty() {
-                accounts.remove(&account);
+    /// Removes connection `id`, with its subscriptions to `mailboxes`.
+    pub fn unregister(
+        &self,
+        account: Option<AccountId>,
+        id: u64,
+        mailboxes: impl IntoIterator<Item = Mailbox>,
+    ) {
+        {
+            let mut subscribed = lock(&self.mailboxes);
+            for mailbox in mailboxes {
+                if let Some(subscribers) = subscribed.get_mut(&mailbox) {
+                    subscribers.retain(|subscriber| subscriber.id != id);
+                    if subscribers.is_empty() {
+                        subscribed.remove(&mailbox);
+                    }
+                }
             }
         }
+        if let Some(account) = account {
+            let mut accounts = lock(&self.accounts);
+            if let Some(entries) = accounts.get_mut(&account) {
+                entries.retain(|(entry, _)| *entry != id);
+                if entries.is_empty() {
+                    accounts.remove(&account);
+                }
+            }
+        }
+        self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Pushes stored payloads to their recipients' subscribed connections.
+    /// Pushes stored payloads to their mailboxes' subscribed connections.
     pub fn push(&self, queued: &[Queued]) {
-        let accounts = self.lock();
+        let mailboxes = lock(&self.mailboxes);
         for item in queued {
-            for entry in accounts.get(&item.recipient).into_iter().flatten() {
-                let Some(pushes) = &entry.pushes else { continue };
+            for subscriber in mailboxes.get(&item.to).into_iter().flatten() {
                 let len = item.payload.len();
-                let control = &entry.control;
+                let control = &subscriber.control;
                 let before = control.buffered.fetch_add(len, Ordering::AcqRel);
                 // The first push is taken whatever its size, so one
                 // payload larger than the cap still gets through.
                 let over = before > 0 && before + len > PUSH_BYTES;
-                if over || pushes.try_send(item.clone()).is_err() {
+                if over || subscriber.pushes.try_send(item.clone()).is_err() {
                     control.buffered.fetch_sub(len, Ordering::AcqRel);
                     control.lagged.store(true, Ordering::Release);
                     control.lag.notify_one();
@@ -99,34 +129,29 @@ impl Hub {
         }
     }
 
-    /// Closes every connection of `account`.
+    /// Closes every logged-in connection of `account`.
     pub fn close(&self, account: &AccountId) -> usize {
-        let accounts = self.lock();
+        let accounts = lock(&self.accounts);
         let entries = accounts.get(account).map(Vec::as_slice).unwrap_or_default();
-        for entry in entries {
-            entry.control.close.notify_one();
+        for (_, control) in entries {
+            control.close.notify_one();
         }
         entries.len()
     }
 
-    /// Passes a wipe order to every connection of `account`, then closes them.
+    /// Passes a wipe order to every logged-in connection of `account`, then
+    /// closes them.
     pub fn wipe(&self, account: &AccountId, secret: [u8; 32]) {
-        let accounts = self.lock();
-        for entry in accounts.get(account).map(Vec::as_slice).unwrap_or_default() {
-            *entry.control.wipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(secret);
-            entry.control.close.notify_one();
+        let accounts = lock(&self.accounts);
+        for (_, control) in accounts.get(account).map(Vec::as_slice).unwrap_or_default() {
+            *lock(&control.wipe) = Some(secret);
+            control.close.notify_one();
         }
     }
 
     /// Connections currently registered.
     pub fn connections(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, Vec<Entry>>> {
-        // A poisoned lock only means another thread panicked while holding
-        // it; the map itself stays consistent, so keep serving.
-        self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.connections.load(Ordering::Relaxed)
     }
 }
 
@@ -134,8 +159,15 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn queued(id: u64, recipient: AccountId, len: usize) -> Queued {
-        Queued { id, recipient, arrived_at: 0, payload: Arc::from(vec![0u8; len]) }
+    fn queued(id: u64, account: AccountId, len: usize) -> Queued {
+        Queued { id, to: Mailbox::Account(account), arrived_at: 0, payload: Arc::from(vec![0u8; len]) }
+    }
+
+    fn subscribed(hub: &Hub, account: AccountId) -> (Arc<Control>, mpsc::Receiver<Queued>) {
+        let (id, control) = hub.register(Some(account));
+        let (sender, receiver) = mpsc::channel(PUSH_BUFFER);
+        hub.subscribe(Mailbox::Account(account), id, &control, sender);
+        (control, receiver)
     }
 
     /// A subscriber that does not read holds at most `PUSH_BYTES` of pushed
@@ -145,8 +177,7 @@ mod tests {
     fn pushes_to_a_slow_reader_are_bounded_in_bytes() {
         let hub = Hub::default();
         let account = AccountId([1; 20]);
-        let (id, control) = hub.register(account);
-        let mut pushes = hub.subscribe(account, id).expect("registered");
+        let (control, mut pushes) = subscribed(&hub, account);
         let len = 1024 * 1024;
         let batch: Vec<Queued> = (1..=64).map(|id| queued(id, account, len)).collect();
         hub.push(&batch);
@@ -166,8 +197,7 @@ mod tests {
     fn one_large_push_gets_through() {
         let hub = Hub::default();
         let account = AccountId([2; 20]);
-        let (id, control) = hub.register(account);
-        let mut pushes = hub.subscribe(account, id).expect("registered");
+        let (control, mut pushes) = subscribed(&hub, account);
         hub.push(&[queued(1, account, PUSH_BYTES + 1)]);
         assert!(!control.lagged.load(Ordering::Acquire));
         assert_eq!(pushes.try_recv().expect("pushed").id, 1);

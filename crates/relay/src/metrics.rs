@@ -84,6 +84,8 @@ pub struct Metrics {
     connections_refused: AtomicU64,
     tokens_issued: AtomicU64,
     token_requests_refused: AtomicU64,
+    tokens_spent: AtomicU64,
+    tokens_refused: AtomicU64,
     messages_accepted: AtomicU64,
     message_bytes_accepted: AtomicU64,
     commits_accepted: AtomicU64,
@@ -103,6 +105,8 @@ impl Default for Metrics {
             connections_refused: AtomicU64::new(0),
             tokens_issued: AtomicU64::new(0),
             token_requests_refused: AtomicU64::new(0),
+            tokens_spent: AtomicU64::new(0),
+            tokens_refused: AtomicU64::new(0),
             messages_accepted: AtomicU64::new(0),
             message_bytes_accepted: AtomicU64::new(0),
             commits_accepted: AtomicU64::new(0),
@@ -140,6 +144,16 @@ impl Metrics {
     /// A token request refused for the account's daily quota.
     pub(crate) fn token_request_refused(&self) {
         self.token_requests_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A token spent to open or top up a sealed connection.
+    pub(crate) fn token_spent(&self) {
+        self.tokens_spent.fetch_add(1, Relaxed);
+    }
+
+    /// A token refused: not valid today, or spent already.
+    pub(crate) fn token_refused(&self) {
+        self.tokens_refused.fetch_add(1, Relaxed);
     }
 
     /// A message (not a commit) the store accepted.
@@ -191,6 +205,12 @@ impl Metrics {
                 &self.connections_refused,
             ),
             ("hush_tokens_issued_total", "Anonymous send tokens issued.", &self.tokens_issued),
+            ("hush_tokens_spent_total", "Send tokens spent on sealed connections.", &self.tokens_spent),
+            (
+                "hush_tokens_refused_total",
+                "Send tokens refused (invalid or spent already).",
+                &self.tokens_refused,
+            ),
             (
                 "hush_token_requests_refused_total",
                 "Token requests refused for an account's daily quota.",
@@ -404,7 +424,8 @@ mod tests {
         metrics.queued(2, 300);
         metrics.batch(3, Duration::from_micros(700), true);
         metrics.batch(600, Duration::from_secs(2), false);
-        let stats = Stats { accounts: 5, active_accounts: 4, queued_messages: 7, queued_bytes: 2100 };
+        let stats =
+            Stats { accounts: 5, active_accounts: 4, queued_messages: 7, queued_bytes: 2100, queues: 3 };
         let text = metrics.render(2, Some(&stats));
         for line in [
             "hush_connections 2",

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hush_proto::tokens::{day_of, Issued, TokenError, TokenIssuer, ELEMENT_BYTES};
+use hush_proto::tokens::{day_of, Issued, Token, TokenError, TokenIssuer, ELEMENT_BYTES};
 use hush_proto::AccountId;
 use zeroize::Zeroizing;
 
@@ -26,6 +26,8 @@ pub(crate) struct TokenDesk {
 struct Today {
     day: u64,
     issuer: Option<Arc<TokenIssuer>>,
+    /// Yesterday's issuer, to check tokens issued before midnight.
+    yesterday: Option<Arc<TokenIssuer>>,
     issued: HashMap<AccountId, u32>,
 }
 
@@ -41,7 +43,7 @@ pub(crate) enum Refusal {
 impl TokenDesk {
     /// A desk issuing `per_day` tokens per account and day.
     pub(crate) fn new(secret: Zeroizing<[u8; 32]>, per_day: u32) -> Self {
-        let today = Today { day: 0, issuer: None, issued: HashMap::new() };
+        let today = Today { day: 0, issuer: None, yesterday: None, issued: HashMap::new() };
         Self { secret, per_day, today: Mutex::new(today) }
     }
 
@@ -82,11 +84,7 @@ impl TokenDesk {
             // The day only moves forward: a request that read the clock
             // just before midnight, or a clock stepped back, is counted in
             // the day the desk is in, and never resets the counts.
-            let day = day_of(now);
-            if today.issuer.is_none() || day > today.day {
-                let issuer = TokenIssuer::for_day(&self.secret, day).map_err(|_| Refusal::Malformed)?;
-                *today = Today { day, issuer: Some(Arc::new(issuer)), issued: HashMap::new() };
-            }
+            self.turn(&mut today, day_of(now)).map_err(|_| Refusal::Malformed)?;
             let used = today.issued.entry(account).or_insert(0);
             if used.saturating_add(count) > self.per_day {
                 return Err(Refusal::Quota);
@@ -96,6 +94,44 @@ impl TokenDesk {
         };
         let issuer = issuer.ok_or(Refusal::Malformed)?;
         issuer.issue(blinded, &mut rand::rngs::OsRng).map_err(|_: TokenError| Refusal::Malformed)
+    }
+}
+
+impl TokenDesk {
+    /// Moves the desk to `day` if that is later than its own.
+    fn turn(&self, today: &mut Today, day: u64) -> Result<(), TokenError> {
+        if today.issuer.is_none() || day > today.day {
+            let issuer = Arc::new(TokenIssuer::for_day(&self.secret, day)?);
+            let yesterday = match &today.issuer {
+                Some(previous) if today.day + 1 == day => Some(Arc::clone(previous)),
+                _ => None,
+            };
+            *today = Today { day, issuer: Some(issuer), yesterday, issued: HashMap::new() };
+        }
+        Ok(())
+    }
+
+    /// Whether `token` was issued under today's or yesterday's key (whether
+    /// it was spent already is the store's to say). One scalar
+    /// multiplication (~70 µs).
+    pub(crate) fn check(&self, token: &Token, now: u64) -> bool {
+        let issuer = {
+            let mut today = self.today.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.turn(&mut today, day_of(now)).is_err() {
+                return false;
+            }
+            if token.day == today.day {
+                today.issuer.clone()
+            } else if token.day + 1 == today.day {
+                if today.yesterday.is_none() {
+                    today.yesterday = TokenIssuer::for_day(&self.secret, token.day).ok().map(Arc::new);
+                }
+                today.yesterday.clone()
+            } else {
+                None
+            }
+        };
+        issuer.is_some_and(|issuer| issuer.check(token))
     }
 }
 

@@ -36,7 +36,7 @@ use hush_core::{
     DeviceStore, Engine, EngineError, Event, Identity, Resolution,
 };
 use hush_proto::{AccountId, ClientFrame, GroupId, KeyAnnouncement};
-use hush_relay::store::{CommitOutcome, CommitRequest, Operations, SqliteStore, StoreError};
+use hush_relay::store::{CommitOutcome, CommitRequest, Mailbox, Operations, SqliteStore, StoreError};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -218,7 +218,9 @@ impl<R: RngCore> Sim<R> {
         let account = self.devices[d].account();
         let limit = u32::try_from(max.min(1_000)).unwrap();
         let cursor = self.devices[d].cursor;
-        let page = Operations::pending(&mut self.relay, &account, cursor, limit, self.now / 1000).unwrap();
+        let page =
+            Operations::pending(&mut self.relay, &Mailbox::Account(account), cursor, limit, self.now / 1000)
+                .unwrap();
         let Some(last) = page.last().map(|q| q.id) else { return Ok(()) };
         let mut payloads: Vec<(u64, Vec<u8>)> = page.iter().map(|q| (q.id, q.payload.to_vec())).collect();
         if faults && payloads.len() >= 2 && self.rng.gen_bool(0.3) {

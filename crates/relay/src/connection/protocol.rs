@@ -10,7 +10,6 @@
 //! one outbound queue.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,10 +21,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::ConnectionError;
-use crate::hub::Control;
+use crate::hub::{Control, PUSH_BUFFER};
 use crate::server::Shared;
-use crate::store::{CommitOutcome, CommitRequest, Queued, StoreError, PAGE_BYTES};
+use crate::store::{CommitOutcome, CommitRequest, Mailbox, StoreError};
 use crate::tokens::Refusal;
+use delivery::Delivery;
 
 /// Where a connection's client frames come from: the next frame, a frame
 /// that could not be decoded (as the error code to refuse it with), or why
@@ -40,11 +40,9 @@ pub(crate) trait FrameSource: Send {
 /// Answers and pushes queued per connection before the reader waits.
 pub(crate) const OUTBOUND_QUEUE: usize = 256;
 /// Requests one connection may have in flight at the store.
-const IN_FLIGHT: usize = 256;
+pub(crate) const IN_FLIGHT: usize = 256;
 /// The longest a key package is kept at the relay, whatever its upload says.
 const MAX_KEY_PACKAGE_SECS: u64 = 90 * 24 * 3600;
-/// Payloads read from the store per page while draining a mailbox.
-const DRAIN_PAGE: u32 = 512;
 
 /// What the writer task sends. The frame is boxed so the channel's
 /// preallocated block of slots stays small on every idle connection.
@@ -66,11 +64,6 @@ impl Outbound {
     }
 }
 
-/// Payload bytes of deliveries one connection may have queued and not yet
-/// written: a client that stops reading holds at most this much of the
-/// relay's memory in deliveries, whatever the size of its mailbox's payloads.
-const DELIVERY_WINDOW: usize = 8 * 1024 * 1024;
-
 /// Runs the protocol on one connection: login, then the session, frames
 /// from `incoming`, answers and deliveries into `outbound`. The transport
 /// calls the two halves itself, to raise its frame size limit in between.
@@ -82,20 +75,40 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let deadline = Instant::now() + shared.config.handshake_timeout();
-    let account = Box::pin(login(&shared, incoming, &outbound, deadline)).await?;
-    session(shared, account, incoming, outbound, &mut shutdown).await
+    let opened = Box::pin(login(&shared, incoming, &outbound, deadline)).await?;
+    session(shared, opened, incoming, outbound, &mut shutdown).await
 }
 
-/// Serves a logged-in client until it leaves, its account is deactivated
-/// or the relay shuts down.
+/// What a connection proved first, which decides what it may do: log in
+/// to an account, own queues to receive from them, or hold a token to send
+/// without saying who it is. A connection is only ever one of the three.
+pub(crate) enum Opened {
+    /// Logged in (or registered) as this account.
+    Account(AccountId),
+    /// Proved ownership of these queues, under this challenge.
+    Queues(queues::Proved),
+    /// Spent a token: a sealed connection with this budget.
+    Sealed(sealed::Budget),
+}
+
+/// Serves a client that proved something until it leaves, its account is
+/// deactivated or the relay shuts down.
 pub(crate) async fn session(
     shared: Arc<Shared>,
-    account: AccountId,
+    opened: Opened,
     incoming: &mut impl FrameSource,
     outbound: mpsc::Sender<Outbound>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
-    Session::new(shared, account, outbound).run(incoming, shutdown).await
+    match opened {
+        Opened::Account(account) => Session::new(shared, account, outbound).run(incoming, shutdown).await,
+        Opened::Queues(proved) => {
+            queues::QueueSession::new(shared, proved, outbound).run(incoming, shutdown).await
+        }
+        Opened::Sealed(budget) => {
+            sealed::SealedSession::new(shared, budget, outbound).run(incoming, shutdown).await
+        }
+    }
 }
 
 async fn refuse(outbound: &mpsc::Sender<Outbound>, code: ErrorCode) -> ConnectionError {
@@ -113,14 +126,15 @@ async fn next_frame_before(
     tokio::time::timeout(left, incoming.next_frame()).await.map_err(|_| ConnectionError::Timeout)?
 }
 
-/// The version check, then login, registration or a wipe order, before
-/// `deadline`; queues `Ready` and returns the account once logged in.
+/// The version check, then login, registration, a wipe order, proofs of
+/// owning queues or a token, before `deadline`; queues the answer and
+/// returns what the connection proved.
 pub(crate) async fn login(
     shared: &Shared,
     incoming: &mut impl FrameSource,
     outbound: &mpsc::Sender<Outbound>,
     deadline: Instant,
-) -> Result<AccountId, ConnectionError> {
+) -> Result<Opened, ConnectionError> {
     match next_frame_before(incoming, deadline).await? {
         Ok(ClientFrame::Hello { version }) if version == PROTOCOL_VERSION => {}
         Ok(ClientFrame::Hello { .. }) => return Err(refuse(outbound, ErrorCode::UnsupportedVersion).await),
@@ -133,6 +147,26 @@ pub(crate) async fn login(
     let (account, key_packages) = match next_frame_before(incoming, deadline).await? {
         Ok(ClientFrame::RemoteWipe { request, account, secret }) => {
             return Err(remote_wipe(shared, outbound, request, account, secret).await);
+        }
+        Ok(ClientFrame::SubscribeQueues { request, proofs }) => {
+            return match queues::prove(shared, &nonce, &proofs).await {
+                Ok(queues) => {
+                    let answer = RelayFrame::Accepted { request, inactive: Vec::new() };
+                    let _ = outbound.send(Outbound::frame(answer)).await;
+                    Ok(Opened::Queues(queues::Proved { nonce, queues }))
+                }
+                Err(code) => Err(refuse(outbound, code).await),
+            };
+        }
+        Ok(ClientFrame::Spend { request, token }) => {
+            return match sealed::spend(shared, token).await {
+                Ok(budget) => {
+                    let answer = RelayFrame::Accepted { request, inactive: Vec::new() };
+                    let _ = outbound.send(Outbound::frame(answer)).await;
+                    Ok(Opened::Sealed(budget))
+                }
+                Err(code) => Err(refuse(outbound, code).await),
+            };
         }
         Ok(ClientFrame::Register { invite_code, identity_key, signature, wipe_hash }) => {
             let message = auth_message(AuthPurpose::Register, &nonce, &shared.pin);
@@ -175,7 +209,7 @@ pub(crate) async fn login(
         Err(code) => return Err(refuse(outbound, code).await),
     };
     let _ = outbound.send(Outbound::frame(RelayFrame::Ready { account, key_packages })).await;
-    Ok(account)
+    Ok(Opened::Account(account))
 }
 
 /// Checks a wipe code and, if it matches, orders the wipe: the account is
@@ -222,7 +256,11 @@ fn has_duplicates(accounts: &[AccountId]) -> bool {
 }
 
 fn verify(key: &IdentityKey, message: &[u8], signature: &[u8; 64]) -> bool {
-    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key.0) else { return false };
+    verify_with(&key.0, message, signature)
+}
+
+fn verify_with(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(key) else { return false };
     let signature = ed25519_dalek::Signature::from_bytes(signature);
     key.verify_strict(message, &signature).is_ok()
 }
@@ -235,6 +273,7 @@ fn store_error_code(error: &StoreError) -> ErrorCode {
         StoreError::NoKeyPackage => ErrorCode::NoKeyPackage,
         StoreError::BadWipeCode => ErrorCode::BadWipeCode,
         StoreError::NotAMember => ErrorCode::NotAMember,
+        StoreError::QueueIdTaken => ErrorCode::Internal,
         StoreError::Database(_) | StoreError::Batch(_) => {
             tracing::error!(%error, "store operation failed");
             ErrorCode::Internal
@@ -252,7 +291,8 @@ struct RateLimit {
 }
 
 impl RateLimit {
-    fn new(per_sec: u32, burst: u32) -> Self {
+    fn new(shared: &Shared) -> Self {
+        let (per_sec, burst) = (shared.config.frames_per_sec, shared.config.frame_burst);
         let burst = f64::from(burst.max(1));
         Self { tokens: burst, burst, per_sec: f64::from(per_sec.max(1)), last: Instant::now() }
     }
@@ -279,6 +319,7 @@ impl RateLimit {
     }
 }
 
+/// A logged-in connection: the account plane.
 struct Session {
     shared: Arc<Shared>,
     account: AccountId,
@@ -291,7 +332,7 @@ struct Session {
 
 impl Session {
     fn new(shared: Arc<Shared>, account: AccountId, outbound: mpsc::Sender<Outbound>) -> Self {
-        let (connection_id, control) = shared.hub.register(account);
+        let (connection_id, control) = shared.hub.register(Some(account));
         Self {
             shared,
             account,
@@ -308,7 +349,7 @@ impl Session {
         incoming: &mut impl FrameSource,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), ConnectionError> {
-        let mut limit = RateLimit::new(self.shared.config.frames_per_sec, self.shared.config.frame_burst);
+        let mut limit = RateLimit::new(&self.shared);
         let control = Arc::clone(&self.control);
         loop {
             let frame = tokio::select! {
@@ -467,7 +508,20 @@ impl Session {
                 let refused = Answer::Rejected(ErrorCode::Unexpected);
                 self.spawn_request(Some(request), async move { Ok(refused) }).await;
             }
-            ClientFrame::Hello { .. } | ClientFrame::Register { .. } | ClientFrame::Login { .. } => {
+            // Sealed and queue frames never go on a logged-in connection,
+            // which would link them to the account.
+            ClientFrame::Spend { request, .. }
+            | ClientFrame::CreateQueue { request, .. }
+            | ClientFrame::SubscribeQueues { request, .. }
+            | ClientFrame::SealedSend { request, .. }
+            | ClientFrame::SealedCommit { request, .. } => {
+                let refused = Answer::Rejected(ErrorCode::Unexpected);
+                self.spawn_request(Some(request), async move { Ok(refused) }).await;
+            }
+            ClientFrame::Hello { .. }
+            | ClientFrame::Register { .. }
+            | ClientFrame::Login { .. }
+            | ClientFrame::AckQueues { .. } => {
                 let frame = RelayFrame::Error {
                     code: ErrorCode::Unexpected,
                     message: "already logged in".to_owned(),
@@ -486,38 +540,54 @@ impl Session {
         request: Option<u32>,
         result: impl std::future::Future<Output = Result<Answer, StoreError>> + Send + 'static,
     ) {
-        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else { return };
-        let outbound = self.outbound.clone();
-        tokio::spawn(async move {
-            let answer = result.await.unwrap_or_else(|error| Answer::Rejected(store_error_code(&error)));
-            if let Some(request) = request {
-                let _ = outbound.send(Outbound::frame(answer.into_frame(request))).await;
-            }
-            drop(permit);
-        });
+        spawn_answer(&self.in_flight, &self.outbound, request, result).await;
     }
 
+    /// Starts delivery of the account's introduction mailbox.
     fn subscribe(&mut self) {
-        let Some(pushes) = self.shared.hub.subscribe(self.account, self.connection_id) else { return };
-        let delivery = Delivery {
-            shared: Arc::clone(&self.shared),
-            account: self.account,
-            control: Arc::clone(&self.control),
-            outbound: self.outbound.clone(),
-            window: Arc::new(Semaphore::new(DELIVERY_WINDOW)),
-            last: 0,
-        };
-        self.delivery = Some(tokio::spawn(delivery.run(pushes)));
+        let mailbox = Mailbox::Account(self.account);
+        let (pushes, receiver) = mpsc::channel(PUSH_BUFFER);
+        self.shared.hub.subscribe(mailbox, self.connection_id, &self.control, pushes);
+        let delivery = Delivery::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.control),
+            self.outbound.clone(),
+            [mailbox],
+        );
+        // Nothing is ever added to a logged-in connection's mailboxes.
+        let (_, added) = mpsc::unbounded_channel();
+        self.delivery = Some(tokio::spawn(delivery.run(receiver, added)));
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.shared.hub.unregister(self.account, self.connection_id);
+        let mailboxes = self.delivery.is_some().then_some(Mailbox::Account(self.account));
+        self.shared.hub.unregister(Some(self.account), self.connection_id, mailboxes);
         if let Some(delivery) = self.delivery.take() {
             delivery.abort();
         }
     }
+}
+
+/// Waits for `result` (a store operation already handed to the worker,
+/// so operations keep the order their frames arrived in) as its own task,
+/// holding one of the connection's in-flight slots, and answers `request`.
+async fn spawn_answer(
+    in_flight: &Arc<Semaphore>,
+    outbound: &mpsc::Sender<Outbound>,
+    request: Option<u32>,
+    result: impl std::future::Future<Output = Result<Answer, StoreError>> + Send + 'static,
+) {
+    let Ok(permit) = Arc::clone(in_flight).acquire_owned().await else { return };
+    let outbound = outbound.clone();
+    tokio::spawn(async move {
+        let answer = result.await.unwrap_or_else(|error| Answer::Rejected(store_error_code(&error)));
+        if let Some(request) = request {
+            let _ = outbound.send(Outbound::frame(answer.into_frame(request))).await;
+        }
+        drop(permit);
+    });
 }
 
 enum Answer {
@@ -527,6 +597,9 @@ enum Answer {
     Accepted(Vec<AccountId>),
     KeyPackage(Vec<u8>),
     Tokens(hush_proto::tokens::Issued),
+    /// Stored in every target but these (by index).
+    Sent(Vec<u32>),
+    QueueCreated(hush_proto::QueueId),
     Stale(u64),
     Rejected(ErrorCode),
 }
@@ -538,107 +611,17 @@ impl Answer {
             Self::Accepted(inactive) => RelayFrame::Accepted { request, inactive },
             Self::KeyPackage(key_package) => RelayFrame::KeyPackage { request, key_package },
             Self::Tokens(issued) => RelayFrame::Tokens { request, issued },
+            Self::Sent(refused) => RelayFrame::Sent { request, refused },
+            Self::QueueCreated(queue) => RelayFrame::QueueCreated { request, queue },
             Self::Stale(epoch) => RelayFrame::StaleEpoch { request, epoch },
             Self::Rejected(code) => RelayFrame::Rejected { request, code },
         }
     }
 }
 
-/// Delivers a mailbox: everything stored, then `QueueEmpty`, then live
-/// pushes; re-reads the store whenever pushes were dropped.
-struct Delivery {
-    shared: Arc<Shared>,
-    account: AccountId,
-    control: Arc<Control>,
-    outbound: mpsc::Sender<Outbound>,
-    window: Arc<Semaphore>,
-    last: u64,
-}
-
-impl Delivery {
-    async fn run(mut self, mut pushes: mpsc::Receiver<Queued>) {
-        loop {
-            self.control.lagged.store(false, Ordering::Release);
-            if self.drain().await.is_err() || self.send(RelayFrame::QueueEmpty).await.is_err() {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    push = pushes.recv() => {
-                        let Some(queued) = push else { return };
-                        self.control.buffered.fetch_sub(queued.payload.len(), Ordering::AcqRel);
-                        if queued.id > self.last && self.deliver(&queued).await.is_err() {
-                            return;
-                        }
-                    }
-                    _ = self.control.lag.notified() => break,
-                }
-            }
-        }
-    }
-
-    /// Sends everything queued, page by page; the next page is read while
-    /// the current one goes out.
-    async fn drain(&mut self) -> Result<(), ()> {
-        let mut page = self.read_page(self.last).await?;
-        loop {
-            // A page is the last one unless it is full by count, or holds
-            // enough bytes that the store may have cut it by size (a page
-            // cut by size holds more than PAGE_BYTES less one payload).
-            let bytes: usize = page.iter().map(|queued| queued.payload.len()).sum();
-            let maybe_cut = bytes > PAGE_BYTES - hush_proto::limits::MAX_PAYLOAD_BYTES;
-            let next = match page.last() {
-                Some(last) if page.len() == DRAIN_PAGE as usize || maybe_cut => Some(self.read_page(last.id)),
-                _ => None,
-            };
-            for queued in &page {
-                self.deliver(queued).await?;
-            }
-            match next {
-                Some(next) => page = next.await?,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// Reads the next page. A read that fails ends the connection with an
-    /// error, so the client reconnects and drains again, rather than
-    /// staying connected to a delivery that has stopped.
-    fn read_page(&self, after: u64) -> impl std::future::Future<Output = Result<Vec<Queued>, ()>> {
-        let page = self.shared.reader.pending(self.account, after, DRAIN_PAGE, self.shared.now());
-        let outbound = self.outbound.clone();
-        async move {
-            match page.await {
-                Ok(page) => Ok(page),
-                Err(error) => {
-                    let _ = refuse(&outbound, store_error_code(&error)).await;
-                    Err(())
-                }
-            }
-        }
-    }
-
-    async fn deliver(&mut self, queued: &Queued) -> Result<(), ()> {
-        self.last = queued.id;
-        self.shared.metrics.delivered(queued.payload.len());
-        // Permits count payload bytes (one alone may exceed the window:
-        // it then waits for the window to be empty).
-        let bytes = queued.payload.len().clamp(1, DELIVERY_WINDOW);
-        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let window = Arc::clone(&self.window).acquire_many_owned(permits).await.map_err(|_| ())?;
-        let frame = RelayFrame::Deliver {
-            id: queued.id,
-            arrived_at: queued.arrived_at,
-            payload: queued.payload.to_vec(),
-        };
-        let out = OutFrame { frame, _window: Some(window) };
-        self.outbound.send(Outbound::Frame(Box::new(out))).await.map_err(|_| ())
-    }
-
-    async fn send(&self, frame: RelayFrame) -> Result<(), ()> {
-        self.outbound.send(Outbound::frame(frame)).await.map_err(|_| ())
-    }
-}
+mod delivery;
+mod queues;
+mod sealed;
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ pub use sqlite::SqliteStore;
 
 use std::sync::Arc;
 
-use hush_proto::{AccountId, GroupId, IdentityKey};
+use hush_proto::{AccountId, Capability, Destination, GroupId, IdentityKey, QueueId};
 use thiserror::Error;
 
 /// Errors of the store layer.
@@ -36,6 +36,9 @@ pub enum StoreError {
     /// A commit not signed with the group's current epoch key.
     #[error("commit not signed by a current member")]
     NotAMember,
+    /// A new queue's random id is taken already (choose another).
+    #[error("queue id taken")]
+    QueueIdTaken,
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
@@ -61,13 +64,24 @@ pub struct AccountRecord {
     pub wipe_order: Option<[u8; 32]>,
 }
 
+/// Where payloads wait: a queue (a device's end of one conversation), or an
+/// account's introduction mailbox (Welcomes from people who know only the
+/// account id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mailbox {
+    /// An account's introduction mailbox.
+    Account(AccountId),
+    /// A queue.
+    Queue(QueueId),
+}
+
 /// One payload waiting in a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
-    /// Delivery id, increasing per mailbox.
+    /// Delivery id (a queue's sequence number), increasing per mailbox.
     pub id: u64,
-    /// Whose mailbox.
-    pub recipient: AccountId,
+    /// Which mailbox.
+    pub to: Mailbox,
     /// When it was stored.
     pub arrived_at: UnixSeconds,
     /// The opaque ciphertext.
@@ -172,11 +186,39 @@ impl CommitRequest {
 /// Payloads queued by a send or commit, and the recipients skipped.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Enqueued {
-    /// One copy per active recipient, in id order.
+    /// One entry per mailbox written, in id order.
     pub queued: Vec<Queued>,
     /// Recipients whose account is deactivated or unknown.
     pub skipped: Vec<AccountId>,
+    /// Of a sealed send or commit, the indexes of the targets not written
+    /// (see `RelayFrame::Sent`).
+    pub refused: Vec<u32>,
 }
+
+/// A commit sent on a sealed connection: the commit as the relay orders it
+/// (with no accounts in it), where it goes and which write secrets it
+/// replaces.
+#[derive(Debug, Clone)]
+pub struct SealedCommitRequest {
+    /// The commit; its `recipients` and Welcome recipients are empty.
+    pub commit: CommitRequest,
+    /// Queues that receive the commit.
+    pub targets: Vec<Capability>,
+    /// Where the Welcome goes.
+    pub welcome_to: Vec<Destination>,
+    /// Queues whose write hash becomes the given one if the commit is
+    /// accepted.
+    pub rotate: Vec<(Capability, [u8; 32])>,
+}
+
+/// Most payloads waiting in one queue: a queue over it refuses new ones
+/// (the sender hears it as a refused target) until its owner drains it.
+pub const MAX_QUEUE_ENTRIES: u64 = 10_000;
+/// Most payload bytes waiting in one queue.
+pub const MAX_QUEUE_BYTES: u64 = 256 * 1024 * 1024;
+/// Days a queue nobody received from is kept; then it is deleted with
+/// everything in it.
+pub const QUEUE_IDLE_DAYS: u64 = 60;
 
 /// Result of a commit submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,8 +243,10 @@ pub struct Stats {
     pub active_accounts: u64,
     /// Payloads waiting in mailboxes.
     pub queued_messages: u64,
-    /// Their total size.
+    /// Their total size (each payload counted once).
     pub queued_bytes: u64,
+    /// Queues.
+    pub queues: u64,
 }
 
 /// Most payload bytes one page of a mailbox read returns (see
@@ -265,13 +309,45 @@ pub trait Operations {
         now: UnixSeconds,
         expires: UnixSeconds,
     ) -> Result<CommitOutcome, StoreError>;
+    /// Creates a queue with a fresh random `id`; fails with
+    /// [`StoreError::QueueIdTaken`] if the id exists.
+    fn create_queue(
+        &mut self,
+        id: &QueueId,
+        owner_key: &[u8; 32],
+        write_hash: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<(), StoreError>;
+    /// The owner key of a queue, noting that it is in use today.
+    fn queue_owner(&mut self, queue: &QueueId, now: UnixSeconds) -> Result<Option<[u8; 32]>, StoreError>;
+    /// Stores `payload` once and queues it in every target whose write
+    /// secret matches and that has room; the others are refused by index.
+    fn enqueue_sealed(
+        &mut self,
+        targets: &[Capability],
+        payload: &Arc<[u8]>,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> Result<Enqueued, StoreError>;
+    /// Orders a sealed commit as [`Operations::commit`] orders a commit;
+    /// if accepted, queues it and its Welcome, then rotates write secrets.
+    fn commit_sealed(
+        &mut self,
+        commit: &SealedCommitRequest,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> Result<CommitOutcome, StoreError>;
+    /// Deletes delivered entries of `queue`; answers how many.
+    fn ack_queue(&mut self, queue: &QueueId, seqs: &[u64]) -> Result<u64, StoreError>;
+    /// Marks a token's nonce spent; false if it was spent already.
+    fn spend_token(&mut self, day: u64, nonce: &[u8; 32]) -> Result<bool, StoreError>;
     /// Reads unexpired queued payloads after `after` (exclusive), at most
     /// `limit` of them and at most [`PAGE_BYTES`] of payload in all (a first
     /// payload larger than that comes alone), so a drain holds a bounded
     /// amount of memory whatever the mailbox holds.
     fn pending(
         &mut self,
-        account: &AccountId,
+        mailbox: &Mailbox,
         after: u64,
         limit: u32,
         now: UnixSeconds,

@@ -5,13 +5,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hush_proto::{AccountId, IdentityKey};
+use hush_proto::{AccountId, Capability, IdentityKey, QueueId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    AccountRecord, CommitOutcome, CommitRequest, Decision, Enqueued, GroupRecord, Operations, Queued,
-    RelayStore, Stats, StoreError, UnixSeconds,
+    AccountRecord, CommitOutcome, CommitRequest, Decision, Enqueued, GroupRecord, Mailbox, Operations,
+    Queued, RelayStore, SealedCommitRequest, Stats, StoreError, UnixSeconds,
 };
+
+mod queues;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -98,6 +100,7 @@ impl SqliteStore {
         connection.pragma_update(None, "secure_delete", "ON")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(queues::SCHEMA)?;
         migrate(&connection)?;
         Ok(Self { connection, aborted: std::cell::Cell::new(false) })
     }
@@ -161,8 +164,14 @@ impl SqliteStore {
         Ok(Stats {
             accounts: count("SELECT COUNT(*) FROM accounts")?,
             active_accounts: count("SELECT COUNT(*) FROM accounts WHERE deactivated IS NULL")?,
-            queued_messages: count("SELECT COUNT(*) FROM mailbox")?,
-            queued_bytes: count("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM mailbox")?,
+            queued_messages: count(
+                "SELECT (SELECT COUNT(*) FROM mailbox) + (SELECT COUNT(*) FROM queue_entries)",
+            )?,
+            queued_bytes: count(
+                "SELECT (SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM mailbox)
+                      + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM payloads)",
+            )?,
+            queues: count("SELECT COUNT(*) FROM queues")?,
         })
     }
 
@@ -358,7 +367,11 @@ impl SqliteStore {
         if active.is_empty() && !recipients.is_empty() {
             return Err(StoreError::UnknownAccount);
         }
-        Ok(Enqueued { queued: self.insert_queued(&active, payload, now, expires)?, skipped })
+        Ok(Enqueued {
+            queued: self.insert_queued(&active, payload, now, expires)?,
+            skipped,
+            refused: Vec::new(),
+        })
     }
 
     /// The recipients whose accounts are active, and the others.
@@ -390,7 +403,7 @@ impl SqliteStore {
             insert.execute(params![&recipient.0[..], as_i64(now), as_i64(expires), &payload[..]])?;
             queued.push(Queued {
                 id: as_u64(self.connection.last_insert_rowid()),
-                recipient: *recipient,
+                to: Mailbox::Account(*recipient),
                 arrived_at: now,
                 payload: Arc::clone(payload),
             });
@@ -425,16 +438,8 @@ impl SqliteStore {
         now: UnixSeconds,
         expires: UnixSeconds,
     ) -> Result<CommitOutcome, StoreError> {
-        let group = self.group(&commit.group)?;
-        let ordered = match &group {
-            Some(group) if group.epoch != commit.epoch => self.ordered_at(&commit.group, commit.epoch)?,
-            _ => None,
-        };
-        match commit.decide(group.as_ref(), ordered) {
-            Decision::Accept => {}
-            Decision::Repeated => return Ok(CommitOutcome::Repeated),
-            Decision::Stale(current) => return Ok(CommitOutcome::Stale { current }),
-            Decision::NotAMember => return Err(StoreError::NotAMember),
+        if let Some(outcome) = self.order_commit(commit, expires)? {
+            return Ok(outcome);
         }
         // The commit goes to every active member; one that wiped its device
         // (or is being removed after it did) is skipped, and the group
@@ -446,6 +451,28 @@ impl SqliteStore {
                 self.require_active(member)?;
             }
             queued.extend(self.insert_queued(new_members, welcome, now, expires)?);
+        }
+        Ok(CommitOutcome::Accepted(Enqueued { queued, skipped, refused: Vec::new() }))
+    }
+
+    /// Decides a commit against the group's record; if it is accepted,
+    /// moves the group to the next epoch and answers `None`, else answers
+    /// the outcome (or `NotAMember`). The caller queues the commit.
+    fn order_commit(
+        &self,
+        commit: &CommitRequest,
+        expires: UnixSeconds,
+    ) -> Result<Option<CommitOutcome>, StoreError> {
+        let group = self.group(&commit.group)?;
+        let ordered = match &group {
+            Some(group) if group.epoch != commit.epoch => self.ordered_at(&commit.group, commit.epoch)?,
+            _ => None,
+        };
+        match commit.decide(group.as_ref(), ordered) {
+            Decision::Accept => {}
+            Decision::Repeated => return Ok(Some(CommitOutcome::Repeated)),
+            Decision::Stale(current) => return Ok(Some(CommitOutcome::Stale { current })),
+            Decision::NotAMember => return Err(StoreError::NotAMember),
         }
         self.connection
             .prepare_cached(
@@ -464,7 +491,7 @@ impl SqliteStore {
                 "INSERT OR REPLACE INTO group_commits (group_id, epoch, digest, expires) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![&commit.group.0[..], as_i64(commit.epoch), &commit.digest()[..], as_i64(expires)])?;
-        Ok(CommitOutcome::Accepted(Enqueued { queued, skipped }))
+        Ok(None)
     }
 
     fn pending(
@@ -481,23 +508,12 @@ impl SqliteStore {
         let rows = query.query_map(params![&account.0[..], as_i64(after), limit, as_i64(now)], |row| {
             Ok(Queued {
                 id: as_u64(row.get(0)?),
-                recipient: *account,
+                to: Mailbox::Account(*account),
                 arrived_at: as_u64(row.get(1)?),
                 payload: Arc::from(row.get::<_, Vec<u8>>(2)?),
             })
         })?;
-        // Rows are read one at a time: stopping here reads no further.
-        let mut page = Vec::new();
-        let mut bytes = 0;
-        for row in rows {
-            let queued = row?;
-            bytes += queued.payload.len();
-            if !page.is_empty() && bytes > super::PAGE_BYTES {
-                break;
-            }
-            page.push(queued);
-        }
-        Ok(page)
+        bounded_page(rows)
     }
 
     fn ack(&self, account: &AccountId, ids: &[u64]) -> Result<u64, StoreError> {
@@ -538,6 +554,23 @@ impl SqliteStore {
         }
         result
     }
+}
+
+/// Collects rows into a page of at most [`super::PAGE_BYTES`] of payload (a
+/// first payload larger than that comes alone). Rows are read one at a
+/// time: stopping here reads no further.
+fn bounded_page(rows: impl Iterator<Item = rusqlite::Result<Queued>>) -> Result<Vec<Queued>, StoreError> {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let queued = row?;
+        bytes += queued.payload.len();
+        if !page.is_empty() && bytes > super::PAGE_BYTES {
+            break;
+        }
+        page.push(queued);
+    }
+    Ok(page)
 }
 
 /// Brings a store written by an older relay up to the current schema.
@@ -619,14 +652,58 @@ impl Operations for SqliteStore {
         self.atomic(|store| store.commit(commit, now, expires))
     }
 
+    fn create_queue(
+        &mut self,
+        id: &QueueId,
+        owner_key: &[u8; 32],
+        write_hash: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        self.atomic(|store| store.create_queue(id, owner_key, write_hash, now))
+    }
+
+    fn queue_owner(&mut self, queue: &QueueId, now: UnixSeconds) -> Result<Option<[u8; 32]>, StoreError> {
+        self.atomic(|store| store.queue_owner(queue, now))
+    }
+
+    fn enqueue_sealed(
+        &mut self,
+        targets: &[Capability],
+        payload: &Arc<[u8]>,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> Result<Enqueued, StoreError> {
+        self.atomic(|store| store.enqueue_sealed(targets, payload, now, expires))
+    }
+
+    fn commit_sealed(
+        &mut self,
+        commit: &SealedCommitRequest,
+        now: UnixSeconds,
+        expires: UnixSeconds,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.atomic(|store| store.commit_sealed(commit, now, expires))
+    }
+
+    fn ack_queue(&mut self, queue: &QueueId, seqs: &[u64]) -> Result<u64, StoreError> {
+        self.atomic(|store| store.ack_queue(queue, seqs))
+    }
+
+    fn spend_token(&mut self, day: u64, nonce: &[u8; 32]) -> Result<bool, StoreError> {
+        self.atomic(|store| store.spend_token(day, nonce))
+    }
+
     fn pending(
         &mut self,
-        account: &AccountId,
+        mailbox: &Mailbox,
         after: u64,
         limit: u32,
         now: UnixSeconds,
     ) -> Result<Vec<Queued>, StoreError> {
-        SqliteStore::pending(self, account, after, limit, now)
+        match mailbox {
+            Mailbox::Account(account) => SqliteStore::pending(self, account, after, limit, now),
+            Mailbox::Queue(queue) => self.pending_queue(queue, after, limit, now),
+        }
     }
 
     fn ack(&mut self, account: &AccountId, ids: &[u64]) -> Result<u64, StoreError> {
@@ -645,7 +722,7 @@ impl Operations for SqliteStore {
                     .prepare_cached(&format!("DELETE FROM {table} WHERE expires <= ?1"))?
                     .execute([as_i64(now)])?;
             }
-            Ok(deleted as u64)
+            Ok(deleted as u64 + store.purge_queues(now)?)
         })
     }
 }

@@ -213,7 +213,7 @@ fn a_deactivated_recipient_is_skipped_and_does_not_fail_a_send_or_a_commit() {
     let body = payload(b"x");
     let queued = Operations::enqueue(&mut store, &[alice, carol], &body, 6, 100)
         .expect("a send with one wiped member failed");
-    assert_eq!(queued.queued.iter().map(|q| q.recipient).collect::<Vec<_>>(), [alice]);
+    assert_eq!(queued.queued.iter().map(|q| q.to).collect::<Vec<_>>(), [Mailbox::Account(alice)]);
     assert_eq!(queued.skipped, [carol], "the sender is told whom it could not reach");
     // Removing the wiped member: the commit is addressed to her too.
     let group = GroupId(vec![7; 16]);
@@ -314,7 +314,8 @@ fn expired_payloads_are_not_delivered_even_before_the_purge() {
     let (mut store, hash) = store_with_invite();
     let alice = register(&mut store, hash, 1);
     Operations::enqueue(&mut store, &[alice], &payload(b"x"), 1, 10).unwrap();
-    let mut pending = |now| Operations::pending(&mut store, &alice, 0, 10, now).unwrap().len();
+    let mut pending =
+        |now| Operations::pending(&mut store, &Mailbox::Account(alice), 0, 10, now).unwrap().len();
     assert_eq!(pending(9), 1);
     assert_eq!(pending(10), 0);
 }
@@ -329,13 +330,16 @@ fn a_mailbox_page_is_bounded_in_bytes_as_well_as_count() {
     }
     Operations::enqueue(&mut store, &[bob], &payload(b"small"), 10, 1_000).unwrap();
     // A third 3 MiB payload would pass the 8 MiB page: two at a time.
-    let first = Operations::pending(&mut store, &bob, 0, 512, 20).unwrap();
+    let first = Operations::pending(&mut store, &Mailbox::Account(bob), 0, 512, 20).unwrap();
     assert_eq!(first.len(), 2);
-    let second = Operations::pending(&mut store, &bob, first[1].id, 512, 20).unwrap();
+    let second = Operations::pending(&mut store, &Mailbox::Account(bob), first[1].id, 512, 20).unwrap();
     assert_eq!(second.len(), 2);
     // The last big one and the small one fit together.
-    let third = Operations::pending(&mut store, &bob, second[1].id, 512, 20).unwrap();
+    let third = Operations::pending(&mut store, &Mailbox::Account(bob), second[1].id, 512, 20).unwrap();
     assert_eq!(third.iter().map(|q| q.payload.len()).collect::<Vec<_>>(), vec![3 * 1024 * 1024, 5]);
     // And the count limit still applies.
-    assert_eq!(Operations::pending(&mut store, &bob, second[1].id, 1, 20).unwrap().len(), 1);
+    assert_eq!(
+        Operations::pending(&mut store, &Mailbox::Account(bob), second[1].id, 1, 20).unwrap().len(),
+        1
+    );
 }

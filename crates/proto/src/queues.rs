@@ -1,0 +1,111 @@
+//! Queues: where a device receives one conversation's payloads, addressed by
+//! a random id the relay chose, not by any account.
+//!
+//! Three secrets belong to a queue, and the relay keeps none of them:
+//! - the **owner key** (Ed25519), whose public half the relay keeps: the
+//!   device proves it to receive from the queue ([`queue_auth_message`]);
+//! - the **write secret**, of which the relay keeps only the SHA-256
+//!   ([`write_hash`]): a sender names it with each send, so only those the
+//!   owner gave it to can write;
+//! - nothing else: a queue is not linked to an account, to a group or to the
+//!   other queues of its device at the relay.
+
+use std::fmt;
+
+use data_encoding::HEXLOWER;
+use sha2::{Digest, Sha256};
+
+use crate::ids::{AccountId, CertificatePin};
+
+/// A queue's id, chosen at random by the relay that created it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub [u8; QueueId::LEN]);
+
+impl QueueId {
+    /// Bytes in a queue id (128 bits).
+    pub const LEN: usize = 16;
+}
+
+impl fmt::Debug for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueueId({})", HEXLOWER.encode(&self.0))
+    }
+}
+
+/// The capability to write to a queue: its id and its write secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Capability {
+    /// The queue.
+    pub queue: QueueId,
+    /// The secret whose SHA-256 the relay keeps for the queue.
+    pub secret: [u8; 32],
+}
+
+impl fmt::Debug for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret lets anyone write to the queue: never in a log.
+        f.debug_struct("Capability").field("queue", &self.queue).finish_non_exhaustive()
+    }
+}
+
+impl Capability {
+    /// SHA-256 of the write secret, as the relay keeps it.
+    pub fn write_hash(&self) -> [u8; 32] {
+        write_hash(&self.secret)
+    }
+}
+
+/// SHA-256 of a write secret, as the relay keeps it.
+pub fn write_hash(secret: &[u8; 32]) -> [u8; 32] {
+    Sha256::new().chain_update(b"hush queue write v1\0").chain_update(secret).finalize().into()
+}
+
+/// Where a Welcome goes: a queue the new member gave out (in a contact
+/// code), or, for someone known only by account id, that account's
+/// introduction mailbox (the relay then learns that the account was
+/// introduced to someone, not by whom).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A queue, with the capability to write to it.
+    Queue(Capability),
+    /// An account's introduction mailbox.
+    Account(AccountId),
+}
+
+/// The exact bytes a device signs with a queue's owner key to receive from
+/// it on a connection: the connection's challenge, the relay's certificate
+/// pin (so no other relay can replay it) and the queue.
+pub fn queue_auth_message(nonce: &[u8; 32], relay: &CertificatePin, queue: &QueueId) -> Vec<u8> {
+    let mut message = b"hush-queue-v1\0".to_vec();
+    message.extend_from_slice(nonce);
+    message.extend_from_slice(&relay.0);
+    message.extend_from_slice(&queue.0);
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_keep_their_secret_out_of_logs() {
+        let capability = Capability { queue: QueueId([1; 16]), secret: [0xcd; 32] };
+        assert!(!format!("{capability:?}").contains("cdcd"));
+    }
+
+    #[test]
+    fn write_hashes_differ_per_secret_and_are_not_plain_sha256() {
+        assert_ne!(write_hash(&[1; 32]), write_hash(&[2; 32]));
+        let plain: [u8; 32] = Sha256::digest([1u8; 32]).into();
+        assert_ne!(write_hash(&[1; 32]), plain);
+    }
+
+    #[test]
+    fn queue_proofs_are_bound_to_nonce_relay_and_queue() {
+        let (nonce, pin, queue) = ([1; 32], CertificatePin([2; 32]), QueueId([3; 16]));
+        let message = queue_auth_message(&nonce, &pin, &queue);
+        assert_ne!(message, queue_auth_message(&[9; 32], &pin, &queue));
+        assert_ne!(message, queue_auth_message(&nonce, &CertificatePin([9; 32]), &queue));
+        assert_ne!(message, queue_auth_message(&nonce, &pin, &QueueId([9; 16])));
+    }
+}

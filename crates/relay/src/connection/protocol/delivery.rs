@@ -1,0 +1,173 @@
+//! Delivering mailboxes to one connection: everything stored, then
+//! `QueueEmpty`, then live pushes; re-reads the store whenever pushes were
+//! dropped. A queue connection's mailboxes are its queues (more can join
+//! while it runs); a logged-in connection's is its introduction mailbox.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hush_proto::RelayFrame;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{refuse, store_error_code, OutFrame, Outbound};
+use crate::hub::Control;
+use crate::server::Shared;
+use crate::store::{Mailbox, Queued, PAGE_BYTES};
+
+/// Payloads read from the store per page while draining a mailbox.
+const DRAIN_PAGE: u32 = 512;
+
+/// Payload bytes of deliveries one connection may have queued and not yet
+/// written: a client that stops reading holds at most this much of the
+/// relay's memory in deliveries, whatever the size of its mailbox's payloads.
+const DELIVERY_WINDOW: usize = 8 * 1024 * 1024;
+
+pub(super) struct Delivery {
+    shared: Arc<Shared>,
+    control: Arc<Control>,
+    outbound: mpsc::Sender<Outbound>,
+    window: Arc<Semaphore>,
+    /// The last id delivered of each mailbox.
+    cursors: HashMap<Mailbox, u64>,
+}
+
+impl Delivery {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        control: Arc<Control>,
+        outbound: mpsc::Sender<Outbound>,
+        mailboxes: impl IntoIterator<Item = Mailbox>,
+    ) -> Self {
+        Self {
+            shared,
+            control,
+            outbound,
+            window: Arc::new(Semaphore::new(DELIVERY_WINDOW)),
+            cursors: mailboxes.into_iter().map(|mailbox| (mailbox, 0)).collect(),
+        }
+    }
+
+    /// Runs until the connection ends. Mailboxes sent on `added` (already
+    /// subscribed at the hub) are drained, then followed live.
+    pub(super) async fn run(
+        mut self,
+        mut pushes: mpsc::Receiver<Queued>,
+        mut added: mpsc::UnboundedReceiver<Mailbox>,
+    ) {
+        let mut no_more_added = false;
+        loop {
+            self.control.lagged.store(false, Ordering::Release);
+            let mailboxes: Vec<Mailbox> = self.cursors.keys().copied().collect();
+            for mailbox in mailboxes {
+                if self.drain(mailbox).await.is_err() {
+                    return;
+                }
+            }
+            if self.send(RelayFrame::QueueEmpty).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    push = pushes.recv() => {
+                        let Some(queued) = push else { return };
+                        self.control.buffered.fetch_sub(queued.payload.len(), Ordering::AcqRel);
+                        // Pushes of a mailbox not drained yet are ignored:
+                        // the drain reads them from the store.
+                        let fresh = self.cursors.get(&queued.to).is_some_and(|last| queued.id > *last);
+                        if fresh && self.deliver(&queued).await.is_err() {
+                            return;
+                        }
+                    }
+                    mailbox = added.recv(), if !no_more_added => {
+                        let Some(mailbox) = mailbox else {
+                            no_more_added = true;
+                            continue;
+                        };
+                        if self.cursors.contains_key(&mailbox) {
+                            continue;
+                        }
+                        self.cursors.insert(mailbox, 0);
+                        if self.drain(mailbox).await.is_err() || self.send(RelayFrame::QueueEmpty).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = self.control.lag.notified() => break,
+                }
+            }
+        }
+    }
+
+    /// Sends everything queued in `mailbox`, page by page; the next page is
+    /// read while the current one goes out.
+    async fn drain(&mut self, mailbox: Mailbox) -> Result<(), ()> {
+        let after = self.cursors.get(&mailbox).copied().unwrap_or(0);
+        let mut page = self.read_page(mailbox, after).await?;
+        loop {
+            // A page is the last one unless it is full by count, or holds
+            // enough bytes that the store may have cut it by size (a page
+            // cut by size holds more than PAGE_BYTES less one payload).
+            let bytes: usize = page.iter().map(|queued| queued.payload.len()).sum();
+            let maybe_cut = bytes > PAGE_BYTES - hush_proto::limits::MAX_PAYLOAD_BYTES;
+            let next = match page.last() {
+                Some(last) if page.len() == DRAIN_PAGE as usize || maybe_cut => {
+                    Some(self.read_page(mailbox, last.id))
+                }
+                _ => None,
+            };
+            for queued in &page {
+                self.deliver(queued).await?;
+            }
+            match next {
+                Some(next) => page = next.await?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Reads the next page. A read that fails ends the connection with an
+    /// error, so the client reconnects and drains again, rather than
+    /// staying connected to a delivery that has stopped.
+    fn read_page(
+        &self,
+        mailbox: Mailbox,
+        after: u64,
+    ) -> impl std::future::Future<Output = Result<Vec<Queued>, ()>> {
+        let page = self.shared.reader.pending(mailbox, after, DRAIN_PAGE, self.shared.now());
+        let outbound = self.outbound.clone();
+        async move {
+            match page.await {
+                Ok(page) => Ok(page),
+                Err(error) => {
+                    let _ = refuse(&outbound, store_error_code(&error)).await;
+                    Err(())
+                }
+            }
+        }
+    }
+
+    async fn deliver(&mut self, queued: &Queued) -> Result<(), ()> {
+        self.cursors.insert(queued.to, queued.id);
+        self.shared.metrics.delivered(queued.payload.len());
+        // Permits count payload bytes (one alone may exceed the window:
+        // it then waits for the window to be empty).
+        let bytes = queued.payload.len().clamp(1, DELIVERY_WINDOW);
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let window = Arc::clone(&self.window).acquire_many_owned(permits).await.map_err(|_| ())?;
+        let payload = queued.payload.to_vec();
+        let frame = match queued.to {
+            Mailbox::Account(_) => {
+                RelayFrame::Deliver { id: queued.id, arrived_at: queued.arrived_at, payload }
+            }
+            Mailbox::Queue(queue) => {
+                RelayFrame::QueueDeliver { queue, seq: queued.id, arrived_at: queued.arrived_at, payload }
+            }
+        };
+        let out = OutFrame { frame, _window: Some(window) };
+        self.outbound.send(Outbound::Frame(Box::new(out))).await.map_err(|_| ())
+    }
+
+    async fn send(&self, frame: RelayFrame) -> Result<(), ()> {
+        self.outbound.send(Outbound::frame(frame)).await.map_err(|_| ())
+    }
+}

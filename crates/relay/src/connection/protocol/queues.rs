@@ -1,0 +1,226 @@
+//! A queue connection: a device proves it owns queues (a signature with
+//! each queue's owner key over the connection's challenge) and receives
+//! from them. It never logs in and never sends, so the relay sees queues
+//! received together, not whose they are.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use hush_proto::limits::MAX_QUEUES_PER_SUBSCRIBE;
+use hush_proto::{queue_auth_message, ClientFrame, ErrorCode, QueueId, RelayFrame};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::delivery::Delivery;
+use super::{refuse, spawn_answer, Answer, ConnectionError, FrameSource, Outbound, RateLimit, IN_FLIGHT};
+use crate::hub::{Control, PUSH_BUFFER};
+use crate::server::Shared;
+use crate::store::{Mailbox, Queued};
+
+/// Most queues one connection receives from.
+pub(crate) const MAX_QUEUES_PER_CONNECTION: usize = 4096;
+
+/// What a queue connection proved at its start.
+pub(crate) struct Proved {
+    /// The connection's challenge, which later proofs sign too.
+    pub(crate) nonce: [u8; 32],
+    /// The queues proved.
+    pub(crate) queues: Vec<QueueId>,
+}
+
+/// Checks proofs of owning queues: every queue must exist and its owner
+/// key must have signed [`queue_auth_message`]. All or nothing; an unknown
+/// queue and a bad signature are refused alike.
+pub(super) async fn prove(
+    shared: &Shared,
+    nonce: &[u8; 32],
+    proofs: &[(QueueId, [u8; 64])],
+) -> Result<Vec<QueueId>, ErrorCode> {
+    let queues: Vec<QueueId> = proofs.iter().map(|(queue, _)| *queue).collect();
+    let unique: HashSet<&QueueId> = queues.iter().collect();
+    if queues.is_empty() || unique.len() != queues.len() || queues.len() > MAX_QUEUES_PER_SUBSCRIBE {
+        return Err(ErrorCode::Malformed);
+    }
+    // Every lookup is handed to the store at once, then awaited.
+    let now = shared.now();
+    let lookups: Vec<_> = queues.iter().map(|queue| shared.store.queue_owner(*queue, now)).collect();
+    let mut owners = Vec::with_capacity(lookups.len());
+    for lookup in lookups {
+        owners.push(lookup.await.map_err(|error| super::store_error_code(&error))?);
+    }
+    let pin = shared.pin;
+    let nonce = *nonce;
+    let proofs = proofs.to_vec();
+    let verified = tokio::task::spawn_blocking(move || {
+        proofs.iter().zip(&owners).all(|((queue, signature), owner)| {
+            owner.is_some_and(|key| {
+                super::verify_with(&key, &queue_auth_message(&nonce, &pin, queue), signature)
+            })
+        })
+    })
+    .await
+    .unwrap_or(false);
+    if verified {
+        Ok(queues)
+    } else {
+        Err(ErrorCode::BadQueue)
+    }
+}
+
+pub(super) struct QueueSession {
+    shared: Arc<Shared>,
+    outbound: mpsc::Sender<Outbound>,
+    nonce: [u8; 32],
+    in_flight: Arc<Semaphore>,
+    connection_id: u64,
+    control: Arc<Control>,
+    subscribed: HashSet<QueueId>,
+    pushes: mpsc::Sender<Queued>,
+    /// Until delivery starts: the pushes already subscribed, and the
+    /// channel that tells delivery of queues proved later.
+    waiting: Option<(mpsc::Receiver<Queued>, mpsc::UnboundedReceiver<Mailbox>)>,
+    added: mpsc::UnboundedSender<Mailbox>,
+    delivery: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl QueueSession {
+    pub(super) fn new(shared: Arc<Shared>, proved: Proved, outbound: mpsc::Sender<Outbound>) -> Self {
+        let (connection_id, control) = shared.hub.register(None);
+        let (pushes, receiver) = mpsc::channel(PUSH_BUFFER);
+        let (added, added_receiver) = mpsc::unbounded_channel();
+        let mut session = Self {
+            shared,
+            outbound,
+            nonce: proved.nonce,
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            connection_id,
+            control,
+            subscribed: HashSet::new(),
+            pushes,
+            waiting: Some((receiver, added_receiver)),
+            added,
+            delivery: None,
+        };
+        session.add(&proved.queues);
+        session
+    }
+
+    pub(super) async fn run(
+        mut self,
+        incoming: &mut impl FrameSource,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ConnectionError> {
+        let mut limit = RateLimit::new(&self.shared);
+        loop {
+            let frame = tokio::select! {
+                frame = incoming.next_frame() => frame?,
+                _ = shutdown.changed() => {
+                    return Err(Box::pin(refuse(&self.outbound, ErrorCode::ShuttingDown)).await)
+                }
+            };
+            match frame {
+                Ok(frame) => Box::pin(self.handle(frame)).await,
+                Err(code) => return Err(Box::pin(refuse(&self.outbound, code)).await),
+            }
+            if let Some(wait) = limit.take() {
+                Box::pin(tokio::time::sleep(wait)).await;
+            }
+        }
+    }
+
+    /// Subscribes queues at the hub (pushes are kept until delivery runs)
+    /// and tells a running delivery to drain them.
+    fn add(&mut self, queues: &[QueueId]) {
+        for queue in queues {
+            if self.subscribed.insert(*queue) {
+                let mailbox = Mailbox::Queue(*queue);
+                self.shared.hub.subscribe(mailbox, self.connection_id, &self.control, self.pushes.clone());
+                if self.delivery.is_some() {
+                    let _ = self.added.send(mailbox);
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) {
+        match frame {
+            ClientFrame::SubscribeQueues { request, proofs } => {
+                let answer = if self.subscribed.len() + proofs.len() > MAX_QUEUES_PER_CONNECTION {
+                    Answer::Rejected(ErrorCode::TooLarge)
+                } else {
+                    match prove(&self.shared, &self.nonce, &proofs).await {
+                        Ok(queues) => {
+                            self.add(&queues);
+                            Answer::Done
+                        }
+                        Err(code) => Answer::Rejected(code),
+                    }
+                };
+                self.answer(Some(request), answer).await;
+            }
+            ClientFrame::Subscribe => {
+                if let Some((pushes, added)) = self.waiting.take() {
+                    let mailboxes = self.subscribed.iter().map(|queue| Mailbox::Queue(*queue));
+                    let delivery = Delivery::new(
+                        Arc::clone(&self.shared),
+                        Arc::clone(&self.control),
+                        self.outbound.clone(),
+                        mailboxes,
+                    );
+                    self.delivery = Some(tokio::spawn(delivery.run(pushes, added)));
+                }
+            }
+            ClientFrame::AckQueues { items } => {
+                // Only the queues this connection proved.
+                let mut per_queue: HashMap<QueueId, Vec<u64>> = HashMap::new();
+                for (queue, seq) in items {
+                    if self.subscribed.contains(&queue) {
+                        per_queue.entry(queue).or_default().push(seq);
+                    }
+                }
+                for (queue, seqs) in per_queue {
+                    let acked = self.shared.store.ack_queue(queue, seqs);
+                    spawn_answer(&self.in_flight, &self.outbound, None, async move {
+                        acked.await.map(|_| Answer::Done)
+                    })
+                    .await;
+                }
+            }
+            ClientFrame::UploadKeyPackages { request, .. }
+            | ClientFrame::FetchKeyPackage { request, .. }
+            | ClientFrame::Send { request, .. }
+            | ClientFrame::Commit { request, .. }
+            | ClientFrame::RemoteWipe { request, .. }
+            | ClientFrame::IssueTokens { request, .. }
+            | ClientFrame::Spend { request, .. }
+            | ClientFrame::CreateQueue { request, .. }
+            | ClientFrame::SealedSend { request, .. }
+            | ClientFrame::SealedCommit { request, .. } => {
+                self.answer(Some(request), Answer::Rejected(ErrorCode::Unexpected)).await;
+            }
+            ClientFrame::Hello { .. }
+            | ClientFrame::Register { .. }
+            | ClientFrame::Login { .. }
+            | ClientFrame::Ack { .. } => {
+                let frame = RelayFrame::Error {
+                    code: ErrorCode::Unexpected,
+                    message: "not on a queue connection".to_owned(),
+                };
+                let _ = self.outbound.send(Outbound::frame(frame)).await;
+            }
+        }
+    }
+
+    async fn answer(&self, request: Option<u32>, answer: Answer) {
+        spawn_answer(&self.in_flight, &self.outbound, request, async move { Ok(answer) }).await;
+    }
+}
+
+impl Drop for QueueSession {
+    fn drop(&mut self) {
+        let mailboxes = self.subscribed.iter().map(|queue| Mailbox::Queue(*queue));
+        self.shared.hub.unregister(None, self.connection_id, mailboxes);
+        if let Some(delivery) = self.delivery.take() {
+            delivery.abort();
+        }
+    }
+}
