@@ -167,6 +167,33 @@ fn write_seed_corpora() {
         ClientFrame::Ack { ids: vec![1, 2, 3, u64::MAX] },
         ClientFrame::RemoteWipe { request: 5, account, secret: [6; 32] },
         ClientFrame::IssueTokens { request: 6, blinded: vec![[7; 32], [8; 32]] },
+        ClientFrame::Spend {
+            request: 7,
+            token: hush_proto::tokens::Token { day: 20_000, nonce: [1; 32], output: [2; 64] },
+        },
+        ClientFrame::CreateQueue { request: 8, owner_key: [3; 32], write_hash: [4; 32] },
+        ClientFrame::SubscribeQueues { request: 9, proofs: vec![(hush_proto::QueueId([5; 16]), [6; 64])] },
+        ClientFrame::AckQueues { items: vec![(hush_proto::QueueId([5; 16]), 7)] },
+        ClientFrame::SealedSend {
+            request: 10,
+            targets: vec![hush_proto::Capability { queue: hush_proto::QueueId([5; 16]), secret: [8; 32] }],
+            payload: vec![9; 40],
+            ttl_secs: 0,
+        },
+        ClientFrame::SealedCommit {
+            request: 11,
+            group: GroupId(vec![1; 16]),
+            epoch: 3,
+            targets: vec![hush_proto::Capability { queue: hush_proto::QueueId([5; 16]), secret: [8; 32] }],
+            rotate: vec![(
+                hush_proto::Capability { queue: hush_proto::QueueId([5; 16]), secret: [8; 32] },
+                [9; 32],
+            )],
+            payload: vec![2; 80],
+            welcome: Some((vec![hush_proto::Destination::Account(account)], vec![3; 50])),
+            next_key: [4; 32],
+            signature: [5; 64],
+        },
     ];
     write_seeds("client_frame", client.iter().map(ClientFrame::encode));
     let relay = vec![
@@ -189,6 +216,14 @@ fn write_seed_corpora() {
             },
         },
         RelayFrame::Error { code: ErrorCode::Malformed, message: "bad frame".into() },
+        RelayFrame::QueueCreated { request: 7, queue: hush_proto::QueueId([1; 16]) },
+        RelayFrame::Sent { request: 8, refused: vec![0, 2] },
+        RelayFrame::QueueDeliver {
+            queue: hush_proto::QueueId([1; 16]),
+            seq: 3,
+            arrived_at: 1_800_000_000,
+            payload: vec![4; 60],
+        },
     ];
     write_seeds("relay_frame", relay.iter().map(RelayFrame::encode));
     let pin = CertificatePin([0xab; 32]);
@@ -295,7 +330,8 @@ fn write_mls_seeds() {
 /// The hostile client's frames: every kind, addressed to the honest
 /// clients' real accounts, before and after login.
 fn write_relay_session_seeds() {
-    use hush_relay::fuzzing::{account, input, BOB, CAROL, MALLORY};
+    use hush_proto::{Capability, Destination};
+    use hush_relay::fuzzing::{account, input, Start, BOB, CAROL, CAROL_QUEUE, CAROL_QUEUE_SECRET, MALLORY};
     let (bob, carol, mallory) = (account(BOB), account(CAROL), account(MALLORY));
     let group = GroupId(vec![1; 16]);
     let mut announced = vec![hush_proto::COMMIT_PAYLOAD_TAG];
@@ -310,7 +346,7 @@ fn write_relay_session_seeds() {
             group: group.clone(),
             epoch: 0,
             recipients: vec![bob],
-            payload: announced,
+            payload: announced.clone(),
             welcome: Some((vec![carol], vec![3; 50])),
             next_key: [4; 32],
             signature: [5; 64],
@@ -340,13 +376,48 @@ fn write_relay_session_seeds() {
         ClientFrame::Hello { version: hush_proto::PROTOCOL_VERSION },
         ClientFrame::RemoteWipe { request: 1, account: carol, secret: [6; 32] },
     ];
+    let to_carol = Capability { queue: CAROL_QUEUE, secret: CAROL_QUEUE_SECRET };
+    let wrong = Capability { queue: CAROL_QUEUE, secret: [1; 32] };
+    let sealed = vec![
+        ClientFrame::SealedSend {
+            request: 1,
+            targets: vec![to_carol.clone()],
+            payload: vec![7; 30],
+            ttl_secs: 0,
+        },
+        ClientFrame::SealedSend {
+            request: 2,
+            targets: vec![wrong.clone()],
+            payload: vec![6; 30],
+            ttl_secs: 0,
+        },
+        ClientFrame::SealedCommit {
+            request: 3,
+            group: GroupId(vec![2; 16]),
+            epoch: 0,
+            targets: vec![to_carol.clone()],
+            rotate: vec![(to_carol.clone(), [9; 32])],
+            payload: announced,
+            welcome: Some((vec![Destination::Account(bob), Destination::Queue(wrong)], vec![5; 20])),
+            next_key: [4; 32],
+            signature: [5; 64],
+        },
+        ClientFrame::SealedSend { request: 4, targets: vec![to_carol], payload: vec![8; 30], ttl_secs: 0 },
+        ClientFrame::CreateQueue { request: 5, owner_key: [1; 32], write_hash: [2; 32] },
+        ClientFrame::FetchKeyPackage { request: 6, account: bob },
+        ClientFrame::SubscribeQueues { request: 7, proofs: vec![(CAROL_QUEUE, [0; 64])] },
+        ClientFrame::AckQueues { items: vec![(CAROL_QUEUE, 1)] },
+        ClientFrame::Login { account: bob, signature: [3; 64] },
+    ];
     write_seeds(
         "relay_session",
         [
-            input(true, &after_login),
-            input(true, &after_login[..3]),
-            input(false, &before_login),
-            input(false, &wipe),
+            input(Start::LoggedIn, &after_login),
+            input(Start::LoggedIn, &after_login[..3]),
+            input(Start::Fresh, &before_login),
+            input(Start::Fresh, &wipe),
+            input(Start::Sealed, &sealed),
+            input(Start::Sealed, &sealed[..2]),
         ],
     );
 }

@@ -3,8 +3,11 @@
 //!
 //! One hostile client (Mallory) sends arbitrary frames to a relay with its
 //! real store, while two honest clients (Bob and Carol) are logged in and
-//! subscribed. An input is one byte (even: Mallory's frames start on a new
-//! connection, before any login; odd: after logging in) and then up to
+//! subscribed, and Carol also receives from a queue ([`CAROL_QUEUE`], whose
+//! write secret Mallory knows, as a member of a conversation would). An
+//! input is one byte (its value modulo 3: Mallory's frames start on a new
+//! connection before any proof, after logging in, or on a sealed
+//! connection opened with a token) and then up to
 //! [`MAX_FRAMES`] frames, each a 2-byte big-endian length and that many
 //! bytes, decoded as the transport decodes them: one that does not decode
 //! is refused as it would be on a socket.
@@ -21,9 +24,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hush_proto::{AccountId, ClientFrame, DecodeError, ErrorCode, IdentityKey, RelayFrame};
+use hush_proto::{
+    AccountId, Capability, ClientFrame, DecodeError, Destination, ErrorCode, IdentityKey, QueueId, RelayFrame,
+};
 
-use crate::connection::protocol::harness::{key, Peer, Relay};
+use crate::connection::protocol::harness::{key, tokens, Peer, Relay};
 use crate::connection::protocol::Outbound;
 
 /// The most frames one input sends: below the per-connection burst, so the
@@ -35,15 +40,30 @@ pub const MALLORY: u8 = 1;
 pub const BOB: u8 = 2;
 /// Carol's key seed.
 pub const CAROL: u8 = 3;
+/// Carol's queue: Mallory may write to it with [`CAROL_QUEUE_SECRET`].
+pub const CAROL_QUEUE: QueueId = QueueId([CAROL; 16]);
+/// The write secret of Carol's queue.
+pub const CAROL_QUEUE_SECRET: [u8; 32] = [CAROL; 32];
 
 /// The account of the client with key seed `who`, to write seeds with.
 pub fn account(who: u8) -> AccountId {
     IdentityKey(key(who).verifying_key().to_bytes()).account()
 }
 
-/// The input that sends `frames`, after logging in or not.
-pub fn input(logged_in: bool, frames: &[ClientFrame]) -> Vec<u8> {
-    let mut data = vec![u8::from(logged_in)];
+/// How Mallory's connection starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Before any proof.
+    Fresh = 0,
+    /// Logged in as Mallory.
+    LoggedIn = 1,
+    /// Sealed, with one of Mallory's tokens spent.
+    Sealed = 2,
+}
+
+/// The input that sends `frames` on a connection started as `start`.
+pub fn input(start: Start, frames: &[ClientFrame]) -> Vec<u8> {
+    let mut data = vec![start as u8];
     for frame in frames {
         let bytes = frame.encode();
         let len = u16::try_from(bytes.len()).expect("a seed frame under 64 KiB");
@@ -67,7 +87,12 @@ pub fn session(data: &[u8]) {
         }));
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    runtime.block_on(drive(start % 2 == 1, frames));
+    let start = match start % 3 {
+        0 => Start::Fresh,
+        1 => Start::LoggedIn,
+        _ => Start::Sealed,
+    };
+    runtime.block_on(drive(start, frames));
 }
 
 /// Requests and what was addressed to whom, as Mallory sent them.
@@ -75,10 +100,38 @@ pub fn session(data: &[u8]) {
 struct Sent {
     unanswered: HashMap<u32, usize>,
     addressed: HashMap<AccountId, Vec<Vec<u8>>>,
+    /// Payloads written to Carol's queue with its secret.
+    to_carol_queue: Vec<Vec<u8>>,
 }
 
 impl Sent {
     fn note(&mut self, frame: &ClientFrame) {
+        let carol_queue = |targets: &[Capability]| {
+            targets.iter().any(|target| target.queue == CAROL_QUEUE && target.secret == CAROL_QUEUE_SECRET)
+        };
+        if let ClientFrame::SealedSend { targets, payload, .. } = frame {
+            if carol_queue(targets) {
+                self.to_carol_queue.push(payload.clone());
+            }
+        }
+        if let ClientFrame::SealedCommit { targets, payload, welcome, .. } = frame {
+            if carol_queue(targets) {
+                self.to_carol_queue.push(payload.clone());
+            }
+            if let Some((to, welcome)) = welcome {
+                for destination in to {
+                    match destination {
+                        Destination::Queue(target) if carol_queue(std::slice::from_ref(target)) => {
+                            self.to_carol_queue.push(welcome.clone());
+                        }
+                        Destination::Queue(_) => {}
+                        Destination::Account(account) => {
+                            self.addressed.entry(*account).or_default().push(welcome.clone());
+                        }
+                    }
+                }
+            }
+        }
         let mut address = |to: &[AccountId], payload: &[u8]| {
             for account in to {
                 self.addressed.entry(*account).or_default().push(payload.to_vec());
@@ -126,6 +179,14 @@ impl Sent {
         );
     }
 
+    /// Panics unless Mallory wrote `payload` to Carol's queue.
+    fn check_carol_queue(&self, payload: &[u8]) {
+        assert!(
+            self.to_carol_queue.iter().any(|sent| sent == payload),
+            "a queue was given a payload not written to it with its secret"
+        );
+    }
+
     /// Counts an answer to `request` off.
     fn answered(&mut self, request: u32) {
         let left = self.unanswered.get_mut(&request).filter(|left| **left > 0);
@@ -147,7 +208,7 @@ fn answer_to(frame: &RelayFrame) -> Option<u32> {
     }
 }
 
-async fn drive(logged_in: bool, frames: Vec<Result<ClientFrame, ErrorCode>>) {
+async fn drive(start: Start, frames: Vec<Result<ClientFrame, ErrorCode>>) {
     let relay = Relay::start();
     let (mut bob, bob_id) = relay.register(&key(BOB)).await;
     let (mut carol, carol_id) = relay.register(&key(CAROL)).await;
@@ -155,7 +216,20 @@ async fn drive(logged_in: bool, frames: Vec<Result<ClientFrame, ErrorCode>>) {
         peer.send(ClientFrame::Subscribe);
         assert_eq!(peer.recv().await, RelayFrame::QueueEmpty);
     }
-    let mallory = if logged_in { relay.register(&key(MALLORY)).await.0 } else { relay.connect() };
+    let carol_owner = key(CAROL + 100);
+    let owner_key = carol_owner.verifying_key().to_bytes();
+    let secret_hash = hush_proto::write_hash(&CAROL_QUEUE_SECRET);
+    relay.shared.store.create_queue(CAROL_QUEUE, owner_key, secret_hash, relay.shared.now()).await.unwrap();
+    let mut carol_queue = relay.receive(&[(CAROL_QUEUE, &carol_owner)]).await;
+    assert_eq!(carol_queue.recv().await, RelayFrame::QueueEmpty);
+    let mallory = match start {
+        Start::Fresh => relay.connect(),
+        Start::LoggedIn => relay.register(&key(MALLORY)).await.0,
+        Start::Sealed => {
+            let (mut account, _) = relay.register(&key(MALLORY)).await;
+            relay.sealed(tokens(&mut account, 1).await.remove(0)).await
+        }
+    };
 
     let mut sent = Sent::default();
     for frame in frames {
@@ -194,6 +268,16 @@ async fn drive(logged_in: bool, frames: Vec<Result<ClientFrame, ErrorCode>>) {
         assert!(unanswered.is_empty(), "requests never answered: {unanswered:?}");
     }
 
+    // Carol's queue: given only what was written to it with its secret.
+    carol_queue.send(ClientFrame::SubscribeQueues { request: 1, proofs: vec![] });
+    loop {
+        match carol_queue.recv().await {
+            RelayFrame::QueueDeliver { payload, .. } => sent.check_carol_queue(&payload),
+            RelayFrame::QueueEmpty => {}
+            RelayFrame::Rejected { request: 1, .. } => break,
+            other => panic!("a queue connection was sent {other:?}"),
+        }
+    }
     // Bob and Carol: still connected, given only what was theirs, and able
     // to write to each other.
     exchange((&mut bob, bob_id), (&mut carol, carol_id), &sent).await;

@@ -624,6 +624,8 @@ mod queues;
 mod sealed;
 
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod tests;
 
 #[cfg(any(test, feature = "fuzzing"))]

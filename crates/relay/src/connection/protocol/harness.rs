@@ -159,3 +159,59 @@ impl Peer {
 pub(crate) fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
+
+/// Today's tokens for a logged-in peer.
+pub(crate) async fn tokens(peer: &mut Peer, count: usize) -> Vec<hush_proto::tokens::Token> {
+    let request = hush_proto::tokens::TokenRequest::new(count, &mut rand::rngs::OsRng);
+    peer.send(ClientFrame::IssueTokens { request: 900, blinded: request.blinded().to_vec() });
+    let RelayFrame::Tokens { request: 900, issued } = peer.recv().await else { panic!("no tokens") };
+    let today = issued.day;
+    request.finish(&issued, today).unwrap()
+}
+
+impl Relay {
+    /// A sealed connection opened with `token`.
+    pub(crate) async fn sealed(&self, token: hush_proto::tokens::Token) -> Peer {
+        let mut peer = self.connect();
+        let _ = peer.hello().await;
+        peer.send(ClientFrame::Spend { request: 901, token });
+        assert_eq!(peer.recv().await, RelayFrame::Accepted { request: 901, inactive: vec![] });
+        peer
+    }
+
+    /// A connection receiving from `queues`, each with its owner key,
+    /// delivery started and the first `QueueEmpty` read.
+    pub(crate) async fn receive(&self, queues: &[(hush_proto::QueueId, &SigningKey)]) -> Peer {
+        let mut peer = self.connect();
+        let nonce = peer.hello().await;
+        let proofs = queues
+            .iter()
+            .map(|(queue, owner)| {
+                (*queue, owner.sign(&hush_proto::queue_auth_message(&nonce, &PIN, queue)).to_bytes())
+            })
+            .collect();
+        peer.send(ClientFrame::SubscribeQueues { request: 902, proofs });
+        assert_eq!(peer.recv().await, RelayFrame::Accepted { request: 902, inactive: vec![] });
+        peer.send(ClientFrame::Subscribe);
+        peer
+    }
+}
+
+impl Peer {
+    /// Creates a queue on this sealed connection.
+    pub(crate) async fn create_queue(
+        &mut self,
+        owner: &SigningKey,
+        secret: &[u8; 32],
+    ) -> hush_proto::QueueId {
+        self.send(ClientFrame::CreateQueue {
+            request: 903,
+            owner_key: owner.verifying_key().to_bytes(),
+            write_hash: hush_proto::write_hash(secret),
+        });
+        match self.recv().await {
+            RelayFrame::QueueCreated { request: 903, queue } => queue,
+            other => panic!("expected a queue, got {other:?}"),
+        }
+    }
+}

@@ -2,6 +2,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::store::{MAX_QUEUE_BYTES, MAX_QUEUE_ENTRIES, QUEUE_IDLE_DAYS};
 use hush_proto::GroupId;
 
 fn store_with_invite() -> (SqliteStore, [u8; 32]) {
@@ -342,4 +343,104 @@ fn a_mailbox_page_is_bounded_in_bytes_as_well_as_count() {
         Operations::pending(&mut store, &Mailbox::Account(bob), second[1].id, 1, 20).unwrap().len(),
         1
     );
+}
+
+fn queue(store: &mut SqliteStore, seed: u8) -> (QueueId, Capability) {
+    let id = QueueId([seed; 16]);
+    let secret = [seed; 32];
+    Operations::create_queue(store, &id, &[seed; 32], &hush_proto::write_hash(&secret), 0).unwrap();
+    (id, Capability { queue: id, secret })
+}
+
+fn count(store: &SqliteStore, table: &str) -> i64 {
+    store.connection.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0)).unwrap()
+}
+
+#[test]
+fn a_payload_to_many_queues_is_stored_once_and_goes_with_its_last_entry() {
+    let mut store = SqliteStore::in_memory().unwrap();
+    let (a, to_a) = queue(&mut store, 1);
+    let (b, to_b) = queue(&mut store, 2);
+    let (c, to_c) = queue(&mut store, 3);
+    assert!(matches!(
+        Operations::create_queue(&mut store, &a, &[9; 32], &[9; 32], 0),
+        Err(StoreError::QueueIdTaken)
+    ));
+    let body = payload(&[7; 300]);
+    let sent = Operations::enqueue_sealed(&mut store, &[to_a, to_b, to_c], &body, 5, 100).unwrap();
+    assert!(sent.refused.is_empty());
+    assert_eq!(sent.queued.len(), 3);
+    assert_eq!((count(&store, "payloads"), count(&store, "queue_entries")), (1, 3));
+    assert_eq!(store.stats().unwrap().queued_bytes, 300, "counted once");
+    // Sequence numbers are per queue.
+    let (_, again_a) = (a, Capability { queue: a, secret: [1; 32] });
+    let more = Operations::enqueue_sealed(&mut store, &[again_a], &payload(b"second"), 6, 100).unwrap();
+    assert_eq!(more.queued[0].id, 2);
+    let page = Operations::pending(&mut store, &Mailbox::Queue(b), 0, 10, 7).unwrap();
+    assert_eq!(page.iter().map(|queued| queued.id).collect::<Vec<_>>(), [1]);
+    // Acknowledged by two of three: still stored; by the third: gone.
+    assert_eq!(Operations::ack_queue(&mut store, &a, &[1]).unwrap(), 1);
+    assert_eq!(Operations::ack_queue(&mut store, &b, &[1, 1, 9]).unwrap(), 1);
+    assert_eq!(count(&store, "payloads"), 2);
+    assert_eq!(Operations::ack_queue(&mut store, &c, &[1]).unwrap(), 1);
+    assert_eq!(count(&store, "payloads"), 1, "only the second payload is left");
+    let counters: (i64, i64) = store
+        .connection
+        .query_row("SELECT entries, bytes FROM queues WHERE id = ?1", [&a.0[..]], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(counters, (1, 6));
+}
+
+#[test]
+fn expiry_and_idle_queues_leave_no_rows_and_counters_follow() {
+    let mut store = SqliteStore::in_memory().unwrap();
+    let (a, to_a) = queue(&mut store, 1);
+    let (_, to_b) = queue(&mut store, 2);
+    Operations::enqueue_sealed(&mut store, &[to_a.clone(), to_b], &payload(b"soon"), 5, 50).unwrap();
+    Operations::enqueue_sealed(&mut store, &[to_a], &payload(b"later"), 5, 500).unwrap();
+    assert!(Operations::spend_token(&mut store, 0, &[4; 32]).unwrap());
+    assert!(!Operations::spend_token(&mut store, 0, &[4; 32]).unwrap(), "spent twice");
+    assert_eq!(Operations::purge_expired(&mut store, 60).unwrap(), 2);
+    assert_eq!((count(&store, "payloads"), count(&store, "queue_entries")), (1, 1));
+    let entries: i64 = store
+        .connection
+        .query_row("SELECT entries FROM queues WHERE id = ?1", [&a.0[..]], |row| row.get(0))
+        .unwrap();
+    assert_eq!(entries, 1);
+    // Days later: the spent token's day is past (it can no longer be
+    // spent, so its record goes) and queues nobody received from go with
+    // what they hold.
+    let later = (QUEUE_IDLE_DAYS + 2) * hush_proto::tokens::DAY_SECS;
+    Operations::purge_expired(&mut store, later.min(400)).unwrap();
+    assert_eq!(count(&store, "queues"), 2, "not idle yet");
+    Operations::purge_expired(&mut store, later).unwrap();
+    assert_eq!(count(&store, "spent_tokens"), 0);
+    assert_eq!(
+        (count(&store, "queues"), count(&store, "payloads"), count(&store, "queue_entries")),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn a_full_queue_refuses_more_and_the_others_still_get_theirs() {
+    let mut store = SqliteStore::in_memory().unwrap();
+    let (a, to_a) = queue(&mut store, 1);
+    let (_, to_b) = queue(&mut store, 2);
+    store
+        .connection
+        .execute("UPDATE queues SET entries = ?2 WHERE id = ?1", params![&a.0[..], MAX_QUEUE_ENTRIES as i64])
+        .unwrap();
+    let sent = Operations::enqueue_sealed(&mut store, &[to_a.clone(), to_b], &payload(b"x"), 5, 50).unwrap();
+    assert_eq!(sent.refused, [0]);
+    store
+        .connection
+        .execute(
+            "UPDATE queues SET entries = 0, bytes = ?2 WHERE id = ?1",
+            params![&a.0[..], (MAX_QUEUE_BYTES - 1) as i64],
+        )
+        .unwrap();
+    let sent = Operations::enqueue_sealed(&mut store, &[to_a], &payload(b"xy"), 5, 50).unwrap();
+    assert_eq!(sent.refused, [0], "over the byte quota");
 }
