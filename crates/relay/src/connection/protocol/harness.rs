@@ -197,6 +197,7 @@ impl Relay {
     }
 }
 
+#[cfg(test)]
 impl Peer {
     /// Creates a queue on this sealed connection.
     pub(crate) async fn create_queue(
