@@ -2,7 +2,7 @@
 //! Commits are returned as [`SentCommit`]s and merged only once the relay
 //! has ordered them; a commit that lost its epoch is abandoned and retried.
 
-use hush_proto::AccountId;
+use hush_proto::{AccountId, DeviceId};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
     GroupId, LeafNodeIndex, LeafNodeParameters, Member, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
@@ -312,6 +312,74 @@ impl Conversation {
             .self_update(provider, identity.signer(), LeafNodeParameters::default())
             .map_err(CoreError::mls)?;
         self.seal(provider, identity, epoch, recipients, serialize(bundle.commit())?, None)
+    }
+
+    /// A 32-byte secret exported from this epoch (`next`: from the epoch
+    /// our pending commit leads to).
+    fn exported(
+        &self,
+        provider: &impl OpenMlsProvider,
+        label: &str,
+        context: &[u8],
+        next: bool,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, CoreError> {
+        let bytes = if next {
+            let staged =
+                self.group.pending_commit().ok_or_else(|| CoreError::Mls("no pending commit".into()))?;
+            staged.export_secret(provider.crypto(), label, context, 32).map_err(CoreError::mls)?
+        } else {
+            self.group.export_secret(provider.crypto(), label, context, 32).map_err(CoreError::mls)?
+        };
+        let bytes = zeroize::Zeroizing::new(bytes);
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            return Err(CoreError::Mls("exported secret has the wrong length".into()));
+        }
+        secret.copy_from_slice(&bytes);
+        Ok(secret)
+    }
+
+    /// The write secret of `device`'s queue for this group in this epoch
+    /// (`next`: in the epoch our pending commit leads to); see
+    /// [`crate::route`].
+    pub fn write_secret(
+        &self,
+        provider: &impl OpenMlsProvider,
+        device: &DeviceId,
+        next: bool,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, CoreError> {
+        self.exported(provider, crate::route::WRITE_LABEL, &device.0, next)
+    }
+
+    /// The owner key of a queue made for new member `device` by the commit
+    /// pending now (it replaces the key with its own at once).
+    pub fn new_member_owner_key(
+        &self,
+        provider: &impl OpenMlsProvider,
+        device: &DeviceId,
+    ) -> Result<ed25519_dalek::SigningKey, CoreError> {
+        let seed = self.exported(provider, crate::route::OWNER_LABEL, &device.0, true)?;
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
+    /// The owner key of the queue made for us when we were added: derived
+    /// from the epoch we joined in, so call it before any commit.
+    pub fn joined_owner_key(
+        &self,
+        provider: &impl OpenMlsProvider,
+        device: &DeviceId,
+    ) -> Result<ed25519_dalek::SigningKey, CoreError> {
+        let seed = self.exported(provider, crate::route::OWNER_LABEL, &device.0, false)?;
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
+    /// This epoch's transport key (`next`: the pending commit's epoch's).
+    pub fn transport_key(
+        &self,
+        provider: &impl OpenMlsProvider,
+        next: bool,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, CoreError> {
+        self.exported(provider, crate::route::TRANSPORT_LABEL, &[], next)
     }
 
     /// This epoch's relay key: an Ed25519 key whose seed is exported from

@@ -15,6 +15,7 @@ mod group;
 mod identity;
 mod keys;
 mod record;
+pub mod route;
 
 pub use content::{Body, Content, MessageId, MAX_CONTENT_BYTES};
 pub use engine::{

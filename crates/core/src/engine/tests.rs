@@ -678,3 +678,64 @@ fn member_accounts_lists_an_account_once_whatever_its_devices() {
         [alice.account(), bob.account()]
     );
 }
+
+#[test]
+fn route_secrets_are_shared_by_the_epoch_s_members_and_a_removal_leaves_the_removed_behind() {
+    let (alice, bob, carol) = (Device::new("alice"), Device::new("bob"), Device::new("carol"));
+    let crew = group(&alice, &[&bob, &carol], Some("crew"));
+    let load = |device: &Device| Conversation::load(&device.store.provider(), &crew).unwrap().unwrap();
+    let bob_device = bob.identity.device();
+    let secrets = |device: &Device| {
+        let conversation = load(device);
+        let provider = device.store.provider();
+        (
+            *conversation.write_secret(&provider, &bob_device, false).unwrap(),
+            *conversation.transport_key(&provider, false).unwrap(),
+        )
+    };
+    assert_eq!(secrets(&alice), secrets(&bob));
+    assert_eq!(secrets(&alice), secrets(&carol));
+    // Alice removes Carol: the commit's next secrets are what Bob derives
+    // once he processes it, and neither is what Carol still holds.
+    let carol_account = carol.account();
+    let mut engine = alice.engine(1);
+    let removal = engine
+        .stage_commit(&crew, |conversation, provider, identity| {
+            conversation.remove(provider, identity, &[carol_account])
+        })
+        .unwrap();
+    let next = {
+        let conversation = load(&alice);
+        let provider = alice.store.provider();
+        (
+            *conversation.write_secret(&provider, &bob_device, true).unwrap(),
+            *conversation.transport_key(&provider, true).unwrap(),
+        )
+    };
+    assert_ne!(next, secrets(&alice), "the secrets change with the epoch");
+    engine.settle_commit(&crew, true).unwrap();
+    bob.engine(2).deliver(&commit_payload(&removal)).unwrap();
+    carol.engine(2).deliver(&commit_payload(&removal)).unwrap();
+    assert_eq!(secrets(&alice), next);
+    assert_eq!(secrets(&bob), next);
+    assert!(Conversation::load(&carol.store.provider(), &crew).unwrap().is_none_or(|conversation| {
+        conversation
+            .write_secret(&carol.store.provider(), &bob_device, false)
+            .map_or(true, |secret| *secret != next.0)
+    }));
+    // Owner keys for a queue made for a new member: the adder's, from its
+    // pending commit, is the one the new member derives on joining.
+    let dave = Device::new("dave");
+    let package = [dave.key_package_for(&alice)];
+    let dave_device = dave.identity.device();
+    let add = engine
+        .stage_commit(&crew, |conversation, provider, identity| {
+            conversation.add(provider, identity, &package)
+        })
+        .unwrap();
+    let made = load(&alice).new_member_owner_key(&alice.store.provider(), &dave_device).unwrap();
+    engine.settle_commit(&crew, true).unwrap();
+    dave.engine(3).deliver(&welcome(&add)).unwrap();
+    let joined = load(&dave).joined_owner_key(&dave.store.provider(), &dave_device).unwrap();
+    assert_eq!(made.verifying_key(), joined.verifying_key());
+}
