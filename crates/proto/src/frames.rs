@@ -193,6 +193,23 @@ pub enum ClientFrame {
         /// As in `Commit`.
         signature: [u8; 64],
     },
+    /// Replaces the owner key of a queue this connection proved (a device
+    /// takes over a queue another member made for it).
+    RekeyQueue {
+        /// Echoed in the answer.
+        request: u32,
+        /// The queue.
+        queue: QueueId,
+        /// The new public owner key.
+        owner_key: [u8; 32],
+    },
+    /// Deletes a queue this connection proved, with everything in it.
+    DeleteQueue {
+        /// Echoed in the answer.
+        request: u32,
+        /// The queue.
+        queue: QueueId,
+    },
 }
 
 /// Sealed requests (sends, commits, queue creations, key package fetches)
@@ -731,6 +748,19 @@ impl ClientFrame {
                 w.array(signature);
                 w.finish()
             }
+            Self::RekeyQueue { request, queue, owner_key } => {
+                let mut w = Writer::with_tag(0x12);
+                w.u32(*request);
+                w.array(&queue.0);
+                w.array(owner_key);
+                w.finish()
+            }
+            Self::DeleteQueue { request, queue } => {
+                let mut w = Writer::with_tag(0x13);
+                w.u32(*request);
+                w.array(&queue.0);
+                w.finish()
+            }
         }
     }
 
@@ -819,6 +849,8 @@ impl ClientFrame {
                 next_key: r.array()?,
                 signature: r.array()?,
             },
+            0x12 => Self::RekeyQueue { request: r.u32()?, queue: QueueId(r.array()?), owner_key: r.array()? },
+            0x13 => Self::DeleteQueue { request: r.u32()?, queue: QueueId(r.array()?) },
             other => return Err(DecodeError::UnknownFrame(other)),
         };
         r.finish()?;
@@ -1134,6 +1166,10 @@ mod tests {
                         }
                     }
                 ),
+            (any::<u32>(), queue(), any::<[u8; 32]>()).prop_map(|(request, queue, owner_key)| {
+                ClientFrame::RekeyQueue { request, queue, owner_key }
+            }),
+            (any::<u32>(), queue()).prop_map(|(request, queue)| ClientFrame::DeleteQueue { request, queue }),
         ]
     }
 

@@ -368,6 +368,23 @@ impl StoreHandle {
         self.call(nothing_stored, move |s| s.ack_queue(&queue, &seqs))
     }
 
+    /// See [`Operations::rekey_queue`].
+    pub fn rekey_queue(
+        &self,
+        queue: QueueId,
+        owner_key: [u8; 32],
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.rekey_queue(&queue, &owner_key))
+    }
+
+    /// See [`Operations::delete_queue`].
+    pub fn delete_queue(
+        &self,
+        queue: QueueId,
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.delete_queue(&queue))
+    }
+
     /// See [`Operations::spend_token`].
     pub fn spend_token(
         &self,

@@ -157,7 +157,9 @@ impl Sent {
             | ClientFrame::CreateQueue { request, .. }
             | ClientFrame::SubscribeQueues { request, .. }
             | ClientFrame::SealedSend { request, .. }
-            | ClientFrame::SealedCommit { request, .. } => Some(*request),
+            | ClientFrame::SealedCommit { request, .. }
+            | ClientFrame::RekeyQueue { request, .. }
+            | ClientFrame::DeleteQueue { request, .. } => Some(*request),
             ClientFrame::Hello { .. }
             | ClientFrame::Register { .. }
             | ClientFrame::Login { .. }

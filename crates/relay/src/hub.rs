@@ -79,6 +79,17 @@ impl Hub {
         lock(&self.mailboxes).entry(mailbox).or_default().push(subscriber);
     }
 
+    /// Ends connection `id`'s subscription to one mailbox.
+    pub fn unregister_mailbox(&self, mailbox: Mailbox, id: u64) {
+        let mut subscribed = lock(&self.mailboxes);
+        if let Some(subscribers) = subscribed.get_mut(&mailbox) {
+            subscribers.retain(|subscriber| subscriber.id != id);
+            if subscribers.is_empty() {
+                subscribed.remove(&mailbox);
+            }
+        }
+    }
+
     /// Removes connection `id`, with its subscriptions to `mailboxes`.
     pub fn unregister(
         &self,
@@ -86,16 +97,8 @@ impl Hub {
         id: u64,
         mailboxes: impl IntoIterator<Item = Mailbox>,
     ) {
-        {
-            let mut subscribed = lock(&self.mailboxes);
-            for mailbox in mailboxes {
-                if let Some(subscribers) = subscribed.get_mut(&mailbox) {
-                    subscribers.retain(|subscriber| subscriber.id != id);
-                    if subscribers.is_empty() {
-                        subscribed.remove(&mailbox);
-                    }
-                }
-            }
+        for mailbox in mailboxes {
+            self.unregister_mailbox(mailbox, id);
         }
         if let Some(account) = account {
             let mut accounts = lock(&self.accounts);

@@ -514,7 +514,9 @@ impl Session {
             | ClientFrame::CreateQueue { request, .. }
             | ClientFrame::SubscribeQueues { request, .. }
             | ClientFrame::SealedSend { request, .. }
-            | ClientFrame::SealedCommit { request, .. } => {
+            | ClientFrame::SealedCommit { request, .. }
+            | ClientFrame::RekeyQueue { request, .. }
+            | ClientFrame::DeleteQueue { request, .. } => {
                 let refused = Answer::Rejected(ErrorCode::Unexpected);
                 self.spawn_request(Some(request), async move { Ok(refused) }).await;
             }

@@ -339,6 +339,10 @@ pub trait Operations {
     ) -> Result<CommitOutcome, StoreError>;
     /// Deletes delivered entries of `queue`; answers how many.
     fn ack_queue(&mut self, queue: &QueueId, seqs: &[u64]) -> Result<u64, StoreError>;
+    /// Replaces a queue's owner key; false if there is no such queue.
+    fn rekey_queue(&mut self, queue: &QueueId, owner_key: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Deletes a queue and everything in it; false if there was none.
+    fn delete_queue(&mut self, queue: &QueueId) -> Result<bool, StoreError>;
     /// Marks a token's nonce spent; false if it was spent already.
     fn spend_token(&mut self, day: u64, nonce: &[u8; 32]) -> Result<bool, StoreError>;
     /// Reads unexpired queued payloads after `after` (exclusive), at most

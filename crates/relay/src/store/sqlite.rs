@@ -689,6 +689,14 @@ impl Operations for SqliteStore {
         self.atomic(|store| store.ack_queue(queue, seqs))
     }
 
+    fn rekey_queue(&mut self, queue: &QueueId, owner_key: &[u8; 32]) -> Result<bool, StoreError> {
+        self.atomic(|store| store.rekey_queue(queue, owner_key))
+    }
+
+    fn delete_queue(&mut self, queue: &QueueId) -> Result<bool, StoreError> {
+        self.atomic(|store| store.delete_queue(queue))
+    }
+
     fn spend_token(&mut self, day: u64, nonce: &[u8; 32]) -> Result<bool, StoreError> {
         self.atomic(|store| store.spend_token(day, nonce))
     }

@@ -292,3 +292,43 @@ async fn an_accepted_commit_rotates_write_secrets_and_a_rejected_one_does_not() 
     assert!(matches!(alice.recv().await, RelayFrame::QueueDeliver { payload, .. } if payload == b"x"));
     assert_eq!(alice.recv().await, RelayFrame::QueueEmpty);
 }
+
+#[tokio::test]
+async fn an_owner_can_hand_a_queue_over_and_delete_it() {
+    let relay = Relay::start();
+    let (mut alice, _) = relay.register(&key(1)).await;
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    // Alice makes a queue for Bob with a key she knows; Bob takes it over.
+    let (made, bobs) = (key(20), key(21));
+    let queue = sealed.create_queue(&made, &[22; 32]).await;
+    let mut bob = relay.receive(&[(queue, &made)]).await;
+    assert_eq!(bob.recv().await, RelayFrame::QueueEmpty);
+    bob.send(ClientFrame::RekeyQueue { request: 1, queue, owner_key: bobs.verifying_key().to_bytes() });
+    assert_eq!(bob.recv().await, RelayFrame::Accepted { request: 1, inactive: vec![] });
+    drop(bob);
+    // The key Alice made proves nothing any more; Bob's does.
+    let mut peer = relay.connect();
+    let nonce = peer.hello().await;
+    let proof = made.sign(&queue_auth_message(&nonce, &PIN, &queue)).to_bytes();
+    peer.send(ClientFrame::SubscribeQueues { request: 2, proofs: vec![(queue, proof)] });
+    assert_eq!(peer.refused().await, ErrorCode::BadQueue);
+    let mut bob = relay.receive(&[(queue, &bobs)]).await;
+    assert_eq!(bob.recv().await, RelayFrame::QueueEmpty);
+    // A queue not proved on this connection cannot be touched.
+    let other = sealed.create_queue(&key(23), &[24; 32]).await;
+    bob.send(ClientFrame::DeleteQueue { request: 3, queue: other });
+    assert_eq!(bob.recv().await, RelayFrame::Rejected { request: 3, code: ErrorCode::BadQueue });
+    bob.send(ClientFrame::RekeyQueue { request: 4, queue: other, owner_key: [1; 32] });
+    assert_eq!(bob.recv().await, RelayFrame::Rejected { request: 4, code: ErrorCode::BadQueue });
+    // Deleted: writes are refused and nothing is left.
+    sealed.send(send(5, vec![capability(queue, [22; 32])], b"before"));
+    assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 5, refused: vec![] });
+    assert!(matches!(bob.recv().await, RelayFrame::QueueDeliver { .. }));
+    bob.send(ClientFrame::DeleteQueue { request: 6, queue });
+    assert_eq!(bob.recv().await, RelayFrame::Accepted { request: 6, inactive: vec![] });
+    sealed.send(send(7, vec![capability(queue, [22; 32])], b"after"));
+    assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 7, refused: vec![0] });
+    let store = crate::store::SqliteStore::open(&relay.dir.path().join("relay.db")).unwrap();
+    assert_eq!(store.stats().unwrap().queued_messages, 0);
+    assert_eq!(store.stats().unwrap().queues, 1, "the other queue, and nothing of the deleted one");
+}

@@ -185,6 +185,31 @@ impl QueueSession {
                     .await;
                 }
             }
+            ClientFrame::RekeyQueue { request, queue, owner_key } => {
+                if !self.subscribed.contains(&queue) {
+                    return self.answer(Some(request), Answer::Rejected(ErrorCode::BadQueue)).await;
+                }
+                let rekeyed = self.shared.store.rekey_queue(queue, owner_key);
+                let answer = async move {
+                    rekeyed.await.map(|found| {
+                        if found {
+                            Answer::Done
+                        } else {
+                            Answer::Rejected(ErrorCode::BadQueue)
+                        }
+                    })
+                };
+                spawn_answer(&self.in_flight, &self.outbound, Some(request), answer).await;
+            }
+            ClientFrame::DeleteQueue { request, queue } => {
+                if !self.subscribed.remove(&queue) {
+                    return self.answer(Some(request), Answer::Rejected(ErrorCode::BadQueue)).await;
+                }
+                self.shared.hub.unregister_mailbox(Mailbox::Queue(queue), self.connection_id);
+                let deleted = self.shared.store.delete_queue(queue);
+                let answer = async move { deleted.await.map(|_| Answer::Done) };
+                spawn_answer(&self.in_flight, &self.outbound, Some(request), answer).await;
+            }
             ClientFrame::UploadKeyPackages { request, .. }
             | ClientFrame::FetchKeyPackage { request, .. }
             | ClientFrame::Send { request, .. }

@@ -243,7 +243,9 @@ impl SealedSession {
             | ClientFrame::Commit { request, .. }
             | ClientFrame::RemoteWipe { request, .. }
             | ClientFrame::IssueTokens { request, .. }
-            | ClientFrame::SubscribeQueues { request, .. } => {
+            | ClientFrame::SubscribeQueues { request, .. }
+            | ClientFrame::RekeyQueue { request, .. }
+            | ClientFrame::DeleteQueue { request, .. } => {
                 self.answer(request, Answer::Rejected(ErrorCode::Unexpected)).await;
             }
             ClientFrame::Hello { .. }

@@ -282,6 +282,28 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) fn rekey_queue(&self, queue: &QueueId, owner_key: &[u8; 32]) -> Result<bool, StoreError> {
+        let changed = self
+            .connection
+            .prepare_cached("UPDATE queues SET owner_key = ?2 WHERE id = ?1")?
+            .execute(params![&queue.0[..], &owner_key[..]])?;
+        Ok(changed == 1)
+    }
+
+    pub(super) fn delete_queue(&self, queue: &QueueId) -> Result<bool, StoreError> {
+        let payloads: Vec<i64> = self
+            .connection
+            .prepare_cached("DELETE FROM queue_entries WHERE queue = ?1 RETURNING payload")?
+            .query_map([&queue.0[..]], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        for payload in payloads {
+            self.drop_if_unreferenced(payload)?;
+        }
+        let deleted =
+            self.connection.prepare_cached("DELETE FROM queues WHERE id = ?1")?.execute([&queue.0[..]])?;
+        Ok(deleted == 1)
+    }
+
     pub(super) fn spend_token(&self, token_day: u64, nonce: &[u8; 32]) -> Result<bool, StoreError> {
         let inserted = self
             .connection
@@ -346,16 +368,8 @@ impl SqliteStore {
             .query_map(params![day(now), as_i64(QUEUE_IDLE_DAYS)], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
         for queue in idle {
-            let payloads: Vec<i64> = self
-                .connection
-                .prepare_cached("DELETE FROM queue_entries WHERE queue = ?1 RETURNING payload")?
-                .query_map([&queue], |row| row.get(0))?
-                .collect::<Result<_, _>>()?;
-            for payload in payloads {
-                self.drop_if_unreferenced(payload)?;
-                deleted += 1;
-            }
-            self.connection.prepare_cached("DELETE FROM queues WHERE id = ?1")?.execute([&queue])?;
+            let Ok(id) = <[u8; QueueId::LEN]>::try_from(queue.as_slice()) else { continue };
+            self.delete_queue(&QueueId(id))?;
         }
         Ok(deleted)
     }
