@@ -437,6 +437,37 @@ impl Conversation {
         Ok(SentCommit { group_id, epoch, recipients, commit, welcome, next_key, signature })
     }
 
+    /// The devices our pending commit removes.
+    pub fn pending_removals(&self) -> Result<Vec<DeviceId>, CoreError> {
+        let staged = self.group.pending_commit().ok_or_else(|| CoreError::Mls("no pending commit".into()))?;
+        staged
+            .remove_proposals()
+            .filter_map(|queued| self.group.member_at(queued.remove_proposal().removed()))
+            .map(|member| member_of(&member).map(|member| member.device))
+            .collect()
+    }
+
+    /// Signs a commit for the relay with this epoch's relay key (see
+    /// [`hush_proto::commit_auth_message`]).
+    pub fn relay_signature(
+        &self,
+        provider: &impl OpenMlsProvider,
+        epoch: u64,
+        payload: &[u8],
+        welcome: Option<&[u8]>,
+        next_key: &[u8; 32],
+    ) -> Result<[u8; 64], CoreError> {
+        use ed25519_dalek::Signer as _;
+        let message = hush_proto::commit_auth_message(
+            &hush_proto::GroupId(self.id()),
+            epoch,
+            payload,
+            welcome,
+            next_key,
+        );
+        Ok(self.relay_key(provider)?.sign(&message).to_bytes())
+    }
+
     /// The public relay key of the current epoch (what the relay holds for
     /// the group once it has ordered the commit that led here).
     pub fn relay_public_key(&self, provider: &impl OpenMlsProvider) -> Result<[u8; 32], CoreError> {

@@ -21,6 +21,13 @@ pub struct VerifiedKeyPackage {
     pub key_package: KeyPackage,
 }
 
+impl VerifiedKeyPackage {
+    /// The device whose key package it is.
+    pub fn device(&self) -> DeviceId {
+        DeviceId::of_leaf_key(self.key_package.leaf_node().signature_key().as_slice())
+    }
+}
+
 /// How long a key package we make is valid (its MLS lifetime).
 pub const KEY_PACKAGE_LIFETIME_SECS: u64 = 28 * 24 * 3600;
 

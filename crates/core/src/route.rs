@@ -66,14 +66,15 @@ pub enum RouteError {
     Framing,
 }
 
-/// Pads `plaintext` and seals it under `key` (XChaCha20-Poly1305, random
-/// nonce): the result's length is `padme` of what it holds.
-pub fn seal(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
-    let total = padme(NONCE + TAG + LENGTH + plaintext.len());
-    let mut framed = Zeroizing::new(Vec::with_capacity(total - NONCE - TAG));
+/// `prefix` (sent in the clear), then `plaintext` padded and sealed under
+/// `key` (XChaCha20-Poly1305, random nonce): the whole is a size [`padme`]
+/// allows, whatever the plaintext's length.
+pub fn seal(key: &[u8; 32], prefix: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let total = padme(prefix.len() + NONCE + TAG + LENGTH + plaintext.len());
+    let mut framed = Zeroizing::new(Vec::with_capacity(total - prefix.len() - NONCE - TAG));
     framed.extend_from_slice(&u32::try_from(plaintext.len()).unwrap_or(u32::MAX).to_be_bytes());
     framed.extend_from_slice(plaintext);
-    framed.resize(total - NONCE - TAG, 0);
+    framed.resize(total - prefix.len() - NONCE - TAG, 0);
     let mut nonce = [0u8; NONCE];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let cipher = XChaCha20Poly1305::new(key.into());
@@ -81,12 +82,13 @@ pub fn seal(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
     let sealed =
         cipher.encrypt(XNonce::from_slice(&nonce), Payload { msg: &framed, aad: AD }).unwrap_or_default();
     let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(prefix);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&sealed);
     out
 }
 
-/// Opens what [`seal`] sealed under `key`.
+/// Opens what [`seal`] sealed under `key` (without its prefix).
 pub fn open(key: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>, RouteError> {
     if sealed.len() < NONCE + TAG + LENGTH {
         return Err(RouteError::Unsealed);
@@ -101,19 +103,20 @@ pub fn open(key: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>, RouteError> {
     unframe(&framed)
 }
 
-/// Pads `bytes` in the clear (a length, the bytes, zeros) to a size
-/// [`padme`] allows: for what is encrypted already and must only not give
-/// its length away (a Welcome to an introduction mailbox).
-pub fn pad(bytes: &[u8]) -> Vec<u8> {
-    let total = padme(LENGTH + bytes.len());
+/// `prefix`, then `bytes` padded in the clear (a length, the bytes, zeros):
+/// the whole is a size [`padme`] allows. For what is encrypted already and
+/// must only not give its length away (a Welcome).
+pub fn pad(prefix: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let total = padme(prefix.len() + LENGTH + bytes.len());
     let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(prefix);
     out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(bytes);
     out.resize(total, 0);
     out
 }
 
-/// Undoes [`pad`].
+/// Undoes [`pad`] (given what follows the prefix).
 pub fn unpad(padded: &[u8]) -> Result<Vec<u8>, RouteError> {
     unframe(padded)
 }
@@ -160,21 +163,28 @@ mod tests {
         let key = [7u8; 32];
         for len in [0, 1, 200, 300, 5_000, 70_000] {
             let plaintext = vec![0xa5; len];
-            let sealed = seal(&key, &plaintext);
+            let sealed = seal(&key, b"", &plaintext);
             assert!(is_padded_size(sealed.len()), "{len} sealed into {}", sealed.len());
             assert_eq!(open(&key, &sealed).unwrap(), plaintext);
+            let tagged = seal(&key, &[0xc1; 33], &plaintext);
+            assert!(is_padded_size(tagged.len()), "{len} sealed after a prefix into {}", tagged.len());
+            assert_eq!(tagged[..33], [0xc1; 33]);
+            assert_eq!(open(&key, &tagged[33..]).unwrap(), plaintext);
             assert_eq!(open(&[8; 32], &sealed), Err(RouteError::Unsealed));
             let mut altered = sealed.clone();
             *altered.last_mut().unwrap() ^= 1;
             assert_eq!(open(&key, &altered), Err(RouteError::Unsealed));
         }
         // The same plaintext twice does not seal to the same bytes.
-        assert_ne!(seal(&key, b"x"), seal(&key, b"x"));
+        assert_ne!(seal(&key, b"", b"x"), seal(&key, b"", b"x"));
     }
 
     #[test]
     fn clear_padding_round_trips_and_refuses_anything_riding_along() {
-        let padded = pad(b"welcome");
+        let prefixed = pad(&[0xc2; 33], b"welcome");
+        assert!(is_padded_size(prefixed.len()));
+        assert_eq!(unpad(&prefixed[33..]).unwrap(), b"welcome");
+        let padded = pad(b"", b"welcome");
         assert!(is_padded_size(padded.len()));
         assert_eq!(unpad(&padded).unwrap(), b"welcome");
         let mut extra = padded.clone();

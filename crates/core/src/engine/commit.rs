@@ -115,6 +115,8 @@ enum Phase {
 pub struct CommitRun<S, F> {
     group_id: Vec<u8>,
     make: F,
+    /// Through queues (protocol 3): see [`Engine::stage_sealed_commit`].
+    sealed: bool,
     attempts: u32,
     phase: Phase,
     store: PhantomData<fn(&S)>,
@@ -130,6 +132,7 @@ impl<S: DeviceStore, F> CommitRun<S, F> {
         let mut run = Self {
             group_id: group_id.to_vec(),
             make,
+            sealed: false,
             attempts: 0,
             phase: Phase::Draining,
             store: PhantomData,
@@ -139,6 +142,18 @@ impl<S: DeviceStore, F> CommitRun<S, F> {
             return Ok((run, CommitStep::Resolve));
         }
         Ok((run, CommitStep::Drain))
+    }
+
+    /// As [`CommitRun::start`], for a commit through queues: the queues of
+    /// the members it adds must be planned first ([`Engine::plan_route`]).
+    pub fn start_sealed(
+        engine: &Engine<'_, S>,
+        group_id: &[u8],
+        make: F,
+    ) -> Result<(Self, CommitStep), StorageError> {
+        let (mut run, step) = Self::start(engine, group_id, make)?;
+        run.sealed = true;
+        Ok((run, step))
     }
 
     /// The group.
@@ -177,7 +192,11 @@ impl<S: DeviceStore, F> CommitRun<S, F> {
                     return Ok(CommitStep::GaveUp);
                 }
                 self.attempts += 1;
-                let frame = engine.stage_commit(&self.group_id, &self.make)?;
+                let frame = if self.sealed {
+                    engine.stage_sealed_commit(&self.group_id, &self.make)?
+                } else {
+                    engine.stage_commit(&self.group_id, &self.make)?
+                };
                 self.phase = Phase::Submitted;
                 Ok(CommitStep::Submit(Box::new(frame)))
             }

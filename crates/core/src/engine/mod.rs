@@ -12,6 +12,9 @@
 
 mod commit;
 mod memory;
+mod routing;
+#[cfg(test)]
+mod routing_tests;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -24,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 pub use commit::{CommitAnswer, CommitRun, CommitStep, Resolution, COMMIT_ATTEMPTS};
 pub use memory::{MemoryProvider, MemoryStore};
+pub use routing::{QueuePlan, QueueSecrets, SealedOutgoing, MESSAGE_TAG};
 pub use store::{DeviceStore, StorageError};
 
 use crate::content::{Body, Content};
@@ -126,7 +130,11 @@ impl UnresolvedCommit {
 
     fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let frame = ClientFrame::decode(bytes).ok()?;
-        let ClientFrame::Commit { group, epoch, .. } = &frame else { return None };
+        let (ClientFrame::Commit { group, epoch, .. } | ClientFrame::SealedCommit { group, epoch, .. }) =
+            &frame
+        else {
+            return None;
+        };
         Some(Self { group_id: group.0.clone(), epoch: *epoch, frame })
     }
 }
@@ -192,7 +200,7 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
     /// payload that cannot be processed becomes an [`Event::Unreadable`]
     /// in its conversation, so one broken payload never blocks the others.
     pub fn deliver(&mut self, payload: &[u8]) -> Result<(), StorageError> {
-        if let Some(group_id) = self.accept_payload(payload, None)? {
+        if let Some(group_id) = self.accept_payload(payload, None, None)? {
             self.retry_held(&group_id)?;
         }
         Ok(())
@@ -225,12 +233,17 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
     /// group whose epoch the payload moved (or that it made us join).
     fn accept_payload(
         &mut self,
-        payload: &[u8],
+        original: &[u8],
         held: Option<&str>,
+        route: Option<routing::RouteUpdate>,
     ) -> Result<Option<Vec<u8>>, StorageError> {
         let store = self.store;
         let now = self.now;
-        let hash: [u8; 32] = Sha256::digest(payload).into();
+        let hash: [u8; 32] = Sha256::digest(original).into();
+        // An opened commit carries the queues it adds beside the commit.
+        let (payload, opened_route) = routing::split_opened(original);
+        let route = route.or(opened_route);
+        let payload = &payload[..];
         let outcome = store.transaction(|store| {
             match held {
                 Some(key) => store.delete_setting(key)?,
@@ -245,17 +258,31 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                     if epoch - current > HOLD_EPOCHS {
                         return Err(EngineError::Invalid("a message far ahead of its group's epoch".into()));
                     }
-                    self.hold(&group_id, payload)?;
+                    self.hold(&group_id, original)?;
                     return Ok(None);
+                }
+                // Before the epoch moves: its transport key, for payloads
+                // still on their way in it.
+                if store.setting(&routing_directory_key(&group_id))?.is_some() {
+                    self.remember_transport(store, &group_id)?;
                 }
             }
             let incoming = process_incoming(&store.provider(), payload)?;
-            let moved = match &incoming {
-                Incoming::Changed { group_id, self_removed: false, .. } => Some(group_id.clone()),
+            let changed = match &incoming {
+                Incoming::Changed { group_id, .. } => Some(group_id.clone()),
                 Incoming::Joined { conversation, .. } => Some(conversation.id()),
                 _ => None,
             };
+            let moved = match &incoming {
+                Incoming::Changed { self_removed: true, .. } => None,
+                _ => changed.clone(),
+            };
             self.record(incoming)?;
+            if let Some(group_id) = changed {
+                if route.is_some() || store.setting(&routing_directory_key(&group_id))?.is_some() {
+                    self.apply_route(store, &group_id, route)?;
+                }
+            }
             Ok::<_, EngineError>(moved)
         });
         match outcome {
@@ -303,11 +330,11 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                     store.delete_setting(&key)?;
                     continue;
                 };
-                if peek(payload).is_some_and(|(_, epoch)| epoch > current) {
+                if peek(&routing::split_opened(payload).0).is_some_and(|(_, epoch)| epoch > current) {
                     continue;
                 }
                 // Processing it may move the epoch: look again from the start.
-                if self.accept_payload(payload, Some(&key))?.is_some() {
+                if self.accept_payload(payload, Some(&key), None)?.is_some() {
                     continue 'passes;
                 }
             }
@@ -357,8 +384,14 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
     /// nothing is lost without the user knowing. (A payload for no
     /// conversation of ours is only logged: there is nobody to tell.)
     fn note_unreadable(&mut self, payload: &[u8]) -> Result<(), StorageError> {
+        let Some((group_id, _)) = peek(&routing::split_opened(payload).0) else { return Ok(()) };
+        self.note_unreadable_in(&group_id)
+    }
+
+    /// As [`Engine::note_unreadable`], for a payload known to be `group_id`'s.
+    fn note_unreadable_in(&mut self, group_id: &[u8]) -> Result<(), StorageError> {
         let store = self.store;
-        let Some((group_id, _)) = peek(payload) else { return Ok(()) };
+        let group_id = group_id.to_vec();
         if !store.conversation(&group_id)?.is_some_and(|c| c.active) {
             return Ok(());
         }
@@ -710,6 +743,12 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
             } else {
                 conversation.abandon_commit(&provider)?;
             }
+            if matches!(unresolved.frame, ClientFrame::SealedCommit { .. }) {
+                self.settle_route(store, group_id, won)?;
+                if won {
+                    self.remember_transport(store, group_id)?;
+                }
+            }
             Ok::<_, EngineError>(won)
         })?;
         if merged {
@@ -940,6 +979,10 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
             Ok(())
         })
     }
+}
+
+fn routing_directory_key(group_id: &[u8]) -> String {
+    format!("directory:{}", hex(group_id))
 }
 
 fn hex(bytes: &[u8]) -> String {
