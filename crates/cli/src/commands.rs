@@ -454,10 +454,13 @@ async fn join(
 fn whoami(dir: &Path, json: bool) -> Result<()> {
     let client = open(dir)?;
     if json {
-        println!(
-            "{}",
-            json_line(&json!({ "account": client.account().to_string(), "name": client.name()? }))
-        );
+        let mut value = json!({ "account": client.account().to_string(), "name": client.name()? });
+        // Made at the first login: whoever has it can start a conversation
+        // without the relay learning who adds whom.
+        if let Some(code) = client.contact_code()? {
+            value["contact_code"] = json!(code.to_string());
+        }
+        println!("{}", json_line(&value));
     } else {
         println!("{} {}", client.account(), visible(&client.name()?));
     }
@@ -477,8 +480,13 @@ fn contact(dir: &Path, command: ContactCommand) -> Result<()> {
                     (name.trim().to_owned(), account.to_owned())
                 }
             };
-            let account: AccountId = account.parse().context("not an account id")?;
-            client.add_contact(&name, account)?;
+            if account.trim().starts_with("hush-contact:") {
+                let code: hush_proto::ContactCode = account.parse().context("not a contact code")?;
+                client.add_contact_code(&name, &code)?;
+            } else {
+                let account: AccountId = account.parse().context("not an account id or contact code")?;
+                client.add_contact(&name, account)?;
+            }
         }
         ContactCommand::List { json } => {
             for (name, account) in client.contacts()? {

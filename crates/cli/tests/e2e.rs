@@ -25,11 +25,21 @@ impl Relay {
         Self::start_with(data, listen, &[])
     }
 
+    /// Starts a relay that logs at debug level.
+    fn start_debug(data: &Path, listen: &str) -> Self {
+        Self::spawn(data, listen, &[], "debug")
+    }
+
     /// Starts a relay with more `hush serve` arguments.
     fn start_with(data: &Path, listen: &str, extra: &[&str]) -> Self {
+        Self::spawn(data, listen, extra, "info")
+    }
+
+    fn spawn(data: &Path, listen: &str, extra: &[&str], log_level: &str) -> Self {
         let log = data.with_extension(format!("log{}", std::process::id()));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut child = Command::new(HUSH)
+            .env("HUSH_LOG", log_level)
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", listen])
@@ -561,26 +571,31 @@ fn seizure_of_relay_and_device_finds_no_plaintext_or_sender() {
     assert_nowhere(std::slice::from_ref(&relay.log), &plaintexts);
     assert_nowhere(std::slice::from_ref(&relay.log), &[alice.account.as_bytes(), bob.account.as_bytes()]);
 
-    // The queued rows carry no sender: read the mailbox table directly.
+    // The queued rows carry no sender: read the mailbox and queue tables
+    // directly.
     let db = rusqlite::Connection::open(relay.data.join("relay.db")).unwrap();
     let alice_id: hush_proto::AccountId = alice.account.parse().unwrap();
-    let mut query = db.prepare("SELECT * FROM mailbox").unwrap();
-    let columns = query.column_count();
-    let rows: Vec<Vec<u8>> = query
-        .query_map([], |row| {
-            let mut bytes = Vec::new();
-            for i in 0..columns {
-                match row.get_ref(i)? {
-                    rusqlite::types::ValueRef::Blob(b) => bytes.extend_from_slice(b),
-                    rusqlite::types::ValueRef::Text(t) => bytes.extend_from_slice(t),
-                    _ => {}
+    let mut rows: Vec<Vec<u8>> = Vec::new();
+    for table in ["mailbox", "payloads", "queue_entries"] {
+        let mut query = db.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let columns = query.column_count();
+        let found: Vec<Vec<u8>> = query
+            .query_map([], |row| {
+                let mut bytes = Vec::new();
+                for i in 0..columns {
+                    match row.get_ref(i)? {
+                        rusqlite::types::ValueRef::Blob(b) => bytes.extend_from_slice(b),
+                        rusqlite::types::ValueRef::Text(t) => bytes.extend_from_slice(t),
+                        _ => {}
+                    }
                 }
-            }
-            Ok(bytes)
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+                Ok(bytes)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows.extend(found);
+    }
     assert!(rows.len() >= 3, "messages should be queued for offline bob");
     for row in &rows {
         assert!(!contains(row, &alice_id.0), "a queued row names its sender");
@@ -629,12 +644,15 @@ fn bad_invite_wrong_passphrase_and_deactivated_account_get_clear_errors() {
     assert_eq!(std::fs::read(alice.home.join("hush.db")).unwrap(), db_before);
     alice.ok(&["whoami"]);
 
-    // Deactivation: locked out, queue dropped, others unaffected.
+    // Deactivation: locked out, introductions dropped, others unaffected.
+    // (What waits in the account's queues expires with the retention: the
+    // relay cannot tell which queues are the account's.)
     alice.ok(&["send", &bob.account, "queued for bob"]);
+    let queued = relay.stats()["queued_messages"].as_u64().unwrap();
     let out =
         hush(&["admin", "deactivate", &bob.account, "--data", relay.data.to_str().unwrap()], None, None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(relay.stats()["queued_messages"], 0);
+    assert_eq!(relay.stats()["queued_messages"].as_u64().unwrap(), queued - 1, "the Welcome stayed");
     assert_eq!(relay.stats()["active_accounts"], 2);
     let out = bob.run(&["recv"]);
     assert!(!out.status.success());
@@ -643,9 +661,13 @@ fn bad_invite_wrong_passphrase_and_deactivated_account_get_clear_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = alice.run(&["send", &bob.account, "again"]);
-    assert!(!out.status.success(), "sending to a deactivated account must fail");
+    // Starting a conversation with a deactivated account fails (it has no
+    // key package any more). Alice's existing conversation with bob cannot
+    // be refused by the relay, which does not know the conversation's
+    // queues are bob's: what she writes there waits until it expires.
     let carol = User::join(dir.path(), "carol", &relay);
+    let out = carol.run(&["send", &bob.account, "again"]);
+    assert!(!out.status.success(), "starting a conversation with a deactivated account must fail");
     alice.ok(&["send", &carol.account, "still working"]);
     assert_eq!(carol.texts(), vec!["still working"]);
 }
@@ -671,7 +693,8 @@ fn deactivation_closes_a_live_connection() {
         let _ = stream.write_all(b"connections\n");
         let mut reply = [0u8; 32];
         let n = stream.read(&mut reply).unwrap_or(0);
-        String::from_utf8_lossy(&reply[..n]).trim() == "ok 1"
+        // Its logged-in connection and the one that receives its queues.
+        String::from_utf8_lossy(&reply[..n]).trim() == "ok 2"
     });
     let out =
         hush(&["admin", "deactivate", &bob.account, "--data", relay.data.to_str().unwrap()], None, None);
@@ -996,7 +1019,8 @@ fn remote_wipe_reaches_a_connected_device_at_once() {
         let _ = stream.write_all(b"connections\n");
         let mut reply = [0u8; 32];
         let n = stream.read(&mut reply).unwrap_or(0);
-        String::from_utf8_lossy(&reply[..n]).trim() == "ok 1"
+        // Its logged-in connection and the one that receives its queues.
+        String::from_utf8_lossy(&reply[..n]).trim() == "ok 2"
     });
     assert!(hush(&["remote-wipe", &code], None, None).status.success());
     wait_until("the connected device to wipe itself", || listening.try_wait().unwrap().is_some());
@@ -1026,6 +1050,8 @@ fn provisioned_accounts_are_counted_and_bad_lines_refused() {
 
 #[path = "e2e/chat.rs"]
 mod chat;
+#[path = "e2e/graph.rs"]
+mod graph;
 #[path = "e2e/operator.rs"]
 mod operator;
 #[path = "e2e/seizure.rs"]

@@ -420,6 +420,61 @@ impl Client {
         Ok(())
     }
 
+    /// Adds a contact from their contact code: a conversation with them
+    /// starts through their contact queue, so the relay does not learn who
+    /// added whom. Returns their account.
+    pub fn add_contact_code(
+        &self,
+        name: &str,
+        code: &hush_proto::ContactCode,
+    ) -> Result<AccountId, ClientError> {
+        self.add_contact(name, code.account)?;
+        let mut route = code.queue.queue.0.to_vec();
+        route.extend_from_slice(&code.queue.secret);
+        self.store.set_setting(&contact_route_key(&code.account), &route)?;
+        Ok(code.account)
+    }
+
+    /// Where a Welcome for `account` goes: its contact queue, if we have
+    /// its contact code.
+    pub(crate) fn contact_route(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<hush_proto::Capability>, ClientError> {
+        let Some(route) = self.store.setting(&contact_route_key(account))? else { return Ok(None) };
+        let queue = route.get(..16).and_then(|b| b.try_into().ok()).map(hush_proto::QueueId);
+        let secret = route.get(16..48).and_then(|b| b.try_into().ok());
+        Ok(queue.zip(secret).map(|(queue, secret)| hush_proto::Capability { queue, secret }))
+    }
+
+    /// The queue this device receives a conversation's payloads in (for
+    /// tools and tests that look at the relay's side).
+    pub fn queue_of(&self, to: &str) -> Result<Option<hush_proto::QueueId>, ClientError> {
+        let group_id = match self.resolve(to)? {
+            Target::Group(group) => group.group_id,
+            Target::Account(peer) => match self.store.direct_conversations(&peer)?.into_iter().next() {
+                Some(conversation) => conversation.group_id,
+                None => return Ok(None),
+            },
+        };
+        let engine = self.engine();
+        for (queue, _) in engine.own_queues()? {
+            if engine.queue_group(&queue)?.as_deref() == Some(&group_id[..]) {
+                return Ok(Some(queue));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Our contact code, once the first login made the contact queue.
+    pub fn contact_code(&self) -> Result<Option<hush_proto::ContactCode>, ClientError> {
+        let queue = self.engine().contact_queue()?;
+        Ok(queue.map(|(queue, secret)| hush_proto::ContactCode {
+            account: self.account(),
+            queue: hush_proto::Capability { queue, secret },
+        }))
+    }
+
     /// All contacts.
     pub fn contacts(&self) -> Result<Vec<(String, AccountId)>, ClientError> {
         Ok(self.store.contacts()?)
@@ -636,4 +691,8 @@ impl Client {
             request: self.is_request(&message.group_id)?,
         })
     }
+}
+
+fn contact_route_key(account: &AccountId) -> String {
+    format!("contact_route:{}", data_encoding::HEXLOWER.encode(&account.0))
 }

@@ -1,13 +1,19 @@
-//! A logged-in connection for one profile: requests with answers, deliveries
-//! processed as they arrive, commits retried when they lose their epoch.
+//! A session of one profile with its relay (protocol 3): requests with
+//! answers, deliveries processed as they arrive, commits retried when they
+//! lose their epoch, over three connections the relay cannot link by what
+//! it is told (see [`Session`]).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use hush_core::engine::{QueuePlan, QueueSecrets};
 use hush_core::{
     verify_key_package, Body, CommitAnswer, CommitRun, CommitStep, Content, Conversation, ConversationKind,
     CoreError, Identity, Resolution, SentCommit, VerifiedKeyPackage,
 };
-use hush_proto::{AccountId, ClientFrame, ErrorCode, RelayFrame};
+use hush_proto::limits::MAX_QUEUES_PER_SUBSCRIBE;
+use hush_proto::tokens::{day_of, Token, TokenRequest};
+use hush_proto::{AccountId, Capability, ClientFrame, Destination, DeviceId, ErrorCode, QueueId, RelayFrame};
 use hush_store::HushProvider;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -30,15 +36,83 @@ struct Submitted {
 }
 
 enum Answer {
-    /// Done; recipients the relay skipped as deactivated.
-    Accepted(Vec<AccountId>),
+    /// Done.
+    Accepted,
+    /// Stored in every target but these (by index).
+    Sent(Vec<u32>),
     KeyPackage(Vec<u8>),
     Stale(u64),
+    Tokens(hush_proto::tokens::Issued),
+    QueueCreated(QueueId),
 }
 
-/// A frame the relay pushed, taken by [`Session::next_push`] and processed
-/// by [`Session::handle_push`].
-pub struct Push(RelayFrame);
+/// The answer to `request` in `frame`, if it is one; a refusal is an error.
+fn answer_to(frame: RelayFrame, request: u32) -> Result<Option<Answer>, ClientError> {
+    Ok(Some(match frame {
+        RelayFrame::Accepted { request: r, .. } if r == request => Answer::Accepted,
+        RelayFrame::Sent { request: r, refused } if r == request => Answer::Sent(refused),
+        RelayFrame::KeyPackage { request: r, key_package } if r == request => Answer::KeyPackage(key_package),
+        RelayFrame::StaleEpoch { request: r, epoch } if r == request => Answer::Stale(epoch),
+        RelayFrame::Tokens { request: r, issued } if r == request => Answer::Tokens(issued),
+        RelayFrame::QueueCreated { request: r, queue } if r == request => Answer::QueueCreated(queue),
+        RelayFrame::Rejected { request: r, code } if r == request => return Err(ClientError::Relay(code)),
+        RelayFrame::Error { code, .. } => return Err(ClientError::Relay(code)),
+        _ => return Ok(None),
+    }))
+}
+
+/// Gives a request frame its request id.
+fn set_request(frame: &mut ClientFrame, id: u32) {
+    match frame {
+        ClientFrame::SealedSend { request, .. }
+        | ClientFrame::SealedCommit { request, .. }
+        | ClientFrame::CreateQueue { request, .. }
+        | ClientFrame::FetchKeyPackage { request, .. }
+        | ClientFrame::Commit { request, .. }
+        | ClientFrame::Send { request, .. } => *request = id,
+        _ => {}
+    }
+}
+
+/// Below this many of today's send tokens, a session asks for more.
+const TOKENS_LOW: usize = 8;
+/// How many a session holds after asking.
+const TOKENS_BATCH: usize = 32;
+/// The device's unspent send tokens, in its encrypted store.
+const WALLET: &str = "send_tokens";
+
+/// Unspent send tokens of today and yesterday (the relay takes no older).
+struct Wallet {
+    tokens: Vec<Token>,
+}
+
+impl Wallet {
+    fn load(client: &Client, today: u64) -> Result<Self, ClientError> {
+        let bytes = zeroize::Zeroizing::new(client.store.setting(WALLET)?.unwrap_or_default());
+        let tokens = bytes
+            .chunks_exact(104)
+            .filter_map(|chunk| {
+                Some(Token {
+                    day: u64::from_be_bytes(chunk[..8].try_into().ok()?),
+                    nonce: chunk[8..40].try_into().ok()?,
+                    output: chunk[40..].try_into().ok()?,
+                })
+            })
+            .filter(|token| token.day + 1 >= today && token.day <= today)
+            .collect();
+        Ok(Self { tokens })
+    }
+
+    fn save(&self, client: &Client) -> Result<(), ClientError> {
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(self.tokens.len() * 104));
+        for token in &self.tokens {
+            bytes.extend_from_slice(&token.day.to_be_bytes());
+            bytes.extend_from_slice(&token.nonce);
+            bytes.extend_from_slice(&token.output);
+        }
+        Ok(client.store.set_setting(WALLET, &bytes)?)
+    }
+}
 
 /// A text message before it is sent. Its id and time are fixed once, so
 /// sending it again after a lost connection cannot show it twice: every
@@ -89,26 +163,57 @@ impl Draft {
     }
 }
 
-/// A logged-in connection.
+/// Where a frame came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plane {
+    /// The logged-in connection: the introduction mailbox, wipe orders.
+    Account,
+    /// The queue connection: our queues.
+    Queues,
+}
+
+/// A frame the relay pushed, taken by [`Session::next_push`] and processed
+/// by [`Session::handle_push`].
+pub struct Push(Plane, RelayFrame);
+
+/// The connection that receives from our queues: it proved each of them
+/// under its challenge, and never logs in or sends.
+struct QueueLink {
+    connection: Connection,
+    nonce: [u8; 32],
+    proved: HashSet<QueueId>,
+}
+
+/// A session of one profile with its relay, on three connections that the
+/// relay cannot link by anything it is told: the logged-in one (key
+/// packages, send tokens, introductions, wipe orders), the queue one
+/// (receiving), and a sealed one (sending, opened with a token when first
+/// needed).
 pub struct Session<'a> {
     client: &'a Client,
-    connection: Connection,
+    account: Connection,
+    queues: Option<QueueLink>,
+    sealed: Option<Connection>,
     next_request: u32,
     subscribed: bool,
     queue_empty: bool,
+    intro_empty: bool,
     received: usize,
-    /// Members the relay reported deactivated, by group, to be removed.
+    /// Members whose queues stayed refused, by group, to be removed.
     inactive: Vec<(Vec<u8>, Vec<AccountId>)>,
 }
 
 impl<'a> Session<'a> {
-    fn new(client: &'a Client, connection: Connection) -> Self {
+    fn new(client: &'a Client, account: Connection) -> Self {
         Self {
             client,
-            connection,
+            account,
+            queues: None,
+            sealed: None,
             next_request: 1,
             subscribed: false,
             queue_empty: false,
+            intro_empty: false,
             received: 0,
             inactive: Vec::new(),
         }
@@ -134,7 +239,7 @@ impl<'a> Session<'a> {
     }
 
     /// Registers a new profile's account with an invite code, then uploads
-    /// key packages.
+    /// key packages and sets up its queues.
     pub async fn register(client: &'a Client, invite_code: &str) -> Result<Session<'a>, ClientError> {
         let wipe_hash: [u8; 32] = Sha256::digest(client.wipe_secret()?.as_ref()).into();
         let credentials = Credentials::Register {
@@ -145,13 +250,21 @@ impl<'a> Session<'a> {
         let (connection, _) = Self::admit(client, credentials).await?;
         let mut session = Self::new(client, connection);
         session.maintain_key_packages(0).await?;
+        session.open_planes().await?;
         Ok(session)
     }
 
     /// Logs in; resolves commits whose answer was lost before anything else.
+    /// An account the operator deactivated deletes its queues (best effort),
+    /// so that its contacts' sends fail rather than pile up unread.
     pub async fn login(client: &'a Client) -> Result<Session<'a>, ClientError> {
-        let (connection, key_packages) =
-            Self::admit(client, Credentials::Login { account: client.account() }).await?;
+        let admitted = Self::admit(client, Credentials::Login { account: client.account() }).await;
+        if let Err(ClientError::Relay(ErrorCode::Deactivated)) = &admitted {
+            if let Err(error) = delete_own_queues(client).await {
+                tracing::warn!(%error, "could not delete the queues of a deactivated account");
+            }
+        }
+        let (connection, key_packages) = admitted?;
         let mut session = Self::new(client, connection);
         match session.maintain_key_packages(key_packages).await {
             Ok(()) => {}
@@ -162,20 +275,274 @@ impl<'a> Session<'a> {
             }
             Err(error) => return Err(error),
         }
+        session.open_planes().await?;
         session.resolve_commits().await?;
         session.client.engine().retry_all_held()?;
-        session.key_groups_at_the_relay()?;
         Ok(session)
     }
 
-    /// Once per profile: every group owes a self-update, so the relay
-    /// learns each group's epoch key from a member.
-    fn key_groups_at_the_relay(&self) -> Result<(), ClientError> {
-        Ok(self.client.engine().key_groups_at_the_relay()?)
+    /// Send tokens for the day, the contact queue, and the queue
+    /// connection with every queue of ours proved on it.
+    async fn open_planes(&mut self) -> Result<(), ClientError> {
+        self.top_up_tokens().await?;
+        if self.client.engine().contact_queue()?.is_none() {
+            let secrets = QueueSecrets::generate(&mut rand::rngs::OsRng);
+            let queue = self.create_queue(&secrets).await?;
+            self.client.engine().set_contact_queue(queue, &secrets)?;
+        }
+        self.prove_queues().await?;
+        self.queue_upkeep().await
     }
 
     fn wipe_order(&self, secret: &[u8; 32]) -> ClientError {
         wipe_order(self.client, secret)
+    }
+
+    // ----- tokens -----
+
+    /// Asks for send tokens when fewer than [`TOKENS_LOW`] of today's are
+    /// left. The proof that the relay evaluated them all with the day's
+    /// key, and that the day is today's, is checked by `finish`.
+    async fn refill_tokens(&mut self) -> Result<(), ClientError> {
+        let today = day_of(self.client.now_ms() / 1000);
+        let mut wallet = Wallet::load(self.client, today)?;
+        if wallet.tokens.len() >= TOKENS_LOW {
+            return Ok(());
+        }
+        let wanted = TOKENS_BATCH.saturating_sub(wallet.tokens.len());
+        let tokens = TokenRequest::new(wanted, &mut rand::rngs::OsRng);
+        let request = self.request_id();
+        self.account.send(&ClientFrame::IssueTokens { request, blinded: tokens.blinded().to_vec() }).await?;
+        let Answer::Tokens(issued) = self.account_answer(request).await? else {
+            return Err(ClientError::Protocol("unexpected answer to a token request".into()));
+        };
+        let fresh =
+            tokens.finish(&issued, today).map_err(|error| ClientError::Protocol(error.to_string()))?;
+        wallet.tokens.extend(fresh);
+        wallet.save(self.client)
+    }
+
+    /// As [`Self::refill_tokens`], but a relay whose day is not ours (this
+    /// device's clock is wrong, or the relay tries to give this device a
+    /// key of its own) only leaves the device without tokens: it cannot
+    /// send, and still receives.
+    async fn top_up_tokens(&mut self) -> Result<(), ClientError> {
+        match self.refill_tokens().await {
+            Err(ClientError::Protocol(reason)) => {
+                tracing::warn!(%reason, "no send tokens: is this device's clock right?");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Takes one token, asking for more first if the wallet is empty.
+    async fn take_token(&mut self) -> Result<Token, ClientError> {
+        let today = day_of(self.client.now_ms() / 1000);
+        if Wallet::load(self.client, today)?.tokens.is_empty() {
+            self.refill_tokens().await?;
+        }
+        let mut wallet = Wallet::load(self.client, today)?;
+        let token = wallet.tokens.pop().ok_or_else(|| ClientError::Relay(ErrorCode::RateLimited))?;
+        // Gone from the wallet before it is spent: a token is never shown
+        // to the relay twice.
+        wallet.save(self.client)?;
+        Ok(token)
+    }
+
+    // ----- the sealed connection -----
+
+    /// The sealed connection, opened with a token if there is none.
+    async fn sealed(&mut self) -> Result<&mut Connection, ClientError> {
+        if self.sealed.is_none() {
+            let token = self.take_token().await?;
+            let (address, pin) = self.client.relay();
+            let mut connection = Connection::open(address, pin).await?;
+            crate::handshake::hello(&mut connection).await?;
+            connection.send(&ClientFrame::Spend { request: 0, token }).await?;
+            match connection.recv().await? {
+                RelayFrame::Accepted { request: 0, .. } => {}
+                RelayFrame::Error { code, .. } => return Err(ClientError::Relay(code)),
+                _ => return Err(ClientError::Protocol("unexpected answer to a token".into())),
+            }
+            self.sealed = Some(connection);
+        }
+        self.sealed.as_mut().ok_or(ClientError::Disconnected)
+    }
+
+    /// Sends a request on the sealed connection (setting its request id)
+    /// and waits for the answer; a spent budget is topped up with another
+    /// token and the request sent again.
+    async fn sealed_request(&mut self, mut frame: ClientFrame) -> Result<Answer, ClientError> {
+        for _ in 0..2 {
+            let request = self.request_id();
+            set_request(&mut frame, request);
+            let sent = self.sealed().await?.send(&frame).await;
+            let answered = match sent {
+                Ok(()) => self.sealed_answer(request).await,
+                Err(error) => Err(error),
+            };
+            match answered {
+                Err(ClientError::Relay(ErrorCode::NeedToken)) => {
+                    let token = self.take_token().await?;
+                    let request = self.request_id();
+                    self.sealed().await?.send(&ClientFrame::Spend { request, token }).await?;
+                    self.sealed_answer(request).await?;
+                }
+                Err(error @ (ClientError::Disconnected | ClientError::Transport(_))) => {
+                    // The next request opens a new one.
+                    self.sealed = None;
+                    return Err(error);
+                }
+                other => return other,
+            }
+        }
+        Err(ClientError::Relay(ErrorCode::NeedToken))
+    }
+
+    async fn sealed_answer(&mut self, request: u32) -> Result<Answer, ClientError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let connection = self.sealed.as_mut().ok_or(ClientError::Disconnected)?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, connection.recv())
+                .await
+                .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
+            if let Some(answer) = answer_to(frame, request)? {
+                return Ok(answer);
+            }
+        }
+    }
+
+    /// Makes a queue at the relay.
+    async fn create_queue(&mut self, secrets: &QueueSecrets) -> Result<QueueId, ClientError> {
+        let frame = ClientFrame::CreateQueue {
+            request: 0,
+            owner_key: secrets.owner_public(),
+            write_hash: secrets.write_hash(),
+        };
+        match self.sealed_request(frame).await? {
+            Answer::QueueCreated(queue) => Ok(queue),
+            _ => Err(ClientError::Protocol("unexpected answer to a queue creation".into())),
+        }
+    }
+
+    // ----- the queue connection -----
+
+    /// Proves every queue of ours not proved yet, opening the queue
+    /// connection if there is none.
+    async fn prove_queues(&mut self) -> Result<(), ClientError> {
+        let own = self.client.engine().own_queues()?;
+        if self.queues.is_none() {
+            let (address, pin) = self.client.relay();
+            let mut connection = Connection::open(address, pin).await?;
+            let nonce = crate::handshake::hello(&mut connection).await?;
+            self.queues = Some(QueueLink { connection, nonce, proved: HashSet::new() });
+        }
+        let pin = self.client.relay().1;
+        let link = self.queues.as_ref().ok_or(ClientError::Disconnected)?;
+        let nonce = link.nonce;
+        let missing: Vec<_> = own.into_iter().filter(|(queue, _)| !link.proved.contains(queue)).collect();
+        for chunk in missing.chunks(MAX_QUEUES_PER_SUBSCRIBE) {
+            use ed25519_dalek::Signer as _;
+            let proofs: Vec<_> = chunk
+                .iter()
+                .map(|(queue, owner)| {
+                    (*queue, owner.sign(&hush_proto::queue_auth_message(&nonce, &pin, queue)).to_bytes())
+                })
+                .collect();
+            // Once delivery runs, the relay drains queues proved later and
+            // says so with another `QueueEmpty`: wait for it again.
+            if self.subscribed {
+                self.queue_empty = false;
+            }
+            self.queue_request(|request| ClientFrame::SubscribeQueues { request, proofs }).await?;
+            let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+            link.proved.extend(chunk.iter().map(|(queue, _)| *queue));
+        }
+        Ok(())
+    }
+
+    /// Takes over queues made for us (a new owner key of our own) and
+    /// deletes the queues of groups we left.
+    async fn queue_upkeep(&mut self) -> Result<(), ClientError> {
+        let engine = self.client.engine();
+        let rekeys = engine.rekeys()?;
+        let own = engine.own_queues()?;
+        let drops = engine.queues_to_drop()?;
+        drop(engine);
+        // Every queue of ours gets its wipe tag once (taking over a queue
+        // made for us sets our own owner key at the same time).
+        for (queue, owner) in own {
+            let next = rekeys.iter().find(|(q, _, _)| *q == queue).map(|(_, _, next)| next);
+            let tagged = self.client.store.setting(&tagged_key(&queue))?.is_some();
+            if tagged && next.is_none() {
+                continue;
+            }
+            let owner_key = next.unwrap_or(&owner).verifying_key().to_bytes();
+            let wipe_tag = hush_proto::wipe_tag(&*self.client.wipe_secret()?, &queue);
+            let frame = |request| ClientFrame::RekeyQueue { request, queue, owner_key, wipe_tag };
+            match self.queue_request(frame).await {
+                Ok(()) => {
+                    self.client.store.set_setting(&tagged_key(&queue), &[1])?;
+                    if next.is_some() {
+                        self.client.engine().rekeyed(&queue)?;
+                    }
+                }
+                Err(ClientError::Relay(code)) => {
+                    tracing::warn!(?code, "the relay refused to set a queue's owner key")
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if !drops.is_empty() {
+            // A queue must be proved on the connection to be deleted.
+            let pin = self.client.relay().1;
+            for (queue, owner) in drops {
+                use ed25519_dalek::Signer as _;
+                let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+                let proof = owner.sign(&hush_proto::queue_auth_message(&link.nonce, &pin, &queue)).to_bytes();
+                let proved = self
+                    .queue_request(|request| ClientFrame::SubscribeQueues {
+                        request,
+                        proofs: vec![(queue, proof)],
+                    })
+                    .await;
+                let deleted = match proved {
+                    Ok(()) => self.queue_request(|request| ClientFrame::DeleteQueue { request, queue }).await,
+                    Err(error) => Err(error),
+                };
+                match deleted {
+                    // Gone either way: it is not ours to keep.
+                    Ok(()) | Err(ClientError::Relay(_)) => self.client.engine().queue_dropped(&queue)?,
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A request on the queue connection; deliveries that arrive meanwhile
+    /// are processed.
+    async fn queue_request(&mut self, frame: impl FnOnce(u32) -> ClientFrame) -> Result<(), ClientError> {
+        let request = self.request_id();
+        let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+        link.connection.send(&frame(request)).await?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+            let frame = tokio::time::timeout(left, link.connection.recv())
+                .await
+                .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
+            match frame {
+                RelayFrame::Accepted { request: r, .. } if r == request => return Ok(()),
+                RelayFrame::Rejected { request: r, code } if r == request => {
+                    return Err(ClientError::Relay(code))
+                }
+                other => Box::pin(self.handle(Plane::Queues, other)).await?,
+            }
+        }
     }
 
     /// Makes, replaces and deletes our key packages by the policy: more
@@ -191,18 +558,24 @@ impl<'a> Session<'a> {
         if let ClientFrame::UploadKeyPackages { request: r, .. } = &mut frame {
             *r = request;
         }
-        self.connection.send(&frame).await?;
-        match self.answer(request).await? {
-            Answer::Accepted(_) => {}
+        self.account.send(&frame).await?;
+        match self.account_answer(request).await? {
+            Answer::Accepted => {}
             _ => return Err(ClientError::Protocol("unexpected answer to a key package upload".into())),
         }
         // The relay hands out the new last-resort package from now on.
         Ok(engine.key_packages_accepted(&work)?)
     }
 
-    /// Closes the connection.
+    /// Closes the connections.
     pub async fn close(self) {
-        self.connection.close().await;
+        self.account.close().await;
+        if let Some(link) = self.queues {
+            link.connection.close().await;
+        }
+        if let Some(sealed) = self.sealed {
+            sealed.close().await;
+        }
     }
 
     fn request_id(&mut self) -> u32 {
@@ -211,62 +584,86 @@ impl<'a> Session<'a> {
         id
     }
 
-    /// Waits for the answer to `request`, processing deliveries meanwhile.
-    async fn answer(&mut self, request: u32) -> Result<Answer, ClientError> {
+    /// Waits for the answer to `request` on the logged-in connection,
+    /// processing introductions meanwhile.
+    async fn account_answer(&mut self, request: u32) -> Result<Answer, ClientError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let frame = tokio::time::timeout(left, self.connection.recv())
+            let frame = tokio::time::timeout(left, self.account.recv())
                 .await
                 .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
             match frame {
-                RelayFrame::Accepted { request: r, inactive } if r == request => {
-                    return Ok(Answer::Accepted(inactive))
+                RelayFrame::Deliver { .. } | RelayFrame::QueueEmpty | RelayFrame::WipeOrder { .. } => {
+                    Box::pin(self.handle(Plane::Account, frame)).await?
                 }
-                RelayFrame::KeyPackage { request: r, key_package } if r == request => {
-                    return Ok(Answer::KeyPackage(key_package))
+                other => {
+                    if let Some(answer) = answer_to(other, request)? {
+                        return Ok(answer);
+                    }
                 }
-                RelayFrame::StaleEpoch { request: r, epoch } if r == request => {
-                    return Ok(Answer::Stale(epoch))
-                }
-                RelayFrame::Rejected { request: r, code } if r == request => {
-                    return Err(ClientError::Relay(code))
-                }
-                other => self.handle_unsolicited(other).await?,
             }
         }
     }
 
-    async fn handle_unsolicited(&mut self, frame: RelayFrame) -> Result<(), ClientError> {
-        match frame {
-            RelayFrame::Deliver { id, payload, .. } => self.deliver(id, &payload).await,
-            RelayFrame::QueueEmpty => {
+    async fn handle(&mut self, plane: Plane, frame: RelayFrame) -> Result<(), ClientError> {
+        match (plane, frame) {
+            (_, RelayFrame::WipeOrder { secret }) => Err(self.wipe_order(&secret)),
+            (Plane::Account, RelayFrame::Deliver { id, payload, .. }) => {
+                self.received += 1;
+                self.client.engine().deliver_introduction(&payload)?;
+                self.account.send(&ClientFrame::Ack { ids: vec![id] }).await?;
+                // A Welcome gave us a queue in a new group: receive from it.
+                self.prove_queues().await?;
+                self.queue_upkeep().await
+            }
+            (Plane::Account, RelayFrame::QueueEmpty) => {
+                self.intro_empty = true;
+                Ok(())
+            }
+            (Plane::Queues, RelayFrame::QueueDeliver { queue, seq, payload, .. }) => {
+                self.deliver(queue, seq, &payload).await
+            }
+            (Plane::Queues, RelayFrame::QueueEmpty) => {
                 self.queue_empty = true;
                 Ok(())
             }
-            RelayFrame::WipeOrder { secret } => Err(self.wipe_order(&secret)),
+            (_, RelayFrame::Error { code, .. }) => Err(ClientError::Relay(code)),
             // Answers to requests we no longer wait for, and anything else:
             // nothing in the allow-list asks the client to act.
             _ => Ok(()),
         }
     }
 
-    /// Asks the relay for queued and live deliveries (once per session).
+    /// Asks the relay for queued and live deliveries (once per session):
+    /// our queues, and the introduction mailbox.
     pub async fn subscribe(&mut self) -> Result<(), ClientError> {
         if !self.subscribed {
-            self.connection.send(&ClientFrame::Subscribe).await?;
+            self.account.send(&ClientFrame::Subscribe).await?;
+            let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+            link.connection.send(&ClientFrame::Subscribe).await?;
             self.subscribed = true;
         }
         Ok(())
     }
 
-    /// Processes everything queued so far (once subscribed and drained,
-    /// live pushes are processed as they come, so this is free).
+    /// The next frame of either receiving connection.
+    async fn next_frame(&mut self) -> Result<(Plane, RelayFrame), ClientError> {
+        let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+        tokio::select! {
+            frame = self.account.recv() => Ok((Plane::Account, frame?)),
+            frame = link.connection.recv() => Ok((Plane::Queues, frame?)),
+        }
+    }
+
+    /// Processes everything queued so far in our queues and introduction
+    /// mailbox (once subscribed and drained, live pushes are processed as
+    /// they come, so this is free).
     async fn drain(&mut self) -> Result<(), ClientError> {
         self.subscribe().await?;
-        while !self.queue_empty {
-            let frame = self.connection.recv().await?;
-            self.handle_unsolicited(frame).await?;
+        while !(self.queue_empty && self.intro_empty) {
+            let (plane, frame) = self.next_frame().await?;
+            self.handle(plane, frame).await?;
         }
         Ok(())
     }
@@ -274,13 +671,10 @@ impl<'a> Session<'a> {
     /// Takes everything queued, then keeps listening until `wait` passes
     /// with nothing new. Returns how many payloads were processed.
     pub async fn receive(&mut self, wait: Duration) -> Result<usize, ClientError> {
-        self.subscribe().await?;
-        while !self.queue_empty {
-            let frame = self.connection.recv().await?;
-            self.handle_unsolicited(frame).await?;
-        }
-        while let Ok(frame) = tokio::time::timeout(wait, self.connection.recv()).await {
-            self.handle_unsolicited(frame?).await?;
+        self.drain().await?;
+        while let Ok(next) = tokio::time::timeout(wait, self.next_frame()).await {
+            let (plane, frame) = next?;
+            self.handle(plane, frame).await?;
         }
         self.pay_owed_updates().await?;
         Ok(self.received)
@@ -290,36 +684,48 @@ impl<'a> Session<'a> {
     /// lost if the future is dropped, so it can race other work in
     /// `tokio::select!`. Call [`Session::subscribe`] first.
     pub async fn next_push(&mut self) -> Result<Push, ClientError> {
-        self.connection.recv().await.map(Push)
+        let (plane, frame) = self.next_frame().await?;
+        Ok(Push(plane, frame))
     }
 
     /// Processes a pushed frame: a delivery is decrypted, stored and
-    /// acknowledged; once the queue is drained, owed self-updates are sent.
+    /// acknowledged; once the queues are drained, owed self-updates are
+    /// sent.
     pub async fn handle_push(&mut self, push: Push) -> Result<(), ClientError> {
-        let drained = matches!(push.0, RelayFrame::QueueEmpty);
-        self.handle_unsolicited(push.0).await?;
+        let drained = matches!(push, Push(Plane::Queues, RelayFrame::QueueEmpty));
+        self.handle(push.0, push.1).await?;
         if drained {
             self.pay_owed_updates().await?;
         }
         Ok(())
     }
 
-    /// Processes one delivered payload and acknowledges it once its result
-    /// is stored. Only a failure of our own store leaves it unacknowledged
-    /// (the relay delivers it again); a payload that cannot be processed is
-    /// shown as an event and acknowledged, so one broken payload or
-    /// conversation never blocks the mailbox or the others.
-    async fn deliver(&mut self, id: u64, payload: &[u8]) -> Result<(), ClientError> {
+    /// Processes one payload from a queue of ours and acknowledges it once
+    /// its result is stored. Only a failure of our own store leaves it
+    /// unacknowledged (the relay delivers it again); a payload that cannot
+    /// be processed is shown as an event and acknowledged, so one broken
+    /// payload or conversation never blocks the others.
+    async fn deliver(&mut self, queue: QueueId, seq: u64, payload: &[u8]) -> Result<(), ClientError> {
         self.received += 1;
-        self.client.engine().deliver(payload)?;
-        self.connection.send(&ClientFrame::Ack { ids: vec![id] }).await
+        let before = self.client.engine().own_queues()?.len();
+        self.client.engine().deliver_queued(&queue, payload)?;
+        let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+        link.connection.send(&ClientFrame::AckQueues { items: vec![(queue, seq)] }).await?;
+        // A Welcome on our contact queue gave us a queue in a new group:
+        // receive from it. Removed from a group: its queue goes.
+        if self.client.engine().own_queues()?.len() != before {
+            self.prove_queues().await?;
+            self.queue_upkeep().await?;
+        } else if !self.client.engine().queues_to_drop()?.is_empty() {
+            self.queue_upkeep().await?;
+        }
+        Ok(())
     }
 
-    /// Fetches and verifies a key package of `account`.
+    /// Fetches and verifies a key package of `account` (sealed: the relay
+    /// learns that someone asked for it, not who).
     async fn key_package(&mut self, account: AccountId) -> Result<VerifiedKeyPackage, ClientError> {
-        let request = self.request_id();
-        self.connection.send(&ClientFrame::FetchKeyPackage { request, account }).await?;
-        match self.answer(request).await {
+        match self.sealed_request(ClientFrame::FetchKeyPackage { request: 0, account }).await {
             Ok(Answer::KeyPackage(bytes)) => {
                 let store = &self.client.store;
                 Ok(verify_key_package(&store.provider(), &bytes, account)?)
@@ -330,6 +736,40 @@ impl<'a> Session<'a> {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// Makes queues at the relay for `members` about to be added to a
+    /// group (and for us, when `creating`), and plans the commit's route:
+    /// each member's Welcome goes to the contact queue its contact code
+    /// gave, else to its account's introduction mailbox.
+    async fn plan_members(
+        &mut self,
+        group_id: &[u8],
+        packages: &[VerifiedKeyPackage],
+        creating: bool,
+    ) -> Result<(), ClientError> {
+        let mut plans = Vec::new();
+        if creating {
+            let secrets = QueueSecrets::generate(&mut rand::rngs::OsRng);
+            let queue = self.create_queue(&secrets).await?;
+            plans.push(QueuePlan { device: self.client.device(), queue, secrets, welcome_to: None });
+        }
+        for package in packages {
+            let secrets = QueueSecrets::generate(&mut rand::rngs::OsRng);
+            let queue = self.create_queue(&secrets).await?;
+            let welcome_to = match self.client.contact_route(&package.account)? {
+                Some(capability) => Destination::Queue(capability),
+                None => Destination::Account(package.account),
+            };
+            plans.push(QueuePlan { device: package.device(), queue, secrets, welcome_to: Some(welcome_to) });
+        }
+        self.client.engine().plan_route(group_id, &plans)?;
+        if creating {
+            // Our own queue in the group: receive from it from now on.
+            self.prove_queues().await?;
+            self.queue_upkeep().await?;
+        }
+        Ok(())
     }
 
     /// Takes a commit made with `make` through its lifecycle
@@ -345,7 +785,7 @@ impl<'a> Session<'a> {
         group_id: &[u8],
         make: impl Fn(&mut Conversation, &HushProvider<'_>, &Identity) -> Result<SentCommit, CoreError>,
     ) -> Result<(), ClientError> {
-        let (mut run, mut step) = CommitRun::start(&self.client.engine(), group_id, make)?;
+        let (mut run, mut step) = CommitRun::start_sealed(&self.client.engine(), group_id, make)?;
         let mut failure = None;
         loop {
             step = match step {
@@ -387,21 +827,24 @@ impl<'a> Session<'a> {
     /// Sends a commit frame under a fresh request id and puts the relay's
     /// answer (or its absence) in the engine's terms, keeping the error
     /// behind anything but an acceptance for the caller.
-    async fn submit(&mut self, mut frame: ClientFrame) -> Submitted {
-        let request = self.request_id();
-        if let ClientFrame::Commit { request: r, .. } = &mut frame {
-            *r = request;
-        }
-        let answered = match self.connection.send(&frame).await {
-            Ok(()) => self.answer(request).await,
-            Err(error) => Err(error),
+    async fn submit(&mut self, frame: ClientFrame) -> Submitted {
+        let group_id = match &frame {
+            ClientFrame::SealedCommit { group, .. } | ClientFrame::Commit { group, .. } => group.0.clone(),
+            _ => Vec::new(),
         };
+        let answered = self.sealed_request(frame.clone()).await;
         let (answer, failure) = match answered {
-            Ok(Answer::Accepted(inactive)) => {
-                return Submitted { answer: CommitAnswer::Accepted, inactive, failure: None }
+            Ok(Answer::Accepted) => {
+                return Submitted { answer: CommitAnswer::Accepted, inactive: Vec::new(), failure: None }
+            }
+            Ok(Answer::Sent(refused)) => {
+                // Queues the commit could not reach or rotate: members
+                // whose queue is gone (a wiped device, one that left).
+                let inactive = self.refused_members(&group_id, &frame, &refused);
+                return Submitted { answer: CommitAnswer::Accepted, inactive, failure: None };
             }
             Ok(Answer::Stale(epoch)) => (CommitAnswer::Stale { epoch }, None),
-            Ok(Answer::KeyPackage(_)) => {
+            Ok(_) => {
                 (CommitAnswer::Refused, Some(ClientError::Protocol("unexpected answer to a commit".into())))
             }
             Err(
@@ -441,16 +884,36 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// The members of a group behind a commit's refused targets (the
+    /// targets of a commit come first, then its Welcome's destinations,
+    /// then its rotations: only the first and last name members' queues).
+    fn refused_members(&self, group_id: &[u8], frame: &ClientFrame, refused: &[u32]) -> Vec<AccountId> {
+        let ClientFrame::SealedCommit { targets, rotate, welcome, .. } = frame else { return Vec::new() };
+        let welcomed = welcome.as_ref().map_or(0, |(to, _)| to.len());
+        let queues: Vec<QueueId> = refused
+            .iter()
+            .filter_map(|index| {
+                let index = *index as usize;
+                if index < targets.len() {
+                    Some(targets[index].queue)
+                } else {
+                    rotate.get(index - targets.len() - welcomed).map(|(capability, _)| capability.queue)
+                }
+            })
+            .collect();
+        self.client.engine().members_of_queues(group_id, &queues).unwrap_or_default()
+    }
+
     /// Processes deliveries until the group reaches `epoch`.
     async fn catch_up(&mut self, group_id: &[u8], epoch: u64) -> Result<(), ClientError> {
         self.subscribe().await?;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         while !self.client.engine().reached(group_id, epoch)? {
             let left = deadline.saturating_duration_since(Instant::now());
-            let frame = tokio::time::timeout(left, self.connection.recv())
+            let (plane, frame) = tokio::time::timeout(left, self.next_frame())
                 .await
                 .map_err(|_| ClientError::GroupStuck)??;
-            self.handle_unsolicited(frame).await?;
+            self.handle(plane, frame).await?;
         }
         Ok(())
     }
@@ -466,24 +929,51 @@ impl<'a> Session<'a> {
         if self.client.engine().has_unresolved(group_id)? {
             self.resolve_commits().await?;
         }
-        // Writing into a conversation request accepts it.
-        let outgoing = self.client.engine().encrypt(group_id, content)?;
-        if outgoing.recipients.is_empty() {
+        if self.client.engine().members(group_id)?.len() < 2 {
             return Err(ClientError::Invalid("no one else is in this conversation".into()));
         }
-        let request = self.request_id();
-        let frame = ClientFrame::Send {
-            request,
-            recipients: outgoing.recipients,
-            payload: outgoing.payload,
-            ttl_secs,
-        };
-        self.connection.send(&frame).await?;
-        match self.answer(request).await? {
-            Answer::Accepted(inactive) => {
-                self.note_inactive(group_id, inactive);
-                Ok(())
+        // Writing into a conversation request accepts it.
+        let outgoing = self.client.engine().encrypt_sealed(group_id, content)?;
+        let mut refused = self.send_sealed(outgoing.targets, &outgoing.payload, ttl_secs).await?;
+        let mut devices: Vec<DeviceId> =
+            refused.iter().filter_map(|i| outgoing.devices.get(*i as usize)).copied().collect();
+        if !devices.is_empty() {
+            // A commit the relay ordered after we wrote moved the queues
+            // on: catch up, then the same payload again (a past epoch's
+            // message stays readable) with the new write secrets.
+            self.drain().await?;
+            let targets = self.client.engine().capabilities(group_id, &devices)?;
+            let again: Vec<DeviceId> = devices.iter().copied().take(targets.len()).collect();
+            refused = if targets.is_empty() {
+                Vec::new()
+            } else {
+                self.send_sealed(targets, &outgoing.payload, ttl_secs).await?
+            };
+            devices = refused.iter().filter_map(|i| again.get(*i as usize)).copied().collect();
+        }
+        if !devices.is_empty() {
+            let everyone = devices.len() == outgoing.devices.len();
+            let gone = self.client.engine().members_of_devices(group_id, &devices)?;
+            self.note_inactive(group_id, gone);
+            if everyone {
+                return Err(ClientError::Unknown(
+                    "no one in this conversation can receive it: their devices are gone (wiped or left)"
+                        .into(),
+                ));
             }
+        }
+        Ok(())
+    }
+
+    async fn send_sealed(
+        &mut self,
+        targets: Vec<Capability>,
+        payload: &[u8],
+        ttl_secs: u32,
+    ) -> Result<Vec<u32>, ClientError> {
+        let frame = ClientFrame::SealedSend { request: 0, targets, payload: payload.to_vec(), ttl_secs };
+        match self.sealed_request(frame).await? {
+            Answer::Sent(refused) => Ok(refused),
             _ => Err(ClientError::Protocol("unexpected answer to a send".into())),
         }
     }
@@ -531,6 +1021,7 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         let removed = std::cell::RefCell::new(Vec::new());
+        self.client.engine().plan_route(group_id, &[])?;
         self.commit(group_id, |conversation, provider, identity| {
             // Another member may have removed them meanwhile.
             let members = conversation.members()?;
@@ -581,6 +1072,7 @@ impl<'a> Session<'a> {
             packages.push(self.key_package(*member).await?);
         }
         let group_id = self.client.engine().create_group()?;
+        self.plan_members(&group_id, &packages, true).await?;
         self.commit(&group_id, |conversation, provider, identity| {
             conversation.add(provider, identity, &packages)
         })
@@ -650,6 +1142,7 @@ impl<'a> Session<'a> {
 
     /// A self-update commit for one group.
     pub async fn self_update(&mut self, group_id: &[u8]) -> Result<(), ClientError> {
+        self.client.engine().plan_route(group_id, &[])?;
         self.commit(group_id, |conversation, provider, identity| {
             conversation.self_update(provider, identity)
         })
@@ -693,6 +1186,8 @@ impl<'a> Session<'a> {
     /// deletion (the relay's count is only known at login, so no refill).
     pub async fn housekeeping(&mut self) -> Result<(), ClientError> {
         self.client.engine().expire_held()?;
+        self.top_up_tokens().await?;
+        self.queue_upkeep().await?;
         self.self_update_due().await?;
         self.remove_inactive().await?;
         match self.maintain_key_packages(u32::MAX).await {
@@ -740,6 +1235,7 @@ impl<'a> Session<'a> {
         engine.describe(&group_id, &ConversationKind::Group { name: name.to_owned() })?;
         self.client.store.set_setting(&creating_key(&group_id), b"1")?;
         self.client.store.set_setting(&unnamed_key(&group_id), b"1")?;
+        self.plan_members(&group_id, &packages, true).await?;
         self.commit(&group_id, |conversation, provider, identity| {
             conversation.add(provider, identity, &packages)
         })
@@ -774,6 +1270,7 @@ impl<'a> Session<'a> {
                 packages.push(self.key_package(*member).await?);
             }
             self.client.store.set_setting(&unnamed_key(group_id), b"1")?;
+            self.plan_members(group_id, &packages, false).await?;
             self.commit(group_id, |conversation, provider, identity| {
                 conversation.add(provider, identity, &packages)
             })
@@ -813,6 +1310,7 @@ impl<'a> Session<'a> {
     /// Removes members from a group.
     pub async fn group_remove(&mut self, name: &str, members: &[AccountId]) -> Result<(), ClientError> {
         let group_id = self.group(name)?;
+        self.client.engine().plan_route(&group_id, &[])?;
         self.commit(&group_id, |conversation, provider, identity| {
             conversation.remove(provider, identity, members)
         })
@@ -829,6 +1327,53 @@ fn wipe_order(client: &Client, secret: &[u8; 32]) -> ClientError {
         Ok(own) if bool::from(own.as_slice().ct_eq(secret)) => ClientError::WipeOrdered,
         _ => ClientError::Protocol("the relay sent a wipe order that does not match this device".into()),
     }
+}
+
+/// Deletes every queue of this device at the relay, on a queue connection
+/// of its own (no login needed: owning a queue is proved by its key).
+async fn delete_own_queues(client: &Client) -> Result<(), ClientError> {
+    use ed25519_dalek::Signer as _;
+    let own = client.engine().own_queues()?;
+    if own.is_empty() {
+        return Ok(());
+    }
+    let (address, pin) = client.relay();
+    let mut connection = Connection::open(address, pin).await?;
+    let nonce = crate::handshake::hello(&mut connection).await?;
+    let mut request = 0;
+    for chunk in own.chunks(MAX_QUEUES_PER_SUBSCRIBE) {
+        let proofs = chunk
+            .iter()
+            .map(|(queue, owner)| {
+                (*queue, owner.sign(&hush_proto::queue_auth_message(&nonce, &pin, queue)).to_bytes())
+            })
+            .collect();
+        request += 1;
+        connection.send(&ClientFrame::SubscribeQueues { request, proofs }).await?;
+        for (queue, _) in chunk {
+            request += 1;
+            connection.send(&ClientFrame::DeleteQueue { request, queue: *queue }).await?;
+        }
+    }
+    // Every answer, so the deletions are done before this returns.
+    let last = request;
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, connection.recv()).await {
+            Ok(Ok(RelayFrame::Accepted { request, .. } | RelayFrame::Rejected { request, .. }))
+                if request == last =>
+            {
+                break
+            }
+            Ok(Ok(RelayFrame::Error { code, .. })) => return Err(ClientError::Relay(code)),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(ClientError::Transport("the relay did not answer in time".into())),
+        }
+    }
+    connection.close().await;
+    Ok(())
 }
 
 /// Orders the device of `code.account` to wipe itself, through the relay
@@ -849,6 +1394,11 @@ pub async fn send_wipe_order(code: &hush_proto::WipeCode, timeout: Duration) -> 
     })
     .await
     .map_err(|_| ClientError::Unreachable(format!("{}: timed out", code.address)))?
+}
+
+/// Set once a queue of ours carries its wipe tag at the relay.
+fn tagged_key(queue: &QueueId) -> String {
+    format!("queue_tagged:{}", data_encoding::HEXLOWER.encode(&queue.0))
 }
 
 /// Set while this device is creating a group, until every member has been

@@ -199,15 +199,20 @@ async fn key_packages_rotate_and_old_private_keys_are_deleted() {
     assert!(issued.iter().all(|p| p.last_resort), "expired one-time packages were kept: {}", issued.len());
 }
 
-/// Alice's mailbox rows (id, payload), oldest first, read from the relay's
-/// own database: the tests below play a relay that reorders and corrupts.
-fn mailbox_of(relay: &TestRelay, client: &Client) -> (rusqlite::Connection, Vec<(i64, Vec<u8>)>) {
+/// What waits in `client`'s queue of the conversation `to` (payload row
+/// id, payload), oldest first, read from the relay's own database: the
+/// tests below play a relay that reorders, corrupts and loses.
+fn queue_of(relay: &TestRelay, client: &Client, to: &str) -> (rusqlite::Connection, Vec<(i64, Vec<u8>)>) {
+    let queue = client.queue_of(to).unwrap().expect("a queue in the conversation");
     let db = rusqlite::Connection::open(relay.data().join("relay.db")).unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
     let rows = db
-        .prepare("SELECT id, payload FROM mailbox WHERE recipient = ?1 ORDER BY id")
+        .prepare(
+            "SELECT p.id, p.data FROM queue_entries e JOIN payloads p ON p.id = e.payload
+             WHERE e.queue = ?1 ORDER BY e.seq",
+        )
         .unwrap()
-        .query_map([&client.account().0[..]], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_map([&queue.0[..]], |row| Ok((row.get(0)?, row.get(1)?)))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
@@ -235,10 +240,10 @@ async fn early_payloads_wait_for_their_epoch_and_unreadable_ones_are_shown() {
     session.self_update(&group_id).await.unwrap();
     session.send_text("pair", "after the update", None).await.unwrap();
     session.close().await;
-    let (db, rows) = mailbox_of(&relay, &alice);
+    let (db, rows) = queue_of(&relay, &alice, "pair");
     assert_eq!(rows.len(), 2, "a commit and a message");
     for ((id, _), (_, payload)) in rows.iter().zip(rows.iter().rev()) {
-        db.execute("UPDATE mailbox SET payload = ?1 WHERE id = ?2", rusqlite::params![payload, id]).unwrap();
+        db.execute("UPDATE payloads SET data = ?1 WHERE id = ?2", rusqlite::params![payload, id]).unwrap();
     }
     drop(db);
     assert_eq!(texts(&alice).await, vec!["after the update"]);
@@ -247,11 +252,11 @@ async fn early_payloads_wait_for_their_epoch_and_unreadable_ones_are_shown() {
     let mut session = Session::login(&bob).await.unwrap();
     session.send_text("pair", "corrupted on the way", None).await.unwrap();
     session.close().await;
-    let (db, rows) = mailbox_of(&relay, &alice);
+    let (db, rows) = queue_of(&relay, &alice, "pair");
     let (id, mut payload) = rows.into_iter().next().unwrap();
     let last = payload.len() - 1;
     payload[last] ^= 0x55;
-    db.execute("UPDATE mailbox SET payload = ?1 WHERE id = ?2", rusqlite::params![payload, id]).unwrap();
+    db.execute("UPDATE payloads SET data = ?1 WHERE id = ?2", rusqlite::params![payload, id]).unwrap();
     drop(db);
     send(&bob, "pair", "and then this").await;
     let mut session = Session::login(&alice).await.unwrap();
@@ -284,15 +289,14 @@ async fn junk_claiming_a_far_epoch_is_not_held_and_notices_do_not_flood() {
         session.send_text("pair", text, None).await.unwrap();
     }
     session.close().await;
-    // The epoch sits after the version, the wire format and the 16-byte
-    // group id with its one-byte length.
-    let (db, rows) = mailbox_of(&relay, &alice);
+    // The epoch sits in the clear after a sealed message's tag.
+    let (db, rows) = queue_of(&relay, &alice, "pair");
     assert_eq!(rows.len(), 3);
     for (id, mut payload) in rows.into_iter().take(2) {
-        assert_eq!(payload[4], 16, "not the layout this test expects");
-        let epoch = u64::from_be_bytes(payload[21..29].try_into().unwrap());
-        payload[21..29].copy_from_slice(&(epoch + 1000).to_be_bytes());
-        db.execute("UPDATE mailbox SET payload = ?1 WHERE id = ?2", rusqlite::params![payload, id]).unwrap();
+        assert_eq!(payload[0], hush_core::engine::MESSAGE_TAG, "not the layout this test expects");
+        let epoch = u64::from_be_bytes(payload[1..9].try_into().unwrap());
+        payload[1..9].copy_from_slice(&(epoch + 1000).to_be_bytes());
+        db.execute("UPDATE payloads SET data = ?1 WHERE id = ?2", rusqlite::params![payload, id]).unwrap();
     }
     drop(db);
     let shown: Vec<String> = texts(&alice).await;
@@ -349,9 +353,9 @@ async fn a_message_whose_commit_never_comes_is_shown_as_lost_after_the_retention
     session.send_text("pair", "written after the update", None).await.unwrap();
     session.close().await;
     // The relay loses the commit.
-    let (db, rows) = mailbox_of(&relay, &alice);
+    let (db, rows) = queue_of(&relay, &alice, "pair");
     assert_eq!(rows.len(), 2);
-    db.execute("DELETE FROM mailbox WHERE id = ?1", [rows[0].0]).unwrap();
+    db.execute("DELETE FROM queue_entries WHERE payload = ?1", [rows[0].0]).unwrap();
     drop(db);
     assert!(texts(&alice).await.is_empty(), "held, not shown and not lost yet");
     offset.store(13 * DAY_MS, Ordering::SeqCst);

@@ -120,8 +120,13 @@ async fn a_commit_whose_answer_was_lost_is_resolved_by_sending_it_again() {
 
     // Alice removes carol; the relay orders it, alice never hears back.
     let mut session = Session::login(&alice).await.unwrap();
-    // Caught up (as a commit first does), so the next frame is the commit.
+    // Caught up (as a commit first does), and the connection that sends
+    // (opened by the first send) open already, so the next frame on it is
+    // the commit.
     session.receive(Duration::ZERO).await.unwrap();
+    session.send_text("team", "before the cut", None).await.unwrap();
+    assert_eq!(texts(&bob).await, vec!["before the cut"]);
+    assert_eq!(texts(&carol).await, vec!["before the cut"]);
     proxy.cut_answers(true);
     let lost =
         tokio::time::timeout(Duration::from_secs(60), session.group_remove("team", &[carol.account()]))

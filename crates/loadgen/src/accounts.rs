@@ -6,14 +6,12 @@ use std::net::IpAddr;
 use anyhow::{bail, Result};
 use ed25519_dalek::{Signer, SigningKey};
 use hush_client::{handshake, Admission, Connection, Credentials, FrameReceiver, FrameSender};
-use hush_proto::{auth_message, AccountId, CertificatePin, IdentityKey};
+use hush_proto::{auth_message, CertificatePin, IdentityKey};
 
 use crate::relay::RelayUnderTest;
 
 /// One simulated account.
 pub struct Account {
-    /// Its id.
-    pub id: AccountId,
     key: SigningKey,
 }
 
@@ -29,9 +27,7 @@ pub fn source_address(index: usize) -> IpAddr {
 impl Account {
     /// A fresh identity.
     pub fn generate() -> Self {
-        let key = SigningKey::generate(&mut rand::rngs::OsRng);
-        let id = IdentityKey(key.verifying_key().to_bytes()).account();
-        Self { id, key }
+        Self { key: SigningKey::generate(&mut rand::rngs::OsRng) }
     }
 
     /// Connects and runs the client's handshake with this identity.
@@ -54,11 +50,6 @@ impl Account {
             wipe_hash: rand::random(),
         };
         self.admit(relay, source, credentials).await
-    }
-
-    /// Logs in.
-    pub async fn login(&self, relay: &RelayUnderTest, source: IpAddr) -> Result<Link> {
-        self.admit(relay, source, Credentials::Login { account: self.id }).await
     }
 }
 

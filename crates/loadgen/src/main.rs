@@ -11,6 +11,7 @@ mod accounts;
 mod mosquitto;
 mod mqtt;
 mod progress;
+mod queues;
 mod relay;
 mod report;
 mod scenarios;

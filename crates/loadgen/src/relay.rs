@@ -56,7 +56,10 @@ impl RelayUnderTest {
         // Every simulated device connects from one of 8 loopback
         // addresses: no per-address connection limit.
         std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&data)?;
-        std::fs::write(data.join("relay.json"), "{\"max_connections_per_address\": 0}\n")?;
+        std::fs::write(
+            data.join("relay.json"),
+            "{\"max_connections_per_address\": 0, \"tokens_per_day\": 100000000}\n",
+        )?;
         let mut relay = Self::spawn(&data, "127.0.0.1:0")?;
         relay._temp = Some(TempDir(temp));
         Ok(relay)

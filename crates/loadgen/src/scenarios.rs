@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use hush_proto::{AccountId, ClientFrame, RelayFrame};
+use hush_proto::tokens::Token;
+use hush_proto::{Capability, ClientFrame, RelayFrame};
 use tokio::sync::{Barrier, Semaphore};
 
-use crate::accounts::{provision, source_address, Account, Link};
+use crate::accounts::{provision, source_address, Link};
 use crate::mosquitto::Figures;
 use crate::progress::{Counter, Progress};
+use crate::queues::{make_inboxes, receive_from, sealed, tokens, tokens_for, Inbox};
 use crate::relay::RelayUnderTest;
 use crate::report::{quantile, Report};
 use crate::Options;
@@ -164,8 +166,8 @@ async fn receive(
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(frame) = tokio::time::timeout(left, receiver.recv()).await else { break };
         match frame? {
-            RelayFrame::Deliver { id, payload, .. } => {
-                acks.push(id);
+            RelayFrame::QueueDeliver { queue, seq, payload, .. } => {
+                acks.push((queue, seq));
                 if let Some((_, seq, sent)) = parse(&payload) {
                     match seen.get_mut(seq as usize) {
                         Some(slot) if !*slot => {
@@ -178,12 +180,12 @@ async fn receive(
                     }
                 }
                 if acks.len() >= ack_every {
-                    sender.send(&ClientFrame::Ack { ids: std::mem::take(&mut acks) }).await?;
+                    sender.send(&ClientFrame::AckQueues { items: std::mem::take(&mut acks) }).await?;
                 }
             }
             RelayFrame::QueueEmpty => {
                 if !acks.is_empty() {
-                    sender.send(&ClientFrame::Ack { ids: std::mem::take(&mut acks) }).await?;
+                    sender.send(&ClientFrame::AckQueues { items: std::mem::take(&mut acks) }).await?;
                 }
                 if !announced {
                     announced = true;
@@ -194,7 +196,7 @@ async fn receive(
         }
     }
     if !acks.is_empty() {
-        sender.send(&ClientFrame::Ack { ids: acks }).await?;
+        sender.send(&ClientFrame::AckQueues { items: acks }).await?;
     }
     Ok(got)
 }
@@ -204,7 +206,7 @@ async fn receive(
 #[allow(clippy::too_many_arguments)]
 async fn send(
     (mut sender, mut receiver): Link,
-    to: AccountId,
+    to: Capability,
     pair: u32,
     first: u64,
     messages: usize,
@@ -219,10 +221,11 @@ async fn send(
             let mut acked = 0;
             while acked < messages {
                 match receiver.recv().await? {
-                    RelayFrame::Accepted { .. } => {
+                    RelayFrame::Sent { refused, .. } if refused.is_empty() => {
                         acked += 1;
                         permits.add_permits(1);
                     }
+                    RelayFrame::Sent { .. } => return Err(anyhow!("the queue refused a send")),
                     RelayFrame::Rejected { code, .. } => return Err(anyhow!("send rejected: {code:?}")),
                     _ => {}
                 }
@@ -243,9 +246,9 @@ async fn send(
             }
         };
         permit.forget();
-        let frame = ClientFrame::Send {
+        let frame = ClientFrame::SealedSend {
             request: seq as u32,
-            recipients: vec![to],
+            targets: vec![to.clone()],
             payload: payload(size, pair, seq, now_ns(start)),
             ttl_secs: 0,
         };
@@ -255,12 +258,38 @@ async fn send(
     acked.await?
 }
 
+/// Sealed connections for `senders` accounts (each logs in, takes the
+/// tokens `messages` sends need, and opens its sealed connection), and
+/// `inboxes` queues made by one more account: the devices of a run.
+async fn devices(
+    relay: &RelayUnderTest,
+    senders: usize,
+    messages: usize,
+    inboxes: usize,
+) -> Result<(Vec<Link>, Vec<Inbox>)> {
+    eprintln!("provisioning {} accounts...", senders + 1);
+    let mut accounts = provision(relay, senders + 1, PROVISION_PARALLEL).await?;
+    let (_, mut maker) = accounts.pop().ok_or_else(|| anyhow!("no account"))?;
+    let maker_tokens = tokens(&mut maker, tokens_for(inboxes)).await?;
+    let mut making = sealed(relay, maker_tokens, source_address(0)).await?;
+    let inboxes = make_inboxes(&mut making, inboxes).await?;
+    let mut links = Vec::with_capacity(senders);
+    for chunk in accounts.chunks_mut(PROVISION_PARALLEL) {
+        let opening = chunk.iter_mut().enumerate().map(|(i, (_, link))| async move {
+            let tokens: Vec<Token> = tokens(link, tokens_for(messages)).await?;
+            sealed(relay, tokens, source_address(i)).await
+        });
+        for link in futures_util::future::join_all(opening).await {
+            links.push(link?);
+        }
+    }
+    Ok((links, inboxes))
+}
+
 /// Sender/recipient pairs: throughput (windowed) or latency (paced).
 async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: usize) -> Result<Report> {
     let pairs = options.pairs.max(1);
-    eprintln!("provisioning {} accounts...", 2 * pairs);
-    let mut accounts = provision(relay, 2 * pairs, PROVISION_PARALLEL).await?;
-    let receivers = accounts.split_off(pairs);
+    let (senders, inboxes) = devices(relay, pairs, messages, pairs).await?;
     let start = Instant::now();
     let ready = Arc::new(Barrier::new(pairs + 1));
     let budget = Duration::from_secs(120) + Duration::from_millis((messages * pairs) as u64 / 2);
@@ -268,8 +297,9 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
     let mut receiving = Vec::new();
     let mut recipients = Vec::new();
     let counter = Counter::default();
-    for (account, link) in receivers {
-        recipients.push(account.id);
+    for (index, inbox) in inboxes.iter().enumerate() {
+        let link = receive_from(relay, &[inbox], source_address(index)).await?;
+        recipients.push(inbox.capability());
         // Paced runs acknowledge each message as the real client does;
         // throughput runs batch acknowledgements.
         let ack_every = if matches!(pace, Pace::Every(..)) { 1 } else { 64 };
@@ -283,7 +313,7 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
     eprintln!("{pairs} pairs x {messages} messages of {} bytes...", options.size);
     let began = Instant::now();
     let mut sending = Vec::new();
-    for (pair, ((_, link), to)) in accounts.into_iter().zip(recipients).enumerate() {
+    for (pair, (link, to)) in senders.into_iter().zip(recipients).enumerate() {
         let pace = match pace {
             Pace::Every(interval, _) => Pace::Every(interval, interval.mul_f64(pair as f64 / pairs as f64)),
             window => window,
@@ -322,11 +352,27 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
     Ok(report)
 }
 
-/// Holds many idle, logged-in connections and measures the relay's memory.
+/// Holds many idle devices, each on the connection that receives its queues
+/// (subscribed, its queue empty), and measures the relay's memory.
 async fn idle(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
+    let (_, inboxes) = devices(relay, 0, 0, options.connections).await?;
     let before = relay.rss_kib();
     eprintln!("opening {} connections...", options.connections);
-    let links = provision(relay, options.connections, 256).await?;
+    let mut links = Vec::with_capacity(inboxes.len());
+    for (chunk, inboxes) in inboxes.chunks(256).enumerate() {
+        let opening = inboxes.iter().enumerate().map(|(i, inbox)| async move {
+            let (mut sender, mut receiver) =
+                receive_from(relay, &[inbox], source_address(chunk * 256 + i)).await?;
+            sender.send(&ClientFrame::Subscribe).await?;
+            match receiver.recv().await? {
+                RelayFrame::QueueEmpty => Ok::<_, anyhow::Error>((sender, receiver)),
+                other => Err(anyhow!("unexpected {other:?}")),
+            }
+        });
+        for link in futures_util::future::join_all(opening).await {
+            links.push(link?);
+        }
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = relay.rss_kib();
     let mut report = Report::new("idle");
@@ -344,22 +390,21 @@ async fn idle(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
 /// connects and takes them all.
 async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     let senders = options.pairs.clamp(1, options.messages.max(1));
-    let mut accounts = provision(relay, senders + 1, PROVISION_PARALLEL).await?;
-    let (recipient, recipient_link) = accounts.pop().ok_or_else(|| anyhow!("no recipient"))?;
-    drop(recipient_link);
+    let (links, inboxes) = devices(relay, senders, options.messages / senders + 1, 1).await?;
+    let inbox = inboxes.first().ok_or_else(|| anyhow!("no inbox"))?;
     let start = Instant::now();
     let rss_before = relay.rss_kib();
     eprintln!("queueing {} messages from {senders} senders for an offline recipient...", options.messages);
     let began = Instant::now();
     let mut sending = Vec::new();
-    for (index, (_, link)) in accounts.into_iter().enumerate() {
+    for (index, link) in links.into_iter().enumerate() {
         // Sequence numbers are global, so each sender takes its own range.
         let share = options.messages / senders + usize::from(index < options.messages % senders);
         let first = index * (options.messages / senders) + index.min(options.messages % senders);
         let pace = Pace::Window(options.window);
         sending.push(tokio::spawn(send(
             link,
-            recipient.id,
+            inbox.capability(),
             0,
             first as u64,
             share,
@@ -374,7 +419,7 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     }
     let publish_s = began.elapsed().as_secs_f64();
     let rss_queued = relay.rss_kib();
-    let link = recipient.login(relay, source_address(0)).await?;
+    let link = receive_from(relay, &[inbox], source_address(0)).await?;
     let ready = Arc::new(Barrier::new(1));
     let deadline = Instant::now() + Duration::from_secs(300);
     let began = Instant::now();
@@ -408,19 +453,27 @@ type Acked = Arc<Mutex<Vec<bool>>>;
 /// de-duplication.
 async fn crash(relay: &mut RelayUnderTest, options: &Options) -> Result<Report> {
     let pairs = options.pairs.max(1);
-    let mut accounts = provision(relay, 2 * pairs, PROVISION_PARALLEL).await?;
-    let receivers: Vec<Account> = accounts.split_off(pairs).into_iter().map(|(account, _)| account).collect();
-    let senders: Vec<Account> = accounts.into_iter().map(|(account, _)| account).collect();
     let per_pair = (options.rate as usize * options.seconds as usize / pairs).max(1);
+    eprintln!("provisioning {} accounts...", pairs + 1);
+    let mut accounts = provision(relay, pairs + 1, PROVISION_PARALLEL).await?;
+    let (_, mut maker) = accounts.pop().ok_or_else(|| anyhow!("no account"))?;
+    let maker_tokens = tokens(&mut maker, tokens_for(pairs)).await?;
+    let mut making = sealed(relay, maker_tokens, source_address(0)).await?;
+    let receivers = make_inboxes(&mut making, pairs).await?;
+    // Enough tokens for every message and a few reconnections.
+    let mut wallets = Vec::with_capacity(pairs);
+    for (_, link) in &mut accounts {
+        wallets.push(tokens(link, 4 * tokens_for(per_pair)).await?);
+    }
     let interval = Duration::from_secs_f64(pairs as f64 / options.rate.max(1) as f64);
     let acked: Vec<Acked> = (0..pairs).map(|_| Arc::new(Mutex::new(vec![false; per_pair]))).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let target = (relay.address.clone(), relay.pin);
     let mut tasks = Vec::new();
-    for (pair, (account, to)) in senders.into_iter().zip(receivers.iter().map(|r| r.id)).enumerate() {
+    for (pair, (wallet, to)) in wallets.into_iter().zip(receivers.iter().map(Inbox::capability)).enumerate() {
         let job = SenderJob {
             relay: RelayUnderTest::detached(&target.0, target.1),
-            account,
+            wallet,
             to,
             pair: pair as u32,
             messages: per_pair,
@@ -441,10 +494,10 @@ async fn crash(relay: &mut RelayUnderTest, options: &Options) -> Result<Report> 
     let mut lost = 0;
     let mut redelivered = 0;
     let mut acked_total = 0;
-    for (pair, account) in receivers.iter().enumerate() {
+    for (pair, inbox) in receivers.iter().enumerate() {
         let expected: Vec<bool> = acked[pair].lock().map(|v| v.clone()).unwrap_or_default();
         acked_total += expected.iter().filter(|a| **a).count();
-        let link = account.login(relay, source_address(pair)).await?;
+        let link = receive_from(relay, &[inbox], source_address(pair)).await?;
         let (seen, duplicates) = collect_all(link, per_pair).await?;
         lost += expected.iter().zip(&seen).filter(|(was_acked, got)| **was_acked && !**got).count();
         redelivered += duplicates;
@@ -463,8 +516,8 @@ async fn crash(relay: &mut RelayUnderTest, options: &Options) -> Result<Report> 
 /// not acknowledged before its connection died.
 struct SenderJob {
     relay: RelayUnderTest,
-    account: Account,
-    to: AccountId,
+    wallet: Vec<Token>,
+    to: Capability,
     pair: u32,
     messages: usize,
     interval: Duration,
@@ -474,12 +527,19 @@ struct SenderJob {
 }
 
 impl SenderJob {
-    async fn run(self) -> Result<()> {
+    async fn run(mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut next = 0u64;
         while !self.done(next) && Instant::now() < deadline && !self.stop.load(Ordering::Acquire) {
+            // A sealed connection with the tokens the rest of the messages
+            // need (those spent on a connection the crash cut are lost).
+            let needed = tokens_for(self.messages.saturating_sub(next as usize)).min(self.wallet.len());
+            if needed == 0 {
+                bail!("a sender ran out of tokens");
+            }
+            let spend: Vec<Token> = self.wallet.drain(..needed).collect();
             let Ok((mut sender, mut receiver)) =
-                self.account.login(&self.relay, source_address(self.pair as usize)).await
+                sealed(&self.relay, spend, source_address(self.pair as usize)).await
             else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -487,8 +547,8 @@ impl SenderJob {
             let acked = Arc::clone(&self.acked);
             let listener = tokio::spawn(async move {
                 while let Ok(frame) = receiver.recv().await {
-                    if let (RelayFrame::Accepted { request, .. }, Ok(mut acked)) = (frame, acked.lock()) {
-                        if let Some(slot) = acked.get_mut(request as usize) {
+                    if let (RelayFrame::Sent { request, refused }, Ok(mut acked)) = (frame, acked.lock()) {
+                        if let Some(slot) = acked.get_mut(request as usize).filter(|_| refused.is_empty()) {
                             *slot = true;
                         }
                     }
@@ -497,9 +557,9 @@ impl SenderJob {
             let mut ticker = tokio::time::interval(self.interval);
             while (next as usize) < self.messages {
                 ticker.tick().await;
-                let frame = ClientFrame::Send {
+                let frame = ClientFrame::SealedSend {
                     request: next as u32,
-                    recipients: vec![self.to],
+                    targets: vec![self.to.clone()],
                     payload: payload(self.size, self.pair, next, 0),
                     ttl_secs: 0,
                 };
@@ -536,8 +596,8 @@ async fn collect_all((mut sender, mut receiver): Link, size: usize) -> Result<(V
     let mut acks = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(30), receiver.recv()).await {
-            Ok(Ok(RelayFrame::Deliver { id, payload, .. })) => {
-                acks.push(id);
+            Ok(Ok(RelayFrame::QueueDeliver { queue, seq, payload, .. })) => {
+                acks.push((queue, seq));
                 if let Some((_, seq, _)) = parse(&payload) {
                     match seen.get_mut(seq as usize) {
                         Some(slot) if !*slot => *slot = true,
@@ -551,11 +611,11 @@ async fn collect_all((mut sender, mut receiver): Link, size: usize) -> Result<(V
             Err(_) => bail!("timed out collecting queued messages"),
         }
         if acks.len() >= 256 {
-            sender.send(&ClientFrame::Ack { ids: std::mem::take(&mut acks) }).await?;
+            sender.send(&ClientFrame::AckQueues { items: std::mem::take(&mut acks) }).await?;
         }
     }
     if !acks.is_empty() {
-        sender.send(&ClientFrame::Ack { ids: acks }).await?;
+        sender.send(&ClientFrame::AckQueues { items: acks }).await?;
     }
     Ok((seen, duplicates))
 }

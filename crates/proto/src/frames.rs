@@ -193,15 +193,18 @@ pub enum ClientFrame {
         /// As in `Commit`.
         signature: [u8; 64],
     },
-    /// Replaces the owner key of a queue this connection proved (a device
-    /// takes over a queue another member made for it).
+    /// Sets the owner key and wipe tag of a queue this connection proved
+    /// (a device takes over a queue another member made for it, and tags
+    /// every queue of its own so that a wipe order deletes them).
     RekeyQueue {
         /// Echoed in the answer.
         request: u32,
         /// The queue.
         queue: QueueId,
-        /// The new public owner key.
+        /// The public owner key from now on.
         owner_key: [u8; 32],
+        /// [`crate::wipe_tag`] of the account's wipe secret and the queue.
+        wipe_tag: [u8; 32],
     },
     /// Deletes a queue this connection proved, with everything in it.
     DeleteQueue {
@@ -748,11 +751,12 @@ impl ClientFrame {
                 w.array(signature);
                 w.finish()
             }
-            Self::RekeyQueue { request, queue, owner_key } => {
+            Self::RekeyQueue { request, queue, owner_key, wipe_tag } => {
                 let mut w = Writer::with_tag(0x12);
                 w.u32(*request);
                 w.array(&queue.0);
                 w.array(owner_key);
+                w.array(wipe_tag);
                 w.finish()
             }
             Self::DeleteQueue { request, queue } => {
@@ -849,7 +853,12 @@ impl ClientFrame {
                 next_key: r.array()?,
                 signature: r.array()?,
             },
-            0x12 => Self::RekeyQueue { request: r.u32()?, queue: QueueId(r.array()?), owner_key: r.array()? },
+            0x12 => Self::RekeyQueue {
+                request: r.u32()?,
+                queue: QueueId(r.array()?),
+                owner_key: r.array()?,
+                wipe_tag: r.array()?,
+            },
             0x13 => Self::DeleteQueue { request: r.u32()?, queue: QueueId(r.array()?) },
             other => return Err(DecodeError::UnknownFrame(other)),
         };
@@ -1166,9 +1175,14 @@ mod tests {
                         }
                     }
                 ),
-            (any::<u32>(), queue(), any::<[u8; 32]>()).prop_map(|(request, queue, owner_key)| {
-                ClientFrame::RekeyQueue { request, queue, owner_key }
-            }),
+            (any::<u32>(), queue(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
+                |(request, queue, owner_key, wipe_tag)| ClientFrame::RekeyQueue {
+                    request,
+                    queue,
+                    owner_key,
+                    wipe_tag
+                }
+            ),
             (any::<u32>(), queue()).prop_map(|(request, queue)| ClientFrame::DeleteQueue { request, queue }),
         ]
     }

@@ -17,6 +17,9 @@ pub enum IdError {
     /// The text is not a 64-character hex certificate pin.
     #[error("not a certificate pin (expected 64 hex characters)")]
     Pin,
+    /// The text is not a contact code.
+    #[error("not a contact code (expected hush-contact: and 109 base32 characters)")]
+    ContactCode,
 }
 
 /// An Ed25519 identity public key: the root of an account.

@@ -26,7 +26,7 @@ pub use frames::{
 };
 pub use ids::{AccountId, CertificatePin, DeviceId, GroupId, IdError, IdentityKey};
 pub use invite::{is_relay_address, Invite, InviteError};
-pub use queues::{queue_auth_message, write_hash, Capability, Destination, QueueId};
+pub use queues::{queue_auth_message, wipe_tag, write_hash, Capability, ContactCode, Destination, QueueId};
 pub use wipe_code::WipeCode;
 
 /// The protocol version spoken by this build; a relay refuses any other.

@@ -60,6 +60,20 @@ pub fn write_hash(secret: &[u8; 32]) -> [u8; 32] {
     Sha256::new().chain_update(b"hush queue write v1\0").chain_update(secret).finalize().into()
 }
 
+/// A queue's wipe tag: the relay keeps it with the queue, and when a wipe
+/// order for the account arrives (the only time the relay sees the wipe
+/// secret) it deletes every queue whose tag matches, so the wiped device's
+/// conversations see its queues gone. Until then the tag links the queue
+/// to nothing: the relay keeps only the SHA-256 of the secret.
+pub fn wipe_tag(wipe_secret: &[u8; 32], queue: &QueueId) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"hush queue wipe v1\0")
+        .chain_update(wipe_secret)
+        .chain_update(queue.0)
+        .finalize()
+        .into()
+}
+
 /// Where a Welcome goes: a queue the new member gave out (in a contact
 /// code), or, for someone known only by account id, that account's
 /// introduction mailbox (the relay then learns that the account was
@@ -83,9 +97,85 @@ pub fn queue_auth_message(nonce: &[u8; 32], relay: &CertificatePin, queue: &Queu
     message
 }
 
+/// A contact code: an account id and the capability to write to its
+/// device's contact queue, so that whoever has it can start a
+/// conversation without the relay learning who adds whom. Shown as
+/// `hush-contact:` and 109 base32 characters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContactCode {
+    /// Whose code it is.
+    pub account: AccountId,
+    /// Its contact queue.
+    pub queue: Capability,
+}
+
+impl fmt::Debug for ContactCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContactCode").field("account", &self.account).finish_non_exhaustive()
+    }
+}
+
+const CONTACT_PREFIX: &str = "hush-contact:";
+
+impl fmt::Display for ContactCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut bytes = Vec::with_capacity(68);
+        bytes.extend_from_slice(&self.account.0);
+        bytes.extend_from_slice(&self.queue.queue.0);
+        bytes.extend_from_slice(&self.queue.secret);
+        write!(f, "{CONTACT_PREFIX}{}", data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase())
+    }
+}
+
+impl std::str::FromStr for ContactCode {
+    type Err = crate::IdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let body = text.trim().strip_prefix(CONTACT_PREFIX).ok_or(crate::IdError::ContactCode)?;
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(body.to_ascii_uppercase().as_bytes())
+            .map_err(|_| crate::IdError::ContactCode)?;
+        if bytes.len() != 68 {
+            return Err(crate::IdError::ContactCode);
+        }
+        let account = AccountId(bytes[..20].try_into().map_err(|_| crate::IdError::ContactCode)?);
+        let queue = QueueId(bytes[20..36].try_into().map_err(|_| crate::IdError::ContactCode)?);
+        let secret = bytes[36..].try_into().map_err(|_| crate::IdError::ContactCode)?;
+        Ok(Self { account, queue: Capability { queue, secret } })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contact_codes_round_trip_and_refuse_anything_else() {
+        let code = ContactCode {
+            account: AccountId([1; 20]),
+            queue: Capability { queue: QueueId([2; 16]), secret: [3; 32] },
+        };
+        let text = code.to_string();
+        assert!(text.starts_with("hush-contact:"));
+        assert_eq!(text.parse::<ContactCode>().unwrap(), code);
+        assert_eq!(
+            text.to_ascii_uppercase()
+                .replace("HUSH-CONTACT:", "hush-contact:")
+                .parse::<ContactCode>()
+                .unwrap(),
+            code
+        );
+        for bad in [
+            "",
+            "hush-contact:",
+            "hush-contact:abc",
+            &text[..text.len() - 1],
+            &text.replace("hush-contact:", "hush://"),
+        ] {
+            assert!(bad.parse::<ContactCode>().is_err(), "{bad}");
+        }
+        assert!(!format!("{code:?}").contains("aaaa"));
+    }
 
     #[test]
     fn capabilities_keep_their_secret_out_of_logs() {

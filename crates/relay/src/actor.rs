@@ -373,8 +373,9 @@ impl StoreHandle {
         &self,
         queue: QueueId,
         owner_key: [u8; 32],
+        wipe_tag: [u8; 32],
     ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send + 'static {
-        self.call(nothing_stored, move |s| s.rekey_queue(&queue, &owner_key))
+        self.call(nothing_stored, move |s| s.rekey_queue(&queue, &owner_key, &wipe_tag))
     }
 
     /// See [`Operations::delete_queue`].

@@ -33,14 +33,23 @@ pub struct Control {
     pub close: Notify,
     /// A wipe order to pass on before closing.
     pub wipe: Mutex<Option<[u8; 32]>>,
+    /// Mailboxes subscribed after delivery started, for it to drain.
+    pub added: Mutex<Vec<Mailbox>>,
+    /// Wakes the delivery task after `added` grew.
+    pub add: Notify,
 }
+
+/// A payload pushed to a connection. Boxed: each connection's channel
+/// preallocates a block of slots, and an idle connection should not pay for
+/// slots of the payload's full size.
+pub type Push = Box<Queued>;
 
 /// A logged-in connection: its id and its signals.
 type Connection = (u64, Arc<Control>);
 
 struct Subscriber {
     id: u64,
-    pushes: mpsc::Sender<Queued>,
+    pushes: mpsc::Sender<Push>,
     control: Arc<Control>,
 }
 
@@ -74,7 +83,7 @@ impl Hub {
     }
 
     /// Starts pushing what is stored for `mailbox` to connection `id`.
-    pub fn subscribe(&self, mailbox: Mailbox, id: u64, control: &Arc<Control>, pushes: mpsc::Sender<Queued>) {
+    pub fn subscribe(&self, mailbox: Mailbox, id: u64, control: &Arc<Control>, pushes: mpsc::Sender<Push>) {
         let subscriber = Subscriber { id, pushes, control: Arc::clone(control) };
         lock(&self.mailboxes).entry(mailbox).or_default().push(subscriber);
     }
@@ -123,7 +132,7 @@ impl Hub {
                 // The first push is taken whatever its size, so one
                 // payload larger than the cap still gets through.
                 let over = before > 0 && before + len > PUSH_BYTES;
-                if over || subscriber.pushes.try_send(item.clone()).is_err() {
+                if over || subscriber.pushes.try_send(Box::new(item.clone())).is_err() {
                     control.buffered.fetch_sub(len, Ordering::AcqRel);
                     control.lagged.store(true, Ordering::Release);
                     control.lag.notify_one();
@@ -166,7 +175,7 @@ mod tests {
         Queued { id, to: Mailbox::Account(account), arrived_at: 0, payload: Arc::from(vec![0u8; len]) }
     }
 
-    fn subscribed(hub: &Hub, account: AccountId) -> (Arc<Control>, mpsc::Receiver<Queued>) {
+    fn subscribed(hub: &Hub, account: AccountId) -> (Arc<Control>, mpsc::Receiver<Push>) {
         let (id, control) = hub.register(Some(account));
         let (sender, receiver) = mpsc::channel(PUSH_BUFFER);
         hub.subscribe(Mailbox::Account(account), id, &control, sender);

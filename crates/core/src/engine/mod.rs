@@ -330,6 +330,21 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                     store.delete_setting(&key)?;
                     continue;
                 };
+                // One held sealed (from a queue) is opened once its epoch
+                // is reached; one that then cannot be read is lost.
+                let payload = match self.open_held(group_id, current, payload) {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => continue,
+                    Err(EngineError::Storage(error)) => return Err(error),
+                    Err(_) => {
+                        store.transaction(|store| {
+                            store.delete_setting(&key)?;
+                            self.note_unreadable_in(group_id)
+                        })?;
+                        continue;
+                    }
+                };
+                let payload = &payload[..];
                 if peek(&routing::split_opened(payload).0).is_some_and(|(_, epoch)| epoch > current) {
                     continue;
                 }
@@ -372,9 +387,17 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                 continue;
             }
             store.transaction(|store| {
-                let value = store.setting(&key)?.unwrap_or_default();
                 store.delete_setting(&key)?;
-                self.note_unreadable(value.get(8..).unwrap_or_default())
+                // The group is in the key: a payload held sealed does not
+                // say whose it is.
+                let group = key[HELD_PREFIX.len()..]
+                    .split(':')
+                    .next()
+                    .and_then(|hex| data_encoding::HEXLOWER.decode(hex.as_bytes()).ok());
+                match group {
+                    Some(group_id) => self.note_unreadable_in(&group_id),
+                    None => Ok(()),
+                }
             })?;
         }
         Ok(())

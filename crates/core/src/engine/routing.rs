@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 
 use ed25519_dalek::SigningKey;
-use hush_proto::{Capability, ClientFrame, Destination, DeviceId, GroupId, QueueId};
+use hush_proto::{AccountId, Capability, ClientFrame, Destination, DeviceId, GroupId, QueueId};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
@@ -41,6 +41,26 @@ pub const MESSAGE_TAG: u8 = 0xa1;
 /// for its epoch: the announcement and MLS commit with the queues of the
 /// members it adds. Never on the wire.
 const OPENED_COMMIT_TAG: u8 = 0xd1;
+
+/// First byte of a queued payload the device holds sealed until its group
+/// reaches the epoch it was sent in. Never on the wire.
+const OPAQUE_TAG: u8 = 0xfe;
+
+/// The epoch a queued payload says it was sealed in (in the clear after
+/// its tag: the relay orders the group's commits, so it knows the epoch
+/// anyway), if it is a sealed message or commit at all.
+fn queued_epoch(payload: &[u8]) -> Option<u64> {
+    let at = match *payload.first()? {
+        MESSAGE_TAG => 1,
+        hush_proto::COMMIT_PAYLOAD_TAG => 33,
+        _ => return None,
+    };
+    // The epoch, then at least a nonce and a tag.
+    if payload.len() < at + 8 + 40 {
+        return None;
+    }
+    Some(u64::from_be_bytes(payload.get(at..at + 8)?.try_into().ok()?))
+}
 
 const OWN_QUEUE_PREFIX: &str = "own_queue:";
 const QUEUE_GROUP_PREFIX: &str = "queue_group:";
@@ -452,6 +472,37 @@ impl<S: DeviceStore> Engine<'_, S> {
         self.store.delete_setting(&format!("{DROP_PREFIX}{}", hex(&queue.0)))
     }
 
+    /// The accounts of a group's member devices among `devices`.
+    pub fn members_of_devices(
+        &self,
+        group_id: &[u8],
+        devices: &[DeviceId],
+    ) -> Result<Vec<AccountId>, EngineError> {
+        let mut accounts = Vec::new();
+        for member in self.devices(group_id)? {
+            if devices.contains(&member.device) && !accounts.contains(&member.account) {
+                accounts.push(member.account);
+            }
+        }
+        Ok(accounts)
+    }
+
+    /// The accounts of a group's members whose queues are among `queues`.
+    pub fn members_of_queues(
+        &self,
+        group_id: &[u8],
+        queues: &[QueueId],
+    ) -> Result<Vec<AccountId>, EngineError> {
+        let directory = self.directory(group_id)?;
+        let devices: Vec<DeviceId> = directory
+            .entries
+            .iter()
+            .filter(|(_, queue, _)| queues.contains(queue))
+            .map(|(device, _, _)| *device)
+            .collect();
+        self.members_of_devices(group_id, &devices)
+    }
+
     // ----- sending -----
 
     /// The write capability of `device`'s queue in a group at its current
@@ -503,7 +554,9 @@ impl<S: DeviceStore> Engine<'_, S> {
             }
         }
         let key = conversation.transport_key(&provider, false)?;
-        let payload = route::seal(&key, &[MESSAGE_TAG], &outgoing.payload);
+        let mut prefix = vec![MESSAGE_TAG];
+        prefix.extend_from_slice(&conversation.epoch().to_be_bytes());
+        let payload = route::seal(&key, &prefix, &outgoing.payload);
         Ok(SealedOutgoing { targets, devices, payload })
     }
 
@@ -617,6 +670,7 @@ impl<S: DeviceStore> Engine<'_, S> {
             let transport = conversation.transport_key(&provider, false)?;
             let mut prefix = vec![hush_proto::COMMIT_PAYLOAD_TAG];
             prefix.extend_from_slice(&next_key);
+            prefix.extend_from_slice(&epoch.to_be_bytes());
             let inner = join_parts(&announcement.signature, commit, &encode_added(&added));
             let payload = route::seal(&transport, &prefix, &inner);
 
@@ -718,32 +772,71 @@ impl<S: DeviceStore> Engine<'_, S> {
         Ok(store.set_setting(&name, &out)?)
     }
 
-    /// Opens a sealed payload of a group with the current epoch's key or
-    /// one of the few before it.
-    fn open_sealed(&self, group_id: &[u8], sealed: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, EngineError> {
+    /// The transport key of a group's `epoch`: the current epoch's, or one
+    /// of the few before it this device kept.
+    fn transport_key_of(
+        &self,
+        group_id: &[u8],
+        epoch: u64,
+    ) -> Result<Option<Zeroizing<[u8; 32]>>, EngineError> {
         let provider = self.store.provider();
         if let Some(conversation) = Conversation::load(&provider, group_id)?.filter(|c| c.is_active()) {
-            let key = conversation.transport_key(&provider, false)?;
-            if let Ok(opened) = route::open(&key, sealed) {
-                return Ok(Some(Zeroizing::new(opened)));
+            if conversation.epoch() == epoch {
+                return Ok(Some(conversation.transport_key(&provider, false)?));
             }
         }
         let kept = Zeroizing::new(self.store.setting(&transport_key(group_id))?.unwrap_or_default());
-        for chunk in kept.chunks_exact(40).rev() {
-            let Ok(key) = <[u8; 32]>::try_from(&chunk[8..]) else { continue };
-            if let Ok(opened) = route::open(&key, sealed) {
-                return Ok(Some(Zeroizing::new(opened)));
-            }
-        }
-        Ok(None)
+        Ok(kept
+            .chunks_exact(40)
+            .find(|chunk| chunk[..8] == epoch.to_be_bytes())
+            .and_then(|chunk| <[u8; 32]>::try_from(&chunk[8..]).ok())
+            .map(Zeroizing::new))
     }
 
     /// Processes one payload delivered from our queue `queue`: a sealed
-    /// message or commit of that queue's group. Only a failure of the
-    /// device's store is an error, as in [`Engine::deliver`].
+    /// message or commit of that queue's group. One for an epoch a few
+    /// ahead of ours waits for the commit that leads there, as in
+    /// [`Engine::deliver`]; one that cannot be opened is shown as lost.
+    /// Only a failure of the device's store is an error.
     pub fn deliver_queued(&mut self, queue: &QueueId, payload: &[u8]) -> Result<(), StorageError> {
+        // Our contact queue holds introductions.
+        if self.contact_queue()?.is_some_and(|(contact, _)| contact == *queue) {
+            return self.deliver_introduction(payload);
+        }
         // A queue of no group of ours (one we left): nothing to do.
         let Some(group_id) = self.queue_group(queue)? else { return Ok(()) };
+        let current = match self.active_epoch(&group_id) {
+            Ok(Some(current)) => current,
+            Ok(None) => return Ok(()),
+            Err(EngineError::Storage(error)) => return Err(error),
+            Err(_) => return self.store.transaction(|_| self.note_unreadable_in(&group_id)),
+        };
+        let Some(epoch) = queued_epoch(payload) else {
+            return self.store.transaction(|_| self.note_unreadable_in(&group_id));
+        };
+        if epoch > current {
+            // The epoch in the clear is not authenticated: only a few
+            // epochs ahead is believable.
+            if epoch - current > super::HOLD_EPOCHS {
+                return self.store.transaction(|_| self.note_unreadable_in(&group_id));
+            }
+            let hash: [u8; 32] =
+                sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), payload)).into();
+            let now = self.now;
+            let held = self.store.transaction(|store| {
+                if !store.first_sighting(&hash, now)? {
+                    return Ok(());
+                }
+                let mut opaque = vec![OPAQUE_TAG];
+                opaque.extend_from_slice(payload);
+                self.hold(&group_id, &opaque)
+            });
+            return match held {
+                Ok(()) => Ok(()),
+                Err(EngineError::Storage(error)) => Err(error),
+                Err(_) => self.store.transaction(|_| self.note_unreadable_in(&group_id)),
+            };
+        }
         let inner = match self.unseal(&group_id, payload) {
             Ok(Some(inner)) => inner,
             Ok(None) | Err(EngineError::Core(_) | EngineError::Invalid(_)) => {
@@ -751,19 +844,42 @@ impl<S: DeviceStore> Engine<'_, S> {
             }
             Err(EngineError::Storage(error)) => return Err(error),
         };
-        self.deliver(&inner)
+        if let Some(group_id) = self.accept_payload(&inner, None, None)? {
+            self.retry_held(&group_id)?;
+        }
+        Ok(())
+    }
+
+    /// A held payload that waited sealed for its epoch, opened now that the
+    /// group reached it (`None`: still ahead; an error: it cannot be read).
+    pub(super) fn open_held(
+        &self,
+        group_id: &[u8],
+        current: u64,
+        held: &[u8],
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let Some(queued) = held.strip_prefix(&[OPAQUE_TAG]) else { return Ok(Some(held.to_vec())) };
+        match queued_epoch(queued) {
+            Some(epoch) if epoch > current => Ok(None),
+            Some(_) => self
+                .unseal(group_id, queued)?
+                .map(Some)
+                .ok_or_else(|| EngineError::Invalid("unreadable".into())),
+            None => Err(EngineError::Invalid("unreadable".into())),
+        }
     }
 
     /// A queued payload made ready for [`Engine::deliver`]: a message's MLS
     /// bytes, or an opened commit with the queues it adds.
     fn unseal(&self, group_id: &[u8], payload: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let Some(epoch) = queued_epoch(payload) else { return Ok(None) };
+        let Some(key) = self.transport_key_of(group_id, epoch)? else { return Ok(None) };
         match payload.split_first() {
-            Some((&MESSAGE_TAG, sealed)) => {
-                Ok(self.open_sealed(group_id, sealed)?.map(|opened| opened.to_vec()))
-            }
-            Some((&hush_proto::COMMIT_PAYLOAD_TAG, rest)) if rest.len() > 32 => {
+            Some((&MESSAGE_TAG, rest)) => Ok(route::open(&key, &rest[8..]).ok()),
+            Some((&hush_proto::COMMIT_PAYLOAD_TAG, rest)) => {
                 let (next_key, sealed) = rest.split_at(32);
-                let Some(opened) = self.open_sealed(group_id, sealed)? else { return Ok(None) };
+                let Ok(opened) = route::open(&key, &sealed[8..]) else { return Ok(None) };
+                let opened = Zeroizing::new(opened);
                 let mut out = vec![OPENED_COMMIT_TAG];
                 out.extend_from_slice(next_key);
                 out.extend_from_slice(&opened);

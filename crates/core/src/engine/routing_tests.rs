@@ -285,3 +285,40 @@ fn junk_in_a_queue_is_shown_as_unreadable_and_blocks_nothing() {
     let events = bob.store.messages(&crew).into_iter().filter(|m| m.event).count();
     assert!(events >= 1, "the junk was not shown");
 }
+
+#[test]
+fn a_message_ahead_of_its_commit_waits_for_it_and_one_far_ahead_is_lost() {
+    let queues = Queues::default();
+    let (alice, bob) = (Device::new(), Device::new());
+    let crew = routed_group(&queues, &alice, &[&bob]);
+    let mut engine = bob.engine();
+    let update = engine
+        .stage_sealed_commit(&crew, |conversation, provider, identity| {
+            conversation.self_update(provider, identity)
+        })
+        .unwrap();
+    assert!(queues.commit(&update).is_empty());
+    assert!(engine.settle_commit(&crew, true).unwrap());
+    assert!(say(&queues, &bob, &crew, "after the update").is_empty());
+    // The relay hands Alice the message before the commit.
+    let (alice_queue, _) = alice
+        .engine()
+        .own_queues()
+        .unwrap()
+        .into_iter()
+        .find(|(q, _)| alice.engine().queue_group(q).unwrap().is_some())
+        .unwrap();
+    let mut waiting = queues.take(&alice_queue);
+    assert_eq!(waiting.len(), 2);
+    waiting.reverse();
+    // A copy claiming an epoch far ahead (the epoch is in the clear).
+    let mut far = waiting[0].clone();
+    far[1..9].copy_from_slice(&1_000u64.to_be_bytes());
+    alice.engine().deliver_queued(&alice_queue, &far).unwrap();
+    alice.engine().deliver_queued(&alice_queue, &waiting[0]).unwrap();
+    assert!(alice.texts(&crew).is_empty(), "shown before its commit");
+    alice.engine().deliver_queued(&alice_queue, &waiting[1]).unwrap();
+    assert_eq!(alice.texts(&crew), ["after the update"]);
+    let notices = alice.store.messages(&crew).into_iter().filter(|m| m.event).count();
+    assert_eq!(notices, 1, "the far one is shown as lost, once");
+}

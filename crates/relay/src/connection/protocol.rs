@@ -556,9 +556,7 @@ impl Session {
             self.outbound.clone(),
             [mailbox],
         );
-        // Nothing is ever added to a logged-in connection's mailboxes.
-        let (_, added) = mpsc::unbounded_channel();
-        self.delivery = Some(tokio::spawn(delivery.run(receiver, added)));
+        self.delivery = Some(tokio::spawn(delivery.run(receiver)));
     }
 }
 

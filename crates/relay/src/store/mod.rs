@@ -213,7 +213,7 @@ pub struct SealedCommitRequest {
 
 /// Most payloads waiting in one queue: a queue over it refuses new ones
 /// (the sender hears it as a refused target) until its owner drains it.
-pub const MAX_QUEUE_ENTRIES: u64 = 10_000;
+pub const MAX_QUEUE_ENTRIES: u64 = 100_000;
 /// Most payload bytes waiting in one queue.
 pub const MAX_QUEUE_BYTES: u64 = 256 * 1024 * 1024;
 /// Days a queue nobody received from is kept; then it is deleted with
@@ -266,8 +266,8 @@ pub trait Operations {
         wipe_hash: &[u8; 32],
         now: UnixSeconds,
     ) -> Result<AccountId, StoreError>;
-    /// Checks a wipe secret; on a match deactivates the account and keeps
-    /// the order for its device.
+    /// Checks a wipe secret; on a match deactivates the account, keeps
+    /// the order for its device and deletes the queues the secret tags.
     fn remote_wipe(
         &mut self,
         account: &AccountId,
@@ -339,8 +339,14 @@ pub trait Operations {
     ) -> Result<CommitOutcome, StoreError>;
     /// Deletes delivered entries of `queue`; answers how many.
     fn ack_queue(&mut self, queue: &QueueId, seqs: &[u64]) -> Result<u64, StoreError>;
-    /// Replaces a queue's owner key; false if there is no such queue.
-    fn rekey_queue(&mut self, queue: &QueueId, owner_key: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Replaces a queue's owner key and wipe tag; false if there is no
+    /// such queue.
+    fn rekey_queue(
+        &mut self,
+        queue: &QueueId,
+        owner_key: &[u8; 32],
+        wipe_tag: &[u8; 32],
+    ) -> Result<bool, StoreError>;
     /// Deletes a queue and everything in it; false if there was none.
     fn delete_queue(&mut self, queue: &QueueId) -> Result<bool, StoreError>;
     /// Marks a token's nonce spent; false if it was spent already.

@@ -273,6 +273,8 @@ impl SqliteStore {
             )?
             .execute(params![&account.0[..], &secret[..], as_i64(now)])?;
         self.deactivate_in_place(account, now)?;
+        // The device's queues, tagged with its wipe secret, go with it.
+        self.delete_wiped_queues(secret)?;
         Ok(())
     }
 
@@ -689,8 +691,13 @@ impl Operations for SqliteStore {
         self.atomic(|store| store.ack_queue(queue, seqs))
     }
 
-    fn rekey_queue(&mut self, queue: &QueueId, owner_key: &[u8; 32]) -> Result<bool, StoreError> {
-        self.atomic(|store| store.rekey_queue(queue, owner_key))
+    fn rekey_queue(
+        &mut self,
+        queue: &QueueId,
+        owner_key: &[u8; 32],
+        wipe_tag: &[u8; 32],
+    ) -> Result<bool, StoreError> {
+        self.atomic(|store| store.rekey_queue(queue, owner_key, wipe_tag))
     }
 
     fn delete_queue(&mut self, queue: &QueueId) -> Result<bool, StoreError> {

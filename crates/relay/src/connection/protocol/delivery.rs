@@ -11,7 +11,7 @@ use hush_proto::RelayFrame;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::{refuse, store_error_code, OutFrame, Outbound};
-use crate::hub::Control;
+use crate::hub::{Control, Push};
 use crate::server::Shared;
 use crate::store::{Mailbox, Queued, PAGE_BYTES};
 
@@ -48,14 +48,10 @@ impl Delivery {
         }
     }
 
-    /// Runs until the connection ends. Mailboxes sent on `added` (already
-    /// subscribed at the hub) are drained, then followed live.
-    pub(super) async fn run(
-        mut self,
-        mut pushes: mpsc::Receiver<Queued>,
-        mut added: mpsc::UnboundedReceiver<Mailbox>,
-    ) {
-        let mut no_more_added = false;
+    /// Runs until the connection ends. Mailboxes added to the control's
+    /// `added` (already subscribed at the hub) are drained, then followed
+    /// live.
+    pub(super) async fn run(mut self, mut pushes: mpsc::Receiver<Push>) {
         loop {
             self.control.lagged.store(false, Ordering::Release);
             let mailboxes: Vec<Mailbox> = self.cursors.keys().copied().collect();
@@ -79,16 +75,19 @@ impl Delivery {
                             return;
                         }
                     }
-                    mailbox = added.recv(), if !no_more_added => {
-                        let Some(mailbox) = mailbox else {
-                            no_more_added = true;
-                            continue;
-                        };
-                        if self.cursors.contains_key(&mailbox) {
-                            continue;
+                    _ = self.control.add.notified() => {
+                        let added = std::mem::take(
+                            &mut *self.control.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                        );
+                        let fresh: Vec<Mailbox> =
+                            added.into_iter().filter(|mailbox| !self.cursors.contains_key(mailbox)).collect();
+                        for mailbox in &fresh {
+                            self.cursors.insert(*mailbox, 0);
+                            if self.drain(*mailbox).await.is_err() {
+                                return;
+                            }
                         }
-                        self.cursors.insert(mailbox, 0);
-                        if self.drain(mailbox).await.is_err() || self.send(RelayFrame::QueueEmpty).await.is_err() {
+                        if !fresh.is_empty() && self.send(RelayFrame::QueueEmpty).await.is_err() {
                             return;
                         }
                     }

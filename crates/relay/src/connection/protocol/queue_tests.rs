@@ -303,7 +303,8 @@ async fn an_owner_can_hand_a_queue_over_and_delete_it() {
     let queue = sealed.create_queue(&made, &[22; 32]).await;
     let mut bob = relay.receive(&[(queue, &made)]).await;
     assert_eq!(bob.recv().await, RelayFrame::QueueEmpty);
-    bob.send(ClientFrame::RekeyQueue { request: 1, queue, owner_key: bobs.verifying_key().to_bytes() });
+    let owner_key = bobs.verifying_key().to_bytes();
+    bob.send(ClientFrame::RekeyQueue { request: 1, queue, owner_key, wipe_tag: [0; 32] });
     assert_eq!(bob.recv().await, RelayFrame::Accepted { request: 1, inactive: vec![] });
     drop(bob);
     // The key Alice made proves nothing any more; Bob's does.
@@ -318,7 +319,7 @@ async fn an_owner_can_hand_a_queue_over_and_delete_it() {
     let other = sealed.create_queue(&key(23), &[24; 32]).await;
     bob.send(ClientFrame::DeleteQueue { request: 3, queue: other });
     assert_eq!(bob.recv().await, RelayFrame::Rejected { request: 3, code: ErrorCode::BadQueue });
-    bob.send(ClientFrame::RekeyQueue { request: 4, queue: other, owner_key: [1; 32] });
+    bob.send(ClientFrame::RekeyQueue { request: 4, queue: other, owner_key: [1; 32], wipe_tag: [0; 32] });
     assert_eq!(bob.recv().await, RelayFrame::Rejected { request: 4, code: ErrorCode::BadQueue });
     // Deleted: writes are refused and nothing is left.
     sealed.send(send(5, vec![capability(queue, [22; 32])], b"before"));

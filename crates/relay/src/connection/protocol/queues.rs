@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::delivery::Delivery;
 use super::{refuse, spawn_answer, Answer, ConnectionError, FrameSource, Outbound, RateLimit, IN_FLIGHT};
-use crate::hub::{Control, PUSH_BUFFER};
+use crate::hub::{Control, Push, PUSH_BUFFER};
 use crate::server::Shared;
-use crate::store::{Mailbox, Queued};
+use crate::store::Mailbox;
 
 /// Most queues one connection receives from.
 pub(crate) const MAX_QUEUES_PER_CONNECTION: usize = 4096;
@@ -74,11 +74,9 @@ pub(super) struct QueueSession {
     connection_id: u64,
     control: Arc<Control>,
     subscribed: HashSet<QueueId>,
-    pushes: mpsc::Sender<Queued>,
-    /// Until delivery starts: the pushes already subscribed, and the
-    /// channel that tells delivery of queues proved later.
-    waiting: Option<(mpsc::Receiver<Queued>, mpsc::UnboundedReceiver<Mailbox>)>,
-    added: mpsc::UnboundedSender<Mailbox>,
+    pushes: mpsc::Sender<Push>,
+    /// Until delivery starts: the pushes already subscribed.
+    waiting: Option<mpsc::Receiver<Push>>,
     delivery: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -86,7 +84,6 @@ impl QueueSession {
     pub(super) fn new(shared: Arc<Shared>, proved: Proved, outbound: mpsc::Sender<Outbound>) -> Self {
         let (connection_id, control) = shared.hub.register(None);
         let (pushes, receiver) = mpsc::channel(PUSH_BUFFER);
-        let (added, added_receiver) = mpsc::unbounded_channel();
         let mut session = Self {
             shared,
             outbound,
@@ -96,8 +93,7 @@ impl QueueSession {
             control,
             subscribed: HashSet::new(),
             pushes,
-            waiting: Some((receiver, added_receiver)),
-            added,
+            waiting: Some(receiver),
             delivery: None,
         };
         session.add(&proved.queues);
@@ -135,7 +131,12 @@ impl QueueSession {
                 let mailbox = Mailbox::Queue(*queue);
                 self.shared.hub.subscribe(mailbox, self.connection_id, &self.control, self.pushes.clone());
                 if self.delivery.is_some() {
-                    let _ = self.added.send(mailbox);
+                    self.control
+                        .added
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(mailbox);
+                    self.control.add.notify_one();
                 }
             }
         }
@@ -149,8 +150,12 @@ impl QueueSession {
                 } else {
                     match prove(&self.shared, &self.nonce, &proofs).await {
                         Ok(queues) => {
+                            // Answered before the queues join delivery, so
+                            // the answer comes before what they hold.
+                            let accepted = RelayFrame::Accepted { request, inactive: Vec::new() };
+                            let _ = self.outbound.send(Outbound::frame(accepted)).await;
                             self.add(&queues);
-                            Answer::Done
+                            return;
                         }
                         Err(code) => Answer::Rejected(code),
                     }
@@ -158,7 +163,7 @@ impl QueueSession {
                 self.answer(Some(request), answer).await;
             }
             ClientFrame::Subscribe => {
-                if let Some((pushes, added)) = self.waiting.take() {
+                if let Some(pushes) = self.waiting.take() {
                     let mailboxes = self.subscribed.iter().map(|queue| Mailbox::Queue(*queue));
                     let delivery = Delivery::new(
                         Arc::clone(&self.shared),
@@ -166,7 +171,7 @@ impl QueueSession {
                         self.outbound.clone(),
                         mailboxes,
                     );
-                    self.delivery = Some(tokio::spawn(delivery.run(pushes, added)));
+                    self.delivery = Some(tokio::spawn(delivery.run(pushes)));
                 }
             }
             ClientFrame::AckQueues { items } => {
@@ -185,11 +190,11 @@ impl QueueSession {
                     .await;
                 }
             }
-            ClientFrame::RekeyQueue { request, queue, owner_key } => {
+            ClientFrame::RekeyQueue { request, queue, owner_key, wipe_tag } => {
                 if !self.subscribed.contains(&queue) {
                     return self.answer(Some(request), Answer::Rejected(ErrorCode::BadQueue)).await;
                 }
-                let rekeyed = self.shared.store.rekey_queue(queue, owner_key);
+                let rekeyed = self.shared.store.rekey_queue(queue, owner_key, wipe_tag);
                 let answer = async move {
                     rekeyed.await.map(|found| {
                         if found {

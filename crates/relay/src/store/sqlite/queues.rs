@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS queues (
     next_seq INTEGER NOT NULL,
     entries INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    used_day INTEGER NOT NULL
+    used_day INTEGER NOT NULL,
+    wipe_tag BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS payloads (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -282,12 +283,37 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) fn rekey_queue(&self, queue: &QueueId, owner_key: &[u8; 32]) -> Result<bool, StoreError> {
+    pub(super) fn rekey_queue(
+        &self,
+        queue: &QueueId,
+        owner_key: &[u8; 32],
+        wipe_tag: &[u8; 32],
+    ) -> Result<bool, StoreError> {
         let changed = self
             .connection
-            .prepare_cached("UPDATE queues SET owner_key = ?2 WHERE id = ?1")?
-            .execute(params![&queue.0[..], &owner_key[..]])?;
+            .prepare_cached("UPDATE queues SET owner_key = ?2, wipe_tag = ?3 WHERE id = ?1")?
+            .execute(params![&queue.0[..], &owner_key[..], &wipe_tag[..]])?;
         Ok(changed == 1)
+    }
+
+    /// Deletes the queues a wipe secret tags (see [`hush_proto::wipe_tag`]);
+    /// answers how many.
+    pub(super) fn delete_wiped_queues(&self, secret: &[u8; 32]) -> Result<usize, StoreError> {
+        let tagged: Vec<(Vec<u8>, Vec<u8>)> = self
+            .connection
+            .prepare_cached("SELECT id, wipe_tag FROM queues WHERE wipe_tag IS NOT NULL")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut deleted = 0;
+        for (id, tag) in tagged {
+            let Ok(id) = <[u8; QueueId::LEN]>::try_from(id.as_slice()) else { continue };
+            let queue = QueueId(id);
+            if bool::from(tag.as_slice().ct_eq(&hush_proto::wipe_tag(secret, &queue)[..])) {
+                self.delete_queue(&queue)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     pub(super) fn delete_queue(&self, queue: &QueueId) -> Result<bool, StoreError> {
