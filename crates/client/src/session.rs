@@ -25,6 +25,9 @@ use crate::transport::Connection;
 
 /// How long a request may wait for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a send whose targets were refused waits for the commit that
+/// may have moved their queues on.
+const CATCH_UP_AFTER_REFUSAL: Duration = Duration::from_secs(3);
 
 /// A commit's answer in the engine's terms.
 struct Submitted {
@@ -59,6 +62,14 @@ fn answer_to(frame: RelayFrame, request: u32) -> Result<Option<Answer>, ClientEr
         RelayFrame::Error { code, .. } => return Err(ClientError::Relay(code)),
         _ => return Ok(None),
     }))
+}
+
+fn create_queue_frame(secrets: &QueueSecrets) -> ClientFrame {
+    ClientFrame::CreateQueue {
+        request: 0,
+        owner_key: secrets.owner_public(),
+        write_hash: secrets.write_hash(),
+    }
 }
 
 /// Gives a request frame its request id.
@@ -285,12 +296,19 @@ impl<'a> Session<'a> {
     /// connection with every queue of ours proved on it.
     async fn open_planes(&mut self) -> Result<(), ClientError> {
         self.top_up_tokens().await?;
-        if self.client.engine().contact_queue()?.is_none() {
-            let secrets = QueueSecrets::generate(&mut rand::rngs::OsRng);
-            let queue = self.create_queue(&secrets).await?;
-            self.client.engine().set_contact_queue(queue, &secrets)?;
+        // Twice at most: a contact queue the relay no longer has is
+        // forgotten while proving, and made again.
+        for _ in 0..2 {
+            if self.client.engine().contact_queue()?.is_none() {
+                let secrets = QueueSecrets::generate(&mut rand::rngs::OsRng);
+                let queue = self.create_own_queue(&secrets).await?;
+                self.client.engine().set_contact_queue(queue, &secrets)?;
+            }
+            self.prove_queues().await?;
+            if self.queues.is_some() {
+                break;
+            }
         }
-        self.prove_queues().await?;
         self.queue_upkeep().await
     }
 
@@ -414,17 +432,52 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Makes a queue at the relay.
+    /// Makes a queue at the relay, for another member, on the sealed
+    /// connection (the commit that names it goes there too).
     async fn create_queue(&mut self, secrets: &QueueSecrets) -> Result<QueueId, ClientError> {
-        let frame = ClientFrame::CreateQueue {
-            request: 0,
-            owner_key: secrets.owner_public(),
-            write_hash: secrets.write_hash(),
-        };
-        match self.sealed_request(frame).await? {
+        match self.sealed_request(create_queue_frame(secrets)).await? {
             Answer::QueueCreated(queue) => Ok(queue),
             _ => Err(ClientError::Protocol("unexpected answer to a queue creation".into())),
         }
+    }
+
+    /// Makes a queue of our own at the relay, on a sealed connection of its
+    /// own: made on the one that sends, the relay would see the sender's
+    /// queue proved on the receiving connection, and link the two.
+    async fn create_own_queue(&mut self, secrets: &QueueSecrets) -> Result<QueueId, ClientError> {
+        match self.sealed_once(create_queue_frame(secrets)).await? {
+            Answer::QueueCreated(queue) => Ok(queue),
+            _ => Err(ClientError::Protocol("unexpected answer to a queue creation".into())),
+        }
+    }
+
+    /// One request on a sealed connection opened for it alone (one token),
+    /// so it cannot be linked to anything else this device does.
+    async fn sealed_once(&mut self, mut frame: ClientFrame) -> Result<Answer, ClientError> {
+        let token = self.take_token().await?;
+        let (address, pin) = self.client.relay();
+        let mut connection = Connection::open(address, pin).await?;
+        crate::handshake::hello(&mut connection).await?;
+        connection.send(&ClientFrame::Spend { request: 0, token }).await?;
+        set_request(&mut frame, 1);
+        connection.send(&frame).await?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let answer = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, connection.recv())
+                .await
+                .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
+            match frame {
+                RelayFrame::Accepted { request: 0, .. } => {}
+                other => {
+                    if let Some(answer) = answer_to(other, 1)? {
+                        break answer;
+                    }
+                }
+            }
+        };
+        connection.close().await;
+        Ok(answer)
     }
 
     // ----- the queue connection -----
@@ -433,34 +486,100 @@ impl<'a> Session<'a> {
     /// connection if there is none.
     async fn prove_queues(&mut self) -> Result<(), ClientError> {
         let own = self.client.engine().own_queues()?;
-        if self.queues.is_none() {
-            let (address, pin) = self.client.relay();
-            let mut connection = Connection::open(address, pin).await?;
-            let nonce = crate::handshake::hello(&mut connection).await?;
-            self.queues = Some(QueueLink { connection, nonce, proved: HashSet::new() });
+        let rekeys = self.client.engine().rekeys()?;
+        let proved = self.queues.as_ref().map(|link| link.proved.clone()).unwrap_or_default();
+        let mut missing: Vec<_> = own.into_iter().filter(|(queue, _)| !proved.contains(queue)).collect();
+        // The proof that opens the connection is of one queue alone: a
+        // refusal there closes the connection, and one queue that no longer
+        // proves (a rekey whose answer was lost, a Welcome that named a
+        // queue that is not ours) must not lock the device out of the rest.
+        while self.queues.as_ref().is_none_or(|link| link.proved.is_empty()) {
+            let Some((queue, owner)) = missing.first().cloned() else { break };
+            missing.remove(0);
+            let next = rekeys.iter().find(|(q, _, _)| *q == queue).map(|(_, _, next)| next.clone());
+            self.prove_one(queue, owner, next).await?;
         }
+        for chunk in missing.chunks(MAX_QUEUES_PER_SUBSCRIBE) {
+            match self.prove_batch(chunk).await {
+                Ok(()) => {}
+                Err(ClientError::Relay(ErrorCode::BadQueue)) => {
+                    for (queue, owner) in chunk {
+                        let next =
+                            rekeys.iter().find(|(q, _, _)| q == queue).map(|(_, _, next)| next.clone());
+                        self.prove_one(*queue, owner.clone(), next).await?;
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    async fn prove_batch(
+        &mut self,
+        queues: &[(QueueId, ed25519_dalek::SigningKey)],
+    ) -> Result<(), ClientError> {
+        use ed25519_dalek::Signer as _;
         let pin = self.client.relay().1;
         let link = self.queues.as_ref().ok_or(ClientError::Disconnected)?;
         let nonce = link.nonce;
-        let missing: Vec<_> = own.into_iter().filter(|(queue, _)| !link.proved.contains(queue)).collect();
-        for chunk in missing.chunks(MAX_QUEUES_PER_SUBSCRIBE) {
-            use ed25519_dalek::Signer as _;
-            let proofs: Vec<_> = chunk
-                .iter()
-                .map(|(queue, owner)| {
-                    (*queue, owner.sign(&hush_proto::queue_auth_message(&nonce, &pin, queue)).to_bytes())
-                })
-                .collect();
-            // Once delivery runs, the relay drains queues proved later and
-            // says so with another `QueueEmpty`: wait for it again.
-            if self.subscribed {
-                self.queue_empty = false;
-            }
-            self.queue_request(|request| ClientFrame::SubscribeQueues { request, proofs }).await?;
-            let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
-            link.proved.extend(chunk.iter().map(|(queue, _)| *queue));
+        let proofs: Vec<_> = queues
+            .iter()
+            .map(|(queue, owner)| {
+                (*queue, owner.sign(&hush_proto::queue_auth_message(&nonce, &pin, queue)).to_bytes())
+            })
+            .collect();
+        // Once delivery runs, the relay drains queues proved later and says
+        // so with another `QueueEmpty`: wait for it again.
+        if self.subscribed {
+            self.queue_empty = false;
         }
+        self.queue_request(|request| ClientFrame::SubscribeQueues { request, proofs }).await?;
+        let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+        link.proved.extend(queues.iter().map(|(queue, _)| *queue));
         Ok(())
+    }
+
+    /// Proves one queue, with its owner key or, for a queue whose rekey's
+    /// answer was lost, the key it was being given. A queue neither proves
+    /// is forgotten (false): it is not ours, or no longer exists.
+    async fn prove_one(
+        &mut self,
+        queue: QueueId,
+        owner: ed25519_dalek::SigningKey,
+        next: Option<ed25519_dalek::SigningKey>,
+    ) -> Result<bool, ClientError> {
+        for (key, is_next) in std::iter::once((owner, false)).chain(next.map(|next| (next, true))) {
+            if self.queues.is_none() {
+                let (address, pin) = self.client.relay();
+                let mut connection = Connection::open(address, pin).await?;
+                let nonce = crate::handshake::hello(&mut connection).await?;
+                self.queues = Some(QueueLink { connection, nonce, proved: HashSet::new() });
+            }
+            match self.prove_batch(&[(queue, key)]).await {
+                Ok(()) => {
+                    if is_next {
+                        self.client.engine().rekeyed(&queue)?;
+                    }
+                    return Ok(true);
+                }
+                Err(ClientError::Relay(ErrorCode::BadQueue)) => {
+                    // A refused opening proof closed the connection.
+                    if self.queues.as_ref().is_some_and(|link| link.proved.is_empty()) {
+                        if let Some(link) = self.queues.take() {
+                            link.connection.close().await;
+                        }
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        self.forget_queue(queue).map(|()| false)
+    }
+
+    fn forget_queue(&self, queue: QueueId) -> Result<(), ClientError> {
+        tracing::warn!("a queue of this device no longer proves at the relay; it is forgotten");
+        Ok(self.client.engine().forget_queue(&queue)?)
     }
 
     /// Takes over queues made for us (a new owner key of our own) and
@@ -725,7 +844,9 @@ impl<'a> Session<'a> {
     /// Fetches and verifies a key package of `account` (sealed: the relay
     /// learns that someone asked for it, not who).
     async fn key_package(&mut self, account: AccountId) -> Result<VerifiedKeyPackage, ClientError> {
-        match self.sealed_request(ClientFrame::FetchKeyPackage { request: 0, account }).await {
+        // Alone on its connection: beside the commit that adds the account,
+        // it would tell the relay whose queue the commit makes.
+        match self.sealed_once(ClientFrame::FetchKeyPackage { request: 0, account }).await {
             Ok(Answer::KeyPackage(bytes)) => {
                 let store = &self.client.store;
                 Ok(verify_key_package(&store.provider(), &bytes, account)?)
@@ -751,7 +872,7 @@ impl<'a> Session<'a> {
         let mut plans = Vec::new();
         if creating {
             let secrets = QueueSecrets::generate(&mut rand::rngs::OsRng);
-            let queue = self.create_queue(&secrets).await?;
+            let queue = self.create_own_queue(&secrets).await?;
             plans.push(QueuePlan { device: self.client.device(), queue, secrets, welcome_to: None });
         }
         for package in packages {
@@ -897,11 +1018,32 @@ impl<'a> Session<'a> {
                 if index < targets.len() {
                     Some(targets[index].queue)
                 } else {
-                    rotate.get(index - targets.len() - welcomed).map(|(capability, _)| capability.queue)
+                    let at = index.checked_sub(targets.len() + welcomed)?;
+                    rotate.get(at).map(|(capability, _)| capability.queue)
                 }
             })
             .collect();
         self.client.engine().members_of_queues(group_id, &queues).unwrap_or_default()
+    }
+
+    /// Processes deliveries until the group reaches `epoch`, or `wait`
+    /// passes (a refusal may also mean a queue that is gone, with no commit
+    /// to wait for).
+    async fn catch_up_within(
+        &mut self,
+        group_id: &[u8],
+        epoch: u64,
+        wait: Duration,
+    ) -> Result<(), ClientError> {
+        self.subscribe().await?;
+        let deadline = Instant::now() + wait;
+        while !self.client.engine().reached(group_id, epoch)? {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(next) = tokio::time::timeout(left, self.next_frame()).await else { return Ok(()) };
+            let (plane, frame) = next?;
+            self.handle(plane, frame).await?;
+        }
+        Ok(())
     }
 
     /// Processes deliveries until the group reaches `epoch`.
@@ -932,24 +1074,33 @@ impl<'a> Session<'a> {
         if self.client.engine().members(group_id)?.len() < 2 {
             return Err(ClientError::Invalid("no one else is in this conversation".into()));
         }
+        let epoch = self.client.engine().epoch(group_id)?.map_or(0, |(epoch, _)| epoch);
         // Writing into a conversation request accepts it.
         let outgoing = self.client.engine().encrypt_sealed(group_id, content)?;
+        if outgoing.targets.is_empty() {
+            return Err(ClientError::Invalid(
+                "this conversation has no queues (it was made before queues, or its members' queues are \
+                 unknown): start a new one"
+                    .into(),
+            ));
+        }
         let mut refused = self.send_sealed(outgoing.targets, &outgoing.payload, ttl_secs).await?;
         let mut devices: Vec<DeviceId> =
             refused.iter().filter_map(|i| outgoing.devices.get(*i as usize)).copied().collect();
         if !devices.is_empty() {
             // A commit the relay ordered after we wrote moved the queues
-            // on: catch up, then the same payload again (a past epoch's
-            // message stays readable) with the new write secrets.
-            self.drain().await?;
-            let targets = self.client.engine().capabilities(group_id, &devices)?;
-            let again: Vec<DeviceId> = devices.iter().copied().take(targets.len()).collect();
+            // on: catch up with it, then the same payload again (a past
+            // epoch's message stays readable) with the new write secrets.
+            self.catch_up_within(group_id, epoch + 1, CATCH_UP_AFTER_REFUSAL).await?;
+            let again = self.client.engine().capabilities(group_id, &devices)?;
+            let targets: Vec<Capability> = again.iter().map(|(_, capability)| capability.clone()).collect();
             refused = if targets.is_empty() {
                 Vec::new()
             } else {
                 self.send_sealed(targets, &outgoing.payload, ttl_secs).await?
             };
-            devices = refused.iter().filter_map(|i| again.get(*i as usize)).copied().collect();
+            devices =
+                refused.iter().filter_map(|i| again.get(*i as usize)).map(|(device, _)| *device).collect();
         }
         if !devices.is_empty() {
             let everyone = devices.len() == outgoing.devices.len();

@@ -444,3 +444,31 @@ async fn writing_to_a_group_no_one_else_is_in_is_an_error_not_a_silent_success()
     session.close().await;
     assert!(alice.history("pair").unwrap().iter().all(|m| m.text != "anyone?"), "stored as if sent");
 }
+
+/// Review finding: one queue that no longer proves at the relay (deleted
+/// there, or a Welcome that named a queue that is not ours) refused the
+/// whole proof, and with it every login. It is now forgotten, alone.
+#[tokio::test(flavor = "current_thread")]
+async fn a_queue_that_no_longer_proves_is_forgotten_and_locks_nothing() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    pair_group(&alice, &bob).await;
+    // The relay loses alice's contact queue (proved first, to open the
+    // connection) and her queue in the pair.
+    let contact = alice.contact_code().unwrap().expect("a contact code").queue.queue;
+    let pair = alice.queue_of("pair").unwrap().expect("a queue in the pair");
+    let db = rusqlite::Connection::open(relay.data().join("relay.db")).unwrap();
+    for queue in [contact, pair] {
+        assert_eq!(db.execute("DELETE FROM queues WHERE id = ?1", [&queue.0[..]]).unwrap(), 1);
+    }
+    drop(db);
+    assert!(texts(&alice).await.is_empty(), "the login failed");
+    assert_eq!(alice.queue_of("pair").unwrap(), None, "the lost queue is still proved");
+    // A new contact queue was made; bob's sends to the lost queue are
+    // refused, so alice is out of reach there, and bob is told.
+    assert_ne!(alice.contact_code().unwrap().map(|code| code.queue.queue), Some(contact));
+    let mut session = Session::login(&bob).await.unwrap();
+    assert!(session.send_text("pair", "anyone there?", None).await.is_err());
+    session.close().await;
+}

@@ -116,13 +116,14 @@ fn check_announcement(
     epoch: u64,
     derived: &[u8; 32],
     signer: &[u8],
+    context: &[u8; 32],
 ) -> RelayKeyCheck {
     let Some(announcement) = announcement else { return RelayKeyCheck::Unverified };
     let Ok(signer) = <[u8; 32]>::try_from(signer) else { return RelayKeyCheck::Unverified };
     let Ok(signer) = ed25519_dalek::VerifyingKey::from_bytes(&signer) else {
         return RelayKeyCheck::Unverified;
     };
-    let statement = hush_proto::key_announcement(group_id, epoch, &announcement.next_key);
+    let statement = hush_proto::key_announcement(group_id, epoch, &announcement.next_key, context);
     let signature = ed25519_dalek::Signature::from_bytes(&announcement.signature);
     if signer.verify_strict(&statement, &signature).is_err() {
         return RelayKeyCheck::Unverified;
@@ -133,6 +134,9 @@ fn check_announcement(
         RelayKeyCheck::Wrong
     }
 }
+
+/// MLS exporter label of the secret key announcements are signed with.
+pub const ANNOUNCEMENT_LABEL: &str = "hush announcement v1";
 
 /// One MLS group.
 pub struct Conversation {
@@ -373,6 +377,17 @@ impl Conversation {
         Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
     }
 
+    /// The secret a key announcement of this epoch (`next`: of the epoch our
+    /// pending commit leads to) is signed with (see
+    /// [`hush_proto::key_announcement`]).
+    pub fn announcement_context(
+        &self,
+        provider: &impl OpenMlsProvider,
+        next: bool,
+    ) -> Result<[u8; 32], CoreError> {
+        Ok(*self.exported(provider, ANNOUNCEMENT_LABEL, &[], next)?)
+    }
+
     /// This epoch's transport key (`next`: the pending commit's epoch's).
     pub fn transport_key(
         &self,
@@ -417,7 +432,8 @@ impl Conversation {
         let next_key = self.next_relay_key(provider)?;
         // Announce the key to the group, signed with our identity key, so
         // that everyone in the new epoch can check what we told the relay.
-        let statement = hush_proto::key_announcement(&group_id, epoch + 1, &next_key);
+        let context = self.announcement_context(provider, true)?;
+        let statement = hush_proto::key_announcement(&group_id, epoch + 1, &next_key, &context);
         let signature = identity.signer().sign(&statement).map_err(CoreError::mls)?;
         let signature = <[u8; 64]>::try_from(signature.as_slice())
             .map_err(|_| CoreError::Mls("identity signature of the wrong length".into()))?;
@@ -554,6 +570,7 @@ impl Conversation {
                         epoch,
                         &self.relay_public_key(provider)?,
                         &signer,
+                        &self.announcement_context(provider, false)?,
                     )
                 };
                 if self_removed {
@@ -617,8 +634,15 @@ pub fn process_incoming(provider: &impl OpenMlsProvider, bytes: &[u8]) -> Result
             let signer = sender.signature_key().as_slice().to_vec();
             let conversation = Conversation { group: staged.into_group(provider).map_err(CoreError::mls)? };
             let derived = conversation.relay_public_key(provider)?;
-            let relay_key =
-                check_announcement(announced, &conversation.id(), conversation.epoch(), &derived, &signer);
+            let context = conversation.announcement_context(provider, false)?;
+            let relay_key = check_announcement(
+                announced,
+                &conversation.id(),
+                conversation.epoch(),
+                &derived,
+                &signer,
+                &context,
+            );
             Ok(Incoming::Joined { conversation: Box::new(conversation), members, by, relay_key })
         }
         MlsMessageBodyIn::PrivateMessage(message) => {

@@ -530,7 +530,8 @@ mod tests {
         ));
         // Carol gets one where bob signed a key of his own choosing.
         let false_key = [7; 32];
-        let statement = hush_proto::key_announcement(&group.id(), update.epoch + 1, &false_key);
+        let context = bobs.announcement_context(&bob_provider, true).unwrap();
+        let statement = hush_proto::key_announcement(&group.id(), update.epoch + 1, &false_key, &context);
         let signature: [u8; 64] = bob.signer().sign(&statement).unwrap().try_into().unwrap();
         let lie = hush_proto::KeyAnnouncement { next_key: false_key, signature };
         let lie = hush_proto::announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &lie, mls);

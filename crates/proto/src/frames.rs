@@ -514,12 +514,18 @@ pub struct KeyAnnouncement {
 /// check it against the key it derives; with the signature, a member who
 /// gave the relay another key is proven to have done so, and a relay that
 /// altered the announcement is caught instead of the committer.
-pub fn key_announcement(group: &[u8], epoch: u64, next_key: &[u8; 32]) -> Vec<u8> {
-    let mut message = b"hush-relay-key-v1\0".to_vec();
+///
+/// `context` is a secret of that epoch (`MLS-Exporter("hush announcement
+/// v1", "", 32)`): without it the relay cannot rebuild the signed bytes,
+/// so it cannot try the signature against the identity keys it holds and
+/// learn who committed, or who added whom.
+pub fn key_announcement(group: &[u8], epoch: u64, next_key: &[u8; 32], context: &[u8; 32]) -> Vec<u8> {
+    let mut message = b"hush-relay-key-v2\0".to_vec();
     message.extend_from_slice(&(group.len() as u64).to_be_bytes());
     message.extend_from_slice(group);
     message.extend_from_slice(&epoch.to_be_bytes());
     message.extend_from_slice(next_key);
+    message.extend_from_slice(context);
     message
 }
 

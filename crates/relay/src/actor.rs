@@ -180,6 +180,14 @@ pub fn spawn_reader(mut store: impl Operations + Send + 'static) -> std::io::Res
 }
 
 impl ReadHandle {
+    /// See [`Operations::queue_owner`].
+    pub fn queue_owner(
+        &self,
+        queue: QueueId,
+    ) -> impl std::future::Future<Output = Result<Option<[u8; 32]>, StoreError>> + Send + 'static {
+        call(&self.sender, nothing_stored, move |s| s.queue_owner(&queue))
+    }
+
     /// See [`Operations::pending`].
     pub fn pending(
         &self,
@@ -329,13 +337,13 @@ impl StoreHandle {
         self.call(nothing_stored, move |s| s.create_queue(&id, &owner_key, &write_hash, now))
     }
 
-    /// See [`Operations::queue_owner`].
-    pub fn queue_owner(
+    /// See [`Operations::touch_queues`].
+    pub fn touch_queues(
         &self,
-        queue: QueueId,
+        queues: Vec<QueueId>,
         now: UnixSeconds,
-    ) -> impl std::future::Future<Output = Result<Option<[u8; 32]>, StoreError>> + Send + 'static {
-        self.call(nothing_stored, move |s| s.queue_owner(&queue, now))
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.touch_queues(&queues, now))
     }
 
     /// See [`Operations::enqueue_sealed`].

@@ -88,6 +88,17 @@ impl Hub {
         lock(&self.mailboxes).entry(mailbox).or_default().push(subscriber);
     }
 
+    /// Closes every connection subscribed to `mailbox` but `id` (a queue
+    /// was handed over: those who proved it with the old key lose it).
+    pub fn close_others(&self, mailbox: Mailbox, id: u64) {
+        let subscribed = lock(&self.mailboxes);
+        for subscriber in subscribed.get(&mailbox).into_iter().flatten() {
+            if subscriber.id != id {
+                subscriber.control.close.notify_one();
+            }
+        }
+    }
+
     /// Ends connection `id`'s subscription to one mailbox.
     pub fn unregister_mailbox(&self, mailbox: Mailbox, id: u64) {
         let mut subscribed = lock(&self.mailboxes);

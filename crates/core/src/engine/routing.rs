@@ -467,6 +467,22 @@ impl<S: DeviceStore> Engine<'_, S> {
         Ok(drops)
     }
 
+    /// Forgets a queue of ours that no longer proves at the relay (its
+    /// group can no longer reach this device through it; the contact queue
+    /// is made again at the next login).
+    pub fn forget_queue(&self, queue: &QueueId) -> Result<(), StorageError> {
+        self.store.transaction(|store| {
+            if self.contact_queue()?.is_some_and(|(contact, _)| contact == *queue) {
+                store.delete_setting(CONTACT_QUEUE)?;
+            }
+            if let Some(group_id) = store.setting(&queue_group_key(queue))? {
+                store.delete_setting(&own_queue_key(&group_id))?;
+            }
+            store.delete_setting(&queue_group_key(queue))?;
+            store.delete_setting(&format!("{REKEY_PREFIX}{}", hex(&queue.0)))
+        })
+    }
+
     /// The relay deleted `queue`.
     pub fn queue_dropped(&self, queue: &QueueId) -> Result<(), StorageError> {
         self.store.delete_setting(&format!("{DROP_PREFIX}{}", hex(&queue.0)))
@@ -567,14 +583,14 @@ impl<S: DeviceStore> Engine<'_, S> {
         &self,
         group_id: &[u8],
         devices: &[DeviceId],
-    ) -> Result<Vec<Capability>, EngineError> {
+    ) -> Result<Vec<(DeviceId, Capability)>, EngineError> {
         let conversation = Conversation::load(&self.store.provider(), group_id)?
             .ok_or_else(|| EngineError::Invalid("conversation state is missing".into()))?;
         let directory = self.directory(group_id)?;
         let mut capabilities = Vec::new();
         for device in devices {
             if let Some(capability) = self.capability(&conversation, &directory, device)? {
-                capabilities.push(capability);
+                capabilities.push((*device, capability));
             }
         }
         Ok(capabilities)
@@ -642,7 +658,10 @@ impl<S: DeviceStore> Engine<'_, S> {
             let mut members = stays.clone();
             for plan in &plans {
                 next.entries.retain(|(device, _, _)| *device != plan.device);
-                next.entries.push((plan.device, plan.queue, Some(plan.secrets.owner_seed.clone())));
+                // Only a new member is told its queue's owner seed (and
+                // replaces it at once); ours is never sent.
+                let seed = (plan.device != me).then(|| plan.secrets.owner_seed.clone());
+                next.entries.push((plan.device, plan.queue, seed));
                 if !members.contains(&plan.device) {
                     members.push(plan.device);
                 }
@@ -935,14 +954,21 @@ impl<S: DeviceStore> Engine<'_, S> {
         let mut directory = self.directory(group_id)?;
         match update {
             Some(RouteUpdate::Added(added)) => {
+                // Only devices with no queue yet: a commit must not point an
+                // existing member's entry elsewhere (a committer could then
+                // take its messages, or lose them for good).
                 for (device, queue) in added {
-                    directory.set(device, queue);
+                    if directory.queue_of(&device).is_none() {
+                        directory.set(device, queue);
+                    }
                 }
             }
             Some(RouteUpdate::Welcome(sealed)) => {
                 let key = conversation.transport_key(&provider, false)?;
-                let opened = route::open(&key, &sealed)
-                    .map_err(|_| EngineError::Invalid("a Welcome without a directory".into()))?;
+                let opened = Zeroizing::new(
+                    route::open(&key, &sealed)
+                        .map_err(|_| EngineError::Invalid("a Welcome without a directory".into()))?,
+                );
                 let full = Directory::decode(&opened)
                     .ok_or_else(|| EngineError::Invalid("a damaged directory".into()))?;
                 let me = self.device();

@@ -318,8 +318,11 @@ pub trait Operations {
         write_hash: &[u8; 32],
         now: UnixSeconds,
     ) -> Result<(), StoreError>;
-    /// The owner key of a queue, noting that it is in use today.
-    fn queue_owner(&mut self, queue: &QueueId, now: UnixSeconds) -> Result<Option<[u8; 32]>, StoreError>;
+    /// The owner key of a queue.
+    fn queue_owner(&mut self, queue: &QueueId) -> Result<Option<[u8; 32]>, StoreError>;
+    /// Notes that queues were proved today (queues unused for
+    /// [`QUEUE_IDLE_DAYS`] are deleted).
+    fn touch_queues(&mut self, queues: &[QueueId], now: UnixSeconds) -> Result<(), StoreError>;
     /// Stores `payload` once and queues it in every target whose write
     /// secret matches and that has room; the others are refused by index.
     fn enqueue_sealed(

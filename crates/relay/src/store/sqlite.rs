@@ -664,8 +664,12 @@ impl Operations for SqliteStore {
         self.atomic(|store| store.create_queue(id, owner_key, write_hash, now))
     }
 
-    fn queue_owner(&mut self, queue: &QueueId, now: UnixSeconds) -> Result<Option<[u8; 32]>, StoreError> {
-        self.atomic(|store| store.queue_owner(queue, now))
+    fn queue_owner(&mut self, queue: &QueueId) -> Result<Option<[u8; 32]>, StoreError> {
+        SqliteStore::queue_owner(self, queue)
+    }
+
+    fn touch_queues(&mut self, queues: &[QueueId], now: UnixSeconds) -> Result<(), StoreError> {
+        self.atomic(|store| store.touch_queues(queues, now))
     }
 
     fn enqueue_sealed(

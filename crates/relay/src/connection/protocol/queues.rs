@@ -40,9 +40,9 @@ pub(super) async fn prove(
     if queues.is_empty() || unique.len() != queues.len() || queues.len() > MAX_QUEUES_PER_SUBSCRIBE {
         return Err(ErrorCode::Malformed);
     }
-    // Every lookup is handed to the store at once, then awaited.
-    let now = shared.now();
-    let lookups: Vec<_> = queues.iter().map(|queue| shared.store.queue_owner(*queue, now)).collect();
+    // Every lookup is handed to the reader at once, then awaited: proving
+    // writes nothing until the proofs verify.
+    let lookups: Vec<_> = queues.iter().map(|queue| shared.reader.queue_owner(*queue)).collect();
     let mut owners = Vec::with_capacity(lookups.len());
     for lookup in lookups {
         owners.push(lookup.await.map_err(|error| super::store_error_code(&error))?);
@@ -60,6 +60,8 @@ pub(super) async fn prove(
     .await
     .unwrap_or(false);
     if verified {
+        let touched = shared.store.touch_queues(queues.clone(), shared.now());
+        touched.await.map_err(|error| super::store_error_code(&error))?;
         Ok(queues)
     } else {
         Err(ErrorCode::BadQueue)
@@ -106,9 +108,14 @@ impl QueueSession {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), ConnectionError> {
         let mut limit = RateLimit::new(&self.shared);
+        let control = Arc::clone(&self.control);
         loop {
             let frame = tokio::select! {
                 frame = incoming.next_frame() => frame?,
+                // A queue it proved was handed over to another owner key.
+                _ = control.close.notified() => {
+                    return Err(Box::pin(refuse(&self.outbound, ErrorCode::BadQueue)).await)
+                }
                 _ = shutdown.changed() => {
                     return Err(Box::pin(refuse(&self.outbound, ErrorCode::ShuttingDown)).await)
                 }
@@ -194,6 +201,7 @@ impl QueueSession {
                 if !self.subscribed.contains(&queue) {
                     return self.answer(Some(request), Answer::Rejected(ErrorCode::BadQueue)).await;
                 }
+                self.shared.hub.close_others(Mailbox::Queue(queue), self.connection_id);
                 let rekeyed = self.shared.store.rekey_queue(queue, owner_key, wipe_tag);
                 let answer = async move {
                     rekeyed.await.map(|found| {

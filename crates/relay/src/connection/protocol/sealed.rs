@@ -193,7 +193,10 @@ impl SealedSession {
                 let duplicates = has_duplicate_queues(targets.iter().map(|t| &t.queue).chain(welcome_queues))
                     || has_duplicate_queues(rotate.iter().map(|(t, _)| &t.queue))
                     || super::has_duplicates(&welcome_accounts);
-                let bytes = payload.len() + welcome.as_ref().map_or(0, |(_, bytes)| bytes.len());
+                // A Welcome is stored once for its queues and once per
+                // account it goes to: each copy is paid for.
+                let copies = 1 + welcome_accounts.len();
+                let bytes = payload.len() + welcome.as_ref().map_or(0, |(_, bytes)| bytes.len() * copies);
                 let (welcome_to, welcome) = match welcome {
                     Some((to, bytes)) => (to, Some((Vec::new(), bytes.into()))),
                     None => (Vec::new(), None),

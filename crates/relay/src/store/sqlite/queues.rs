@@ -80,21 +80,25 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) fn queue_owner(
-        &self,
-        queue: &QueueId,
-        now: UnixSeconds,
-    ) -> Result<Option<[u8; 32]>, StoreError> {
-        // The day, not the time: enough to delete queues nobody uses,
-        // without a record of when each was last read.
+    pub(super) fn queue_owner(&self, queue: &QueueId) -> Result<Option<[u8; 32]>, StoreError> {
         let key: Option<Vec<u8>> = self
             .connection
-            .prepare_cached(
-                "UPDATE queues SET used_day = MAX(used_day, ?2) WHERE id = ?1 RETURNING owner_key",
-            )?
-            .query_row(params![&queue.0[..], day(now)], |row| row.get(0))
+            .prepare_cached("SELECT owner_key FROM queues WHERE id = ?1")?
+            .query_row(params![&queue.0[..]], |row| row.get(0))
             .optional()?;
         Ok(key.and_then(|key| <[u8; 32]>::try_from(key.as_slice()).ok()))
+    }
+
+    /// Notes that `queues` were proved today. The day, not the time: enough
+    /// to delete queues nobody uses, without a record of when each was read.
+    pub(super) fn touch_queues(&self, queues: &[QueueId], now: UnixSeconds) -> Result<(), StoreError> {
+        let mut touch = self
+            .connection
+            .prepare_cached("UPDATE queues SET used_day = ?2 WHERE id = ?1 AND used_day < ?2")?;
+        for queue in queues {
+            touch.execute(params![&queue.0[..], day(now)])?;
+        }
+        Ok(())
     }
 
     fn queue_state(&self, queue: &QueueId) -> Result<Option<QueueState>, StoreError> {
