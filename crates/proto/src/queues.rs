@@ -48,6 +48,12 @@ impl fmt::Debug for Capability {
     }
 }
 
+impl Drop for Capability {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 impl Capability {
     /// SHA-256 of the write secret, as the relay keeps it.
     pub fn write_hash(&self) -> [u8; 32] {

@@ -72,6 +72,14 @@ pub struct Token {
     pub output: [u8; OUTPUT_BYTES],
 }
 
+impl Drop for Token {
+    fn drop(&mut self) {
+        // A bearer credential: gone from memory with its value.
+        zeroize::Zeroize::zeroize(&mut self.nonce);
+        zeroize::Zeroize::zeroize(&mut self.output);
+    }
+}
+
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A token is a bearer credential: never in a log.
