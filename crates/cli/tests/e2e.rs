@@ -211,6 +211,27 @@ fn assert_nowhere(paths: &[PathBuf], needles: &[&[u8]]) {
     }
 }
 
+/// Every row of a relay table, each row's blobs and texts joined.
+fn table_rows(db: &rusqlite::Connection, table: &str) -> Vec<Vec<u8>> {
+    let mut query = db.prepare(&format!("SELECT * FROM {table}")).unwrap();
+    let columns = query.column_count();
+    query
+        .query_map([], |row| {
+            let mut bytes = Vec::new();
+            for i in 0..columns {
+                match row.get_ref(i)? {
+                    rusqlite::types::ValueRef::Blob(b) => bytes.extend_from_slice(b),
+                    rusqlite::types::ValueRef::Text(t) => bytes.extend_from_slice(t),
+                    _ => {}
+                }
+            }
+            Ok(bytes)
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !condition() {
@@ -575,27 +596,8 @@ fn seizure_of_relay_and_device_finds_no_plaintext_or_sender() {
     // directly.
     let db = rusqlite::Connection::open(relay.data.join("relay.db")).unwrap();
     let alice_id: hush_proto::AccountId = alice.account.parse().unwrap();
-    let mut rows: Vec<Vec<u8>> = Vec::new();
-    for table in ["mailbox", "payloads", "queue_entries"] {
-        let mut query = db.prepare(&format!("SELECT * FROM {table}")).unwrap();
-        let columns = query.column_count();
-        let found: Vec<Vec<u8>> = query
-            .query_map([], |row| {
-                let mut bytes = Vec::new();
-                for i in 0..columns {
-                    match row.get_ref(i)? {
-                        rusqlite::types::ValueRef::Blob(b) => bytes.extend_from_slice(b),
-                        rusqlite::types::ValueRef::Text(t) => bytes.extend_from_slice(t),
-                        _ => {}
-                    }
-                }
-                Ok(bytes)
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        rows.extend(found);
-    }
+    let rows: Vec<Vec<u8>> =
+        ["mailbox", "payloads", "queue_entries"].iter().flat_map(|table| table_rows(&db, table)).collect();
     assert!(rows.len() >= 3, "messages should be queued for offline bob");
     for row in &rows {
         assert!(!contains(row, &alice_id.0), "a queued row names its sender");

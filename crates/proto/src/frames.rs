@@ -596,6 +596,32 @@ fn read_destination(r: &mut Reader<'_>) -> Result<Destination, DecodeError> {
 }
 
 impl ClientFrame {
+    /// The request number a request carries (its answer echoes it); `None`
+    /// for frames that are not answered by number.
+    pub fn request(&self) -> Option<u32> {
+        match self {
+            Self::UploadKeyPackages { request, .. }
+            | Self::FetchKeyPackage { request, .. }
+            | Self::Send { request, .. }
+            | Self::Commit { request, .. }
+            | Self::RemoteWipe { request, .. }
+            | Self::IssueTokens { request, .. }
+            | Self::Spend { request, .. }
+            | Self::CreateQueue { request, .. }
+            | Self::SubscribeQueues { request, .. }
+            | Self::SealedSend { request, .. }
+            | Self::SealedCommit { request, .. }
+            | Self::RekeyQueue { request, .. }
+            | Self::DeleteQueue { request, .. } => Some(*request),
+            Self::Hello { .. }
+            | Self::Register { .. }
+            | Self::Login { .. }
+            | Self::Subscribe
+            | Self::Ack { .. }
+            | Self::AckQueues { .. } => None,
+        }
+    }
+
     /// Encodes the frame.
     pub fn encode(&self) -> Vec<u8> {
         match self {

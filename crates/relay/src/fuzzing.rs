@@ -137,36 +137,17 @@ impl Sent {
                 self.addressed.entry(*account).or_default().push(payload.to_vec());
             }
         };
-        let request = match frame {
-            ClientFrame::Send { request, recipients, payload, .. } => {
-                address(recipients, payload);
-                Some(*request)
-            }
-            ClientFrame::Commit { request, recipients, payload, welcome, .. } => {
+        match frame {
+            ClientFrame::Send { recipients, payload, .. } => address(recipients, payload),
+            ClientFrame::Commit { recipients, payload, welcome, .. } => {
                 address(recipients, payload);
                 if let Some((to, welcome)) = welcome {
                     address(to, welcome);
                 }
-                Some(*request)
             }
-            ClientFrame::UploadKeyPackages { request, .. }
-            | ClientFrame::FetchKeyPackage { request, .. }
-            | ClientFrame::RemoteWipe { request, .. }
-            | ClientFrame::IssueTokens { request, .. }
-            | ClientFrame::Spend { request, .. }
-            | ClientFrame::CreateQueue { request, .. }
-            | ClientFrame::SubscribeQueues { request, .. }
-            | ClientFrame::SealedSend { request, .. }
-            | ClientFrame::SealedCommit { request, .. }
-            | ClientFrame::RekeyQueue { request, .. }
-            | ClientFrame::DeleteQueue { request, .. } => Some(*request),
-            ClientFrame::Hello { .. }
-            | ClientFrame::Register { .. }
-            | ClientFrame::Login { .. }
-            | ClientFrame::Subscribe
-            | ClientFrame::Ack { .. }
-            | ClientFrame::AckQueues { .. } => None,
-        };
+            _ => {}
+        }
+        let request = frame.request();
         if let Some(request) = request {
             *self.unanswered.entry(request).or_default() += 1;
         }

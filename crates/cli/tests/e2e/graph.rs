@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{files_under, Relay, User};
+use super::{files_under, table_rows, Relay, User};
 
 /// Every row of every table but `accounts` and `key_packages` (which are an
 /// account's own records), each row's blobs and texts joined.
@@ -18,28 +18,11 @@ fn rows_outside_account_records(db: &rusqlite::Connection) -> Vec<(String, Vec<u
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let mut rows = Vec::new();
-    for table in tables.into_iter().filter(|t| t != "accounts" && t != "key_packages") {
-        let mut query = db.prepare(&format!("SELECT * FROM {table}")).unwrap();
-        let columns = query.column_count();
-        let found: Vec<Vec<u8>> = query
-            .query_map([], |row| {
-                let mut bytes = Vec::new();
-                for i in 0..columns {
-                    match row.get_ref(i)? {
-                        rusqlite::types::ValueRef::Blob(b) => bytes.extend_from_slice(b),
-                        rusqlite::types::ValueRef::Text(t) => bytes.extend_from_slice(t),
-                        _ => {}
-                    }
-                }
-                Ok(bytes)
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        rows.extend(found.into_iter().map(|row| (table.clone(), row)));
-    }
-    rows
+    tables
+        .into_iter()
+        .filter(|t| t != "accounts" && t != "key_packages")
+        .flat_map(|table| table_rows(db, &table).into_iter().map(move |row| (table.clone(), row)))
+        .collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -570,6 +570,27 @@ impl Drop for Session {
     }
 }
 
+/// Answers a frame that has no place on this kind of connection: a request
+/// is refused by its number (the client waits for it), anything else gets an
+/// `Error` frame.
+async fn not_here(
+    in_flight: &Arc<Semaphore>,
+    outbound: &mpsc::Sender<Outbound>,
+    frame: &ClientFrame,
+    message: &str,
+) {
+    match frame.request() {
+        Some(request) => {
+            let refused = Answer::Rejected(ErrorCode::Unexpected);
+            spawn_answer(in_flight, outbound, Some(request), async move { Ok(refused) }).await;
+        }
+        None => {
+            let frame = RelayFrame::Error { code: ErrorCode::Unexpected, message: message.to_owned() };
+            let _ = outbound.send(Outbound::frame(frame)).await;
+        }
+    }
+}
+
 /// Waits for `result` (a store operation already handed to the worker,
 /// so operations keep the order their frames arrived in) as its own task,
 /// holding one of the connection's in-flight slots, and answers `request`.

@@ -223,27 +223,8 @@ impl QueueSession {
                 let answer = async move { deleted.await.map(|_| Answer::Done) };
                 spawn_answer(&self.in_flight, &self.outbound, Some(request), answer).await;
             }
-            ClientFrame::UploadKeyPackages { request, .. }
-            | ClientFrame::FetchKeyPackage { request, .. }
-            | ClientFrame::Send { request, .. }
-            | ClientFrame::Commit { request, .. }
-            | ClientFrame::RemoteWipe { request, .. }
-            | ClientFrame::IssueTokens { request, .. }
-            | ClientFrame::Spend { request, .. }
-            | ClientFrame::CreateQueue { request, .. }
-            | ClientFrame::SealedSend { request, .. }
-            | ClientFrame::SealedCommit { request, .. } => {
-                self.answer(Some(request), Answer::Rejected(ErrorCode::Unexpected)).await;
-            }
-            ClientFrame::Hello { .. }
-            | ClientFrame::Register { .. }
-            | ClientFrame::Login { .. }
-            | ClientFrame::Ack { .. } => {
-                let frame = RelayFrame::Error {
-                    code: ErrorCode::Unexpected,
-                    message: "not on a queue connection".to_owned(),
-                };
-                let _ = self.outbound.send(Outbound::frame(frame)).await;
+            other => {
+                super::not_here(&self.in_flight, &self.outbound, &other, "not on a queue connection").await
             }
         }
     }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use hush_proto::tokens::Token;
 use hush_proto::{
-    ClientFrame, Destination, ErrorCode, QueueId, RelayFrame, SEALED_BYTES_PER_TOKEN,
-    SEALED_REQUESTS_PER_TOKEN,
+    ClientFrame, Destination, ErrorCode, QueueId, SEALED_BYTES_PER_TOKEN, SEALED_REQUESTS_PER_TOKEN,
 };
 use rand::RngCore;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -241,27 +240,8 @@ impl SealedSession {
                 let answer = async move { taken.await.map(Answer::KeyPackage) };
                 spawn_answer(&self.in_flight, &self.outbound, Some(request), answer).await;
             }
-            ClientFrame::UploadKeyPackages { request, .. }
-            | ClientFrame::Send { request, .. }
-            | ClientFrame::Commit { request, .. }
-            | ClientFrame::RemoteWipe { request, .. }
-            | ClientFrame::IssueTokens { request, .. }
-            | ClientFrame::SubscribeQueues { request, .. }
-            | ClientFrame::RekeyQueue { request, .. }
-            | ClientFrame::DeleteQueue { request, .. } => {
-                self.answer(request, Answer::Rejected(ErrorCode::Unexpected)).await;
-            }
-            ClientFrame::Hello { .. }
-            | ClientFrame::Register { .. }
-            | ClientFrame::Login { .. }
-            | ClientFrame::Subscribe
-            | ClientFrame::Ack { .. }
-            | ClientFrame::AckQueues { .. } => {
-                let frame = RelayFrame::Error {
-                    code: ErrorCode::Unexpected,
-                    message: "not on a sealed connection".to_owned(),
-                };
-                let _ = self.outbound.send(Outbound::frame(frame)).await;
+            other => {
+                super::not_here(&self.in_flight, &self.outbound, &other, "not on a sealed connection").await
             }
         }
     }
