@@ -98,6 +98,16 @@ pub enum Command {
         #[arg(long, value_name = "DURATION")]
         expire: Option<String>,
     },
+    /// Report a message you received to the relay's operator, with its
+    /// sender's signature as proof of who wrote it. The relay does not
+    /// learn who reports.
+    Report {
+        /// The message's id: the "id" field of `hush recv --json` or
+        /// `hush history TO --json`.
+        id: String,
+        /// Why, in your words, for the operator.
+        reason: Vec<String>,
+    },
     /// Set a conversation's disappearing-message timer for every member.
     Timer {
         /// Contact name, account id or group name.
@@ -240,6 +250,19 @@ pub enum AdminCommand {
         /// Relay data directory.
         #[arg(long, default_value = "./hush-data", value_name = "DIR")]
         data: PathBuf,
+    },
+    /// Messages users reported, with the account that wrote each (its
+    /// signature checked); `hush admin deactivate` locks an account out.
+    Reports {
+        /// Relay data directory.
+        #[arg(long, default_value = "./hush-data", value_name = "DIR")]
+        data: PathBuf,
+        /// Print JSON, one object per report.
+        #[arg(long)]
+        json: bool,
+        /// Delete this report (its number), once dealt with.
+        #[arg(long, value_name = "N")]
+        dismiss: Option<u64>,
     },
     /// Counts: accounts, active accounts, queued messages, queued bytes.
     Stats {

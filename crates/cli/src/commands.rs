@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let text = if text.is_empty() { message_from_stdin()? } else { Zeroizing::new(text.join(" ")) };
             send(&profile_dir(home)?, &to, &text, expire)
         }
+        Command::Report { id, reason } => report(&profile_dir(home)?, &id, &reason.join(" ")),
         Command::Timer { to, duration } => {
             let secs = match duration.as_str() {
                 "off" | "0" => None,
@@ -250,7 +251,7 @@ fn chat(dir: &Path, open: Option<String>, lock_after: Option<Duration>) -> Resul
 }
 
 /// Obeys a verified wipe order that arrived during `result`.
-fn obey(dir: &Path, client: Client, result: Result<(), ClientError>) -> Result<()> {
+fn obey<T>(dir: &Path, client: Client, result: Result<T, ClientError>) -> Result<T> {
     match result {
         Err(ClientError::WipeOrdered) => {
             client.wipe()?;
@@ -261,7 +262,7 @@ fn obey(dir: &Path, client: Client, result: Result<(), ClientError>) -> Result<(
 }
 
 /// Runs a client future to completion on a fresh runtime.
-fn drive(future: impl Future<Output = Result<(), ClientError>>) -> Result<(), ClientError> {
+fn drive<T>(future: impl Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -374,6 +375,53 @@ fn admin(command: AdminCommand) -> Result<()> {
                 bail!("no such account");
             }
             println!("deactivated {account}");
+        }
+        AdminCommand::Reports { data, json, dismiss: Some(id) } => {
+            if !hush_relay::admin::dismiss_report(&data, id)? {
+                bail!("no report number {id}");
+            }
+            if json {
+                println!("{}", json!({ "dismissed": id }));
+            } else {
+                println!("dismissed report {id}");
+            }
+        }
+        AdminCommand::Reports { data, json, dismiss: None } => {
+            for report in hush_relay::admin::reports(&data)? {
+                let (text, sent_at) = match hush_core::Content::from_bytes(&report.content) {
+                    Ok(content) => {
+                        let text = match content.body {
+                            hush_core::Body::Text(text) => text,
+                            other => format!("{other:?}"),
+                        };
+                        (text, Some(crate::output::rfc3339(content.sent_at_ms)))
+                    }
+                    Err(_) => ("(unreadable content)".to_owned(), None),
+                };
+                let received = crate::output::rfc3339(report.received.saturating_mul(1000));
+                if json {
+                    let value = json!({
+                        "number": report.id,
+                        "account": report.account.to_string(),
+                        "text": text,
+                        "sent_at": sent_at,
+                        "reason": report.reason,
+                        "received_at": received,
+                        "signature_valid": report.verified,
+                    });
+                    println!("{}", json_line(&value));
+                } else {
+                    let check = if report.verified { "signature valid" } else { "SIGNATURE INVALID" };
+                    println!(
+                        "#{} {received} {} ({check}) wrote at {}: {}\n    reason: {}",
+                        report.id,
+                        report.account,
+                        sent_at.as_deref().unwrap_or("?"),
+                        visible(&text),
+                        visible(&report.reason),
+                    );
+                }
+            }
         }
         AdminCommand::Stats { data, json } => {
             let stats = hush_relay::admin::stats(&data)?;
@@ -510,6 +558,19 @@ fn send(dir: &Path, to: &str, text: &str, expire: Option<u32>) -> Result<()> {
         Ok(())
     });
     obey(dir, client, result)
+}
+
+fn report(dir: &Path, id: &str, reason: &str) -> Result<()> {
+    let client = open(dir)?;
+    let result = drive(async {
+        let mut session = Session::login(&client).await?;
+        let reported = session.report(id, reason).await;
+        session.close().await;
+        reported
+    });
+    let reported = obey(dir, client, result)?;
+    println!("reported message {} from {} to the relay's operator", reported.id, reported.from);
+    Ok(())
 }
 
 fn timer(dir: &Path, to: &str, secs: Option<u32>) -> Result<()> {

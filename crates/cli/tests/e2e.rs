@@ -1056,6 +1056,8 @@ mod chat;
 mod graph;
 #[path = "e2e/operator.rs"]
 mod operator;
+#[path = "e2e/reports.rs"]
+mod reports;
 #[path = "e2e/seizure.rs"]
 mod seizure;
 

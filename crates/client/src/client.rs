@@ -574,6 +574,44 @@ impl Client {
         self.store.recent_history(&ids, limit)?.iter().map(|m| self.present(m)).collect()
     }
 
+    /// A received message that can be reported, by its id (hex, as
+    /// `ReceivedMessage::id` shows it): the message and its sender's
+    /// signature. Our own messages, events and expired messages cannot be.
+    pub fn reportable(&self, id: &str) -> Result<(ReceivedMessage, hush_core::SignedContent), ClientError> {
+        self.purge_expired()?;
+        let unknown = || ClientError::Unknown(format!("no message with id '{id}' on this device"));
+        let message_id = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(id.trim().as_bytes())
+            .ok()
+            .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+            .ok_or_else(unknown)?;
+        let message = self.store.message(&message_id)?.ok_or_else(unknown)?;
+        let Some(proof) = message.proof.clone() else {
+            let why = if message.sender == self.account() {
+                "it is your own message"
+            } else if message.event {
+                "it is an event, not a message"
+            } else {
+                "it arrived before messages carried their sender's signature"
+            };
+            return Err(ClientError::Invalid(format!("this message cannot be reported: {why}")));
+        };
+        Ok((self.present(&message)?, proof))
+    }
+
+    /// The id of the latest message someone else wrote in a conversation
+    /// that can be reported (what `/report` in `hush chat` reports).
+    pub fn last_reportable(&self, to: &str) -> Result<Option<String>, ClientError> {
+        self.purge_expired()?;
+        let ids = self.group_ids(to)?;
+        let messages = self.store.recent_history(&ids, 200)?;
+        Ok(messages
+            .iter()
+            .rev()
+            .find(|message| message.proof.is_some())
+            .map(|message| data_encoding::HEXLOWER.encode(&message.message_id)))
+    }
+
     /// Messages received but not yet shown; marks them shown.
     pub fn take_unshown(&self) -> Result<Vec<ReceivedMessage>, ClientError> {
         self.purge_expired()?;

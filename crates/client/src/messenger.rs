@@ -108,6 +108,13 @@ pub enum Job {
         /// The timer, if any.
         secs: Option<u32>,
     },
+    /// Reports a received message to the relay's operator.
+    Report {
+        /// The message's id (hex).
+        id: String,
+        /// Why, for the operator.
+        reason: String,
+    },
 }
 
 /// What the messenger reports.
@@ -630,6 +637,11 @@ async fn run_job(
         Job::Timer { to, secs } => {
             session.set_timer(&to, secs).await?;
             Ok("timer set".into())
+        }
+        Job::Report { id, reason } => {
+            let reported = session.report(&id, &reason).await?;
+            let sender = client.display_name(&reported.from)?;
+            Ok(format!("reported {sender}'s message to the relay's operator"))
         }
     }
 }

@@ -18,7 +18,7 @@ use hush_store::HushProvider;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::client::{now_ms, Client, Target};
+use crate::client::{now_ms, Client, ReceivedMessage, Target};
 use crate::error::ClientError;
 use crate::handshake::{handshake, Admission, Credentials};
 use crate::transport::Connection;
@@ -79,10 +79,21 @@ fn set_request(frame: &mut ClientFrame, id: u32) {
         | ClientFrame::SealedCommit { request, .. }
         | ClientFrame::CreateQueue { request, .. }
         | ClientFrame::FetchKeyPackage { request, .. }
+        | ClientFrame::Report { request, .. }
         | ClientFrame::Commit { request, .. }
         | ClientFrame::Send { request, .. } => *request = id,
         _ => {}
     }
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Below this many of today's send tokens, a session asks for more.
@@ -448,6 +459,27 @@ impl<'a> Session<'a> {
         match self.sealed_once(create_queue_frame(secrets)).await? {
             Answer::QueueCreated(queue) => Ok(queue),
             _ => Err(ClientError::Protocol("unexpected answer to a queue creation".into())),
+        }
+    }
+
+    /// Reports a received message (by id, see [`Client::reportable`]) to
+    /// the relay's operator, with `reason`: its content as the sender
+    /// signed it, which the relay checks against the sender's identity key.
+    /// Sent on a sealed connection of its own: the operator learns what was
+    /// said and by whom, not who reported it.
+    pub async fn report(&mut self, id: &str, reason: &str) -> Result<ReceivedMessage, ClientError> {
+        let (message, proof) = self.client.reportable(id)?;
+        let reason = truncated(reason, hush_proto::limits::MAX_REPORT_REASON_BYTES);
+        let frame = ClientFrame::Report {
+            request: 0,
+            account: message.from,
+            content: proof.content,
+            signature: proof.signature,
+            reason: reason.to_owned(),
+        };
+        match self.sealed_once(frame).await? {
+            Answer::Accepted => Ok(message),
+            _ => Err(ClientError::Protocol("unexpected answer to a report".into())),
         }
     }
 

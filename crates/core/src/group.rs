@@ -11,7 +11,7 @@ use openmls::prelude::{
 };
 use openmls_traits::random::OpenMlsRand;
 
-use crate::content::Content;
+use crate::content::{Content, SignedContent};
 use crate::error::CoreError;
 use crate::identity::Identity;
 use crate::keys::{credential_account, credential_member, MemberId, VerifiedKeyPackage};
@@ -67,6 +67,8 @@ pub enum Incoming {
         sender: AccountId,
         /// What it says.
         content: Content,
+        /// What it says, as the sender signed it.
+        signed: SignedContent,
     },
     /// A commit changed the group.
     Changed {
@@ -252,7 +254,7 @@ impl Conversation {
         let recipients = self.others(identity.account())?;
         let message = self
             .group
-            .create_message(provider, identity.signer(), &content.to_bytes())
+            .create_message(provider, identity.signer(), &SignedContent::sign(identity, content)?.to_bytes())
             .map_err(CoreError::mls)?;
         Ok(Outgoing { recipients, payload: serialize(&message)? })
     }
@@ -534,8 +536,11 @@ impl Conversation {
         let group_id = self.id();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(message) => {
-                let content = Content::from_bytes(&message.into_bytes())?;
-                Ok(Incoming::Message { group_id, sender, content })
+                // Signed with the identity key the sender's leaf holds (the
+                // one its account id is derived from).
+                let signed = SignedContent::from_bytes(&message.into_bytes())?;
+                let content = signed.verify(&signer)?;
+                Ok(Incoming::Message { group_id, sender, content, signed })
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let mut added = Vec::new();

@@ -17,7 +17,7 @@ mod keys;
 mod record;
 pub mod route;
 
-pub use content::{Body, Content, MessageId, MAX_CONTENT_BYTES};
+pub use content::{Body, Content, MessageId, SignedContent, MAX_CONTENT_BYTES};
 pub use engine::{
     CommitAnswer, CommitRun, CommitStep, DeviceStore, Engine, EngineError, Resolution, StorageError,
     UpdatePolicy,

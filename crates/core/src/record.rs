@@ -61,6 +61,9 @@ pub struct MessageRecord {
     pub event: bool,
     /// When this message disappears (Unix ms), if it does.
     pub expires_at_ms: Option<u64>,
+    /// A received text as its sender signed it, so that it can be
+    /// reported; deleted with the message.
+    pub proof: Option<crate::SignedContent>,
 }
 
 /// Something that happened in a conversation, shown in its history.

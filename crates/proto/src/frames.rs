@@ -213,6 +213,22 @@ pub enum ClientFrame {
         /// The queue.
         queue: QueueId,
     },
+    /// Reports a message to the relay's operator (sealed connections only):
+    /// the message's content as its sender signed it. The relay checks the
+    /// signature against the sender's identity key before keeping it; it
+    /// does not learn who reports.
+    Report {
+        /// Echoed in the answer.
+        request: u32,
+        /// The sender, whose identity key signed the content.
+        account: AccountId,
+        /// The signed content, exactly as signed.
+        content: Vec<u8>,
+        /// Signature over [`content_signature_message`] of `content`.
+        signature: [u8; 64],
+        /// The reporter's words for the operator.
+        reason: String,
+    },
 }
 
 /// Sealed requests (sends, commits, queue creations, key package fetches)
@@ -414,7 +430,7 @@ impl ErrorCode {
         match self {
             Self::Malformed => "malformed frame",
             Self::TooLarge => "frame or field too large",
-            Self::UnsupportedVersion => "unsupported protocol version",
+            Self::UnsupportedVersion => "unsupported protocol version: please upgrade Hush",
             Self::BadInvite => "invite code is unknown, used up or expired",
             Self::BadSignature => "refused: unknown account or bad signature",
             Self::UnknownAccount => "unknown account",
@@ -452,6 +468,15 @@ pub fn auth_message(purpose: AuthPurpose, nonce: &[u8; 32], relay: &CertificateP
     message.push(purpose as u8);
     message.extend_from_slice(nonce);
     message.extend_from_slice(&relay.0);
+    message
+}
+
+/// The exact bytes a sender's identity key signs over a message's content
+/// (inside MLS), so that a recipient can show the relay's operator who
+/// wrote a message it reports, and nothing else can be passed off as one.
+pub fn content_signature_message(content: &[u8]) -> Vec<u8> {
+    let mut message = b"hush-content-v1\0".to_vec();
+    message.extend_from_slice(content);
     message
 }
 
@@ -612,7 +637,8 @@ impl ClientFrame {
             | Self::SealedSend { request, .. }
             | Self::SealedCommit { request, .. }
             | Self::RekeyQueue { request, .. }
-            | Self::DeleteQueue { request, .. } => Some(*request),
+            | Self::DeleteQueue { request, .. }
+            | Self::Report { request, .. } => Some(*request),
             Self::Hello { .. }
             | Self::Register { .. }
             | Self::Login { .. }
@@ -797,6 +823,15 @@ impl ClientFrame {
                 w.array(&queue.0);
                 w.finish()
             }
+            Self::Report { request, account, content, signature, reason } => {
+                let mut w = Writer::with_tag(0x14);
+                w.u32(*request);
+                w.array(&account.0);
+                w.bytes(content);
+                w.array(signature);
+                w.bytes(reason.as_bytes());
+                w.finish()
+            }
         }
     }
 
@@ -892,6 +927,13 @@ impl ClientFrame {
                 wipe_tag: r.array()?,
             },
             0x13 => Self::DeleteQueue { request: r.u32()?, queue: QueueId(r.array()?) },
+            0x14 => Self::Report {
+                request: r.u32()?,
+                account: AccountId(r.array()?),
+                content: r.bytes("reported content", MAX_REPORTED_CONTENT_BYTES)?,
+                signature: r.array()?,
+                reason: r.string("report reason", MAX_REPORT_REASON_BYTES)?,
+            },
             other => return Err(DecodeError::UnknownFrame(other)),
         };
         r.finish()?;
@@ -1216,6 +1258,13 @@ mod tests {
                 }
             ),
             (any::<u32>(), queue()).prop_map(|(request, queue)| ClientFrame::DeleteQueue { request, queue }),
+            (any::<u32>(), account(), blob(), any::<[u8; 32]>(), ".{0,40}").prop_map(
+                |(request, account, content, half, reason)| {
+                    let mut signature = [8u8; 64];
+                    signature[..32].copy_from_slice(&half);
+                    ClientFrame::Report { request, account, content, signature, reason }
+                }
+            ),
         ]
     }
 

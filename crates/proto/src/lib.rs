@@ -20,9 +20,10 @@ mod wipe_code;
 
 pub use codec::DecodeError;
 pub use frames::{
-    announced_payload, auth_message, commit_auth_message, key_announcement, split_announced_payload,
-    AuthPurpose, ClientFrame, ErrorCode, KeyAnnouncement, RelayFrame, COMMIT_KEY_LABEL, COMMIT_PAYLOAD_TAG,
-    SEALED_BYTES_PER_TOKEN, SEALED_REQUESTS_PER_TOKEN, WELCOME_PAYLOAD_TAG,
+    announced_payload, auth_message, commit_auth_message, content_signature_message, key_announcement,
+    split_announced_payload, AuthPurpose, ClientFrame, ErrorCode, KeyAnnouncement, RelayFrame,
+    COMMIT_KEY_LABEL, COMMIT_PAYLOAD_TAG, SEALED_BYTES_PER_TOKEN, SEALED_REQUESTS_PER_TOKEN,
+    WELCOME_PAYLOAD_TAG,
 };
 pub use ids::{AccountId, CertificatePin, DeviceId, GroupId, IdError, IdentityKey};
 pub use invite::{is_relay_address, Invite, InviteError};
@@ -30,4 +31,4 @@ pub use queues::{queue_auth_message, wipe_tag, write_hash, Capability, ContactCo
 pub use wipe_code::WipeCode;
 
 /// The protocol version spoken by this build; a relay refuses any other.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

@@ -31,3 +31,7 @@ pub const MAX_TOKENS_PER_REQUEST: usize = 256;
 /// Most queues one `SubscribeQueues` frame names (its proofs must fit in
 /// the bytes a connection may send before it has proved anything).
 pub const MAX_QUEUES_PER_SUBSCRIBE: usize = 32;
+/// Largest reported message content (a message's whole signed content).
+pub const MAX_REPORTED_CONTENT_BYTES: usize = 64 * 1024;
+/// Longest reason given with a report.
+pub const MAX_REPORT_REASON_BYTES: usize = 1024;

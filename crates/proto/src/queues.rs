@@ -137,7 +137,14 @@ impl std::str::FromStr for ContactCode {
     type Err = crate::IdError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let body = text.trim().strip_prefix(CONTACT_PREFIX).ok_or(crate::IdError::ContactCode)?;
+        // Any case: a QR code carries it in capitals (the compact
+        // alphanumeric mode).
+        let text = text.trim();
+        let body = text
+            .get(..CONTACT_PREFIX.len())
+            .filter(|prefix| prefix.eq_ignore_ascii_case(CONTACT_PREFIX))
+            .and_then(|_| text.get(CONTACT_PREFIX.len()..))
+            .ok_or(crate::IdError::ContactCode)?;
         let bytes = data_encoding::BASE32_NOPAD
             .decode(body.to_ascii_uppercase().as_bytes())
             .map_err(|_| crate::IdError::ContactCode)?;
@@ -171,6 +178,8 @@ mod tests {
                 .unwrap(),
             code
         );
+        // All capitals, as a QR code carries it.
+        assert_eq!(text.to_ascii_uppercase().parse::<ContactCode>().unwrap(), code);
         for bad in [
             "",
             "hush-contact:",

@@ -403,6 +403,18 @@ impl StoreHandle {
         self.call(nothing_stored, move |s| s.spend_token(day, &nonce))
     }
 
+    /// See [`Operations::add_report`].
+    pub fn add_report(
+        &self,
+        account: AccountId,
+        content: Vec<u8>,
+        signature: [u8; 64],
+        reason: String,
+        now: UnixSeconds,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        self.call(nothing_stored, move |s| s.add_report(&account, &content, &signature, &reason, now))
+    }
+
     /// See [`Operations::purge_expired`].
     pub fn purge_expired(
         &self,

@@ -19,7 +19,7 @@ use crate::data_dir::{DataDir, DataDirError};
 use crate::hub::Hub;
 use crate::metrics::{Metrics, Source};
 use crate::server::{now, Relay};
-use crate::store::Stats;
+use crate::store::{Report, Stats};
 
 /// Descriptors kept back for the store, the admin socket and logs.
 const RESERVED_DESCRIPTORS: u64 = 64;
@@ -198,6 +198,49 @@ pub fn provision(
         added += store.provision(chunk, now())?;
     }
     Ok(added)
+}
+
+/// A report as the operator sees it.
+#[derive(Debug, Clone)]
+pub struct CheckedReport {
+    /// The report.
+    pub report: Report,
+    /// Whether its signature still verifies against the account's identity
+    /// key (it did when it arrived; this checks the row was not altered).
+    pub verified: bool,
+}
+
+impl std::ops::Deref for CheckedReport {
+    type Target = Report;
+
+    fn deref(&self) -> &Report {
+        &self.report
+    }
+}
+
+/// The reported messages waiting for the operator, oldest first, each
+/// checked again against its account's identity key.
+pub fn reports(data: &Path) -> Result<Vec<CheckedReport>, DataDirError> {
+    use crate::store::Operations as _;
+    let mut store = DataDir::existing(data)?.store()?;
+    let mut checked = Vec::new();
+    for report in store.reports()? {
+        let key = store.account(&report.account)?.map(|record| record.identity_key);
+        let message = hush_proto::content_signature_message(&report.content);
+        let verified = key.is_some_and(|key| {
+            ed25519_dalek::VerifyingKey::from_bytes(&key.0).is_ok_and(|key| {
+                key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&report.signature)).is_ok()
+            })
+        });
+        checked.push(CheckedReport { report, verified });
+    }
+    Ok(checked)
+}
+
+/// Deletes a report the operator has dealt with; false if there is none
+/// with this number.
+pub fn dismiss_report(data: &Path, id: u64) -> Result<bool, DataDirError> {
+    Ok(DataDir::existing(data)?.store()?.dismiss_report(id)?)
 }
 
 /// Counts for the operator.

@@ -85,6 +85,7 @@ pub struct Metrics {
     tokens_issued: AtomicU64,
     token_requests_refused: AtomicU64,
     tokens_spent: AtomicU64,
+    reports: AtomicU64,
     tokens_refused: AtomicU64,
     messages_accepted: AtomicU64,
     message_bytes_accepted: AtomicU64,
@@ -106,6 +107,7 @@ impl Default for Metrics {
             tokens_issued: AtomicU64::new(0),
             token_requests_refused: AtomicU64::new(0),
             tokens_spent: AtomicU64::new(0),
+            reports: AtomicU64::new(0),
             tokens_refused: AtomicU64::new(0),
             messages_accepted: AtomicU64::new(0),
             message_bytes_accepted: AtomicU64::new(0),
@@ -149,6 +151,11 @@ impl Metrics {
     /// A token spent to open or top up a sealed connection.
     pub(crate) fn token_spent(&self) {
         self.tokens_spent.fetch_add(1, Relaxed);
+    }
+
+    /// A reported message kept for the operator.
+    pub(crate) fn report_received(&self) {
+        self.reports.fetch_add(1, Relaxed);
     }
 
     /// A token refused: not valid today, or spent already.
@@ -206,6 +213,7 @@ impl Metrics {
             ),
             ("hush_tokens_issued_total", "Anonymous send tokens issued.", &self.tokens_issued),
             ("hush_tokens_spent_total", "Send tokens spent on sealed connections.", &self.tokens_spent),
+            ("hush_reports_total", "Reported messages received (signature checked).", &self.reports),
             (
                 "hush_tokens_refused_total",
                 "Send tokens refused (invalid or spent already).",

@@ -24,6 +24,7 @@ fn profile(dir: &std::path::Path, count: u32) -> Store {
                     sent_at_ms: u64::from(n),
                     event: false,
                     expires_at_ms: None,
+                    proof: None,
                 };
                 store.insert_message(&message, u64::from(n), true)?;
             }

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS messages (
     received_at_ms INTEGER NOT NULL,
     shown INTEGER NOT NULL DEFAULT 0,
     event INTEGER NOT NULL DEFAULT 0,
-    expires_at_ms INTEGER
+    expires_at_ms INTEGER,
+    proof BLOB
 );
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages(group_id, seq);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages(expires_at_ms) WHERE expires_at_ms IS NOT NULL;
@@ -52,7 +53,22 @@ const PURGED_SINCE_REKEY: &str = "purged_since_rekey";
 /// passphrase).
 const REKEY_REQUESTED: &str = "rekey_requested";
 
+use hush_core::SignedContent;
 pub use hush_core::{ConversationKind, ConversationRecord, MessageRecord};
+
+/// Adds the columns later versions added to tables an older profile made
+/// (`CREATE TABLE IF NOT EXISTS` leaves an existing table as it is).
+fn add_missing_columns(connection: &Connection) -> Result<(), StoreError> {
+    let has_proof: bool = connection.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('messages') WHERE name = 'proof'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_proof {
+        connection.execute_batch("ALTER TABLE messages ADD COLUMN proof BLOB")?;
+    }
+    Ok(())
+}
 
 /// An unlocked profile.
 pub struct Store {
@@ -389,6 +405,7 @@ impl Store {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.execute_batch(SCHEMA)?;
+        add_missing_columns(&connection)?;
         SqliteStorageProvider::<JsonCodec, &mut Connection>::new(&mut connection)
             .run_migrations()
             .map_err(|error| StoreError::Migration(error.to_string()))?;
@@ -681,8 +698,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let inserted = self.connection.execute(
             "INSERT OR IGNORE INTO messages
-             (message_id, group_id, sender, text, sent_at_ms, received_at_ms, shown, event, expires_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             (message_id, group_id, sender, text, sent_at_ms, received_at_ms, shown, event, expires_at_ms, proof)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 &message.message_id[..],
                 message.group_id,
@@ -692,10 +709,19 @@ impl Store {
                 i(received_at_ms),
                 shown,
                 message.event,
-                message.expires_at_ms.map(i)
+                message.expires_at_ms.map(i),
+                message.proof.as_ref().map(SignedContent::to_bytes)
             ],
         )?;
         Ok(inserted > 0)
+    }
+
+    /// The message with this id, if this device still has it.
+    pub fn message(&self, message_id: &[u8; 16]) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self
+            .messages_where("message_id = ?1", params![&message_id[..]])?
+            .pop()
+            .map(|(_, message)| message))
     }
 
     /// Messages not yet printed by `recv`, oldest first.
@@ -763,7 +789,7 @@ impl Store {
         arguments: impl rusqlite::Params,
     ) -> Result<Vec<(i64, MessageRecord)>, StoreError> {
         let sql = format!(
-            "SELECT seq, message_id, group_id, sender, text, sent_at_ms, event, expires_at_ms
+            "SELECT seq, message_id, group_id, sender, text, sent_at_ms, event, expires_at_ms, proof
              FROM messages WHERE {condition} ORDER BY seq"
         );
         let mut query = self.connection.prepare(&sql)?;
@@ -777,20 +803,22 @@ impl Store {
                 row.get::<_, i64>(5)?,
                 row.get::<_, bool>(6)?,
                 row.get::<_, Option<i64>>(7)?,
+                row.get::<_, Option<Vec<u8>>>(8)?,
             ))
         })?;
         let mut messages = Vec::new();
         for row in rows {
-            let (seq, id, group_id, sender, text, sent_at_ms, event, expires) = row?;
+            let (seq, id, group_id, sender, text, sent_at_ms, event, expires, proof) = row?;
             let (Ok(message_id), Some(sender)) = (<[u8; 16]>::try_from(id.as_slice()), account(sender))
             else {
                 continue;
             };
             let expires_at_ms = expires.map(u);
             let sent_at_ms = u(sent_at_ms);
+            let proof = proof.and_then(|bytes| SignedContent::from_bytes(&bytes).ok());
             messages.push((
                 seq,
-                MessageRecord { message_id, group_id, sender, text, sent_at_ms, event, expires_at_ms },
+                MessageRecord { message_id, group_id, sender, text, sent_at_ms, event, expires_at_ms, proof },
             ));
         }
         Ok(messages)
@@ -945,6 +973,7 @@ mod tests {
             sent_at_ms: 1,
             event: false,
             expires_at_ms: None,
+            proof: None,
         };
         store.insert_message(&message, 2, false).unwrap();
         for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -953,6 +982,33 @@ mod tests {
                 assert!(!bytes.windows(needle.len()).any(|w| w == needle));
             }
         }
+    }
+
+    #[test]
+    fn a_messages_proof_is_kept_with_it_and_a_profile_from_before_proofs_gains_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), b"pw", CHEAP, 10).unwrap();
+        // A profile made before messages kept proofs.
+        store.connection.execute_batch("ALTER TABLE messages DROP COLUMN proof").unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), b"pw").unwrap();
+        let proof = SignedContent { content: b"{}".to_vec(), signature: [7; 64] };
+        let message = MessageRecord {
+            message_id: [4; 16],
+            group_id: vec![1],
+            sender: AccountId([3; 20]),
+            text: "hi".into(),
+            sent_at_ms: 1,
+            event: false,
+            expires_at_ms: Some(50),
+            proof: Some(proof.clone()),
+        };
+        store.insert_message(&message, 2, false).unwrap();
+        assert_eq!(store.message(&[4; 16]).unwrap().and_then(|m| m.proof), Some(proof));
+        assert_eq!(store.message(&[5; 16]).unwrap(), None);
+        // It goes when the message expires.
+        store.purge_expired(60).unwrap();
+        assert_eq!(store.message(&[4; 16]).unwrap(), None);
     }
 
     #[test]
@@ -967,6 +1023,7 @@ mod tests {
             sent_at_ms: 1,
             event: false,
             expires_at_ms: None,
+            proof: None,
         };
         assert!(store.insert_message(&message, 2, false).unwrap());
         assert!(!store.insert_message(&message, 3, false).unwrap());
@@ -989,6 +1046,7 @@ mod tests {
                 sent_at_ms: u64::from(n),
                 event: false,
                 expires_at_ms: None,
+                proof: None,
             };
             store.insert_message(&message, 0, false).unwrap();
         }
@@ -1020,6 +1078,7 @@ mod wipe_tests {
                 sent_at_ms: 1,
                 event: false,
                 expires_at_ms: Some(10),
+                proof: None,
             };
             store.insert_message(&message, 2, false).unwrap();
         }
@@ -1092,6 +1151,7 @@ mod wipe_tests {
             sent_at_ms: 1,
             event: false,
             expires_at_ms: Some(100),
+            proof: None,
         };
         store.insert_message(&message, 2, false).unwrap();
         assert_eq!(store.purge_expired(99).unwrap(), 0);

@@ -57,6 +57,13 @@ pub enum Overlay {
         /// The id.
         account: String,
     },
+    /// Our contact code and its QR code, for someone to add us with.
+    ContactCode {
+        /// Whose.
+        title: String,
+        /// The code.
+        code: String,
+    },
 }
 
 /// Where a message of ours is on its way.
@@ -531,10 +538,15 @@ impl App {
             Command::Whoami => {
                 if let Some(me) = &self.me {
                     let title = format!("You ({})", me.name);
-                    self.overlay = Some(Overlay::AccountId { title, account: me.account.clone() });
+                    self.overlay = Some(match &self.snapshot.contact_code {
+                        Some(code) => Overlay::ContactCode { title, code: code.clone() },
+                        // Before the first connection made the contact queue.
+                        None => Overlay::AccountId { title, account: me.account.clone() },
+                    });
                 }
                 Vec::new()
             }
+            Command::Report(reason) => self.report_last(reason),
             Command::Id(to) => {
                 self.show_id(to);
                 Vec::new()
@@ -543,6 +555,21 @@ impl App {
             Command::Quit => {
                 self.quit = true;
                 vec![Effect::Quit]
+            }
+        }
+    }
+
+    /// Reports the open conversation's last message from someone else.
+    fn report_last(&mut self, reason: String) -> Vec<Effect> {
+        let me = self.me.as_ref().map(|me| me.account.clone());
+        let last = self.snapshot.open.as_ref().and_then(|open| {
+            open.messages.iter().rev().find(|m| !m.event && Some(m.from.to_string()) != me).cloned()
+        });
+        match last {
+            Some(message) => Self::act(Action::Relay(Job::Report { id: message.id, reason })),
+            None => {
+                self.notice = Some(("no message from someone else here to report".into(), true));
+                Vec::new()
             }
         }
     }

@@ -47,6 +47,9 @@ pub enum Command {
     Accept,
     /// Decline the open conversation request.
     Decline,
+    /// Report the open conversation's last message from someone else to
+    /// the relay's operator, with a reason.
+    Report(String),
     /// Lock the screen.
     Lock,
     /// Leave the client.
@@ -62,10 +65,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/add MEMBER...", "add members to the open group"),
     ("/remove MEMBER...", "remove members from the open group"),
     ("/timer DURATION|off", "disappearing messages here (30s, 5m, 1d)"),
-    ("/whoami", "your account id and QR code"),
+    ("/whoami", "your contact code and its QR code"),
     ("/id [TO]", "a contact's account id and QR code"),
     ("/members", "the open conversation's members"),
     ("/accept, /decline", "the open conversation request (marked ?)"),
+    ("/report [REASON]", "report the last message someone else wrote here"),
     ("/lock", "lock the screen"),
     ("/quit", "leave"),
 ];
@@ -104,6 +108,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         ("members", []) => Ok(Command::Members),
         ("accept", []) => Ok(Command::Accept),
         ("decline", []) => Ok(Command::Decline),
+        ("report", reason) => Ok(Command::Report(reason.join(" "))),
         ("lock", []) => Ok(Command::Lock),
         ("quit" | "q", []) => Ok(Command::Quit),
         _ => Err(format!("unknown command /{name}: /help lists them")),

@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub conversations: Vec<ConversationSummary>,
     /// The open conversation's messages, oldest first.
     pub open: Option<OpenConversation>,
+    /// Our contact code, once the device has its contact queue.
+    pub contact_code: Option<String>,
 }
 
 /// The conversation on screen.

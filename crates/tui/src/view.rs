@@ -53,6 +53,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     match &app.overlay {
         Some(Overlay::Help) => draw_help(frame, area),
         Some(Overlay::AccountId { title, account }) => draw_account(frame, area, title, account),
+        Some(Overlay::ContactCode { title, code }) => draw_contact_code(frame, area, title, code),
         None => {}
     }
 }
@@ -277,6 +278,52 @@ fn draw_account(frame: &mut Frame, area: Rect, title: &str, account: &str) {
     let block =
         Block::bordered().title(format!(" {} (any key closes) ", hush_client::display::strip(title, false)));
     frame.render_widget(Paragraph::new(lines).block(block), rect);
+}
+
+/// The contact code as a QR code (in capitals, which QR codes carry
+/// compactly), and as text in two lines where the window is tall enough
+/// for both (an 80 by 24 terminal has room for the QR code alone).
+fn draw_contact_code(frame: &mut Frame, area: Rect, title: &str, code: &str) {
+    let mut lines: Vec<Line> = contact_qr_lines(code).into_iter().map(Line::raw).collect();
+    if usize::from(area.height) >= lines.len() + 2 + 3 {
+        let half = code.len().div_ceil(2);
+        let (first, second) = code.split_at(code.floor_char_boundary(half));
+        lines.push(Line::raw(first.to_owned()));
+        lines.push(Line::raw(second.to_owned()));
+        lines.push(Line::raw("Add me: hush contact add NAME CODE (one line)"));
+    } else {
+        lines.push(Line::raw("As text: hush whoami --json, or a taller window"));
+    }
+    let width = lines.iter().map(|l| l.width()).max().unwrap_or(0) as u16 + 2;
+    let rect = centered(area, width, lines.len() as u16 + 2);
+    frame.render_widget(Clear, rect);
+    let block =
+        Block::bordered().title(format!(" {} (any key closes) ", hush_client::display::strip(title, false)));
+    frame.render_widget(Paragraph::new(lines).block(block), rect);
+}
+
+/// A contact code as a QR code: capitals (the alphanumeric mode), and a
+/// margin of two modules instead of the usual four, which the dark
+/// terminal around the box extends.
+pub fn contact_qr_lines(code: &str) -> Vec<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let upper = code.to_ascii_uppercase();
+    match qrcode::QrCode::with_error_correction_level(upper.as_bytes(), qrcode::EcLevel::L) {
+        Ok(qr) => {
+            let rows: Vec<String> = qr
+                .render::<Dense1x2>()
+                .dark_color(Dense1x2::Light)
+                .light_color(Dense1x2::Dark)
+                .quiet_zone(false)
+                .build()
+                .lines()
+                .map(|row| format!("  {row}  "))
+                .collect();
+            let blank = " ".repeat(rows.first().map_or(0, |row| row.chars().count()));
+            std::iter::once(blank.clone()).chain(rows).chain(std::iter::once(blank)).collect()
+        }
+        Err(_) => vec!["(no QR code for this code)".into()],
+    }
 }
 
 /// An account id as a QR code in half-block characters, light on dark so

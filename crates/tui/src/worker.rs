@@ -252,5 +252,6 @@ fn read_snapshot(client: &Client, open: Option<String>) -> Result<Snapshot, Clie
     };
     let contacts =
         client.contacts()?.into_iter().map(|(name, account)| (name, account.to_string())).collect();
-    Ok(Snapshot { contacts, conversations: client.conversation_summaries()?, open })
+    let contact_code = client.contact_code()?.map(|code| code.to_string());
+    Ok(Snapshot { contacts, conversations: client.conversation_summaries()?, open, contact_code })
 }

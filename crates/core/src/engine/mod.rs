@@ -458,7 +458,7 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                     store.set_setting(&request_key(&group_id), &by.0)?;
                 }
             }
-            Incoming::Message { group_id, sender, content } => match content.body {
+            Incoming::Message { group_id, sender, content, signed } => match content.body {
                 Body::Text(text) => {
                     let expires_at_ms = content.expires_after_secs.map(|secs| now + u64::from(secs) * 1000);
                     let record = MessageRecord {
@@ -469,6 +469,7 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                         sent_at_ms: content.sent_at_ms,
                         event: false,
                         expires_at_ms,
+                        proof: Some(signed),
                     };
                     store.insert_message(&record, now, false)?;
                 }
@@ -686,6 +687,7 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                     expires_at_ms: content
                         .expires_after_secs
                         .map(|secs| content.sent_at_ms + u64::from(secs) * 1000),
+                    proof: None,
                 };
                 store.insert_message(&record, now, true)?;
                 store.count_sent(group_id)
@@ -1087,5 +1089,6 @@ fn event_record(
         sent_at_ms: at_ms,
         event: true,
         expires_at_ms: None,
+        proof: None,
     }
 }

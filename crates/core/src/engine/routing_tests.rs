@@ -208,6 +208,24 @@ fn a_group_made_through_queues_carries_messages_both_ways_and_every_length_is_pa
 }
 
 #[test]
+fn a_received_text_keeps_its_senders_signature_so_that_it_can_be_reported() {
+    let queues = Queues::default();
+    let (alice, bob) = (Device::new(), Device::new());
+    let chat = routed_group(&queues, &alice, &[&bob]);
+    assert!(say(&queues, &alice, &chat, "you will regret this").is_empty());
+    queues.deliver_to(&bob);
+    let received = bob.store.messages(&chat).into_iter().find(|m| !m.event).expect("a message");
+    let proof = received.proof.expect("a proof");
+    let content = proof.verify(&alice.identity.key().0).expect("alice signed it");
+    assert_eq!(content.body, Body::Text("you will regret this".into()));
+    assert_eq!(content.id, received.message_id);
+    assert!(proof.verify(&bob.identity.key().0).is_err(), "only alice's key verifies it");
+    // Our own messages carry none: there is nothing to report.
+    let sent = alice.store.messages(&chat).into_iter().find(|m| !m.event).expect("a message");
+    assert!(sent.proof.is_none());
+}
+
+#[test]
 fn a_removal_rotates_every_remaining_queue_and_leaves_the_removed_member_unable_to_write() {
     let queues = Queues::default();
     let (alice, bob, carol) = (Device::new(), Device::new(), Device::new());

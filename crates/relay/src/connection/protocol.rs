@@ -274,6 +274,7 @@ fn store_error_code(error: &StoreError) -> ErrorCode {
         StoreError::BadWipeCode => ErrorCode::BadWipeCode,
         StoreError::NotAMember => ErrorCode::NotAMember,
         StoreError::QueueIdTaken => ErrorCode::Internal,
+        StoreError::Full => ErrorCode::RateLimited,
         StoreError::Database(_) | StoreError::Batch(_) => {
             tracing::error!(%error, "store operation failed");
             ErrorCode::Internal
@@ -516,7 +517,8 @@ impl Session {
             | ClientFrame::SealedSend { request, .. }
             | ClientFrame::SealedCommit { request, .. }
             | ClientFrame::RekeyQueue { request, .. }
-            | ClientFrame::DeleteQueue { request, .. } => {
+            | ClientFrame::DeleteQueue { request, .. }
+            | ClientFrame::Report { request, .. } => {
                 let refused = Answer::Rejected(ErrorCode::Unexpected);
                 self.spawn_request(Some(request), async move { Ok(refused) }).await;
             }

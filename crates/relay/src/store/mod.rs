@@ -45,6 +45,9 @@ pub enum StoreError {
     /// The batch this operation was part of could not be committed.
     #[error("batch commit failed: {0}")]
     Batch(String),
+    /// The store holds as many reports as it keeps ([`MAX_REPORTS`]).
+    #[error("the store holds as many reports as it keeps")]
+    Full,
     /// The store's worker has stopped.
     #[error("store is closed")]
     Closed,
@@ -234,6 +237,29 @@ pub enum CommitOutcome {
     },
 }
 
+/// Most reports kept: past that, reports are refused until the operator
+/// dismisses some (`hush admin reports --dismiss`).
+pub const MAX_REPORTS: u64 = 10_000;
+
+/// A message a recipient reported to the operator, its signature checked
+/// against the sender's identity key when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The report's number, for dismissing it.
+    pub id: u64,
+    /// Who wrote the message.
+    pub account: AccountId,
+    /// The message's content, as its sender signed it (opaque here: the
+    /// relay does not read it; `hush admin reports` does).
+    pub content: Vec<u8>,
+    /// The sender's signature over [`hush_proto::content_signature_message`].
+    pub signature: [u8; 64],
+    /// The reporter's words.
+    pub reason: String,
+    /// When the report arrived.
+    pub received: UnixSeconds,
+}
+
 /// Counts for `hush admin stats`: numbers only, no ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
@@ -352,6 +378,16 @@ pub trait Operations {
     ) -> Result<bool, StoreError>;
     /// Deletes a queue and everything in it; false if there was none.
     fn delete_queue(&mut self, queue: &QueueId) -> Result<bool, StoreError>;
+    /// Keeps a report whose signature was checked; the same message
+    /// reported again is kept once.
+    fn add_report(
+        &mut self,
+        account: &AccountId,
+        content: &[u8],
+        signature: &[u8; 64],
+        reason: &str,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError>;
     /// Marks a token's nonce spent; false if it was spent already.
     fn spend_token(&mut self, day: u64, nonce: &[u8; 32]) -> Result<bool, StoreError>;
     /// Reads unexpired queued payloads after `after` (exclusive), at most

@@ -14,6 +14,7 @@ use super::{
 };
 
 mod queues;
+mod reports;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -101,6 +102,7 @@ impl SqliteStore {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.execute_batch(SCHEMA)?;
         connection.execute_batch(queues::SCHEMA)?;
+        connection.execute_batch(reports::SCHEMA)?;
         migrate(&connection)?;
         Ok(Self { connection, aborted: std::cell::Cell::new(false) })
     }
@@ -710,6 +712,17 @@ impl Operations for SqliteStore {
 
     fn spend_token(&mut self, day: u64, nonce: &[u8; 32]) -> Result<bool, StoreError> {
         self.atomic(|store| store.spend_token(day, nonce))
+    }
+
+    fn add_report(
+        &mut self,
+        account: &AccountId,
+        content: &[u8],
+        signature: &[u8; 64],
+        reason: &str,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        self.atomic(|store| store.add_report(account, content, signature, reason, now))
     }
 
     fn pending(

@@ -16,6 +16,7 @@ fn message(n: u8, text: &str, expires_at_ms: Option<u64>) -> MessageRecord {
         sent_at_ms: 1,
         event: false,
         expires_at_ms,
+        proof: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn unlocked(open: Option<&str>) -> App {
         contacts: vec![("bob".into(), BOB.into())],
         conversations: vec![summary("bob", false), summary("team", true)],
         open: None,
+        contact_code: Some("hush-contact:abc".into()),
     };
     app.update(0, Event::Report(Report::Snapshot(snapshot)));
     app
@@ -214,6 +215,49 @@ fn id_shows_the_contacts_account_and_any_key_closes_it() {
     app.update(0, key(KeyCode::Char('x')));
     assert_eq!(app.overlay, None);
     assert!(app.editor.is_empty(), "the key that closes the window is not typed");
+}
+
+#[test]
+fn whoami_shows_the_contact_code() {
+    let mut app = unlocked(Some("bob"));
+    type_text(&mut app, "/whoami");
+    app.update(0, key(KeyCode::Enter));
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::ContactCode { title: "You (alice)".into(), code: "hush-contact:abc".into() })
+    );
+}
+
+#[test]
+fn report_names_the_last_message_someone_else_wrote_here() {
+    let mut app = unlocked(Some("bob"));
+    let message = |id: &str, from: &str, event: bool| hush_client::ReceivedMessage {
+        id: id.into(),
+        conversation: "bob".into(),
+        from: from.parse().unwrap(),
+        text: "text".into(),
+        sent_at_ms: 0,
+        event,
+        expires_at_ms: None,
+        request: false,
+    };
+    let mut snapshot = app.snapshot.clone();
+    snapshot.open = Some(crate::model::OpenConversation {
+        name: "bob".into(),
+        messages: vec![
+            message("01", BOB, false),
+            message("02", BOB, true),
+            message("03", &"a".repeat(32), false),
+        ],
+    });
+    app.update(0, Event::Report(Report::Snapshot(snapshot)));
+    type_text(&mut app, "/report spam and threats");
+    let effects = app.update(0, key(KeyCode::Enter));
+    let expected = Job::Report { id: "01".into(), reason: "spam and threats".into() };
+    assert!(
+        matches!(effects.as_slice(), [Effect::Request(Request::Act(Action::Relay(job)))] if *job == expected),
+        "{effects:?}"
+    );
 }
 
 #[test]

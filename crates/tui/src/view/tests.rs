@@ -76,6 +76,7 @@ fn chatting() -> App {
                 message(ALICE, "disappearing messages: 5m", true),
             ],
         }),
+        contact_code: None,
     };
     app.update(1_700_000_000_000, Event::Report(Report::Snapshot(snapshot)));
     app
@@ -137,6 +138,29 @@ fn help_and_qr_code_fit_80_by_24() {
     let text = screen(&app, 80, 24);
     assert!(text.contains(BOB), "{text}");
     assert!(qr_lines(BOB).len() + 4 <= 24);
+}
+
+#[test]
+fn the_contact_code_and_its_qr_code_fit_80_by_24() {
+    let mut app = chatting();
+    let code = hush_proto::ContactCode {
+        account: BOB.parse().unwrap(),
+        queue: hush_proto::Capability { queue: hush_proto::QueueId([0xa5; 16]), secret: [0x5a; 32] },
+    }
+    .to_string();
+    app.overlay = Some(Overlay::ContactCode { title: "You (alice)".into(), code: code.clone() });
+    // Every line of the QR code is on screen whole, in 80 by 24 too.
+    for height in [24, 30] {
+        let text = screen(&app, 80, height);
+        for row in contact_qr_lines(&code) {
+            assert!(text.contains(row.trim()), "{row} missing from\n{text}");
+        }
+    }
+    // With room, the code as text too, split over two lines.
+    let text = screen(&app, 80, 30);
+    let (first, second) = code.split_at(code.len().div_ceil(2));
+    assert!(text.contains(first) && text.contains(second), "{text}");
+    assert!(!screen(&app, 80, 24).contains(first));
 }
 
 #[test]

@@ -333,3 +333,54 @@ async fn an_owner_can_hand_a_queue_over_and_delete_it() {
     assert_eq!(store.stats().unwrap().queued_messages, 0);
     assert_eq!(store.stats().unwrap().queues, 1, "the other queue, and nothing of the deleted one");
 }
+
+#[tokio::test]
+async fn a_report_is_kept_only_with_its_senders_signature_and_never_on_the_account_plane() {
+    let relay = Relay::start();
+    let (mallory_key, alice_key) = (key(1), key(2));
+    let (_mallory, mallory) = relay.register(&mallory_key).await;
+    let (mut alice, _) = relay.register(&alice_key).await;
+    let content = br#"{"id":[1],"body":{"Text":"threat"}}"#.to_vec();
+    let signed = |key: &SigningKey, content: &[u8]| {
+        key.sign(&hush_proto::content_signature_message(content)).to_bytes()
+    };
+    let report = |request, account, content: &[u8], signature| ClientFrame::Report {
+        request,
+        account,
+        content: content.to_vec(),
+        signature,
+        reason: "threats".into(),
+    };
+
+    // Not on a logged-in connection: that would tie the reporter to it.
+    alice.send(report(1, mallory, &content, signed(&mallory_key, &content)));
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 1, code: ErrorCode::Unexpected });
+
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    // Words put in mallory's mouth: signed by someone else, or changed
+    // after signing, or naming an account that does not exist.
+    let forged = signed(&alice_key, &content);
+    sealed.send(report(2, mallory, &content, forged));
+    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 2, code: ErrorCode::BadSignature });
+    let mut changed = content.clone();
+    changed[30] ^= 1;
+    sealed.send(report(3, mallory, &changed, signed(&mallory_key, &content)));
+    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 3, code: ErrorCode::BadSignature });
+    let nobody = hush_proto::IdentityKey(key(9).verifying_key().to_bytes()).account();
+    sealed.send(report(4, nobody, &content, signed(&key(9), &content)));
+    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 4, code: ErrorCode::BadSignature });
+    let store = crate::store::SqliteStore::open(&relay.dir.path().join("relay.db")).unwrap();
+    assert!(store.reports().unwrap().is_empty(), "a refused report was kept");
+
+    // The genuine one is kept, once however often it is reported.
+    for request in [5, 6] {
+        sealed.send(report(request, mallory, &content, signed(&mallory_key, &content)));
+        assert_eq!(sealed.recv().await, RelayFrame::Accepted { request, inactive: vec![] });
+    }
+    let reports = store.reports().unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(
+        (reports[0].account, &reports[0].content, reports[0].reason.as_str()),
+        (mallory, &content, "threats")
+    );
+}

@@ -240,6 +240,30 @@ impl SealedSession {
                 let answer = async move { taken.await.map(Answer::KeyPackage) };
                 spawn_answer(&self.in_flight, &self.outbound, Some(request), answer).await;
             }
+            ClientFrame::Report { request, account, content, signature, reason } => {
+                if !self.budget.charge(content.len() + reason.len()) {
+                    return self.answer(request, Answer::Rejected(ErrorCode::NeedToken)).await;
+                }
+                let store = store.clone();
+                let now = self.shared.now();
+                let metrics = Arc::clone(&self.shared.metrics);
+                let kept = async move {
+                    // Kept only if the reported sender's identity key signed
+                    // exactly this content: no one can report words into
+                    // someone else's mouth. An unknown account is refused as
+                    // a bad signature is.
+                    let key = store.account(account).await?.map(|record| record.identity_key);
+                    let message = hush_proto::content_signature_message(&content);
+                    if !key.is_some_and(|key| super::verify(&key, &message, &signature)) {
+                        return Ok(Answer::Rejected(ErrorCode::BadSignature));
+                    }
+                    store.add_report(account, content, signature, reason, now).await?;
+                    metrics.report_received();
+                    tracing::info!("message reported");
+                    Ok(Answer::Done)
+                };
+                spawn_answer(&self.in_flight, &self.outbound, Some(request), kept).await;
+            }
             other => {
                 super::not_here(&self.in_flight, &self.outbound, &other, "not on a sealed connection").await
             }
