@@ -389,7 +389,7 @@ fn a_member_who_wiped_does_not_brick_the_group() {
 #[test]
 fn a_removed_members_junk_commit_is_refused_and_the_group_carries_on() {
     use hush_client::{Client, ClientError, Session};
-    use hush_proto::{AccountId, ClientFrame, ErrorCode, GroupId, RelayFrame};
+    use hush_proto::{ClientFrame, ErrorCode, GroupId, RelayFrame};
 
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
@@ -410,19 +410,37 @@ fn a_removed_members_junk_commit_is_refused_and_the_group_carries_on() {
     let (group, epoch): (Vec<u8>, i64) =
         db.query_row("SELECT id, epoch FROM group_epochs", [], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
     drop(db);
-    let members: Vec<AccountId> = [&alice, &bob].iter().map(|u| u.account.parse().unwrap()).collect();
     let carols = Client::open(&carol.home, carol.passphrase.as_bytes()).unwrap();
     runtime().block_on(async {
-        let mut raw = Session::connect(&carols).await.unwrap();
+        // Carol is still an account: she gets send tokens, and spends one
+        // on a sealed connection, as any sender does.
+        let mut account = Session::connect(&carols).await.unwrap();
+        let request = hush_proto::tokens::TokenRequest::new(1, &mut rand::rngs::OsRng);
+        account
+            .send(&ClientFrame::IssueTokens { request: 1, blinded: request.blinded().to_vec() })
+            .await
+            .unwrap();
+        let issued = loop {
+            if let Ok(RelayFrame::Tokens { issued, .. }) = account.recv().await {
+                break issued;
+            }
+        };
+        let token = request.finish(&issued, issued.day).unwrap().remove(0);
+        account.close().await;
+        let mut raw = raw_connection(&relay).await;
+        hush_client::hello(&mut raw).await.unwrap();
+        raw.send(&ClientFrame::Spend { request: 0, token }).await.unwrap();
+        assert!(matches!(raw.recv().await, Ok(RelayFrame::Accepted { request: 0, .. })));
         // A well-formed commit (the Ed25519 base point as the announced
         // key) whose signature is not made with the epoch's key.
         let mut next_key = [0x66; 32];
         next_key[0] = 0x58;
-        let junk = |request, epoch: i64, next_key: [u8; 32]| ClientFrame::Commit {
+        let junk = |request, epoch: i64, next_key: [u8; 32]| ClientFrame::SealedCommit {
             request,
             group: GroupId(group.clone()),
             epoch: epoch as u64,
-            recipients: members.clone(),
+            targets: vec![],
+            rotate: vec![],
             payload: hush_proto::announced_payload(
                 hush_proto::COMMIT_PAYLOAD_TAG,
                 &hush_proto::KeyAnnouncement { next_key, signature: [0; 64] },
@@ -443,7 +461,7 @@ fn a_removed_members_junk_commit_is_refused_and_the_group_carries_on() {
         raw.send(&junk(3, epoch, next_key)).await.unwrap();
         assert!(!matches!(
             raw.recv().await,
-            Err(ClientError::Disconnected) | Ok(RelayFrame::Accepted { .. })
+            Err(ClientError::Disconnected) | Ok(RelayFrame::Accepted { .. } | RelayFrame::Sent { .. })
         ));
         raw.close().await;
     });

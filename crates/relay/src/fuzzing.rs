@@ -28,7 +28,7 @@ use hush_proto::{
     AccountId, Capability, ClientFrame, DecodeError, Destination, ErrorCode, IdentityKey, QueueId, RelayFrame,
 };
 
-use crate::connection::protocol::harness::{key, tokens, Peer, Relay};
+use crate::connection::protocol::harness::{introduction, key, tokens, Peer, Relay};
 use crate::connection::protocol::Outbound;
 
 /// The most frames one input sends: below the per-connection burst, so the
@@ -40,6 +40,8 @@ pub const MALLORY: u8 = 1;
 pub const BOB: u8 = 2;
 /// Carol's key seed.
 pub const CAROL: u8 = 3;
+/// Writes the honest traffic after Mallory's session.
+const DAVE: u8 = 4;
 /// Carol's queue: Mallory may write to it with [`CAROL_QUEUE_SECRET`].
 pub const CAROL_QUEUE: QueueId = QueueId([CAROL; 16]);
 /// The write secret of Carol's queue.
@@ -132,21 +134,6 @@ impl Sent {
                 }
             }
         }
-        let mut address = |to: &[AccountId], payload: &[u8]| {
-            for account in to {
-                self.addressed.entry(*account).or_default().push(payload.to_vec());
-            }
-        };
-        match frame {
-            ClientFrame::Send { recipients, payload, .. } => address(recipients, payload),
-            ClientFrame::Commit { recipients, payload, welcome, .. } => {
-                address(recipients, payload);
-                if let Some((to, welcome)) = welcome {
-                    address(to, welcome);
-                }
-            }
-            _ => {}
-        }
         let request = frame.request();
         if let Some(request) = request {
             *self.unanswered.entry(request).or_default() += 1;
@@ -214,6 +201,10 @@ async fn drive(start: Start, frames: Vec<Result<ClientFrame, ErrorCode>>) {
         }
     };
 
+    // Dave writes the honest traffic, on a sealed connection of his own.
+    let (mut dave, _) = relay.register(&key(DAVE)).await;
+    let mut writer = relay.sealed(tokens(&mut dave, 1).await.remove(0)).await;
+
     let mut sent = Sent::default();
     for frame in frames {
         if let Ok(frame) = &frame {
@@ -263,30 +254,25 @@ async fn drive(start: Start, frames: Vec<Result<ClientFrame, ErrorCode>>) {
     }
     // Bob and Carol: still connected, given only what was theirs, and able
     // to write to each other.
-    exchange((&mut bob, bob_id), (&mut carol, carol_id), &sent).await;
-    exchange((&mut carol, carol_id), (&mut bob, bob_id), &sent).await;
+    exchange(&mut writer, 1, (&mut carol, carol_id), &sent).await;
+    exchange(&mut writer, 2, (&mut bob, bob_id), &sent).await;
     let _ = relay.shutdown.send(true);
 }
 
-/// `writer` sends `reader` a message; `reader` receives it after whatever
-/// Mallory addressed to it. Both get nothing Mallory did not address to them.
-async fn exchange(writer: (&mut Peer, AccountId), reader: (&mut Peer, AccountId), sent: &Sent) {
+/// `writer` (a sealed connection) introduces itself to `reader`, which
+/// receives it after whatever Mallory addressed to it, and nothing Mallory
+/// did not address to it.
+async fn exchange(writer: &mut Peer, request: u32, reader: (&mut Peer, AccountId), sent: &Sent) {
     let marker = b"\x01 still carried".to_vec();
-    let (writer, writer_id) = writer;
     let (reader, reader_id) = reader;
-    writer.send(ClientFrame::Send {
-        request: 7,
-        recipients: vec![reader_id],
-        payload: marker.clone(),
-        ttl_secs: 0,
-    });
-    loop {
-        match writer.recv().await {
-            RelayFrame::Accepted { request: 7, inactive } if inactive.is_empty() => break,
-            RelayFrame::Deliver { payload, .. } => sent.check(writer_id, &payload),
-            other => panic!("an honest client was sent {other:?}"),
-        }
+    // A fresh group, one Mallory cannot have taken: its first commit
+    // needs no epoch key.
+    let mut frame = introduction(request, 200, reader_id, &marker);
+    if let ClientFrame::SealedCommit { group, .. } = &mut frame {
+        *group = hush_proto::GroupId(rand::random::<[u8; 16]>().to_vec());
     }
+    writer.send(frame);
+    assert_eq!(writer.recv().await, RelayFrame::Sent { request, refused: vec![] });
     loop {
         match reader.recv().await {
             RelayFrame::Deliver { payload, .. } if payload == marker => break,

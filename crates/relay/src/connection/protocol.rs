@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use super::ConnectionError;
 use crate::hub::{Control, PUSH_BUFFER};
 use crate::server::Shared;
-use crate::store::{CommitOutcome, CommitRequest, Mailbox, StoreError};
+use crate::store::{Mailbox, StoreError};
 use crate::tokens::Refusal;
 use delivery::Delivery;
 
@@ -401,82 +401,6 @@ impl Session {
                 let added = store.add_key_packages(self.account, one_time, last_resort, expires, now);
                 self.spawn_request(Some(request), async move { added.await.map(|_| Answer::Done) }).await;
             }
-            ClientFrame::FetchKeyPackage { request, account } => {
-                let taken = store.take_key_package(account, self.shared.now());
-                self.spawn_request(Some(request), async move { taken.await.map(Answer::KeyPackage) }).await;
-            }
-            ClientFrame::Send { request, recipients, payload, ttl_secs } => {
-                // A commit must be ordered: one sent as a plain message
-                // would move members to an epoch the relay never saw. A
-                // recipient named twice would be queued two copies.
-                let tagged = matches!(
-                    payload.first(),
-                    Some(&(hush_proto::COMMIT_PAYLOAD_TAG | hush_proto::WELCOME_PAYLOAD_TAG))
-                );
-                if tagged || has_duplicates(&recipients) {
-                    let refused = Answer::Rejected(ErrorCode::Malformed);
-                    self.spawn_request(Some(request), async move { Ok(refused) }).await;
-                    return;
-                }
-                let (now, expires) = self.shared.expiry(ttl_secs);
-                let len = payload.len();
-                let queued = store.enqueue(recipients, payload.into(), now, expires);
-                let metrics = Arc::clone(&self.shared.metrics);
-                let answer = async move {
-                    queued.await.map(|enqueued| {
-                        metrics.message_accepted(len);
-                        Answer::Accepted(enqueued.skipped)
-                    })
-                };
-                self.spawn_request(Some(request), answer).await;
-            }
-            ClientFrame::Commit {
-                request,
-                group,
-                epoch,
-                recipients,
-                payload,
-                welcome,
-                next_key,
-                signature,
-            } => {
-                let welcomed = welcome.as_ref().map_or(&[][..], |(to, _)| &to[..]);
-                if has_duplicates(&recipients) || has_duplicates(welcomed) {
-                    let refused = Answer::Rejected(ErrorCode::Malformed);
-                    self.spawn_request(Some(request), async move { Ok(refused) }).await;
-                    return;
-                }
-                let (now, expires) = self.shared.expiry(0);
-                let welcome = welcome.map(|(to, bytes)| (to, bytes.into()));
-                let commit = CommitRequest {
-                    group,
-                    epoch,
-                    recipients,
-                    payload: payload.into(),
-                    welcome,
-                    next_key,
-                    signature,
-                };
-                if !commit.well_formed() {
-                    let refused = Answer::Rejected(ErrorCode::Malformed);
-                    self.spawn_request(Some(request), async move { Ok(refused) }).await;
-                    return;
-                }
-                let len = commit.payload.len();
-                let ordered = store.commit(commit, now, expires);
-                let metrics = Arc::clone(&self.shared.metrics);
-                let answer = async move {
-                    ordered.await.map(|outcome| match outcome {
-                        CommitOutcome::Accepted(enqueued) => {
-                            metrics.commit_accepted(len);
-                            Answer::Accepted(enqueued.skipped)
-                        }
-                        CommitOutcome::Repeated => Answer::Done,
-                        CommitOutcome::Stale { current } => Answer::Stale(current),
-                    })
-                };
-                self.spawn_request(Some(request), answer).await;
-            }
             ClientFrame::IssueTokens { request, blinded } => {
                 let shared = Arc::clone(&self.shared);
                 let account = self.account;
@@ -510,8 +434,13 @@ impl Session {
                 self.spawn_request(Some(request), async move { Ok(refused) }).await;
             }
             // Sealed and queue frames never go on a logged-in connection,
-            // which would link them to the account.
-            ClientFrame::Spend { request, .. }
+            // which would link them to the account; nor does fetching
+            // someone's key package. `Send` and `Commit` named recipients
+            // by account: retired in protocol 3.
+            ClientFrame::Send { request, .. }
+            | ClientFrame::Commit { request, .. }
+            | ClientFrame::FetchKeyPackage { request, .. }
+            | ClientFrame::Spend { request, .. }
             | ClientFrame::CreateQueue { request, .. }
             | ClientFrame::SubscribeQueues { request, .. }
             | ClientFrame::SealedSend { request, .. }
@@ -616,8 +545,6 @@ async fn spawn_answer(
 enum Answer {
     /// Done, nothing to report.
     Done,
-    /// Stored; these recipients were skipped as inactive.
-    Accepted(Vec<AccountId>),
     KeyPackage(Vec<u8>),
     Tokens(hush_proto::tokens::Issued),
     /// Stored in every target but these (by index).
@@ -631,7 +558,6 @@ impl Answer {
     fn into_frame(self, request: u32) -> RelayFrame {
         match self {
             Self::Done => RelayFrame::Accepted { request, inactive: Vec::new() },
-            Self::Accepted(inactive) => RelayFrame::Accepted { request, inactive },
             Self::KeyPackage(key_package) => RelayFrame::KeyPackage { request, key_package },
             Self::Tokens(issued) => RelayFrame::Tokens { request, issued },
             Self::Sent(refused) => RelayFrame::Sent { request, refused },

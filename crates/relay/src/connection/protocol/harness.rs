@@ -155,6 +155,33 @@ impl Peer {
     }
 }
 
+/// A commit payload announcing `next_key` (the signature is the members'
+/// business; the relay only checks the key matches the frame).
+pub(crate) fn announce(next_key: &[u8; 32], body: &[u8]) -> Vec<u8> {
+    let announcement = hush_proto::KeyAnnouncement { next_key: *next_key, signature: [0; 64] };
+    hush_proto::announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &announcement, body)
+}
+
+/// A sealed commit making a fresh group (`seed`) whose Welcome goes to
+/// `to`'s introduction mailbox.
+pub(crate) fn introduction(request: u32, seed: u8, to: AccountId, welcome: &[u8]) -> ClientFrame {
+    let group = hush_proto::GroupId(vec![seed; 16]);
+    let next_key = key(seed).verifying_key().to_bytes();
+    let payload = announce(&next_key, b"create");
+    let message = hush_proto::commit_auth_message(&group, 0, &payload, Some(welcome), &next_key);
+    ClientFrame::SealedCommit {
+        request,
+        group,
+        epoch: 0,
+        targets: vec![],
+        rotate: vec![],
+        payload,
+        welcome: Some((vec![hush_proto::Destination::Account(to)], welcome.to_vec())),
+        next_key,
+        signature: key(seed.wrapping_add(1)).sign(&message).to_bytes(),
+    }
+}
+
 /// A fixed signing key, so that inputs can name its account.
 pub(crate) fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])

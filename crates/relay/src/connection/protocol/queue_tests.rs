@@ -192,8 +192,8 @@ async fn the_planes_do_not_mix() {
     let mut sealed = relay.sealed(tokens.remove(0)).await;
     sealed.send(ClientFrame::Login { account: alice_id, signature: [0; 64] });
     assert!(matches!(sealed.recv().await, RelayFrame::Error { code: ErrorCode::Unexpected, .. }));
-    sealed.send(ClientFrame::Send { request: 3, recipients: vec![alice_id], payload: vec![1], ttl_secs: 0 });
-    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 3, code: ErrorCode::Unexpected });
+    sealed.send(ClientFrame::Ack { ids: vec![1] });
+    assert!(matches!(sealed.recv().await, RelayFrame::Error { code: ErrorCode::Unexpected, .. }));
     sealed.send(ClientFrame::IssueTokens { request: 4, blinded: vec![] });
     assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 4, code: ErrorCode::Unexpected });
     // A queue connection does not send.
@@ -383,4 +383,81 @@ async fn a_report_is_kept_only_with_its_senders_signature_and_never_on_the_accou
         (reports[0].account, &reports[0].content, reports[0].reason.as_str()),
         (mallory, &content, "threats")
     );
+}
+
+#[tokio::test]
+async fn commits_are_ordered_one_per_epoch_under_the_epoch_key() {
+    let relay = Relay::start();
+    let (mut alice, _) = relay.register(&key(1)).await;
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    let (owner, secret) = (key(20), [21; 32]);
+    let queue = sealed.create_queue(&owner, &secret).await;
+    // The first commit sets the group's key; one not signed with it is
+    // refused; the same commit again is accepted without being queued
+    // twice; a rival for an ordered epoch is stale.
+    let group = GroupId(vec![3; 16]);
+    let commit = |request, epoch: u64, body: &[u8], signer: &SigningKey, next: &SigningKey| {
+        let next_key = next.verifying_key().to_bytes();
+        let payload = announce(&next_key, body);
+        let message = hush_proto::commit_auth_message(&group, epoch, &payload, None, &next_key);
+        ClientFrame::SealedCommit {
+            request,
+            group: group.clone(),
+            epoch,
+            targets: vec![capability(queue, secret)],
+            rotate: vec![],
+            payload,
+            welcome: None,
+            next_key,
+            signature: signer.sign(&message).to_bytes(),
+        }
+    };
+    let (epoch_key, next_epoch_key) = (key(50), key(51));
+    sealed.send(commit(10, 0, b"create", &key(49), &epoch_key));
+    assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 10, refused: vec![] });
+    sealed.send(commit(11, 1, b"junk", &key(99), &key(98)));
+    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 11, code: ErrorCode::NotAMember });
+    sealed.send(commit(12, 1, b"update", &epoch_key, &next_epoch_key));
+    assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 12, refused: vec![] });
+    sealed.send(commit(13, 1, b"update", &epoch_key, &next_epoch_key));
+    assert_eq!(sealed.recv().await, RelayFrame::Accepted { request: 13, inactive: vec![] });
+    sealed.send(commit(14, 1, b"rival", &epoch_key, &next_epoch_key));
+    assert_eq!(sealed.recv().await, RelayFrame::StaleEpoch { request: 14, epoch: 2 });
+    // A payload announcing another key than the frame, or a key no
+    // signature can match, is refused before the store sees it.
+    let ClientFrame::SealedCommit { payload, .. } = commit(15, 2, b"next", &next_epoch_key, &key(52)) else {
+        unreachable!()
+    };
+    let (_, mls) = hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &payload).unwrap();
+    for (announced, next_key) in [([1; 32], key(52).verifying_key().to_bytes()), ([0; 32], [0; 32])] {
+        let mut frame = commit(15, 2, b"next", &next_epoch_key, &key(52));
+        if let ClientFrame::SealedCommit { payload, next_key: frame_key, .. } = &mut frame {
+            *payload = announce(&announced, mls);
+            *frame_key = next_key;
+        }
+        sealed.send(frame);
+        assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 15, code: ErrorCode::Malformed });
+    }
+    // A commit naming a queue twice is refused before the store sees it.
+    let mut twice = commit(16, 2, b"twice", &next_epoch_key, &key(53));
+    if let ClientFrame::SealedCommit { targets, .. } = &mut twice {
+        targets.push(capability(queue, secret));
+    }
+    sealed.send(twice);
+    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 16, code: ErrorCode::Malformed });
+    let mut receiver = relay.receive(&[(queue, &owner)]).await;
+    let mut bodies = Vec::new();
+    loop {
+        match receiver.recv().await {
+            RelayFrame::QueueDeliver { payload, .. } => bodies.push(
+                hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &payload)
+                    .unwrap()
+                    .1
+                    .to_vec(),
+            ),
+            RelayFrame::QueueEmpty => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(bodies, vec![b"create".to_vec(), b"update".to_vec()]);
 }

@@ -3,21 +3,14 @@
 
 use std::time::Duration;
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::Signer;
 use hush_proto::{
-    auth_message, AccountId, AuthPurpose, CertificatePin, ClientFrame, ErrorCode, GroupId, IdentityKey,
-    RelayFrame, PROTOCOL_VERSION,
+    auth_message, AuthPurpose, Capability, CertificatePin, ClientFrame, ErrorCode, IdentityKey, RelayFrame,
+    PROTOCOL_VERSION,
 };
 
-use super::harness::{key, Peer, Relay, INVITE, PIN, TOKENS_PER_DAY, TOKEN_SECRET};
+use super::harness::{introduction, key, tokens, Peer, Relay, INVITE, PIN, TOKENS_PER_DAY, TOKEN_SECRET};
 use crate::store::SqliteStore;
-
-/// A commit payload announcing `next_key` (the signature is the members'
-/// business; the relay only checks the key matches the frame).
-fn announce(next_key: &[u8; 32], body: &[u8]) -> Vec<u8> {
-    let announcement = hush_proto::KeyAnnouncement { next_key: *next_key, signature: [0; 64] };
-    hush_proto::announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &announcement, body)
-}
 
 #[tokio::test]
 async fn a_handshake_with_the_wrong_version_frame_or_relay_is_refused() {
@@ -74,26 +67,22 @@ async fn a_handshake_with_the_wrong_version_frame_or_relay_is_refused() {
 }
 
 #[tokio::test]
-async fn a_send_reaches_a_subscribed_recipient_at_once_and_an_ack_deletes_it() {
+async fn an_introduction_reaches_a_subscribed_account_at_once_and_an_ack_deletes_it() {
     let relay = Relay::start();
     let (mut alice, _) = relay.register(&key(1)).await;
     let (mut bob, bob_id) = relay.register(&key(2)).await;
     bob.send(ClientFrame::Subscribe);
     assert_eq!(bob.recv().await, RelayFrame::QueueEmpty);
-    alice.send(ClientFrame::Send {
-        request: 5,
-        recipients: vec![bob_id],
-        payload: b"sealed".to_vec(),
-        ttl_secs: 0,
-    });
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 5, inactive: vec![] });
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    sealed.send(introduction(5, 40, bob_id, b"welcome"));
+    assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 5, refused: vec![] });
     let RelayFrame::Deliver { id, payload, .. } = bob.recv().await else { panic!("no delivery") };
-    assert_eq!(payload, b"sealed");
+    assert_eq!(payload, b"welcome");
     bob.send(ClientFrame::Ack { ids: vec![id] });
     // Operations reach the store in the order their frames came, so the
     // answer to a later request means the acknowledgement is applied.
-    bob.send(ClientFrame::FetchKeyPackage { request: 6, account: bob_id });
-    assert_eq!(bob.recv().await, RelayFrame::Rejected { request: 6, code: ErrorCode::NoKeyPackage });
+    bob.send(ClientFrame::IssueTokens { request: 6, blinded: vec![[0xff; 32]] });
+    assert_eq!(bob.recv().await, RelayFrame::Rejected { request: 6, code: ErrorCode::Malformed });
     drop(bob);
     let mut again = relay.connect();
     let nonce = again.hello().await;
@@ -108,10 +97,30 @@ async fn a_send_reaches_a_subscribed_recipient_at_once_and_an_ack_deletes_it() {
 async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connection() {
     let relay = Relay::start();
     let (mut alice, alice_id) = relay.register(&key(1)).await;
-    // Unknown recipient only: refused, the connection stays.
-    let stranger = AccountId([9; 20]);
-    alice.send(ClientFrame::Send { request: 1, recipients: vec![stranger], payload: vec![1], ttl_secs: 0 });
-    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 1, code: ErrorCode::UnknownAccount });
+    // The account plane's sends are retired (protocol 3): they named
+    // recipients by account. Refused, and the connection stays.
+    alice.send(ClientFrame::Send { request: 1, recipients: vec![alice_id], payload: vec![1], ttl_secs: 0 });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 1, code: ErrorCode::Unexpected });
+    let ClientFrame::SealedCommit { group, payload, next_key, signature, .. } =
+        introduction(0, 40, alice_id, b"welcome")
+    else {
+        unreachable!()
+    };
+    alice.send(ClientFrame::Commit {
+        request: 7,
+        group,
+        epoch: 0,
+        recipients: vec![alice_id],
+        payload,
+        welcome: None,
+        next_key,
+        signature,
+    });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 7, code: ErrorCode::Unexpected });
+    // So is fetching a key package while logged in: it would tie the
+    // fetcher to the account it is about to write to.
+    alice.send(ClientFrame::FetchKeyPackage { request: 3, account: alice_id });
+    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 3, code: ErrorCode::Unexpected });
     // A second login on a logged-in connection is an error, not a takeover.
     alice.send(ClientFrame::Login { account: alice_id, signature: [0; 64] });
     assert!(matches!(alice.recv().await, RelayFrame::Error { code: ErrorCode::Unexpected, .. }));
@@ -120,19 +129,6 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
     // request waited for ever).
     alice.send(ClientFrame::RemoteWipe { request: 20, account: alice_id, secret: [0; 32] });
     assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 20, code: ErrorCode::Unexpected });
-    // A commit sent as a plain message would move members to an epoch the
-    // relay never ordered: refused.
-    let tagged = announce(&[5; 32], b"commit");
-    alice.send(ClientFrame::Send { request: 7, recipients: vec![alice_id], payload: tagged, ttl_secs: 0 });
-    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 7, code: ErrorCode::Malformed });
-    // A recipient named twice would be queued twice: refused.
-    alice.send(ClientFrame::Send {
-        request: 9,
-        recipients: vec![alice_id, alice_id],
-        payload: vec![1],
-        ttl_secs: 0,
-    });
-    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 9, code: ErrorCode::Malformed });
     // Key packages already expired on arrival: the client's clock is wrong.
     alice.send(ClientFrame::UploadKeyPackages {
         request: 8,
@@ -141,7 +137,7 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
         expires_at: 1,
     });
     assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 8, code: ErrorCode::Malformed });
-    // A key package round trip.
+    // A key package round trip, fetched on a sealed connection.
     alice.send(ClientFrame::UploadKeyPackages {
         request: 2,
         one_time: vec![b"kp".to_vec()],
@@ -149,96 +145,24 @@ async fn requests_after_login_are_answered_in_place_and_bad_ones_keep_the_connec
         expires_at: u64::MAX,
     });
     assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 2, inactive: vec![] });
-    alice.send(ClientFrame::FetchKeyPackage { request: 3, account: alice_id });
-    assert_eq!(alice.recv().await, RelayFrame::KeyPackage { request: 3, key_package: b"kp".to_vec() });
-    alice.send(ClientFrame::FetchKeyPackage { request: 4, account: alice_id });
-    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 4, code: ErrorCode::NoKeyPackage });
-
-    // Commits: the first sets the group's key; one not signed with it is
-    // refused; the same commit again is accepted without being queued twice.
-    let group = GroupId(vec![3; 16]);
-    let commit = |request, epoch: u64, body: &[u8], signer: &SigningKey, next: &SigningKey| {
-        let next_key = next.verifying_key().to_bytes();
-        let payload = announce(&next_key, body);
-        let message = hush_proto::commit_auth_message(&group, epoch, &payload, None, &next_key);
-        ClientFrame::Commit {
-            request,
-            group: group.clone(),
-            epoch,
-            recipients: vec![alice_id],
-            payload,
-            welcome: None,
-            next_key,
-            signature: signer.sign(&message).to_bytes(),
-        }
-    };
-    let (epoch_key, next_epoch_key) = (key(50), key(51));
-    alice.send(commit(10, 0, b"create", &key(49), &epoch_key));
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 10, inactive: vec![] });
-    alice.send(commit(11, 1, b"junk", &key(99), &key(98)));
-    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 11, code: ErrorCode::NotAMember });
-    alice.send(commit(12, 1, b"update", &epoch_key, &next_epoch_key));
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 12, inactive: vec![] });
-    alice.send(commit(13, 1, b"update", &epoch_key, &next_epoch_key));
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 13, inactive: vec![] });
-    alice.send(commit(14, 1, b"rival", &epoch_key, &next_epoch_key));
-    assert_eq!(alice.recv().await, RelayFrame::StaleEpoch { request: 14, epoch: 2 });
-    // A payload announcing another key than the frame, or a key no
-    // signature can match, is refused before the store sees it.
-    let ClientFrame::Commit { payload, .. } = commit(15, 2, b"next", &next_epoch_key, &key(52)) else {
-        panic!()
-    };
-    let (_, mls) = hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, &payload).unwrap();
-    for (announced, next_key) in [([1; 32], key(52).verifying_key().to_bytes()), ([0; 32], [0; 32])] {
-        let mut frame = commit(15, 2, b"next", &next_epoch_key, &key(52));
-        if let ClientFrame::Commit { payload, next_key: frame_key, .. } = &mut frame {
-            *payload = announce(&announced, mls);
-            *frame_key = next_key;
-        }
-        alice.send(frame);
-        assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 15, code: ErrorCode::Malformed });
-    }
-    // A commit naming a member twice is refused before the store sees it.
-    let mut twice = commit(16, 2, b"twice", &next_epoch_key, &key(53));
-    if let ClientFrame::Commit { recipients, .. } = &mut twice {
-        recipients.push(alice_id);
-    }
-    alice.send(twice);
-    assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 16, code: ErrorCode::Malformed });
-    alice.send(ClientFrame::Subscribe);
-    let mut delivered = Vec::new();
-    loop {
-        match alice.recv().await {
-            RelayFrame::Deliver { payload, .. } => delivered.push(payload),
-            RelayFrame::QueueEmpty => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let bodies: Vec<&[u8]> = delivered
-        .iter()
-        .map(|payload| {
-            hush_proto::split_announced_payload(hush_proto::COMMIT_PAYLOAD_TAG, payload).unwrap().1
-        })
-        .collect();
-    assert_eq!(bodies, vec![&b"create"[..], &b"update"[..]]);
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    sealed.send(ClientFrame::FetchKeyPackage { request: 3, account: alice_id });
+    assert_eq!(sealed.recv().await, RelayFrame::KeyPackage { request: 3, key_package: b"kp".to_vec() });
+    sealed.send(ClientFrame::FetchKeyPackage { request: 4, account: alice_id });
+    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 4, code: ErrorCode::NoKeyPackage });
 }
 
 #[tokio::test]
-async fn a_send_reports_the_recipients_it_skipped_as_inactive() {
+async fn a_welcome_to_a_deactivated_account_is_refused_by_index() {
     let relay = Relay::start();
     let (mut alice, _) = relay.register(&key(1)).await;
-    let (_bob, bob_id) = relay.register(&key(2)).await;
     let (_carol, carol_id) = relay.register(&key(3)).await;
     // Deactivated by the operator (the admin command's path).
     let path = relay.dir.path().join("relay.db");
     SqliteStore::open(&path).unwrap().deactivate(&carol_id, 5).unwrap();
-    alice.send(ClientFrame::Send {
-        request: 1,
-        recipients: vec![bob_id, carol_id],
-        payload: vec![1],
-        ttl_secs: 0,
-    });
-    assert_eq!(alice.recv().await, RelayFrame::Accepted { request: 1, inactive: vec![carol_id] });
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    sealed.send(introduction(1, 40, carol_id, b"welcome"));
+    assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 1, refused: vec![0] });
 }
 
 #[tokio::test]
@@ -286,34 +210,42 @@ async fn tokens_are_issued_within_the_daily_quota_and_check_under_the_day_key() 
 #[tokio::test]
 async fn a_client_that_does_not_read_holds_at_most_the_delivery_window() {
     let relay = Relay::start();
-    let (mut alice, alice_id) = relay.register(&key(1)).await;
+    let (mut alice, _) = relay.register(&key(1)).await;
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    let (owner, secret) = (key(20), [21; 32]);
+    let queue = sealed.create_queue(&owner, &secret).await;
     // 3 MiB each: two fit the 8 MiB window, a third must wait.
     let big = vec![7u8; 3 * 1024 * 1024];
     for request in 0..4 {
-        alice.send(ClientFrame::Send {
+        sealed.send(ClientFrame::SealedSend {
             request,
-            recipients: vec![alice_id],
+            targets: vec![Capability { queue, secret }],
             payload: big.clone(),
             ttl_secs: 0,
         });
-        assert_eq!(alice.recv().await, RelayFrame::Accepted { request, inactive: vec![] });
+        assert_eq!(sealed.recv().await, RelayFrame::Sent { request, refused: vec![] });
     }
-    alice.send(ClientFrame::Subscribe);
+    let mut reader = relay.connect();
+    let nonce = reader.hello().await;
+    let proof = owner.sign(&hush_proto::queue_auth_message(&nonce, &PIN, &queue)).to_bytes();
+    reader.send(ClientFrame::SubscribeQueues { request: 1, proofs: vec![(queue, proof)] });
+    assert_eq!(reader.recv().await, RelayFrame::Accepted { request: 1, inactive: vec![] });
+    reader.send(ClientFrame::Subscribe);
     async fn queued_reaches(peer: &Peer, count: usize) {
         while peer.from.len() < count {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
     let wait = Duration::from_secs(10);
-    tokio::time::timeout(wait, queued_reaches(&alice, 2)).await.expect("two deliveries were not queued");
+    tokio::time::timeout(wait, queued_reaches(&reader, 2)).await.expect("two deliveries were not queued");
     // Unread, they hold the window: no third is queued.
-    let third = tokio::time::timeout(Duration::from_millis(300), queued_reaches(&alice, 3)).await;
+    let third = tokio::time::timeout(Duration::from_millis(300), queued_reaches(&reader, 3)).await;
     assert!(third.is_err(), "a third 3 MiB delivery was queued past the window");
     // Reading one gives its share back, and the next comes.
-    assert!(matches!(alice.recv().await, RelayFrame::Deliver { .. }));
-    tokio::time::timeout(wait, queued_reaches(&alice, 2)).await.expect("the next delivery did not come");
+    assert!(matches!(reader.recv().await, RelayFrame::QueueDeliver { .. }));
+    tokio::time::timeout(wait, queued_reaches(&reader, 2)).await.expect("the next delivery did not come");
     for _ in 0..3 {
-        assert!(matches!(alice.recv().await, RelayFrame::Deliver { .. }));
+        assert!(matches!(reader.recv().await, RelayFrame::QueueDeliver { .. }));
     }
-    assert_eq!(alice.recv().await, RelayFrame::QueueEmpty);
+    assert_eq!(reader.recv().await, RelayFrame::QueueEmpty);
 }
