@@ -408,6 +408,7 @@ fn admin(command: AdminCommand) -> Result<()> {
                         "reason": report.reason,
                         "received_at": received,
                         "signature_valid": report.verified,
+                        "more_reports": report.more,
                     });
                     println!("{}", json_line(&value));
                 } else {
@@ -420,6 +421,9 @@ fn admin(command: AdminCommand) -> Result<()> {
                         visible(&text),
                         visible(&report.reason),
                     );
+                    if report.more > 0 {
+                        println!("    and {} more reports about this account, not kept", report.more);
+                    }
                 }
             }
         }
@@ -562,12 +566,7 @@ fn send(dir: &Path, to: &str, text: &str, expire: Option<u32>) -> Result<()> {
 
 fn report(dir: &Path, id: &str, reason: &str) -> Result<()> {
     let client = open(dir)?;
-    let result = drive(async {
-        let mut session = Session::login(&client).await?;
-        let reported = session.report(id, reason).await;
-        session.close().await;
-        reported
-    });
+    let result = drive(hush_client::report(&client, id, reason));
     let reported = obey(dir, client, result)?;
     println!("reported message {} from {} to the relay's operator", reported.id, reported.from);
     Ok(())

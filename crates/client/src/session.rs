@@ -96,6 +96,79 @@ fn truncated(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// One request on a sealed connection opened for it alone with `token`.
+async fn sealed_exchange(
+    client: &Client,
+    token: Token,
+    mut frame: ClientFrame,
+) -> Result<Answer, ClientError> {
+    let (address, pin) = client.relay();
+    let mut connection = Connection::open(address, pin).await?;
+    crate::handshake::hello(&mut connection).await?;
+    connection.send(&ClientFrame::Spend { request: 0, token }).await?;
+    set_request(&mut frame, 1);
+    connection.send(&frame).await?;
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let answer = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, connection.recv())
+            .await
+            .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
+        match frame {
+            RelayFrame::Accepted { request: 0, .. } => {}
+            other => {
+                if let Some(answer) = answer_to(other, 1)? {
+                    break answer;
+                }
+            }
+        }
+    };
+    connection.close().await;
+    Ok(answer)
+}
+
+/// The `Report` frame for a received message, and the message.
+fn report_frame(
+    client: &Client,
+    id: &str,
+    reason: &str,
+) -> Result<(ReceivedMessage, ClientFrame), ClientError> {
+    let (message, proof) = client.reportable(id)?;
+    let reason = truncated(reason, hush_proto::limits::MAX_REPORT_REASON_BYTES);
+    let frame = ClientFrame::Report {
+        request: 0,
+        account: message.from,
+        content: proof.content,
+        signature: proof.signature,
+        reason: reason.to_owned(),
+    };
+    Ok((message, frame))
+}
+
+/// Reports a received message to the relay's operator (see
+/// [`Session::report`]) without logging in, so that the relay sees no
+/// account connect just before the report: with a token from the wallet,
+/// on a connection of its own. With an empty wallet it logs in for tokens
+/// first, then waits a few random seconds before reporting.
+pub async fn report(client: &Client, id: &str, reason: &str) -> Result<ReceivedMessage, ClientError> {
+    let (message, frame) = report_frame(client, id, reason)?;
+    let token = match Wallet::take(client)? {
+        Some(token) => token,
+        None => {
+            let mut session = Session::login(client).await?;
+            session.refill_tokens().await?;
+            session.close().await;
+            let pause = Duration::from_millis(1_000 + rand::thread_rng().next_u64() % 4_000);
+            tokio::time::sleep(pause).await;
+            Wallet::take(client)?.ok_or(ClientError::Relay(ErrorCode::RateLimited))?
+        }
+    };
+    match sealed_exchange(client, token, frame).await? {
+        Answer::Accepted => Ok(message),
+        _ => Err(ClientError::Protocol("unexpected answer to a report".into())),
+    }
+}
+
 /// Below this many of today's send tokens, a session asks for more.
 const TOKENS_LOW: usize = 8;
 /// How many a session holds after asking.
@@ -123,6 +196,16 @@ impl Wallet {
             .filter(|token| token.day + 1 >= today && token.day <= today)
             .collect();
         Ok(Self { tokens })
+    }
+
+    /// Takes one of today's or yesterday's tokens out of the wallet, if
+    /// there is one (gone from the store before it is shown to the relay).
+    fn take(client: &Client) -> Result<Option<Token>, ClientError> {
+        let today = day_of(client.now_ms() / 1000);
+        let mut wallet = Self::load(client, today)?;
+        let token = wallet.tokens.pop();
+        wallet.save(client)?;
+        Ok(token)
     }
 
     fn save(&self, client: &Client) -> Result<(), ClientError> {
@@ -468,15 +551,7 @@ impl<'a> Session<'a> {
     /// Sent on a sealed connection of its own: the operator learns what was
     /// said and by whom, not who reported it.
     pub async fn report(&mut self, id: &str, reason: &str) -> Result<ReceivedMessage, ClientError> {
-        let (message, proof) = self.client.reportable(id)?;
-        let reason = truncated(reason, hush_proto::limits::MAX_REPORT_REASON_BYTES);
-        let frame = ClientFrame::Report {
-            request: 0,
-            account: message.from,
-            content: proof.content,
-            signature: proof.signature,
-            reason: reason.to_owned(),
-        };
+        let (message, frame) = report_frame(self.client, id, reason)?;
         match self.sealed_once(frame).await? {
             Answer::Accepted => Ok(message),
             _ => Err(ClientError::Protocol("unexpected answer to a report".into())),
@@ -485,31 +560,9 @@ impl<'a> Session<'a> {
 
     /// One request on a sealed connection opened for it alone (one token),
     /// so it cannot be linked to anything else this device does.
-    async fn sealed_once(&mut self, mut frame: ClientFrame) -> Result<Answer, ClientError> {
+    async fn sealed_once(&mut self, frame: ClientFrame) -> Result<Answer, ClientError> {
         let token = self.take_token().await?;
-        let (address, pin) = self.client.relay();
-        let mut connection = Connection::open(address, pin).await?;
-        crate::handshake::hello(&mut connection).await?;
-        connection.send(&ClientFrame::Spend { request: 0, token }).await?;
-        set_request(&mut frame, 1);
-        connection.send(&frame).await?;
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let answer = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let frame = tokio::time::timeout(left, connection.recv())
-                .await
-                .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
-            match frame {
-                RelayFrame::Accepted { request: 0, .. } => {}
-                other => {
-                    if let Some(answer) = answer_to(other, 1)? {
-                        break answer;
-                    }
-                }
-            }
-        };
-        connection.close().await;
-        Ok(answer)
+        sealed_exchange(self.client, token, frame).await
     }
 
     // ----- the queue connection -----

@@ -75,8 +75,9 @@ pub struct SignedContent {
     pub signature: [u8; 64],
 }
 
-/// First byte of a signed application message (a bare content, from
-/// before messages were signed, starts with `{`).
+/// First byte of a signed application message. A bare content (JSON, as
+/// protocol 2 clients sent) starts with `{` and is refused: a message that
+/// could not be reported is not shown.
 const SIGNED_TAG: u8 = 0x01;
 
 impl SignedContent {

@@ -259,6 +259,20 @@ impl Conversation {
         Ok(Outgoing { recipients, payload: serialize(&message)? })
     }
 
+    /// Encrypts application bytes as they are, whatever they hold: for
+    /// tests that play a member who signs with someone else's key.
+    #[cfg(test)]
+    pub(crate) fn encrypt_raw(
+        &mut self,
+        provider: &impl OpenMlsProvider,
+        identity: &Identity,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, CoreError> {
+        let message =
+            self.group.create_message(provider, identity.signer(), bytes).map_err(CoreError::mls)?;
+        serialize(&message)
+    }
+
     /// Adds members; the commit stays pending until [`Self::confirm_commit`].
     pub fn add(
         &mut self,

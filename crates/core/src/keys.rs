@@ -301,6 +301,34 @@ mod tests {
     }
 
     #[test]
+    fn a_message_whose_content_another_key_signed_is_refused() {
+        let (alice_provider, alice) = person();
+        let (bob_provider, bob) = person();
+        let (_, mallory) = person();
+        let mut group = Conversation::create(&alice_provider, &alice).unwrap();
+        let kp = new_key_packages(&bob_provider, &bob, 1, false, 0).unwrap().one_time;
+        let package = verify_key_package(&alice_provider, &kp[0], bob.account()).unwrap();
+        let commit = group.add(&alice_provider, &alice, &[package]).unwrap();
+        group.confirm_commit(&alice_provider).unwrap();
+        let (_, welcome) = commit.welcome.unwrap();
+        assert!(matches!(process_incoming(&bob_provider, &welcome).unwrap(), Incoming::Joined { .. }));
+        let content =
+            Content { id: [1; 16], sent_at_ms: 5, body: Body::Text("hi".into()), expires_after_secs: None };
+        // Alice sends, in MLS, words that carry Mallory's signature: a
+        // report of them would pin them on Mallory.
+        let framed = crate::SignedContent::sign(&mallory, &content).unwrap().to_bytes();
+        let payload = group.encrypt_raw(&alice_provider, &alice, &framed).unwrap();
+        assert!(process_incoming(&bob_provider, &payload).is_err());
+        // Unsigned content is refused too: nothing unreportable is shown.
+        let payload = group.encrypt_raw(&alice_provider, &alice, &content.to_bytes()).unwrap();
+        assert!(process_incoming(&bob_provider, &payload).is_err());
+        // Her own signature passes.
+        let framed = crate::SignedContent::sign(&alice, &content).unwrap().to_bytes();
+        let payload = group.encrypt_raw(&alice_provider, &alice, &framed).unwrap();
+        assert!(matches!(process_incoming(&bob_provider, &payload).unwrap(), Incoming::Message { .. }));
+    }
+
+    #[test]
     fn two_members_exchange_a_message_and_a_removed_member_reads_nothing() {
         let (alice_provider, alice) = person();
         let (bob_provider, bob) = person();

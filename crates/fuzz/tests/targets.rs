@@ -132,7 +132,7 @@ fn write_seed_corpora() {
     let account = IdentityKey([7; 32]).account();
     let other = IdentityKey([8; 32]).account();
     let client = vec![
-        ClientFrame::Hello { version: 2 },
+        ClientFrame::Hello { version: hush_proto::PROTOCOL_VERSION },
         ClientFrame::Register {
             invite_code: "abcdefghijklmnop".into(),
             identity_key: IdentityKey([7; 32]),
@@ -193,6 +193,13 @@ fn write_seed_corpora() {
             welcome: Some((vec![hush_proto::Destination::Account(account)], vec![3; 50])),
             next_key: [4; 32],
             signature: [5; 64],
+        },
+        ClientFrame::Report {
+            request: 12,
+            account: other,
+            content: br#"{"id":[1],"body":{"Text":"x"}}"#.to_vec(),
+            signature: [6; 64],
+            reason: "spam".into(),
         },
     ];
     write_seeds("client_frame", client.iter().map(ClientFrame::encode));
@@ -408,6 +415,13 @@ fn write_relay_session_seeds() {
         ClientFrame::SubscribeQueues { request: 7, proofs: vec![(CAROL_QUEUE, [0; 64])] },
         ClientFrame::AckQueues { items: vec![(CAROL_QUEUE, 1)] },
         ClientFrame::Login { account: bob, signature: [3; 64] },
+        ClientFrame::Report {
+            request: 8,
+            account: bob,
+            content: br#"{"id":[1],"body":{"Text":"x"}}"#.to_vec(),
+            signature: [6; 64],
+            reason: "spam".into(),
+        },
     ];
     write_seeds(
         "relay_session",

@@ -45,6 +45,11 @@ CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages(expires_at_ms) WHERE e
 CREATE TABLE IF NOT EXISTS seen_payloads (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
 ";
 
+/// How long a received message keeps its sender's signature (so that it
+/// can be reported): a month. After that the text stays, but nothing on the
+/// device proves to anyone else who wrote it.
+pub const PROOF_KEPT_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// The profile setting that records the last re-key (Unix ms, big-endian).
 const REKEYED_AT: &str = "rekeyed_at_ms";
 /// Set to `[1]` when messages were purged after the last re-key.
@@ -347,16 +352,21 @@ impl Store {
         Ok(busy == 0)
     }
 
-    /// Deletes every message whose timer ran out, then checkpoints and
-    /// truncates the WAL so no copy of them stays in it, and notes that the
-    /// database key is due for replacement (see [`Store::rekeyed`]).
-    /// Returns how many messages were deleted.
+    /// Deletes every message whose timer ran out, and the senders'
+    /// signatures of messages received more than [`PROOF_KEPT_MS`] ago,
+    /// then checkpoints and truncates the WAL so no copy of them stays in
+    /// it, and notes that the database key is due for replacement (see
+    /// [`Store::rekeyed`]). Returns how many messages were deleted.
     pub fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
         let deleted = self.connection.execute(
             "DELETE FROM messages WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
             [i(now_ms)],
         )?;
-        if deleted > 0 {
+        let unproved = self.connection.execute(
+            "UPDATE messages SET proof = NULL WHERE proof IS NOT NULL AND received_at_ms <= ?1",
+            [i(now_ms.saturating_sub(PROOF_KEPT_MS))],
+        )?;
+        if deleted > 0 || unproved > 0 {
             self.set_setting(PURGED_SINCE_REKEY, &[1])?;
             self.truncate_wal()?;
         }
@@ -1009,6 +1019,14 @@ mod tests {
         // It goes when the message expires.
         store.purge_expired(60).unwrap();
         assert_eq!(store.message(&[4; 16]).unwrap(), None);
+        // A message that stays loses its proof after a month.
+        let kept = MessageRecord { message_id: [6; 16], expires_at_ms: None, ..message };
+        store.insert_message(&kept, 100, false).unwrap();
+        store.purge_expired(100 + PROOF_KEPT_MS - 1).unwrap();
+        assert!(store.message(&[6; 16]).unwrap().unwrap().proof.is_some());
+        store.purge_expired(100 + PROOF_KEPT_MS).unwrap();
+        let kept = store.message(&[6; 16]).unwrap().unwrap();
+        assert_eq!((kept.proof, kept.text.as_str()), (None, "hi"));
     }
 
     #[test]

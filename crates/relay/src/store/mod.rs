@@ -238,8 +238,17 @@ pub enum CommitOutcome {
 }
 
 /// Most reports kept: past that, reports are refused until the operator
-/// dismisses some (`hush admin reports --dismiss`).
+/// dismisses some (`hush admin reports --dismiss`) or they expire.
 pub const MAX_REPORTS: u64 = 10_000;
+/// Most bytes of reported content kept, all reports together.
+pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+/// Most reports kept about one account: past that, more about it are
+/// answered as kept but only counted (`Report::more`), so that no account
+/// (reporting its own signed words, say) fills the store and silences
+/// reports about others.
+pub const MAX_REPORTS_PER_ACCOUNT: u64 = 50;
+/// Days a report is kept.
+pub const REPORT_DAYS: u64 = 90;
 
 /// A message a recipient reported to the operator, its signature checked
 /// against the sender's identity key when it arrived.
@@ -256,8 +265,11 @@ pub struct Report {
     pub signature: [u8; 64],
     /// The reporter's words.
     pub reason: String,
-    /// When the report arrived.
+    /// When the report arrived (to the hour).
     pub received: UnixSeconds,
+    /// Further reports about the same account not kept, past
+    /// [`MAX_REPORTS_PER_ACCOUNT`] (counted on its oldest report).
+    pub more: u64,
 }
 
 /// Counts for `hush admin stats`: numbers only, no ids.

@@ -754,6 +754,7 @@ impl Operations for SqliteStore {
                     .prepare_cached(&format!("DELETE FROM {table} WHERE expires <= ?1"))?
                     .execute([as_i64(now)])?;
             }
+            store.purge_reports(now)?;
             Ok(deleted as u64 + store.purge_queues(now)?)
         })
     }

@@ -341,6 +341,7 @@ async fn a_report_is_kept_only_with_its_senders_signature_and_never_on_the_accou
     let (_mallory, mallory) = relay.register(&mallory_key).await;
     let (mut alice, _) = relay.register(&alice_key).await;
     let content = br#"{"id":[1],"body":{"Text":"threat"}}"#.to_vec();
+    let nobody = || hush_proto::IdentityKey(key(9).verifying_key().to_bytes()).account();
     let signed = |key: &SigningKey, content: &[u8]| {
         key.sign(&hush_proto::content_signature_message(content)).to_bytes()
     };
@@ -356,26 +357,43 @@ async fn a_report_is_kept_only_with_its_senders_signature_and_never_on_the_accou
     alice.send(report(1, mallory, &content, signed(&mallory_key, &content)));
     assert_eq!(alice.recv().await, RelayFrame::Rejected { request: 1, code: ErrorCode::Unexpected });
 
-    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    // Each report spends a whole token, on a connection of its own.
+    let mut tokens = tokens(&mut alice, 6).await;
+    let mut reported = |frame: ClientFrame| {
+        let token = tokens.pop().unwrap();
+        let relay = &relay;
+        async move {
+            let mut sealed = relay.sealed(token).await;
+            sealed.send(frame);
+            let answer = sealed.recv().await;
+            sealed.send(ClientFrame::FetchKeyPackage { request: 99, account: nobody() });
+            let next = sealed.recv().await;
+            assert_eq!(
+                next,
+                RelayFrame::Rejected { request: 99, code: ErrorCode::NeedToken },
+                "one report spends the token"
+            );
+            answer
+        }
+    };
     // Words put in mallory's mouth: signed by someone else, or changed
     // after signing, or naming an account that does not exist.
     let forged = signed(&alice_key, &content);
-    sealed.send(report(2, mallory, &content, forged));
-    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 2, code: ErrorCode::BadSignature });
+    let answer = reported(report(2, mallory, &content, forged)).await;
+    assert_eq!(answer, RelayFrame::Rejected { request: 2, code: ErrorCode::BadSignature });
     let mut changed = content.clone();
     changed[30] ^= 1;
-    sealed.send(report(3, mallory, &changed, signed(&mallory_key, &content)));
-    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 3, code: ErrorCode::BadSignature });
-    let nobody = hush_proto::IdentityKey(key(9).verifying_key().to_bytes()).account();
-    sealed.send(report(4, nobody, &content, signed(&key(9), &content)));
-    assert_eq!(sealed.recv().await, RelayFrame::Rejected { request: 4, code: ErrorCode::BadSignature });
+    let answer = reported(report(3, mallory, &changed, signed(&mallory_key, &content))).await;
+    assert_eq!(answer, RelayFrame::Rejected { request: 3, code: ErrorCode::BadSignature });
+    let answer = reported(report(4, nobody(), &content, signed(&key(9), &content))).await;
+    assert_eq!(answer, RelayFrame::Rejected { request: 4, code: ErrorCode::BadSignature });
     let store = crate::store::SqliteStore::open(&relay.dir.path().join("relay.db")).unwrap();
     assert!(store.reports().unwrap().is_empty(), "a refused report was kept");
 
     // The genuine one is kept, once however often it is reported.
     for request in [5, 6] {
-        sealed.send(report(request, mallory, &content, signed(&mallory_key, &content)));
-        assert_eq!(sealed.recv().await, RelayFrame::Accepted { request, inactive: vec![] });
+        let answer = reported(report(request, mallory, &content, signed(&mallory_key, &content))).await;
+        assert_eq!(answer, RelayFrame::Accepted { request, inactive: vec![] });
     }
     let reports = store.reports().unwrap();
     assert_eq!(reports.len(), 1, "{reports:?}");

@@ -36,11 +36,17 @@ impl Budget {
 
     /// Takes one request and `bytes` from the budget, if it has them.
     fn charge(&mut self, bytes: usize) -> bool {
+        self.charge_requests(1, bytes)
+    }
+
+    /// Takes `requests` requests and `bytes` from the budget, if it has
+    /// them.
+    fn charge_requests(&mut self, requests: u32, bytes: usize) -> bool {
         let bytes = bytes as u64;
-        if self.requests == 0 || self.bytes < bytes {
+        if self.requests < requests || self.bytes < bytes {
             return false;
         }
-        self.requests -= 1;
+        self.requests -= requests;
         self.bytes -= bytes;
         true
     }
@@ -241,7 +247,9 @@ impl SealedSession {
                 spawn_answer(&self.in_flight, &self.outbound, Some(request), answer).await;
             }
             ClientFrame::Report { request, account, content, signature, reason } => {
-                if !self.budget.charge(content.len() + reason.len()) {
+                // A whole token's worth of requests: reports are rare, and
+                // each costs the relay a signature check and storage.
+                if !self.budget.charge_requests(SEALED_REQUESTS_PER_TOKEN, content.len() + reason.len()) {
                     return self.answer(request, Answer::Rejected(ErrorCode::NeedToken)).await;
                 }
                 let store = store.clone();

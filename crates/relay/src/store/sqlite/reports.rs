@@ -4,11 +4,13 @@
 //! reporter.
 
 use hush_proto::AccountId;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::{as_i64, as_u64, SqliteStore};
-use crate::store::{Report, StoreError, UnixSeconds, MAX_REPORTS};
+use crate::store::{
+    Report, StoreError, UnixSeconds, MAX_REPORTS, MAX_REPORTS_PER_ACCOUNT, MAX_REPORT_BYTES, REPORT_DAYS,
+};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS reports (
@@ -18,9 +20,16 @@ CREATE TABLE IF NOT EXISTS reports (
     content BLOB NOT NULL,
     signature BLOB NOT NULL,
     reason TEXT NOT NULL,
-    received INTEGER NOT NULL
+    received INTEGER NOT NULL,
+    more INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS reports_by_account ON reports(account, id);
 ";
+
+/// The hour `now` falls in: when a report arrived, no finer.
+fn hour(now: UnixSeconds) -> UnixSeconds {
+    now - now % 3600
+}
 
 impl SqliteStore {
     pub(super) fn add_report(
@@ -34,27 +43,63 @@ impl SqliteStore {
         // The same message reported again (by another member, or twice)
         // is one report.
         let digest: [u8; 32] = Sha256::new().chain_update(account.0).chain_update(content).finalize().into();
-        let held: i64 = self
+        let known: Option<i64> = self
             .connection
-            .prepare_cached("SELECT COUNT(*) FROM reports")?
-            .query_row([], |row| row.get(0))?;
-        if as_u64(held) >= MAX_REPORTS {
+            .prepare_cached("SELECT id FROM reports WHERE digest = ?1")?
+            .query_row([&digest[..]], |row| row.get(0))
+            .optional()?;
+        if known.is_some() {
+            return Ok(());
+        }
+        let (about, oldest): (i64, Option<i64>) = self
+            .connection
+            .prepare_cached("SELECT COUNT(*), MIN(id) FROM reports WHERE account = ?1")?
+            .query_row([&account.0[..]], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        if let (true, Some(oldest)) = (as_u64(about) >= MAX_REPORTS_PER_ACCOUNT, oldest) {
+            self.connection
+                .prepare_cached("UPDATE reports SET more = more + 1 WHERE id = ?1")?
+                .execute([oldest])?;
+            return Ok(());
+        }
+        let (held, bytes): (i64, i64) = self
+            .connection
+            .prepare_cached("SELECT COUNT(*), COALESCE(SUM(LENGTH(content)), 0) FROM reports")?
+            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        if as_u64(held) >= MAX_REPORTS
+            || as_u64(bytes).saturating_add(content.len() as u64) > MAX_REPORT_BYTES
+        {
             return Err(StoreError::Full);
         }
         self.connection
             .prepare_cached(
-                "INSERT OR IGNORE INTO reports (account, digest, content, signature, reason, received)
+                "INSERT INTO reports (account, digest, content, signature, reason, received)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![&account.0[..], &digest[..], content, &signature[..], reason, as_i64(now)])?;
+            .execute(params![
+                &account.0[..],
+                &digest[..],
+                content,
+                &signature[..],
+                reason,
+                as_i64(hour(now))
+            ])?;
+        Ok(())
+    }
+
+    /// Deletes reports older than [`REPORT_DAYS`].
+    pub(super) fn purge_reports(&self, now: UnixSeconds) -> Result<(), StoreError> {
+        let cutoff = now.saturating_sub(REPORT_DAYS * 24 * 3600);
+        self.connection
+            .prepare_cached("DELETE FROM reports WHERE received < ?1")?
+            .execute([as_i64(cutoff)])?;
         Ok(())
     }
 
     /// Every report kept, oldest first.
     pub fn reports(&self) -> Result<Vec<Report>, StoreError> {
-        let mut query = self
-            .connection
-            .prepare("SELECT id, account, content, signature, reason, received FROM reports ORDER BY id")?;
+        let mut query = self.connection.prepare(
+            "SELECT id, account, content, signature, reason, received, more FROM reports ORDER BY id",
+        )?;
         let rows = query.query_map([], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
@@ -63,11 +108,12 @@ impl SqliteStore {
                 row.get::<_, Vec<u8>>(3)?,
                 row.get::<_, String>(4)?,
                 row.get::<_, i64>(5)?,
+                row.get::<_, i64>(6)?,
             ))
         })?;
         let mut reports = Vec::new();
         for row in rows {
-            let (id, account, content, signature, reason, received) = row?;
+            let (id, account, content, signature, reason, received, more) = row?;
             let (Ok(account), Ok(signature)) =
                 (<[u8; AccountId::LEN]>::try_from(account), <[u8; 64]>::try_from(signature))
             else {
@@ -80,6 +126,7 @@ impl SqliteStore {
                 signature,
                 reason,
                 received: as_u64(received),
+                more: as_u64(more),
             });
         }
         Ok(reports)
@@ -89,5 +136,52 @@ impl SqliteStore {
     /// none with this id.
     pub fn dismiss_report(&mut self, id: u64) -> Result<bool, StoreError> {
         Ok(self.connection.execute("DELETE FROM reports WHERE id = ?1", [as_i64(id)])? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Operations;
+
+    #[test]
+    fn one_account_cannot_fill_the_report_store_and_reports_expire() {
+        let mut store = SqliteStore::in_memory().unwrap();
+        let (mallory, alice) = (AccountId([1; 20]), AccountId([2; 20]));
+        let now = 1_000_000_000;
+        // Mallory reports her own signed words, over and over.
+        for n in 0..MAX_REPORTS_PER_ACCOUNT + 25 {
+            store.add_report(&mallory, &n.to_be_bytes(), &[0; 64], "spam", now).unwrap();
+        }
+        let reports = store.reports().unwrap();
+        assert_eq!(reports.len() as u64, MAX_REPORTS_PER_ACCOUNT);
+        assert_eq!(reports[0].more, 25, "the extras are counted, not kept");
+        // A report about someone else is still kept, at the hour.
+        store.add_report(&alice, b"threat", &[0; 64], "threats", now + 5).unwrap();
+        let about_alice: Vec<_> =
+            store.reports().unwrap().into_iter().filter(|r| r.account == alice).collect();
+        assert_eq!(about_alice.len(), 1);
+        assert_eq!(about_alice[0].received, now - now % 3600);
+        // The same message again is the same report.
+        store.add_report(&alice, b"threat", &[0; 64], "again", now + 9).unwrap();
+        assert_eq!(store.reports().unwrap().len() as u64, MAX_REPORTS_PER_ACCOUNT + 1);
+        // All of them go after REPORT_DAYS.
+        store.purge_expired(now + REPORT_DAYS * 24 * 3600 + 3600).unwrap();
+        assert!(store.reports().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_report_store_is_bounded_in_bytes() {
+        let store = SqliteStore::in_memory().unwrap();
+        let big = vec![7u8; 64 * 1024];
+        let per = MAX_REPORT_BYTES / big.len() as u64;
+        for n in 0..per {
+            let account = AccountId([(n % 200) as u8; 20]);
+            let mut content = big.clone();
+            content[..8].copy_from_slice(&n.to_be_bytes());
+            store.add_report(&account, &content, &[0; 64], "", 0).unwrap();
+        }
+        let refused = store.add_report(&AccountId([250; 20]), &big, &[0; 64], "", 0);
+        assert!(matches!(refused, Err(StoreError::Full)), "{refused:?}");
     }
 }
