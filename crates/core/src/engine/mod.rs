@@ -246,7 +246,13 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
         let payload = &payload[..];
         let outcome = store.transaction(|store| {
             match held {
-                Some(key) => store.delete_setting(key)?,
+                // Seen from now on as what it is now: one held sealed (from
+                // a queue) was recorded by its sealed bytes, and a copy
+                // delivered again unseals to these.
+                Some(key) => {
+                    store.delete_setting(key)?;
+                    store.first_sighting(&hash, now)?;
+                }
                 None if !store.first_sighting(&hash, now)? => return Ok(None),
                 None => {}
             }
