@@ -17,8 +17,8 @@ use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::store::{
-    AccountRecord, CommitOutcome, CommitRequest, Enqueued, Mailbox, Operations, Queued, RelayStore,
-    SealedCommitRequest, StoreError, UnixSeconds,
+    AccountRecord, CommitOutcome, Enqueued, Mailbox, Operations, Queued, RelayStore, SealedCommitRequest,
+    StoreError, UnixSeconds,
 };
 
 /// Most operations in one batch.
@@ -294,27 +294,6 @@ impl StoreHandle {
         now: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<Vec<u8>, StoreError>> + Send + 'static {
         self.call(nothing_stored, move |s| s.take_key_package(&account, now))
-    }
-
-    /// See [`Operations::enqueue`].
-    pub fn enqueue(
-        &self,
-        recipients: Vec<AccountId>,
-        payload: Arc<[u8]>,
-        now: UnixSeconds,
-        expires: UnixSeconds,
-    ) -> impl std::future::Future<Output = Result<Enqueued, StoreError>> + Send + 'static {
-        self.call(enqueued, move |s| s.enqueue(&recipients, &payload, now, expires))
-    }
-
-    /// See [`Operations::commit`].
-    pub fn commit(
-        &self,
-        commit: CommitRequest,
-        now: UnixSeconds,
-        expires: UnixSeconds,
-    ) -> impl std::future::Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static {
-        self.call(committed, move |s| s.commit(&commit, now, expires))
     }
 
     /// See [`Operations::ack`].

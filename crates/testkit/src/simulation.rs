@@ -112,13 +112,12 @@ fn request(frame: &ClientFrame) -> SealedCommitRequest {
         panic!("not a sealed commit frame")
     };
     let (welcome_to, welcome) = match welcome {
-        Some((to, bytes)) => (to.clone(), Some((Vec::new(), Arc::from(&bytes[..])))),
+        Some((to, bytes)) => (to.clone(), Some(Arc::from(&bytes[..]))),
         None => (Vec::new(), None),
     };
     let commit = CommitRequest {
         group: group.clone(),
         epoch: *epoch,
-        recipients: Vec::new(),
         payload: Arc::from(&payload[..]),
         welcome,
         next_key: *next_key,
@@ -467,7 +466,6 @@ impl<R: RngCore> Sim<R> {
         let junk = CommitRequest {
             group: GroupId(self.group.clone()),
             epoch: self.epoch,
-            recipients: Vec::new(),
             payload: Arc::from(&payload[..]),
             welcome: None,
             next_key,

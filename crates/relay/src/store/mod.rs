@@ -98,12 +98,10 @@ pub struct CommitRequest {
     pub group: GroupId,
     /// The epoch the commit was made in.
     pub epoch: u64,
-    /// Existing members who receive it.
-    pub recipients: Vec<AccountId>,
     /// The opaque commit.
     pub payload: Arc<[u8]>,
-    /// New members and their Welcome.
-    pub welcome: Option<(Vec<AccountId>, Arc<[u8]>)>,
+    /// The Welcome for new members, if it adds any.
+    pub welcome: Option<Arc<[u8]>>,
     /// The next epoch's public relay key.
     pub next_key: [u8; 32],
     /// Signature with the current epoch's relay key.
@@ -179,20 +177,18 @@ impl CommitRequest {
             &self.group,
             self.epoch,
             &self.payload,
-            self.welcome.as_ref().map(|(_, welcome)| &welcome[..]),
+            self.welcome.as_deref(),
             &self.next_key,
         );
         key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&self.signature)).is_ok()
     }
 }
 
-/// Payloads queued by a send or commit, and the recipients skipped.
+/// Payloads queued by a send or commit.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Enqueued {
     /// One entry per mailbox written, in id order.
     pub queued: Vec<Queued>,
-    /// Recipients whose account is deactivated or unknown.
-    pub skipped: Vec<AccountId>,
     /// Of a sealed send or commit, the indexes of the targets not written
     /// (see `RelayFrame::Sent`).
     pub refused: Vec<u32>,
@@ -203,7 +199,7 @@ pub struct Enqueued {
 /// replaces.
 #[derive(Debug, Clone)]
 pub struct SealedCommitRequest {
-    /// The commit; its `recipients` and Welcome recipients are empty.
+    /// The commit.
     pub commit: CommitRequest,
     /// Queues that receive the commit.
     pub targets: Vec<Capability>,
@@ -330,23 +326,6 @@ pub trait Operations {
     /// Takes one unexpired key package: a one-time one first, else the
     /// last-resort one.
     fn take_key_package(&mut self, account: &AccountId, now: UnixSeconds) -> Result<Vec<u8>, StoreError>;
-    /// Queues `payload` for every active recipient, skipping deactivated
-    /// and unknown ones; refuses a send none of whose recipients is active.
-    fn enqueue(
-        &mut self,
-        recipients: &[AccountId],
-        payload: &Arc<[u8]>,
-        now: UnixSeconds,
-        expires: UnixSeconds,
-    ) -> Result<Enqueued, StoreError>;
-    /// Orders a commit (see [`CommitRequest::decide`]) and queues it for
-    /// the active recipients, and its Welcome for the new members.
-    fn commit(
-        &mut self,
-        commit: &CommitRequest,
-        now: UnixSeconds,
-        expires: UnixSeconds,
-    ) -> Result<CommitOutcome, StoreError>;
     /// Creates a queue with a fresh random `id`; fails with
     /// [`StoreError::QueueIdTaken`] if the id exists.
     fn create_queue(
@@ -370,8 +349,8 @@ pub trait Operations {
         now: UnixSeconds,
         expires: UnixSeconds,
     ) -> Result<Enqueued, StoreError>;
-    /// Orders a sealed commit as [`Operations::commit`] orders a commit;
-    /// if accepted, queues it and its Welcome, then rotates write secrets.
+    /// Orders a sealed commit (see [`CommitRequest::decide`]); if
+    /// accepted, queues it and its Welcome, then rotates write secrets.
     fn commit_sealed(
         &mut self,
         commit: &SealedCommitRequest,

@@ -356,42 +356,6 @@ impl SqliteStore {
         Ok(data)
     }
 
-    /// Queues `payload` for every active recipient. Deactivated (wiped)
-    /// and unknown recipients are skipped, so a member who wiped their
-    /// device cannot make a group's sends fail; a send none of whose
-    /// recipients is active is refused.
-    fn enqueue(
-        &self,
-        recipients: &[AccountId],
-        payload: &Arc<[u8]>,
-        now: UnixSeconds,
-        expires: UnixSeconds,
-    ) -> Result<Enqueued, StoreError> {
-        let (active, skipped) = self.active_only(recipients)?;
-        if active.is_empty() && !recipients.is_empty() {
-            return Err(StoreError::UnknownAccount);
-        }
-        Ok(Enqueued {
-            queued: self.insert_queued(&active, payload, now, expires)?,
-            skipped,
-            refused: Vec::new(),
-        })
-    }
-
-    /// The recipients whose accounts are active, and the others.
-    fn active_only(&self, recipients: &[AccountId]) -> Result<(Vec<AccountId>, Vec<AccountId>), StoreError> {
-        let mut active = Vec::with_capacity(recipients.len());
-        let mut skipped = Vec::new();
-        for recipient in recipients {
-            if matches!(self.account(recipient)?, Some(record) if !record.deactivated) {
-                active.push(*recipient);
-            } else {
-                skipped.push(*recipient);
-            }
-        }
-        Ok((active, skipped))
-    }
-
     fn insert_queued(
         &self,
         recipients: &[AccountId],
@@ -434,29 +398,6 @@ impl SqliteStore {
             .query_row(params![&group.0[..], as_i64(epoch)], |row| row.get(0))
             .optional()?;
         Ok(digest.and_then(|digest| <[u8; 32]>::try_from(digest.as_slice()).ok()))
-    }
-
-    fn commit(
-        &self,
-        commit: &CommitRequest,
-        now: UnixSeconds,
-        expires: UnixSeconds,
-    ) -> Result<CommitOutcome, StoreError> {
-        if let Some(outcome) = self.order_commit(commit, expires)? {
-            return Ok(outcome);
-        }
-        // The commit goes to every active member; one that wiped its device
-        // (or is being removed after it did) is skipped, and the group
-        // moves on. New members must be active.
-        let (members, skipped) = self.active_only(&commit.recipients)?;
-        let mut queued = self.insert_queued(&members, &commit.payload, now, expires)?;
-        if let Some((new_members, welcome)) = &commit.welcome {
-            for member in new_members {
-                self.require_active(member)?;
-            }
-            queued.extend(self.insert_queued(new_members, welcome, now, expires)?);
-        }
-        Ok(CommitOutcome::Accepted(Enqueued { queued, skipped, refused: Vec::new() }))
     }
 
     /// Decides a commit against the group's record; if it is accepted,
@@ -635,25 +576,6 @@ impl Operations for SqliteStore {
 
     fn take_key_package(&mut self, account: &AccountId, now: UnixSeconds) -> Result<Vec<u8>, StoreError> {
         self.atomic(|store| store.take_key_package(account, now))
-    }
-
-    fn enqueue(
-        &mut self,
-        recipients: &[AccountId],
-        payload: &Arc<[u8]>,
-        now: UnixSeconds,
-        expires: UnixSeconds,
-    ) -> Result<Enqueued, StoreError> {
-        self.atomic(|store| store.enqueue(recipients, payload, now, expires))
-    }
-
-    fn commit(
-        &mut self,
-        commit: &CommitRequest,
-        now: UnixSeconds,
-        expires: UnixSeconds,
-    ) -> Result<CommitOutcome, StoreError> {
-        self.atomic(|store| store.commit(commit, now, expires))
     }
 
     fn create_queue(

@@ -203,18 +203,11 @@ impl SealedSession {
                 let copies = 1 + welcome_accounts.len();
                 let bytes = payload.len() + welcome.as_ref().map_or(0, |(_, bytes)| bytes.len() * copies);
                 let (welcome_to, welcome) = match welcome {
-                    Some((to, bytes)) => (to, Some((Vec::new(), bytes.into()))),
+                    Some((to, bytes)) => (to, Some(bytes.into())),
                     None => (Vec::new(), None),
                 };
-                let commit = CommitRequest {
-                    group,
-                    epoch,
-                    recipients: Vec::new(),
-                    payload: payload.into(),
-                    welcome,
-                    next_key,
-                    signature,
-                };
+                let commit =
+                    CommitRequest { group, epoch, payload: payload.into(), welcome, next_key, signature };
                 if duplicates || !commit.well_formed() {
                     return self.answer(request, Answer::Rejected(ErrorCode::Malformed)).await;
                 }

@@ -211,7 +211,7 @@ impl SqliteStore {
         // Indexes go on counting through the Welcome's destinations, then
         // the rotations.
         let mut index = request.targets.len() as u32;
-        if let Some((_, welcome)) = &commit.welcome {
+        if let Some(welcome) = &commit.welcome {
             let mut queues = Vec::new();
             let mut queue_indexes = Vec::new();
             for destination in &request.welcome_to {

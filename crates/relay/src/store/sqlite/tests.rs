@@ -3,7 +3,7 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::store::{MAX_QUEUE_BYTES, MAX_QUEUE_ENTRIES, QUEUE_IDLE_DAYS};
-use hush_proto::GroupId;
+use hush_proto::{Capability, Destination, GroupId};
 
 fn store_with_invite() -> (SqliteStore, [u8; 32]) {
     let mut store = SqliteStore::in_memory().unwrap();
@@ -31,19 +31,12 @@ fn epoch_key(epoch: u64) -> SigningKey {
 
 /// A commit made at `epoch`, signed with `signer` and announcing the next
 /// epoch's key.
-fn commit(
-    group: &GroupId,
-    epoch: u64,
-    recipients: Vec<AccountId>,
-    body: &[u8],
-    signer: &SigningKey,
-) -> CommitRequest {
+fn commit(group: &GroupId, epoch: u64, body: &[u8], signer: &SigningKey) -> CommitRequest {
     let next_key = epoch_key(epoch + 1).verifying_key().to_bytes();
     let message = hush_proto::commit_auth_message(group, epoch, body, None, &next_key);
     CommitRequest {
         group: group.clone(),
         epoch,
-        recipients,
         payload: payload(body),
         welcome: None,
         next_key,
@@ -51,8 +44,48 @@ fn commit(
     }
 }
 
+/// The queue every test commit goes to (made on first use).
+const MEMBER_QUEUE: QueueId = QueueId([0x51; 16]);
+const MEMBER_SECRET: [u8; 32] = [0x52; 32];
+
+/// Orders a commit, sent to [`MEMBER_QUEUE`].
 fn order(store: &mut SqliteStore, commit: &CommitRequest) -> Result<CommitOutcome, StoreError> {
-    Operations::commit(store, commit, 1, 100)
+    match Operations::create_queue(store, &MEMBER_QUEUE, &[1; 32], &hush_proto::write_hash(&MEMBER_SECRET), 1)
+    {
+        Ok(()) | Err(StoreError::QueueIdTaken) => {}
+        Err(error) => return Err(error),
+    }
+    let sealed = SealedCommitRequest {
+        commit: commit.clone(),
+        targets: vec![Capability { queue: MEMBER_QUEUE, secret: MEMBER_SECRET }],
+        welcome_to: Vec::new(),
+        rotate: Vec::new(),
+    };
+    Operations::commit_sealed(store, &sealed, 1, 100)
+}
+
+/// Puts `body` in the introduction mailboxes of `to`, as a Welcome with
+/// the first commit of a new group: the one way payloads get there.
+fn introduce(
+    ops: &mut dyn Operations,
+    to: &[AccountId],
+    body: &Arc<[u8]>,
+    now: UnixSeconds,
+    expires: UnixSeconds,
+) -> Result<Enqueued, StoreError> {
+    let group = GroupId(rand::random::<[u8; 16]>().to_vec());
+    let mut commit = commit(&group, 0, b"create", &epoch_key(0));
+    commit.welcome = Some(Arc::clone(body));
+    let sealed = SealedCommitRequest {
+        commit,
+        targets: Vec::new(),
+        welcome_to: to.iter().copied().map(Destination::Account).collect(),
+        rotate: Vec::new(),
+    };
+    match ops.commit_sealed(&sealed, now, expires)? {
+        CommitOutcome::Accepted(enqueued) => Ok(enqueued),
+        other => panic!("a new group's first commit was {other:?}"),
+    }
 }
 
 #[test]
@@ -101,59 +134,56 @@ fn expired_key_packages_are_neither_counted_nor_handed_out_and_are_purged() {
 
 #[test]
 fn second_commit_for_an_epoch_is_stale() {
-    let (mut store, hash) = store_with_invite();
-    let alice = register(&mut store, hash, 1);
+    let (mut store, _) = store_with_invite();
     let group = GroupId(vec![1, 2, 3]);
-    let first = commit(&group, 0, vec![alice], b"a", &epoch_key(0));
+    let first = commit(&group, 0, b"a", &epoch_key(0));
     assert!(matches!(order(&mut store, &first), Ok(CommitOutcome::Accepted(_))));
-    let rival = commit(&group, 0, vec![alice], b"b", &epoch_key(0));
+    let rival = commit(&group, 0, b"b", &epoch_key(0));
     assert!(matches!(order(&mut store, &rival), Ok(CommitOutcome::Stale { current: 1 })));
-    let next = commit(&group, 1, vec![alice], b"c", &epoch_key(1));
+    let next = commit(&group, 1, b"c", &epoch_key(1));
     assert!(matches!(order(&mut store, &next), Ok(CommitOutcome::Accepted(_))));
 }
 
 #[test]
 fn only_the_holder_of_the_current_epoch_key_moves_a_group_on() {
-    let (mut store, hash) = store_with_invite();
-    let alice = register(&mut store, hash, 1);
+    let (mut store, _) = store_with_invite();
     let group = GroupId(vec![9; 16]);
     // The group's first commit announces epoch 1's key.
-    assert!(order(&mut store, &commit(&group, 0, vec![alice], b"create", &epoch_key(0))).is_ok());
+    assert!(order(&mut store, &commit(&group, 0, b"create", &epoch_key(0))).is_ok());
     // Someone who knows the group id and its epoch, but not the key: a
     // removed member, say, signing with the key of the epoch it last saw
     // or with any key of its own.
     for forger in [epoch_key(0), epoch_key(2), SigningKey::from_bytes(&[7; 32])] {
-        let junk = commit(&group, 1, vec![alice], b"junk", &forger);
+        let junk = commit(&group, 1, b"junk", &forger);
         assert!(matches!(order(&mut store, &junk), Err(StoreError::NotAMember)));
     }
     // A valid signature over other bytes does not verify either.
-    let mut tampered = commit(&group, 1, vec![alice], b"real", &epoch_key(1));
+    let mut tampered = commit(&group, 1, b"real", &epoch_key(1));
     tampered.payload = payload(b"swapped");
     assert!(matches!(order(&mut store, &tampered), Err(StoreError::NotAMember)));
-    let mut rekeyed = commit(&group, 1, vec![alice], b"real", &epoch_key(1));
+    let mut rekeyed = commit(&group, 1, b"real", &epoch_key(1));
     rekeyed.next_key = SigningKey::from_bytes(&[8; 32]).verifying_key().to_bytes();
     assert!(matches!(order(&mut store, &rekeyed), Err(StoreError::NotAMember)));
     assert_eq!(store.stats().unwrap().queued_messages, 1, "refused commits queued nothing");
     // The members carry on.
-    let real = commit(&group, 1, vec![alice], b"real", &epoch_key(1));
+    let real = commit(&group, 1, b"real", &epoch_key(1));
     assert!(matches!(order(&mut store, &real), Ok(CommitOutcome::Accepted(q)) if q.queued.len() == 1));
 }
 
 #[test]
 fn a_commit_sent_again_after_its_answer_was_lost_is_recognised() {
-    let (mut store, hash) = store_with_invite();
-    let alice = register(&mut store, hash, 1);
+    let (mut store, _) = store_with_invite();
     let group = GroupId(vec![4; 16]);
-    let sent = commit(&group, 0, vec![alice], b"update", &epoch_key(0));
+    let sent = commit(&group, 0, b"update", &epoch_key(0));
     assert!(matches!(order(&mut store, &sent), Ok(CommitOutcome::Accepted(_))));
     // The same bytes again: accepted in effect, nothing stored twice.
     assert!(matches!(order(&mut store, &sent), Ok(CommitOutcome::Repeated)));
     assert_eq!(store.stats().unwrap().queued_messages, 1);
     // Also once the group has moved on.
-    assert!(order(&mut store, &commit(&group, 1, vec![alice], b"next", &epoch_key(1))).is_ok());
+    assert!(order(&mut store, &commit(&group, 1, b"next", &epoch_key(1))).is_ok());
     assert!(matches!(order(&mut store, &sent), Ok(CommitOutcome::Repeated)));
     // A rival for an ordered epoch is stale, whatever its signature.
-    let rival = commit(&group, 0, vec![alice], b"rival", &epoch_key(0));
+    let rival = commit(&group, 0, b"rival", &epoch_key(0));
     assert!(matches!(order(&mut store, &rival), Ok(CommitOutcome::Stale { current: 2 })));
     assert_eq!(store.stats().unwrap().queued_messages, 2);
     // Until the commit's retention ends: then it is just stale.
@@ -175,15 +205,14 @@ fn a_group_ordered_by_an_older_relay_takes_its_key_from_its_next_commit() {
     }
     let mut store = SqliteStore::open(&path).unwrap();
     store.add_invite(&[5; 32], 1, 1_000).unwrap();
-    let alice = register(&mut store, [5; 32], 1);
     let group = GroupId(vec![5, 5]);
     assert!(matches!(
-        order(&mut store, &commit(&group, 2, vec![alice], b"old", &epoch_key(2))),
+        order(&mut store, &commit(&group, 2, b"old", &epoch_key(2))),
         Ok(CommitOutcome::Stale { current: 3 })
     ));
-    assert!(order(&mut store, &commit(&group, 3, vec![alice], b"first", &epoch_key(3))).is_ok());
+    assert!(order(&mut store, &commit(&group, 3, b"first", &epoch_key(3))).is_ok());
     // From then on the key is checked.
-    let junk = commit(&group, 4, vec![alice], b"junk", &epoch_key(9));
+    let junk = commit(&group, 4, b"junk", &epoch_key(9));
     assert!(matches!(order(&mut store, &junk), Err(StoreError::NotAMember)));
 }
 
@@ -191,59 +220,39 @@ fn a_group_ordered_by_an_older_relay_takes_its_key_from_its_next_commit() {
 fn a_failing_op_does_not_undo_its_batch_neighbours() {
     let (mut store, hash) = store_with_invite();
     let alice = register(&mut store, hash, 1);
-    let stranger = AccountId([0; 20]);
+    let group = GroupId(vec![6; 16]);
+    assert!(order(&mut store, &commit(&group, 0, b"create", &epoch_key(0))).is_ok());
+    let before = store.stats().unwrap().queued_messages;
     let body = payload(b"x");
+    let junk = SealedCommitRequest {
+        commit: commit(&group, 1, b"junk", &epoch_key(9)),
+        targets: vec![Capability { queue: MEMBER_QUEUE, secret: MEMBER_SECRET }],
+        welcome_to: vec![Destination::Account(alice)],
+        rotate: Vec::new(),
+    };
     let mut results = Vec::new();
     store
         .batch(&mut |ops| {
-            results.push(ops.enqueue(&[alice], &body, 1, 100).map(|q| q.queued.len()));
-            results.push(ops.enqueue(&[stranger], &body, 1, 100).map(|q| q.queued.len()));
+            results.push(introduce(ops, &[alice], &body, 1, 100).map(|q| q.queued.len()));
+            results.push(ops.commit_sealed(&junk, 1, 100).map(|_| 0));
         })
         .unwrap();
     assert!(matches!(results[0], Ok(1)));
-    assert!(matches!(results[1], Err(StoreError::UnknownAccount)));
-    assert_eq!(store.stats().unwrap().queued_messages, 1);
+    assert!(matches!(results[1], Err(StoreError::NotAMember)));
+    assert_eq!(store.stats().unwrap().queued_messages, before + 1);
 }
 
 #[test]
-fn a_deactivated_recipient_is_skipped_and_does_not_fail_a_send_or_a_commit() {
+fn a_welcome_to_a_deactivated_account_is_refused_by_index_and_the_commit_still_orders() {
     let (mut store, hash) = store_with_invite();
     let alice = register(&mut store, hash, 1);
     let carol = register(&mut store, hash, 2);
     store.deactivate(&carol, 5).unwrap();
-    let body = payload(b"x");
-    let queued = Operations::enqueue(&mut store, &[alice, carol], &body, 6, 100)
-        .expect("a send with one wiped member failed");
+    let body = payload(b"welcome");
+    let queued = introduce(&mut store, &[alice, carol], &body, 6, 100).unwrap();
     assert_eq!(queued.queued.iter().map(|q| q.to).collect::<Vec<_>>(), [Mailbox::Account(alice)]);
-    assert_eq!(queued.skipped, [carol], "the sender is told whom it could not reach");
-    // Removing the wiped member: the commit is addressed to her too.
-    let group = GroupId(vec![7; 16]);
-    let Ok(CommitOutcome::Accepted(queued)) =
-        order(&mut store, &commit(&group, 3, vec![alice, carol], b"remove", &epoch_key(3)))
-    else {
-        panic!("a commit with a wiped member failed")
-    };
-    assert_eq!((queued.queued.len(), queued.skipped.as_slice()), (1, &[carol][..]));
-    // A Welcome to a wiped account is still refused, and nothing of the
-    // commit stays: its queued copy for alice (written before the check
-    // failed) is undone, and the group stays at its epoch.
-    let before = store.stats().unwrap().queued_messages;
-    let mut add = commit(&group, 4, vec![alice], b"add", &epoch_key(4));
-    add.welcome = Some((vec![carol], body));
-    let message = hush_proto::commit_auth_message(
-        &group,
-        4,
-        b"add",
-        add.welcome.as_ref().map(|w| &w.1[..]),
-        &add.next_key,
-    );
-    add.signature = epoch_key(4).sign(&message).to_bytes();
-    assert!(matches!(order(&mut store, &add), Err(StoreError::UnknownAccount)));
-    assert_eq!(store.stats().unwrap().queued_messages, before, "a refused commit left rows behind");
-    assert!(matches!(
-        order(&mut store, &commit(&group, 4, vec![alice], b"next", &epoch_key(4))),
-        Ok(CommitOutcome::Accepted(_))
-    ));
+    assert_eq!(queued.refused, [1], "the sender is told which destination was refused");
+    assert_eq!(store.stats().unwrap().queued_messages, 1);
 }
 
 #[test]
@@ -254,18 +263,18 @@ fn after_sqlite_rolls_a_batch_back_nothing_more_of_it_runs() {
     // A batch (see RelayStore::batch) in which one operation hits an error
     // on which SQLite rolls the whole transaction back (a full disk, say).
     store.connection.execute_batch("BEGIN IMMEDIATE").unwrap();
-    Operations::enqueue(&mut store, &[alice], &body, 1, 100).unwrap();
+    introduce(&mut store, &[alice], &body, 1, 100).unwrap();
     let failed = store.atomic(|store| {
         store.connection.execute_batch("ROLLBACK")?;
         Err::<(), _>(StoreError::NoKeyPackage)
     });
     assert!(matches!(failed, Err(StoreError::Batch(_))), "{failed:?}");
     // The rest of the batch must not run, committing piece by piece.
-    let later = Operations::enqueue(&mut store, &[alice], &body, 1, 100);
+    let later = introduce(&mut store, &[alice], &body, 1, 100);
     assert!(matches!(later, Err(StoreError::Batch(_))), "{later:?}");
     assert_eq!(store.stats().unwrap().queued_messages, 0);
     // The next batch starts afresh.
-    store.batch(&mut |ops| assert!(ops.enqueue(&[alice], &body, 1, 100).is_ok())).unwrap();
+    store.batch(&mut |ops| assert!(introduce(ops, &[alice], &body, 1, 100).is_ok())).unwrap();
     assert_eq!(store.stats().unwrap().queued_messages, 1);
 }
 
@@ -274,7 +283,7 @@ fn ack_deletes_only_the_owners_rows_and_purge_drops_expired() {
     let (mut store, hash) = store_with_invite();
     let alice = register(&mut store, hash, 1);
     let bob = register(&mut store, hash, 2);
-    let queued = Operations::enqueue(&mut store, &[alice, bob], &payload(b"x"), 1, 50).unwrap();
+    let queued = introduce(&mut store, &[alice, bob], &payload(b"x"), 1, 50).unwrap();
     let ids: Vec<u64> = queued.queued.iter().map(|q| q.id).collect();
     assert_eq!(Operations::ack(&mut store, &alice, &ids).unwrap(), 1);
     assert_eq!(Operations::purge_expired(&mut store, 50).unwrap(), 1);
@@ -286,7 +295,7 @@ fn deactivation_drops_mailbox_and_key_packages() {
     let (mut store, hash) = store_with_invite();
     let alice = register(&mut store, hash, 1);
     Operations::add_key_packages(&mut store, &alice, &[vec![1]], None, 100, 10).unwrap();
-    Operations::enqueue(&mut store, &[alice], &payload(b"x"), 1, 9).unwrap();
+    introduce(&mut store, &[alice], &payload(b"x"), 1, 9).unwrap();
     assert!(store.deactivate(&alice, 2).unwrap());
     let stats = store.stats().unwrap();
     assert_eq!((stats.active_accounts, stats.queued_messages), (0, 0));
@@ -314,7 +323,7 @@ fn only_the_right_wipe_secret_orders_a_wipe() {
 fn expired_payloads_are_not_delivered_even_before_the_purge() {
     let (mut store, hash) = store_with_invite();
     let alice = register(&mut store, hash, 1);
-    Operations::enqueue(&mut store, &[alice], &payload(b"x"), 1, 10).unwrap();
+    introduce(&mut store, &[alice], &payload(b"x"), 1, 10).unwrap();
     let mut pending =
         |now| Operations::pending(&mut store, &Mailbox::Account(alice), 0, 10, now).unwrap().len();
     assert_eq!(pending(9), 1);
@@ -327,9 +336,9 @@ fn a_mailbox_page_is_bounded_in_bytes_as_well_as_count() {
     let bob = register(&mut store, hash, 1);
     let big = payload(&vec![7; 3 * 1024 * 1024]);
     for _ in 0..5 {
-        Operations::enqueue(&mut store, &[bob], &big, 10, 1_000).unwrap();
+        introduce(&mut store, &[bob], &big, 10, 1_000).unwrap();
     }
-    Operations::enqueue(&mut store, &[bob], &payload(b"small"), 10, 1_000).unwrap();
+    introduce(&mut store, &[bob], &payload(b"small"), 10, 1_000).unwrap();
     // A third 3 MiB payload would pass the 8 MiB page: two at a time.
     let first = Operations::pending(&mut store, &Mailbox::Account(bob), 0, 512, 20).unwrap();
     assert_eq!(first.len(), 2);
