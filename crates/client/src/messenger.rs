@@ -641,7 +641,13 @@ async fn run_job(
         Job::Report { id, reason } => {
             let reported = session.report(&id, &reason).await?;
             let sender = client.display_name(&reported.from)?;
-            Ok(format!("reported {sender}'s message to the relay's operator"))
+            // Which message went, so that one that arrived while the
+            // command was typed is not reported unnoticed.
+            let mut said: String = reported.text.chars().take(40).collect();
+            if said.len() < reported.text.len() {
+                said.push('…');
+            }
+            Ok(format!("reported to the relay's operator: {sender}: {}", crate::display::escape(&said)))
         }
     }
 }
