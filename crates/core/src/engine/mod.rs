@@ -100,6 +100,15 @@ impl Default for UpdatePolicy {
     }
 }
 
+/// A payload held for a later epoch, by its key in the store.
+#[derive(Clone, Copy)]
+enum Held<'a> {
+    /// Kept as it arrived (and recorded as seen then).
+    AsArrived(&'a str),
+    /// Kept sealed, as it came from a queue, and opened now.
+    Opened(&'a str),
+}
+
 /// A commit sent to the relay whose outcome is not known yet. It is kept
 /// (as its frame) until an answer, or another member's commit for the same
 /// epoch, settles it, so that it survives a lost connection or a restart.
@@ -200,7 +209,7 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
     /// payload that cannot be processed becomes an [`Event::Unreadable`]
     /// in its conversation, so one broken payload never blocks the others.
     pub fn deliver(&mut self, payload: &[u8]) -> Result<(), StorageError> {
-        if let Some(group_id) = self.accept_payload(payload, None, None)? {
+        if let Some(group_id) = self.accept_payload(payload, None, None, None)? {
             self.retry_held(&group_id)?;
         }
         Ok(())
@@ -227,14 +236,17 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
         Ok(())
     }
 
-    /// Processes a payload, fresh from the mailbox or (`held`: its key)
-    /// held back earlier. A group message for an epoch we have not reached
-    /// is held until the commit that leads there is processed. Returns the
-    /// group whose epoch the payload moved (or that it made us join).
+    /// Processes a payload, fresh from the mailbox or held back earlier
+    /// (`held`); one fresh from a queue comes with the hash of its sealed
+    /// bytes (`sealed`), recorded as seen with it. A group message for an
+    /// epoch we have not reached is held until the commit that leads there
+    /// is processed. Returns the group whose epoch the payload moved (or
+    /// that it made us join).
     fn accept_payload(
         &mut self,
         original: &[u8],
-        held: Option<&str>,
+        held: Option<Held<'_>>,
+        sealed: Option<&[u8; 32]>,
         route: Option<routing::RouteUpdate>,
     ) -> Result<Option<Vec<u8>>, StorageError> {
         let store = self.store;
@@ -246,15 +258,33 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
         let payload = &payload[..];
         let outcome = store.transaction(|store| {
             match held {
-                // Seen from now on as what it is now: one held sealed (from
-                // a queue) was recorded by its sealed bytes, and a copy
-                // delivered again unseals to these.
-                Some(key) => {
+                // Recorded as seen when it was held.
+                Some(Held::AsArrived(key)) => store.delete_setting(key)?,
+                // Held sealed (from a queue), so recorded by its sealed
+                // bytes: from now on seen as what it unseals to, which a
+                // copy delivered again also unseals to. If such a copy
+                // was processed first, this one is done.
+                Some(Held::Opened(key)) => {
                     store.delete_setting(key)?;
-                    store.first_sighting(&hash, now)?;
+                    if !store.first_sighting(&hash, now)? {
+                        return Ok(None);
+                    }
                 }
-                None if !store.first_sighting(&hash, now)? => return Ok(None),
-                None => {}
+                None => {
+                    // Seen by its sealed bytes as well: a copy that comes
+                    // again once its epoch's key is forgotten cannot be
+                    // opened to be recognised.
+                    // The sealed bytes first: seen sealed, it may be held
+                    // still, unopened, and must not be taken for read.
+                    if let Some(sealed) = sealed {
+                        if !store.first_sighting(sealed, now)? {
+                            return Ok(None);
+                        }
+                    }
+                    if !store.first_sighting(&hash, now)? {
+                        return Ok(None);
+                    }
+                }
             }
             if let Some((group_id, epoch)) = peek(payload) {
                 let current = self.active_epoch(&group_id)?;
@@ -296,9 +326,13 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
             Err(EngineError::Storage(error)) => Err(error),
             Err(_) => {
                 store.transaction(|store| {
-                    match held {
-                        Some(key) => store.delete_setting(key)?,
-                        None => drop(store.first_sighting(&hash, now)?),
+                    if let Some(Held::AsArrived(key) | Held::Opened(key)) = held {
+                        store.delete_setting(key)?;
+                    }
+                    // Shown as lost once, however often it comes again.
+                    let _seen = store.first_sighting(&hash, now)?;
+                    if let Some(sealed) = sealed {
+                        let _seen = store.first_sighting(sealed, now)?;
                     }
                     self.note_unreadable(payload)
                 })?;
@@ -338,7 +372,7 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                 };
                 // One held sealed (from a queue) is opened once its epoch
                 // is reached; one that then cannot be read is lost.
-                let payload = match self.open_held(group_id, current, payload) {
+                let (payload, opened) = match self.open_held(group_id, current, payload) {
                     Ok(Some(payload)) => payload,
                     Ok(None) => continue,
                     Err(EngineError::Storage(error)) => return Err(error),
@@ -355,7 +389,8 @@ impl<'a, S: DeviceStore> Engine<'a, S> {
                     continue;
                 }
                 // Processing it may move the epoch: look again from the start.
-                if self.accept_payload(payload, Some(&key), None)?.is_some() {
+                let held = if opened { Held::Opened(&key) } else { Held::AsArrived(&key) };
+                if self.accept_payload(payload, Some(held), None, None)?.is_some() {
                     continue 'passes;
                 }
             }

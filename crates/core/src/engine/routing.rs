@@ -856,33 +856,44 @@ impl<S: DeviceStore> Engine<'_, S> {
                 Err(_) => self.store.transaction(|_| self.note_unreadable_in(&group_id)),
             };
         }
+        let sealed: [u8; 32] =
+            sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), payload)).into();
         let inner = match self.unseal(&group_id, payload) {
             Ok(Some(inner)) => inner,
             Ok(None) | Err(EngineError::Core(_) | EngineError::Invalid(_)) => {
-                return self.store.transaction(|_| self.note_unreadable_in(&group_id));
+                // A copy of one processed already, whose epoch's key is
+                // gone by now, is not lost: it was read.
+                let now = self.now;
+                return self.store.transaction(|store| {
+                    if !store.first_sighting(&sealed, now)? {
+                        return Ok(());
+                    }
+                    self.note_unreadable_in(&group_id)
+                });
             }
             Err(EngineError::Storage(error)) => return Err(error),
         };
-        if let Some(group_id) = self.accept_payload(&inner, None, None)? {
+        if let Some(group_id) = self.accept_payload(&inner, None, Some(&sealed), None)? {
             self.retry_held(&group_id)?;
         }
         Ok(())
     }
 
-    /// A held payload that waited sealed for its epoch, opened now that the
-    /// group reached it (`None`: still ahead; an error: it cannot be read).
+    /// A held payload, and whether it waited sealed for its epoch and is
+    /// opened now that the group reached it (`None`: still ahead; an
+    /// error: it cannot be read).
     pub(super) fn open_held(
         &self,
         group_id: &[u8],
         current: u64,
         held: &[u8],
-    ) -> Result<Option<Vec<u8>>, EngineError> {
-        let Some(queued) = held.strip_prefix(&[OPAQUE_TAG]) else { return Ok(Some(held.to_vec())) };
+    ) -> Result<Option<(Vec<u8>, bool)>, EngineError> {
+        let Some(queued) = held.strip_prefix(&[OPAQUE_TAG]) else { return Ok(Some((held.to_vec(), false))) };
         match queued_epoch(queued) {
             Some(epoch) if epoch > current => Ok(None),
             Some(_) => self
                 .unseal(group_id, queued)?
-                .map(Some)
+                .map(|opened| Some((opened, true)))
                 .ok_or_else(|| EngineError::Invalid("unreadable".into())),
             None => Err(EngineError::Invalid("unreadable".into())),
         }
@@ -924,7 +935,9 @@ impl<S: DeviceStore> Engine<'_, S> {
         // Anything but a Welcome is junk here (anyone with our contact code
         // can write to the queue): dropped.
         let Some((welcome, directory)) = parsed else { return Ok(()) };
-        if let Some(group_id) = self.accept_payload(&welcome, None, Some(RouteUpdate::Welcome(directory)))? {
+        if let Some(group_id) =
+            self.accept_payload(&welcome, None, None, Some(RouteUpdate::Welcome(directory)))?
+        {
             self.retry_held(&group_id)?;
         }
         Ok(())

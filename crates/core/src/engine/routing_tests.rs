@@ -346,3 +346,42 @@ fn a_message_ahead_of_its_commit_waits_for_it_and_one_far_ahead_is_lost() {
     let notices = alice.store.messages(&crew).into_iter().filter(|m| m.event).count();
     assert_eq!(notices, 1, "the far one is shown as lost, once");
 }
+
+#[test]
+fn a_payload_delivered_again_after_its_epoch_key_is_forgotten_is_not_shown_as_lost() {
+    let queues = Queues::default();
+    let (alice, bob) = (Device::new(), Device::new());
+    let crew = routed_group(&queues, &alice, &[&bob]);
+    let alice_queue = alice
+        .engine()
+        .own_queues()
+        .unwrap()
+        .into_iter()
+        .find(|(q, _)| alice.engine().queue_group(q).unwrap().is_some())
+        .unwrap()
+        .0;
+    let mut delivered = Vec::new();
+    // More commits than the transport keys a device remembers.
+    for _ in 0..8 {
+        let mut engine = bob.engine();
+        let update = engine
+            .stage_sealed_commit(&crew, |conversation, provider, identity| {
+                conversation.self_update(provider, identity)
+            })
+            .unwrap();
+        assert!(queues.commit(&update).is_empty());
+        assert!(engine.settle_commit(&crew, true).unwrap());
+        for payload in queues.take(&alice_queue) {
+            alice.engine().deliver_queued(&alice_queue, &payload).unwrap();
+            delivered.push(payload);
+        }
+    }
+    let lost = |device: &Device| device.store.messages(&crew).into_iter().filter(|m| m.event).count();
+    let before = lost(&alice);
+    // The relay hands every one of them over again (a lost acknowledgement,
+    // a hostile relay): they were read, none is lost.
+    for payload in &delivered {
+        alice.engine().deliver_queued(&alice_queue, payload).unwrap();
+    }
+    assert_eq!(lost(&alice), before);
+}
