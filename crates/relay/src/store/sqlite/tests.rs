@@ -171,6 +171,37 @@ fn only_the_holder_of_the_current_epoch_key_moves_a_group_on() {
 }
 
 #[test]
+fn a_commit_s_signature_covers_its_welcome() {
+    let (mut store, hash) = store_with_invite();
+    let dave = register(&mut store, hash, 4);
+    let group = GroupId(vec![10; 16]);
+    assert!(order(&mut store, &commit(&group, 0, b"create", &epoch_key(0))).is_ok());
+    // An addition at epoch 1, signed over its Welcome as clients sign it.
+    let welcome = payload(b"welcome for dave");
+    let mut add = commit(&group, 1, b"add dave", &epoch_key(1));
+    let message = hush_proto::commit_auth_message(&group, 1, b"add dave", Some(&welcome), &add.next_key);
+    add.signature = epoch_key(1).sign(&message).to_bytes();
+    let sealed = |welcome: &Arc<[u8]>| SealedCommitRequest {
+        commit: CommitRequest { welcome: Some(Arc::clone(welcome)), ..add.clone() },
+        targets: vec![Capability { queue: MEMBER_QUEUE, secret: MEMBER_SECRET }],
+        welcome_to: vec![Destination::Account(dave)],
+        rotate: Vec::new(),
+    };
+    // A relay (or anyone) swapping the Welcome breaks the signature, and
+    // nothing moves; the Welcome as signed goes through.
+    let swapped = Operations::commit_sealed(&mut store, &sealed(&payload(b"another welcome")), 1, 100);
+    assert!(matches!(swapped, Err(StoreError::NotAMember)), "{swapped:?}");
+    let without = SealedCommitRequest { commit: add.clone(), ..sealed(&welcome) };
+    assert!(matches!(Operations::commit_sealed(&mut store, &without, 1, 100), Err(StoreError::NotAMember)));
+    let Ok(CommitOutcome::Accepted(queued)) =
+        Operations::commit_sealed(&mut store, &sealed(&welcome), 1, 100)
+    else {
+        panic!("the signed addition was refused")
+    };
+    assert!(queued.queued.iter().any(|q| q.to == Mailbox::Account(dave) && q.payload[..] == welcome[..]));
+}
+
+#[test]
 fn a_commit_sent_again_after_its_answer_was_lost_is_recognised() {
     let (mut store, _) = store_with_invite();
     let group = GroupId(vec![4; 16]);
