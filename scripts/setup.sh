@@ -4,8 +4,10 @@
 # which drives `hush chat` in a real pseudo-terminal in the end-to-end tests,
 # Mosquitto, which the load generator's comparison smoke test runs against,
 # e2fsprogs, with which the device-seizure test makes and carves an ext4
-# image, systemd, whose systemd-analyze checks the relay's unit file, and
-# minisign, with which the release test signs a manifest.
+# image, systemd, whose systemd-analyze checks the relay's unit file,
+# minisign, with which the release test signs a manifest, and PostgreSQL's
+# server, of which the PostgreSQL store's tests start private clusters (in
+# a temporary directory, on a Unix socket; never the system's own).
 # Safe to run again; does nothing when all is there.
 set -euo pipefail
 need=()
@@ -21,6 +23,8 @@ if [ "${1:-}" = "--tests" ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
   # The release test signs with minisign, as the release manager does.
   command -v minisign >/dev/null 2>&1 || need+=(minisign)
+  # The PostgreSQL store's tests start a private server of their own.
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

@@ -22,6 +22,9 @@ fi
 echo "supply-chain: the relay depends on hush-proto only"
 
 # 2. cargo-deny against the offline advisory snapshot.
+# It reads every crate of the lock file, those of other platforms too
+# (a build here downloads only this one's): fetch them all first.
+cargo fetch --locked --quiet
 DENY_VERSION=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -q "$DENY_VERSION"; then
   cargo install cargo-deny --locked --version "$DENY_VERSION"

@@ -39,6 +39,13 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7443", value_name = "ADDR")]
         listen: String,
+        /// Keep the relay's state in this PostgreSQL database
+        /// (postgresql://USER:PASSWORD@HOST/DB) instead of the embedded
+        /// store, so several relays can share it. Remembered in the data
+        /// directory (store.url, mode 0600) for later starts and for `hush
+        /// admin`.
+        #[arg(long, env = "HUSH_STORE", value_name = "URL", hide_env_values = true)]
+        store: Option<String>,
         /// Serve Prometheus metrics (totals only, nothing per user) on this
         /// address, e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]

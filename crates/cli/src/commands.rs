@@ -29,8 +29,10 @@ pub fn run(cli: Cli) -> Result<()> {
         hush_client::harden_process().context("cannot disable core dumps for this process")?;
     }
     match cli.command {
-        Command::Serve { data, listen, metrics, log_format } => {
-            serve(&data, &listen, metrics.as_deref(), log_format)
+        Command::Serve { data, listen, store, metrics, log_format } => {
+            let options =
+                hush_relay::admin::ServeOptions { store: store.as_deref(), metrics: metrics.as_deref() };
+            serve(&data, &listen, options, log_format)
         }
         Command::Admin { command } => admin(command),
         Command::Join { invite, name, max_attempts, update_every_messages, update_every, json } => {
@@ -310,7 +312,12 @@ fn parse_secs(text: &str) -> Result<u32> {
     u32::try_from(secs).map_err(|_| anyhow!("'{text}' is too long"))
 }
 
-fn serve(data: &Path, listen: &str, metrics: Option<&str>, log_format: LogFormat) -> Result<()> {
+fn serve(
+    data: &Path,
+    listen: &str,
+    options: hush_relay::admin::ServeOptions<'_>,
+    log_format: LogFormat,
+) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUSH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let log = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
@@ -327,7 +334,7 @@ fn serve(data: &Path, listen: &str, metrics: Option<&str>, log_format: LogFormat
             println!("hush relay listening on {} pin {}", ready.address, ready.pin);
             let _ = std::io::stdout().flush();
         };
-        hush_relay::admin::serve(data, listen, metrics, ready, shutdown_signal()).await
+        hush_relay::admin::serve(data, listen, options, ready, shutdown_signal()).await
     })?;
     Ok(())
 }

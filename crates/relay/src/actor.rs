@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use crate::metrics::Metrics;
 use crate::store::{
     AccountRecord, CommitOutcome, Enqueued, Mailbox, Operations, Queued, RelayStore, SealedCommitRequest,
-    StoreError, UnixSeconds,
+    Stats, Store, StoreError, UnixSeconds,
 };
 
 /// Most operations in one batch.
@@ -91,10 +91,13 @@ pub struct StoreHandle {
     sender: std_mpsc::Sender<Box<dyn Job>>,
 }
 
+/// A read, run on a reader thread.
+type Read = Box<dyn FnOnce(&mut dyn Store) + Send>;
+
 /// A handle to a reader thread: it can only read.
 #[derive(Clone)]
 pub struct ReadHandle {
-    sender: std_mpsc::Sender<Box<dyn Job>>,
+    sender: std_mpsc::Sender<Read>,
 }
 
 /// The worker thread; joining it waits until every queued operation is durable.
@@ -110,18 +113,31 @@ impl StoreWorker {
     }
 }
 
-/// Starts the worker thread over `store`. `stored` is called with every
-/// payload queued, after its batch is durable and in commit order (so pushes
-/// to connected recipients never overtake each other), before any reply.
-pub fn spawn(
-    store: impl RelayStore,
+/// Starts the worker thread over the store `open` opens there (a store's
+/// connection is made, used and closed on its own thread, never on the
+/// async runtime's). `stored` is called with every payload queued, after
+/// its batch is durable and in commit order (so pushes to connected
+/// recipients never overtake each other), before any reply.
+pub fn spawn<S: RelayStore>(
+    open: impl FnOnce() -> Result<S, StoreError> + Send + 'static,
     stored: impl Fn(&[Queued]) + Send + 'static,
     metrics: Arc<Metrics>,
-) -> std::io::Result<(StoreHandle, StoreWorker)> {
+) -> Result<(StoreHandle, StoreWorker), StoreError> {
     let (sender, receiver) = std_mpsc::channel();
+    let (opened, outcome) = std_mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("hush-store".into())
-        .spawn(move || run(store, receiver, stored, &metrics))?;
+        .spawn(move || match open() {
+            Ok(store) => {
+                let _ = opened.send(Ok(()));
+                run(store, receiver, stored, &metrics);
+            }
+            Err(error) => {
+                let _ = opened.send(Err(error));
+            }
+        })
+        .map_err(|error| StoreError::Batch(error.to_string()))?;
+    outcome.recv().map_err(|_| StoreError::Closed)??;
     Ok((StoreHandle { sender }, StoreWorker { thread }))
 }
 
@@ -163,29 +179,55 @@ fn run(
     }
 }
 
-/// Starts a reader thread over a connection of its own: it answers
-/// [`StoreHandle::pending`] (mailbox drains) from the last committed state,
-/// so a drain never waits behind write batches and their fsyncs. WAL mode
-/// lets it read while the worker writes. It stops once every handle is
-/// dropped. Use the handle it returns for reads only.
-pub fn spawn_reader(mut store: impl Operations + Send + 'static) -> std::io::Result<ReadHandle> {
-    let (sender, receiver) = std_mpsc::channel::<Box<dyn Job>>();
-    std::thread::Builder::new().name("hush-reader".into()).spawn(move || {
-        while let Ok(mut job) = receiver.recv() {
-            job.run(&mut store);
-            job.answer(&Ok(()));
-        }
-    })?;
+/// Starts a reader thread over a connection of its own (opened there by
+/// `open`): it answers [`ReadHandle::pending`] (mailbox drains) from the
+/// last committed state, so a drain never waits behind write batches and
+/// their fsyncs (SQLite's WAL mode, or PostgreSQL's snapshots, let it read
+/// while the worker writes). It stops once every handle is dropped.
+pub fn spawn_reader(
+    open: impl FnOnce() -> Result<Box<dyn Store>, StoreError> + Send + 'static,
+) -> Result<ReadHandle, StoreError> {
+    let (sender, receiver) = std_mpsc::channel::<Read>();
+    let (opened, outcome) = std_mpsc::channel();
+    std::thread::Builder::new()
+        .name("hush-reader".into())
+        .spawn(move || match open() {
+            Ok(mut store) => {
+                let _ = opened.send(Ok(()));
+                while let Ok(read) = receiver.recv() {
+                    read(&mut *store);
+                }
+            }
+            Err(error) => {
+                let _ = opened.send(Err(error));
+            }
+        })
+        .map_err(|error| StoreError::Batch(error.to_string()))?;
+    outcome.recv().map_err(|_| StoreError::Closed)??;
     Ok(ReadHandle { sender })
 }
 
 impl ReadHandle {
+    fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.sender.send(Box::new(move |store: &mut dyn Store| {
+            let _ = reply.send(work(store));
+        }));
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
     /// See [`Operations::queue_owner`].
     pub fn queue_owner(
         &self,
         queue: QueueId,
     ) -> impl std::future::Future<Output = Result<Option<[u8; 32]>, StoreError>> + Send + 'static {
-        call(&self.sender, nothing_stored, move |s| s.queue_owner(&queue))
+        self.read(move |s| s.queue_owner(&queue))
     }
 
     /// See [`Operations::pending`].
@@ -196,7 +238,12 @@ impl ReadHandle {
         limit: u32,
         now: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<Vec<Queued>, StoreError>> + Send + 'static {
-        call(&self.sender, nothing_stored, move |s| s.pending(&mailbox, after, limit, now))
+        self.read(move |s| s.pending(&mailbox, after, limit, now))
+    }
+
+    /// See [`crate::store::Admin::stats`].
+    pub fn stats(&self) -> impl std::future::Future<Output = Result<Stats, StoreError>> + Send + 'static {
+        self.read(|s| s.stats())
     }
 }
 

@@ -19,7 +19,7 @@ use crate::data_dir::{DataDir, DataDirError};
 use crate::hub::Hub;
 use crate::metrics::{Metrics, Source};
 use crate::server::{now, Relay};
-use crate::store::{Report, Stats};
+use crate::store::{Backend, Report, SqliteStore, Stats};
 
 /// Descriptors kept back for the store, the admin socket and logs.
 const RESERVED_DESCRIPTORS: u64 = 64;
@@ -35,31 +35,64 @@ pub struct Ready {
     pub max_connections: usize,
 }
 
-/// Opens (creating on first start) `data`, binds `listen` (and `metrics`,
-/// if given: Prometheus metrics there), calls `ready`, and serves until
-/// `shutdown` resolves. Waits until every accepted send is durable before
-/// returning.
+/// How a relay is started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeOptions<'a> {
+    /// A PostgreSQL URL: keep the relay's state there (and remember it in
+    /// the data directory) instead of in the embedded store.
+    pub store: Option<&'a str>,
+    /// Serve Prometheus metrics on this address.
+    pub metrics: Option<&'a str>,
+}
+
+/// Opens (creating on first start) `data`, binds `listen` (and the metrics
+/// address, if given), calls `ready`, and serves until `shutdown`
+/// resolves. Waits until every accepted send is durable before returning.
 pub async fn serve(
     data: &Path,
     listen: &str,
-    metrics: Option<&str>,
+    options: ServeOptions<'_>,
     ready: impl FnOnce(Ready),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DataDirError> {
     let dir = DataDir::create(data)?;
     let config = dir.config()?;
     let tls = dir.tls()?;
-    let store = dir.store()?;
-    store.disable_auto_checkpoint()?;
-    let checkpoints = spawn_checkpointer(dir.store()?)?;
+    let backend = match options.store {
+        Some(url) => dir.use_store(url)?,
+        None => dir.backend()?,
+    };
+    tracing::info!(store = %backend.describe(), "opening the store");
     let hub = Arc::new(Hub::default());
     let pushes = Arc::clone(&hub);
     let counters = Arc::new(Metrics::default());
-    let (handle, worker) =
-        crate::actor::spawn(store, move |queued| pushes.push(queued), Arc::clone(&counters))?;
-    let reader = crate::actor::spawn_reader(dir.store()?)?;
+    let (handle, worker, checkpoints) = match &backend {
+        Backend::Sqlite(path) => {
+            let path = path.clone();
+            let store = SqliteStore::open(&path)?;
+            store.disable_auto_checkpoint()?;
+            let checkpoints = spawn_checkpointer(SqliteStore::open(&path)?)?;
+            let (handle, worker) = crate::actor::spawn(
+                move || Ok(store),
+                move |queued| pushes.push(queued),
+                Arc::clone(&counters),
+            )?;
+            (handle, worker, Some(checkpoints))
+        }
+        Backend::Postgres(_) => {
+            let opening = backend.clone();
+            let (handle, worker) = crate::actor::spawn(
+                move || opening.open(),
+                move |queued| pushes.push(queued),
+                Arc::clone(&counters),
+            )?;
+            (handle, worker, None)
+        }
+    };
+    let opening = backend.clone();
+    let reader = crate::actor::spawn_reader(move || opening.open())?;
     let listener = TcpListener::bind(listen).await?;
-    let metrics = match metrics {
+    let metrics = match options.metrics {
         Some(address) => {
             let listener = crate::metrics::bind(address)
                 .await
@@ -67,7 +100,11 @@ pub async fn serve(
             let source = Source {
                 metrics: Arc::clone(&counters),
                 hub: Arc::clone(&hub),
-                store: Arc::new(std::sync::Mutex::new((dir.store()?, None))),
+                store: {
+                    let opening = backend.clone();
+                    crate::actor::spawn_reader(move || opening.open())?
+                },
+                last: std::sync::Mutex::new(None),
             };
             tracing::info!(address = %listener.local_addr()?, "metrics served");
             Some(tokio::spawn(crate::metrics::serve(listener, Arc::new(source))))
@@ -101,7 +138,9 @@ pub async fn serve(
     }
     // The relay dropped its store handle; wait for the last batch to be durable.
     tokio::task::spawn_blocking(move || worker.join()).await.map_err(std::io::Error::other)?;
-    checkpoints.stop();
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.stop();
+    }
     Ok(())
 }
 
@@ -122,7 +161,7 @@ impl Checkpointer {
 
 /// Checkpoints on a thread and connection of its own, so the store worker
 /// never pays for them inside a batch.
-fn spawn_checkpointer(store: crate::store::SqliteStore) -> std::io::Result<Checkpointer> {
+fn spawn_checkpointer(store: SqliteStore) -> std::io::Result<Checkpointer> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new().name("hush-checkpoint".into()).spawn(move || {
         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL)
@@ -221,7 +260,6 @@ impl std::ops::Deref for CheckedReport {
 /// The reported messages waiting for the operator, oldest first, each
 /// checked again against its account's identity key.
 pub fn reports(data: &Path) -> Result<Vec<CheckedReport>, DataDirError> {
-    use crate::store::Operations as _;
     let mut store = DataDir::existing(data)?.store()?;
     let mut checked = Vec::new();
     for report in store.reports()? {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::RelayConfig;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{Backend, Store, StoreError};
 use crate::tls::{TlsError, TlsIdentity};
 
 /// Errors opening the data directory.
@@ -29,6 +29,9 @@ pub enum DataDirError {
     },
 }
 
+/// The file naming a relay's PostgreSQL database.
+const STORE_FILE: &str = "store.url";
+
 /// The paths inside a relay data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -47,7 +50,7 @@ impl DataDir {
 
     /// Opens an existing data directory (for admin commands).
     pub fn existing(root: &Path) -> Result<Self, DataDirError> {
-        if !root.join("relay.db").exists() {
+        if !root.join("relay.db").exists() && !root.join(STORE_FILE).exists() {
             return Err(DataDirError::Io(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!(
@@ -74,9 +77,45 @@ impl DataDir {
         Ok(TlsIdentity::load_or_create(&self.root)?)
     }
 
-    /// Opens the store.
-    pub fn store(&self) -> Result<SqliteStore, DataDirError> {
-        Ok(SqliteStore::open(&self.root.join("relay.db"))?)
+    /// Where this relay's state is: the PostgreSQL database named in
+    /// `store.url` if there is one (a relay of a cluster), else the
+    /// embedded `relay.db`.
+    pub fn backend(&self) -> Result<Backend, DataDirError> {
+        match std::fs::read_to_string(self.root.join(STORE_FILE)) {
+            Ok(url) => Ok(Backend::postgres(url.trim())?),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Backend::Sqlite(self.root.join("relay.db")))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Records the PostgreSQL database this relay (and `hush admin` on this
+    /// directory) uses from now on, in `store.url` (mode 0600: the URL may
+    /// hold a password). Refuses a directory that already holds an
+    /// embedded store, whose data would silently be left behind.
+    pub fn use_store(&self, url: &str) -> Result<Backend, DataDirError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let backend = Backend::postgres(url)?;
+        if self.root.join("relay.db").exists() {
+            return Err(DataDirError::Io(std::io::Error::other(format!(
+                "{} holds an embedded store (relay.db); use a new data directory for a PostgreSQL relay",
+                self.root.display()
+            ))));
+        }
+        let path = self.root.join(STORE_FILE);
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+        file.write_all(url.as_bytes())?;
+        file.sync_all()?;
+        Ok(backend)
+    }
+
+    /// Opens a connection of its own to the store. PostgreSQL's client
+    /// blocks: call this off the async runtime.
+    pub fn store(&self) -> Result<Box<dyn Store>, DataDirError> {
+        Ok(self.backend()?.open()?)
     }
 
     /// The secret send tokens are derived from, made on first start

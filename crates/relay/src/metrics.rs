@@ -18,8 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::actor::ReadHandle;
 use crate::hub::Hub;
-use crate::store::{SqliteStore, Stats};
+use crate::store::Stats;
 
 /// Longest request head read from a scraper.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -280,29 +281,25 @@ type Counted = (Instant, Stats);
 pub(crate) struct Source {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) hub: Arc<Hub>,
-    /// A read connection of its own for the queue gauges, and their last
-    /// reading.
-    pub(crate) store: Arc<Mutex<(SqliteStore, Option<Counted>)>>,
+    /// A reader thread (and store connection) of its own for the queue
+    /// gauges.
+    pub(crate) store: ReadHandle,
+    /// The last reading of the gauges.
+    pub(crate) last: Mutex<Option<Counted>>,
 }
 
 impl Source {
-    /// The queue gauges, counted at most every few seconds, on a blocking
-    /// thread (never the relay's), one count at a time.
+    /// The queue gauges, counted at most every few seconds, on the
+    /// metrics reader's thread (never the relay's), one count at a time.
     async fn stats(&self) -> Option<Stats> {
-        let store = Arc::clone(&self.store);
-        let counted = tokio::task::spawn_blocking(move || {
-            let mut guard = store.lock().ok()?;
-            let (store, last) = &mut *guard;
-            if let Some((at, stats)) = last {
-                if at.elapsed() < STATS_FRESH_FOR {
-                    return Some(*stats);
-                }
+        if let Some((at, stats)) = *self.last.lock().ok()? {
+            if at.elapsed() < STATS_FRESH_FOR {
+                return Some(stats);
             }
-            let stats = store.stats().ok()?;
-            *last = Some((Instant::now(), stats));
-            Some(stats)
-        });
-        counted.await.ok().flatten()
+        }
+        let stats = self.store.stats().await.ok()?;
+        *self.last.lock().ok()? = Some((Instant::now(), stats));
+        Some(stats)
     }
 
     async fn render(&self) -> String {
@@ -375,6 +372,8 @@ async fn answer(mut stream: TcpStream, source: &Source) -> std::io::Result<()> {
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    use crate::store::SqliteStore;
+
     use super::*;
 
     async fn scrape(address: SocketAddr) -> String {
@@ -388,11 +387,13 @@ mod tests {
     #[tokio::test]
     async fn idle_scrapers_beyond_the_limit_are_turned_away_and_the_endpoint_recovers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("relay.db")).unwrap();
+        let path = dir.path().join("relay.db");
+        let store = crate::actor::spawn_reader(move || Ok(Box::new(SqliteStore::open(&path)?))).unwrap();
         let source = Source {
             metrics: Arc::new(Metrics::default()),
             hub: Arc::new(Hub::default()),
-            store: Arc::new(Mutex::new((store, None))),
+            store,
+            last: Mutex::new(None),
         };
         let listener = bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

@@ -49,7 +49,7 @@ impl TestRelay {
             let result = runtime.block_on(hush_relay::admin::serve(
                 &path,
                 "127.0.0.1:0",
-                None,
+                hush_relay::admin::ServeOptions::default(),
                 |ready| {
                     let _ = ready_tx.send((ready.address, ready.pin.to_string()));
                 },

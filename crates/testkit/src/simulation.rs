@@ -43,7 +43,8 @@ use hush_core::{
 };
 use hush_proto::{AccountId, Capability, ClientFrame, Destination, GroupId, KeyAnnouncement, QueueId};
 use hush_relay::store::{
-    CommitOutcome, CommitRequest, Mailbox, Operations, SealedCommitRequest, SqliteStore, StoreError,
+    Admin as _, CommitOutcome, CommitRequest, Mailbox, Operations, SealedCommitRequest, SqliteStore,
+    StoreError,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};

@@ -275,7 +275,12 @@ fn store_error_code(error: &StoreError) -> ErrorCode {
         StoreError::NotAMember => ErrorCode::NotAMember,
         StoreError::QueueIdTaken => ErrorCode::Internal,
         StoreError::Full => ErrorCode::RateLimited,
-        StoreError::Database(_) | StoreError::Batch(_) => {
+        StoreError::Database(_)
+        | StoreError::Postgres(_)
+        | StoreError::Unreachable { .. }
+        | StoreError::BadUrl(_)
+        | StoreError::NewerSchema { .. }
+        | StoreError::Batch(_) => {
             tracing::error!(%error, "store operation failed");
             ErrorCode::Internal
         }

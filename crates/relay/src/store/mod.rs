@@ -5,9 +5,17 @@
 //! opaque ciphertext (no sender), per-group commit epochs and hashed invites.
 //! Operations arrive in batches; a store applies a batch in one durable
 //! transaction, so one fsync covers many sends.
+//!
+//! Two backends implement it: [`SqliteStore`], embedded, the default; and
+//! [`PostgresStore`], for several relays sharing one database. One
+//! contract test suite runs against both.
 
+#[cfg(test)]
+mod contract;
+mod postgresql;
 mod sqlite;
 
+pub use postgresql::{redact_url, PostgresStore, Target};
 pub use sqlite::SqliteStore;
 
 use std::sync::Arc;
@@ -42,6 +50,28 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL failed, or the connection to it did.
+    #[error("database: {0}")]
+    Postgres(#[from] PostgresError),
+    /// The database cannot be reached (the URL shown has no password).
+    #[error("cannot reach the database at {url}: {reason}")]
+    Unreachable {
+        /// Where, without its password.
+        url: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The store URL is not one this relay understands.
+    #[error("bad store URL: {0}")]
+    BadUrl(String),
+    /// The database was set up by a newer relay.
+    #[error("the database's schema is version {found}; this relay knows up to {known}: please upgrade Hush")]
+    NewerSchema {
+        /// The database's version.
+        found: i32,
+        /// The newest this relay knows.
+        known: i32,
+    },
     /// The batch this operation was part of could not be committed.
     #[error("batch commit failed: {0}")]
     Batch(String),
@@ -52,6 +82,29 @@ pub enum StoreError {
     #[error("store is closed")]
     Closed,
 }
+
+/// A PostgreSQL error, shown without the server's detail lines (which can
+/// quote the key values of a row: ids that must not reach a log).
+#[derive(Debug)]
+pub struct PostgresError(postgres::Error);
+
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> Self {
+        Self::Postgres(PostgresError(error))
+    }
+}
+
+impl std::fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None if self.0.is_closed() => f.write_str("the connection to PostgreSQL is closed"),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for PostgresError {}
 
 /// Seconds since the Unix epoch.
 pub type UnixSeconds = u64;
@@ -405,4 +458,79 @@ pub trait RelayStore: Send + 'static {
     /// `Ok`: one fsync covers every operation `work` makes. On `Err`
     /// nothing `work` did is kept.
     fn batch(&mut self, work: &mut dyn FnMut(&mut dyn Operations)) -> Result<(), StoreError>;
+}
+
+/// What the operator's commands (`hush admin`) do to a store, each in a
+/// transaction of its own, while relays run.
+pub trait Admin {
+    /// Stores a new invite (by the hash of its code).
+    fn add_invite(&mut self, code_hash: &[u8; 32], uses: u32, expires: UnixSeconds)
+        -> Result<(), StoreError>;
+    /// Deactivates an account and deletes its introduction mailbox and key
+    /// packages; false if there is no such account.
+    fn deactivate(&mut self, account: &AccountId, now: UnixSeconds) -> Result<bool, StoreError>;
+    /// Pre-enrols accounts (identity key, SHA-256 of the wipe secret)
+    /// without invites, in one transaction; answers how many were new.
+    fn provision(
+        &mut self,
+        accounts: &[(IdentityKey, [u8; 32])],
+        now: UnixSeconds,
+    ) -> Result<usize, StoreError>;
+    /// Counts for the operator.
+    fn stats(&mut self) -> Result<Stats, StoreError>;
+    /// Every report kept, oldest first.
+    fn reports(&mut self) -> Result<Vec<Report>, StoreError>;
+    /// Deletes a report the operator has dealt with; false if there was
+    /// none with this id.
+    fn dismiss_report(&mut self, id: u64) -> Result<bool, StoreError>;
+}
+
+/// A whole store: what relays and operators do with it.
+pub trait Store: RelayStore + Operations + Admin {}
+
+impl<T: RelayStore + Operations + Admin> Store for T {}
+
+impl RelayStore for Box<dyn Store> {
+    fn batch(&mut self, work: &mut dyn FnMut(&mut dyn Operations)) -> Result<(), StoreError> {
+        (**self).batch(work)
+    }
+}
+
+/// Where a relay keeps its state.
+#[derive(Clone)]
+pub enum Backend {
+    /// The embedded SQLite file at this path.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database, shared by every relay of a cluster.
+    Postgres(Box<Target>),
+}
+
+impl Backend {
+    /// Parses a `--store` value: a `postgresql://` (or `postgres://`) URL.
+    pub fn postgres(url: &str) -> Result<Self, StoreError> {
+        Ok(Self::Postgres(Box::new(Target::parse(url)?)))
+    }
+
+    /// Opens a connection of its own to the store (creating or migrating
+    /// its schema if needed).
+    pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match self {
+            Self::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+            Self::Postgres(target) => Box::new(PostgresStore::connect(target)?),
+        })
+    }
+
+    /// How to name the store in logs and errors (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::Postgres(target) => target.shown().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }

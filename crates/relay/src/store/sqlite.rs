@@ -9,8 +9,8 @@ use hush_proto::{AccountId, Capability, IdentityKey, QueueId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    AccountRecord, CommitOutcome, CommitRequest, Decision, Enqueued, GroupRecord, Mailbox, Operations,
-    Queued, RelayStore, SealedCommitRequest, Stats, StoreError, UnixSeconds,
+    AccountRecord, Admin, CommitOutcome, CommitRequest, Decision, Enqueued, GroupRecord, Mailbox, Operations,
+    Queued, RelayStore, Report, SealedCommitRequest, Stats, StoreError, UnixSeconds,
 };
 
 mod queues;
@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS invites (
 
 /// The relay's SQLite store.
 pub struct SqliteStore {
-    connection: Connection,
+    pub(in crate::store) connection: Connection,
     /// Set when SQLite itself rolled back the batch's transaction (a full
     /// disk, an I/O error): nothing after that may run outside it.
     aborted: std::cell::Cell<bool>,
@@ -105,76 +105,6 @@ impl SqliteStore {
         connection.execute_batch(reports::SCHEMA)?;
         migrate(&connection)?;
         Ok(Self { connection, aborted: std::cell::Cell::new(false) })
-    }
-
-    /// Stores a new invite (by the hash of its code).
-    pub fn add_invite(
-        &mut self,
-        code_hash: &[u8; 32],
-        uses: u32,
-        expires: UnixSeconds,
-    ) -> Result<(), StoreError> {
-        self.connection
-            .prepare_cached("INSERT INTO invites (code_hash, uses_left, expires) VALUES (?1, ?2, ?3)")?
-            .execute(params![&code_hash[..], uses, as_i64(expires)])?;
-        Ok(())
-    }
-
-    /// Deactivates an account and deletes its mailbox and key packages.
-    /// Returns false if there is no such account.
-    pub fn deactivate(&mut self, account: &AccountId, now: UnixSeconds) -> Result<bool, StoreError> {
-        self.connection.execute_batch("BEGIN IMMEDIATE")?;
-        match self.deactivate_in_place(account, now) {
-            Ok(changed) => {
-                self.connection.execute_batch("COMMIT")?;
-                Ok(changed > 0)
-            }
-            Err(error) => {
-                let _ = self.connection.execute_batch("ROLLBACK");
-                Err(error)
-            }
-        }
-    }
-
-    /// Pre-enrols accounts (identity key, SHA-256 of the wipe secret) without
-    /// invites, in one transaction; returns how many were new.
-    pub fn provision(
-        &mut self,
-        accounts: &[(IdentityKey, [u8; 32])],
-        now: UnixSeconds,
-    ) -> Result<usize, StoreError> {
-        let transaction = self.connection.transaction()?;
-        let mut added = 0;
-        {
-            let mut insert = transaction.prepare_cached(
-                "INSERT OR IGNORE INTO accounts (id, identity_key, created, wipe_hash) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (key, wipe_hash) in accounts {
-                let id = key.account();
-                added += insert.execute(params![&id.0[..], &key.0[..], as_i64(now), &wipe_hash[..]])?;
-            }
-        }
-        transaction.commit()?;
-        Ok(added)
-    }
-
-    /// Counts for the operator.
-    pub fn stats(&self) -> Result<Stats, StoreError> {
-        let count = |sql: &str| -> Result<u64, StoreError> {
-            Ok(as_u64(self.connection.query_row(sql, [], |row| row.get::<_, i64>(0))?))
-        };
-        Ok(Stats {
-            accounts: count("SELECT COUNT(*) FROM accounts")?,
-            active_accounts: count("SELECT COUNT(*) FROM accounts WHERE deactivated IS NULL")?,
-            queued_messages: count(
-                "SELECT (SELECT COUNT(*) FROM mailbox) + (SELECT COUNT(*) FROM queue_entries)",
-            )?,
-            queued_bytes: count(
-                "SELECT (SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM mailbox)
-                      + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM payloads)",
-            )?,
-            queues: count("SELECT COUNT(*) FROM queues")?,
-        })
     }
 
     /// Leaves checkpoints to [`Self::checkpoint_passive`] on another
@@ -679,6 +609,80 @@ impl Operations for SqliteStore {
             store.purge_reports(now)?;
             Ok(deleted as u64 + store.purge_queues(now)?)
         })
+    }
+}
+
+impl Admin for SqliteStore {
+    fn add_invite(
+        &mut self,
+        code_hash: &[u8; 32],
+        uses: u32,
+        expires: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        self.connection
+            .prepare_cached("INSERT INTO invites (code_hash, uses_left, expires) VALUES (?1, ?2, ?3)")?
+            .execute(params![&code_hash[..], uses, as_i64(expires)])?;
+        Ok(())
+    }
+
+    fn deactivate(&mut self, account: &AccountId, now: UnixSeconds) -> Result<bool, StoreError> {
+        self.connection.execute_batch("BEGIN IMMEDIATE")?;
+        match self.deactivate_in_place(account, now) {
+            Ok(changed) => {
+                self.connection.execute_batch("COMMIT")?;
+                Ok(changed > 0)
+            }
+            Err(error) => {
+                let _ = self.connection.execute_batch("ROLLBACK");
+                Err(error)
+            }
+        }
+    }
+
+    fn provision(
+        &mut self,
+        accounts: &[(IdentityKey, [u8; 32])],
+        now: UnixSeconds,
+    ) -> Result<usize, StoreError> {
+        let transaction = self.connection.transaction()?;
+        let mut added = 0;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO accounts (id, identity_key, created, wipe_hash) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (key, wipe_hash) in accounts {
+                let id = key.account();
+                added += insert.execute(params![&id.0[..], &key.0[..], as_i64(now), &wipe_hash[..]])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(added)
+    }
+
+    fn stats(&mut self) -> Result<Stats, StoreError> {
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            Ok(as_u64(self.connection.query_row(sql, [], |row| row.get::<_, i64>(0))?))
+        };
+        Ok(Stats {
+            accounts: count("SELECT COUNT(*) FROM accounts")?,
+            active_accounts: count("SELECT COUNT(*) FROM accounts WHERE deactivated IS NULL")?,
+            queued_messages: count(
+                "SELECT (SELECT COUNT(*) FROM mailbox) + (SELECT COUNT(*) FROM queue_entries)",
+            )?,
+            queued_bytes: count(
+                "SELECT (SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM mailbox)
+                      + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM payloads)",
+            )?,
+            queues: count("SELECT COUNT(*) FROM queues")?,
+        })
+    }
+
+    fn reports(&mut self) -> Result<Vec<Report>, StoreError> {
+        self.kept_reports()
+    }
+
+    fn dismiss_report(&mut self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.connection.execute("DELETE FROM reports WHERE id = ?1", [as_i64(id)])? > 0)
     }
 }
 

@@ -20,7 +20,7 @@ use super::{run, FrameSource, Outbound};
 use crate::connection::ConnectionError;
 use crate::hub::Hub;
 use crate::server::Shared;
-use crate::store::SqliteStore;
+use crate::store::{Admin as _, SqliteStore};
 use crate::tokens::TokenDesk;
 use crate::RelayConfig;
 
@@ -72,8 +72,9 @@ impl Relay {
         let pushes = Arc::clone(&hub);
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let (store, _worker) =
-            crate::actor::spawn(store, move |queued| pushes.push(queued), Arc::clone(&metrics)).unwrap();
-        let reader = crate::actor::spawn_reader(SqliteStore::open(&path).unwrap()).unwrap();
+            crate::actor::spawn(move || Ok(store), move |queued| pushes.push(queued), Arc::clone(&metrics))
+                .unwrap();
+        let reader = crate::actor::spawn_reader(move || Ok(Box::new(SqliteStore::open(&path)?))).unwrap();
         let config = RelayConfig { tokens_per_day: TOKENS_PER_DAY, ..RelayConfig::default() };
         let tokens = TokenDesk::new(zeroize::Zeroizing::new(TOKEN_SECRET), TOKENS_PER_DAY);
         let shared = Arc::new(Shared { store, reader, hub, pin: PIN, config, metrics, tokens });

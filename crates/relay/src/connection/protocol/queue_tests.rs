@@ -2,6 +2,7 @@
 //! a queue, who may write to it, what a token buys, and that the planes do
 //! not mix.
 
+use crate::store::Admin as _;
 use ed25519_dalek::{Signer, SigningKey};
 use hush_proto::{
     queue_auth_message, write_hash, Capability, ClientFrame, Destination, ErrorCode, GroupId, QueueId,
@@ -329,7 +330,7 @@ async fn an_owner_can_hand_a_queue_over_and_delete_it() {
     assert_eq!(bob.recv().await, RelayFrame::Accepted { request: 6, inactive: vec![] });
     sealed.send(send(7, vec![capability(queue, [22; 32])], b"after"));
     assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 7, refused: vec![0] });
-    let store = crate::store::SqliteStore::open(&relay.dir.path().join("relay.db")).unwrap();
+    let mut store = crate::store::SqliteStore::open(&relay.dir.path().join("relay.db")).unwrap();
     assert_eq!(store.stats().unwrap().queued_messages, 0);
     assert_eq!(store.stats().unwrap().queues, 1, "the other queue, and nothing of the deleted one");
 }
@@ -387,7 +388,7 @@ async fn a_report_is_kept_only_with_its_senders_signature_and_never_on_the_accou
     assert_eq!(answer, RelayFrame::Rejected { request: 3, code: ErrorCode::BadSignature });
     let answer = reported(report(4, nobody(), &content, signed(&key(9), &content))).await;
     assert_eq!(answer, RelayFrame::Rejected { request: 4, code: ErrorCode::BadSignature });
-    let store = crate::store::SqliteStore::open(&relay.dir.path().join("relay.db")).unwrap();
+    let mut store = crate::store::SqliteStore::open(&relay.dir.path().join("relay.db")).unwrap();
     assert!(store.reports().unwrap().is_empty(), "a refused report was kept");
 
     // The genuine one is kept, once however often it is reported.

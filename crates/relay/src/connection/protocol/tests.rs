@@ -1,6 +1,7 @@
 //! The protocol without sockets: frames go in through a channel, answers
 //! and deliveries come out of the outbound queue, against a real store.
 
+use crate::store::Admin as _;
 use std::time::Duration;
 
 use ed25519_dalek::Signer;

@@ -96,7 +96,7 @@ impl SqliteStore {
     }
 
     /// Every report kept, oldest first.
-    pub fn reports(&self) -> Result<Vec<Report>, StoreError> {
+    pub(super) fn kept_reports(&self) -> Result<Vec<Report>, StoreError> {
         let mut query = self.connection.prepare(
             "SELECT id, account, content, signature, reason, received, more FROM reports ORDER BY id",
         )?;
@@ -130,58 +130,5 @@ impl SqliteStore {
             });
         }
         Ok(reports)
-    }
-
-    /// Deletes a report the operator has dealt with; false if there was
-    /// none with this id.
-    pub fn dismiss_report(&mut self, id: u64) -> Result<bool, StoreError> {
-        Ok(self.connection.execute("DELETE FROM reports WHERE id = ?1", [as_i64(id)])? > 0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Operations;
-
-    #[test]
-    fn one_account_cannot_fill_the_report_store_and_reports_expire() {
-        let mut store = SqliteStore::in_memory().unwrap();
-        let (mallory, alice) = (AccountId([1; 20]), AccountId([2; 20]));
-        let now = 1_000_000_000;
-        // Mallory reports her own signed words, over and over.
-        for n in 0..MAX_REPORTS_PER_ACCOUNT + 25 {
-            store.add_report(&mallory, &n.to_be_bytes(), &[0; 64], "spam", now).unwrap();
-        }
-        let reports = store.reports().unwrap();
-        assert_eq!(reports.len() as u64, MAX_REPORTS_PER_ACCOUNT);
-        assert_eq!(reports[0].more, 25, "the extras are counted, not kept");
-        // A report about someone else is still kept, at the hour.
-        store.add_report(&alice, b"threat", &[0; 64], "threats", now + 5).unwrap();
-        let about_alice: Vec<_> =
-            store.reports().unwrap().into_iter().filter(|r| r.account == alice).collect();
-        assert_eq!(about_alice.len(), 1);
-        assert_eq!(about_alice[0].received, now - now % 3600);
-        // The same message again is the same report.
-        store.add_report(&alice, b"threat", &[0; 64], "again", now + 9).unwrap();
-        assert_eq!(store.reports().unwrap().len() as u64, MAX_REPORTS_PER_ACCOUNT + 1);
-        // All of them go after REPORT_DAYS.
-        store.purge_expired(now + REPORT_DAYS * 24 * 3600 + 3600).unwrap();
-        assert!(store.reports().unwrap().is_empty());
-    }
-
-    #[test]
-    fn the_report_store_is_bounded_in_bytes() {
-        let store = SqliteStore::in_memory().unwrap();
-        let big = vec![7u8; 64 * 1024];
-        let per = MAX_REPORT_BYTES / big.len() as u64;
-        for n in 0..per {
-            let account = AccountId([(n % 200) as u8; 20]);
-            let mut content = big.clone();
-            content[..8].copy_from_slice(&n.to_be_bytes());
-            store.add_report(&account, &content, &[0; 64], "", 0).unwrap();
-        }
-        let refused = store.add_report(&AccountId([250; 20]), &big, &[0; 64], "", 0);
-        assert!(matches!(refused, Err(StoreError::Full)), "{refused:?}");
     }
 }
