@@ -66,6 +66,7 @@ pub async fn serve(
     let hub = Arc::new(Hub::default());
     let pushes = Arc::clone(&hub);
     let counters = Arc::new(Metrics::default());
+    let mut listener_thread = None;
     let (handle, worker, checkpoints) = match &backend {
         Backend::Sqlite(path) => {
             let path = path.clone();
@@ -79,10 +80,14 @@ pub async fn serve(
             )?;
             (handle, worker, Some(checkpoints))
         }
-        Backend::Postgres(_) => {
-            let opening = backend.clone();
+        Backend::Postgres(target) => {
+            // This relay's name in the notes relays send each other.
+            let node: u64 = rand::random();
+            listener_thread =
+                Some(crate::cluster::Listener::spawn((**target).clone(), node, Arc::clone(&hub))?);
+            let target = (**target).clone();
             let (handle, worker) = crate::actor::spawn(
-                move || opening.open(),
+                move || crate::store::PostgresStore::connect_as(&target, node),
                 move |queued| pushes.push(queued),
                 Arc::clone(&counters),
             )?;
@@ -140,6 +145,9 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || worker.join()).await.map_err(std::io::Error::other)?;
     if let Some(checkpoints) = checkpoints {
         checkpoints.stop();
+    }
+    if let Some(listener) = listener_thread {
+        tokio::task::spawn_blocking(move || listener.stop()).await.map_err(std::io::Error::other)?;
     }
     Ok(())
 }

@@ -39,6 +39,12 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// The files every relay of a cluster must share, copied from the
+    /// first node's data directory into each new one: the TLS certificate
+    /// and key (clients pin the certificate) and the send-token secret
+    /// (tokens issued by one relay are spent at another).
+    pub const CLUSTER_FILES: [&'static str; 3] = ["cert.pem", "key.pem", "token.key"];
+
     /// Opens `root`, creating it (mode 0700) if needed.
     pub fn create(root: &Path) -> Result<Self, DataDirError> {
         use std::os::unix::fs::DirBuilderExt;

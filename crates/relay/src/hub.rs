@@ -33,7 +33,9 @@ pub struct Control {
     pub close: Notify,
     /// A wipe order to pass on before closing.
     pub wipe: Mutex<Option<[u8; 32]>>,
-    /// Mailboxes subscribed after delivery started, for it to drain.
+    /// Mailboxes subscribed after delivery started, for it to drain, and
+    /// mailboxes another relay wrote to (see [`crate::cluster`]), for it
+    /// to read again from its cursors.
     pub added: Mutex<Vec<Mailbox>>,
     /// Wakes the delivery task after `added` grew.
     pub add: Notify,
@@ -149,6 +151,28 @@ impl Hub {
                     control.lag.notify_one();
                 }
             }
+        }
+    }
+
+    /// Tells the connections subscribed to `mailboxes` to read them again
+    /// from the store: another relay wrote to them.
+    pub fn wake(&self, mailboxes: &[Mailbox]) {
+        let subscribed = lock(&self.mailboxes);
+        for mailbox in mailboxes {
+            for subscriber in subscribed.get(mailbox).into_iter().flatten() {
+                lock(&subscriber.control.added).push(*mailbox);
+                subscriber.control.add.notify_one();
+            }
+        }
+    }
+
+    /// Tells every subscribed connection to read all its mailboxes again
+    /// (what other relays wrote while this one was not listening).
+    pub fn wake_all(&self) {
+        let subscribed = lock(&self.mailboxes);
+        for subscriber in subscribed.values().flatten() {
+            subscriber.control.lagged.store(true, Ordering::Release);
+            subscriber.control.lag.notify_one();
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod actor;
 pub mod admin;
+pub mod cluster;
 mod config;
 mod connection;
 mod data_dir;

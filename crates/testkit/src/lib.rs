@@ -33,11 +33,32 @@ impl TestRelay {
 
     /// Starts a relay with these operator settings.
     pub fn start_with(config: &hush_relay::RelayConfig) -> std::io::Result<Self> {
+        Self::start_inner(config, None, None)
+    }
+
+    /// Starts a relay on the PostgreSQL database at `store`; given
+    /// `joining`, it joins that relay's cluster: its data directory starts
+    /// with copies of that relay's certificate, key and token secret, as
+    /// an operator's would.
+    pub fn start_on(store: &str, joining: Option<&TestRelay>) -> std::io::Result<Self> {
+        Self::start_inner(&hush_relay::RelayConfig::default(), Some(store.to_owned()), joining)
+    }
+
+    fn start_inner(
+        config: &hush_relay::RelayConfig,
+        store: Option<String>,
+        joining: Option<&TestRelay>,
+    ) -> std::io::Result<Self> {
         let data = tempfile::tempdir()?;
         let path: PathBuf = data.path().join("relay");
         std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&path)?;
         let settings = serde_json::to_string_pretty(config).map_err(std::io::Error::other)?;
         std::fs::write(path.join("relay.json"), settings)?;
+        if let Some(first) = joining {
+            for file in hush_relay::DataDir::CLUSTER_FILES {
+                std::fs::copy(first.data().join(file), path.join(file))?;
+            }
+        }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -49,7 +70,7 @@ impl TestRelay {
             let result = runtime.block_on(hush_relay::admin::serve(
                 &path,
                 "127.0.0.1:0",
-                hush_relay::admin::ServeOptions::default(),
+                hush_relay::admin::ServeOptions { store: store.as_deref(), metrics: None },
                 |ready| {
                     let _ = ready_tx.send((ready.address, ready.pin.to_string()));
                 },
@@ -72,15 +93,24 @@ impl TestRelay {
         self.data.path().join("relay")
     }
 
-    /// Mints one single-use invite string.
+    /// Mints one single-use invite string (on a thread of its own: a
+    /// PostgreSQL store's client must not run on an async runtime).
     pub fn invite(&self) -> std::io::Result<String> {
-        let invites = hush_relay::admin::create_invites(
-            &self.data(),
-            1,
-            1,
-            std::time::Duration::from_secs(3600),
-            Some(&self.address.to_string()),
-        )
+        let (data, address) = (self.data(), self.address.to_string());
+        let invites = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    hush_relay::admin::create_invites(
+                        &data,
+                        1,
+                        1,
+                        std::time::Duration::from_secs(3600),
+                        Some(&address),
+                    )
+                })
+                .join()
+        })
+        .map_err(|_| std::io::Error::other("invite thread panicked"))?
         .map_err(std::io::Error::other)?;
         invites.first().map(ToString::to_string).ok_or_else(|| std::io::Error::other("no invite"))
     }

@@ -162,7 +162,7 @@ impl Target {
         &self.shown
     }
 
-    fn connect(&self) -> Result<Client, StoreError> {
+    pub(crate) fn connect(&self) -> Result<Client, StoreError> {
         let unreachable = |error: postgres::Error| StoreError::Unreachable {
             url: self.shown.clone(),
             reason: error.to_string(),
@@ -248,6 +248,12 @@ pub struct PostgresStore {
     in_batch: bool,
     /// Set when the batch's transaction can no longer commit.
     aborted: bool,
+    /// This connection's relay, in the notifications it sends (a relay
+    /// ignores its own).
+    node: u64,
+    /// What the open transaction changed that other relays must hear of
+    /// (see [`crate::cluster`]), sent in one notification as it commits.
+    notes: Vec<crate::cluster::Note>,
 }
 
 impl PostgresStore {
@@ -259,9 +265,30 @@ impl PostgresStore {
             statements: HashMap::new(),
             in_batch: false,
             aborted: false,
+            node: rand::random(),
+            notes: Vec::new(),
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Connects as relay `node` (see [`crate::cluster`]).
+    pub fn connect_as(target: &Target, node: u64) -> Result<Self, StoreError> {
+        let mut store = Self::connect(target)?;
+        store.node = node;
+        Ok(store)
+    }
+
+    /// Sends the transaction's notes, as one notification that PostgreSQL
+    /// delivers when (and only if) the transaction commits.
+    fn send_notes(&mut self) -> Result<(), StoreError> {
+        if self.notes.is_empty() {
+            return Ok(());
+        }
+        let notes = std::mem::take(&mut self.notes);
+        let message = crate::cluster::encode(self.node, &notes);
+        self.execute("SELECT pg_notify($1, $2)", &[&crate::cluster::CHANNEL, &message])?;
+        Ok(())
     }
 
     fn client(&mut self) -> Result<&mut Client, StoreError> {
@@ -325,9 +352,11 @@ impl PostgresStore {
     /// transaction of its own.
     fn atomic<T>(&mut self, work: impl FnOnce(&mut Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
         if !self.in_batch {
+            self.notes.clear();
             self.simple("BEGIN")?;
-            let result = work(self);
+            let result = work(self).and_then(|value| self.send_notes().map(|()| value));
             let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            self.notes.clear();
             return match (result, self.simple(end)) {
                 (Ok(value), Ok(())) => Ok(value),
                 (Err(error), _) | (Ok(_), Err(error)) => Err(error),
@@ -337,7 +366,11 @@ impl PostgresStore {
             return Err(StoreError::Batch("the batch's transaction failed".into()));
         }
         self.simple("SAVEPOINT op")?;
+        let noted = self.notes.len();
         let result = work(self);
+        if result.is_err() {
+            self.notes.truncate(noted);
+        }
         let undone = match &result {
             Ok(_) => self.simple("RELEASE SAVEPOINT op"),
             Err(_) => self.simple("ROLLBACK TO SAVEPOINT op"),
@@ -405,6 +438,7 @@ impl PostgresStore {
             "INSERT INTO mailbox (recipient, seq, arrived, expires, payload) VALUES ($1, $2, $3, $4, $5)",
             &[&&account.0[..], &seq, &as_i64(now), &as_i64(expires), &&welcome[..]],
         )?;
+        self.notes.push(crate::cluster::Note::Stored(Mailbox::Account(*account)));
         out.queued.push(Queued {
             id: as_u64(seq),
             to: Mailbox::Account(*account),
@@ -521,6 +555,7 @@ impl PostgresStore {
                 "INSERT INTO queue_entries (queue, seq, payload, len) VALUES ($1, $2, $3, $4)",
                 &[&&capability.queue.0[..], &seq, &payload_id, &len],
             )?;
+            self.notes.push(crate::cluster::Note::Stored(Mailbox::Queue(capability.queue)));
             out.queued.push(Queued {
                 id: as_u64(seq),
                 to: Mailbox::Queue(capability.queue),
@@ -691,6 +726,7 @@ impl Operations for PostgresStore {
                 &[&&account.0[..], &&secret[..], &as_i64(now)],
             )?;
             store.deactivate_in_place(account, now)?;
+            store.notes.push(crate::cluster::Note::Wipe(*account));
             // The device's queues, tagged with its wipe secret, go with it.
             let tagged = store.query("SELECT id, wipe_tag FROM queues WHERE wipe_tag IS NOT NULL", &[])?;
             for row in tagged {
@@ -1029,15 +1065,18 @@ impl Operations for PostgresStore {
 impl RelayStore for PostgresStore {
     fn batch(&mut self, work: &mut dyn FnMut(&mut dyn Operations)) -> Result<(), StoreError> {
         self.aborted = false;
+        self.notes.clear();
         self.simple("BEGIN")?;
         self.in_batch = true;
         work(self);
         self.in_batch = false;
         if std::mem::take(&mut self.aborted) {
+            self.notes.clear();
             let _ = self.simple("ROLLBACK");
             return Err(StoreError::Batch("the batch's transaction failed".into()));
         }
-        if let Err(error) = self.simple("COMMIT") {
+        let committed = self.send_notes().and_then(|()| self.simple("COMMIT"));
+        if let Err(error) = committed {
             // A lost connection leaves the commit's fate unknown to us: the
             // batch is reported failed (nothing acknowledged), and senders
             // retry; queue writes carry their own dedupe upstream.
@@ -1066,7 +1105,11 @@ impl Admin for PostgresStore {
     }
 
     fn deactivate(&mut self, account: &AccountId, now: UnixSeconds) -> Result<bool, StoreError> {
-        self.atomic(|store| store.deactivate_in_place(account, now)).map(|changed| changed > 0)
+        self.atomic(|store| {
+            store.notes.push(crate::cluster::Note::Close(*account));
+            store.deactivate_in_place(account, now)
+        })
+        .map(|changed| changed > 0)
     }
 
     fn provision(

@@ -79,15 +79,21 @@ impl Delivery {
                         let added = std::mem::take(
                             &mut *self.control.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
                         );
-                        let fresh: Vec<Mailbox> =
-                            added.into_iter().filter(|mailbox| !self.cursors.contains_key(mailbox)).collect();
-                        for mailbox in &fresh {
-                            self.cursors.insert(*mailbox, 0);
-                            if self.drain(*mailbox).await.is_err() {
+                        // New mailboxes are drained from the start and
+                        // end with `QueueEmpty`; known ones (woken by
+                        // another relay's write) are read on from their
+                        // cursors.
+                        let mut fresh = false;
+                        for mailbox in added {
+                            if let std::collections::hash_map::Entry::Vacant(new) = self.cursors.entry(mailbox) {
+                                new.insert(0);
+                                fresh = true;
+                            }
+                            if self.drain(mailbox).await.is_err() {
                                 return;
                             }
                         }
-                        if !fresh.is_empty() && self.send(RelayFrame::QueueEmpty).await.is_err() {
+                        if fresh && self.send(RelayFrame::QueueEmpty).await.is_err() {
                             return;
                         }
                     }
