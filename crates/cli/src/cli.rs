@@ -246,8 +246,10 @@ pub enum AdminCommand {
         /// How long the invites stay valid.
         #[arg(long, default_value = "7d", value_name = "DURATION")]
         expires: String,
-        /// Address clients should dial (default: the address the relay listens on).
-        #[arg(long, value_name = "HOST:PORT")]
+        /// Address clients should dial (default: the address the relay
+        /// listens on); the relays of a cluster as HOST:PORT,HOST:PORT:
+        /// clients fail over among them.
+        #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
         address: Option<String>,
     },
     /// Lock an account out and delete its queued messages and key packages.

@@ -357,8 +357,12 @@ async fn shutdown_signal() {
 fn admin(command: AdminCommand) -> Result<()> {
     match command {
         AdminCommand::Invite { data, count, uses, expires, address } => {
-            if let Some(address) = address.as_deref().filter(|a| !hush_proto::is_relay_address(a.trim())) {
-                bail!("'{}' is not an address clients can dial (HOST:PORT)", visible(address));
+            if let Some(address) = address.as_deref().filter(|a| !hush_proto::is_relay_addresses(a.trim())) {
+                bail!(
+                    "'{}' is not an address clients can dial (HOST:PORT, or up to {} of them separated by commas)",
+                    visible(address),
+                    hush_proto::MAX_RELAY_ADDRESSES
+                );
             }
             let invites = hush_relay::admin::create_invites(
                 &data,

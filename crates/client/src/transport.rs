@@ -104,10 +104,31 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to `address` and checks the relay's certificate against `pin`.
+    /// A comma-separated list names the relays of one cluster: they are
+    /// tried in turn, from a random one (so a cluster's clients spread
+    /// over its relays), until one answers; a relay that is down, or that
+    /// shows another certificate, is passed over.
     pub async fn open(address: &str, pin: CertificatePin) -> Result<Self, ClientError> {
-        tokio::time::timeout(CONNECT_TIMEOUT, Self::open_inner(address, pin))
-            .await
-            .map_err(|_| ClientError::Unreachable(format!("{address}: timed out")))?
+        let relays: Vec<&str> = address.split(',').collect();
+        let start = if relays.len() > 1 { rand::random::<usize>() % relays.len() } else { 0 };
+        let mut failure = None;
+        for relay in relays.iter().cycle().skip(start).take(relays.len()) {
+            let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Self::open_inner(relay, pin))
+                .await
+                .map_err(|_| ClientError::Unreachable(format!("{relay}: timed out")))
+                .and_then(|opened| opened);
+            match attempt {
+                Ok(connection) => return Ok(connection),
+                // A wrong certificate is the error worth reporting, even if
+                // other relays were merely down.
+                Err(error) => {
+                    if !matches!(failure, Some(ClientError::WrongCertificate)) {
+                        failure = Some(error);
+                    }
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| ClientError::Unreachable(format!("{address}: no relay address"))))
     }
 
     /// Like [`Self::open`], from a chosen local address (load tests spread

@@ -63,3 +63,117 @@ async fn clients_of_two_relays_on_one_database_chat_live() {
     alice_listens.close().await;
     bob_listens.close().await;
 }
+
+/// Texts `client` receives on a fresh session (waiting for the relay's
+/// queue-empty marker), in order.
+async fn received(client: &Client) -> Vec<String> {
+    let mut session = Session::login(client).await.unwrap();
+    session.receive(Duration::ZERO).await.unwrap();
+    session.close().await;
+    client.take_unshown().unwrap().into_iter().map(|m| m.text).collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn clients_fail_over_when_a_relay_of_their_cluster_stops_and_lose_nothing() {
+    let url = hush_pgtest::Cluster::shared().database();
+    let first = TestRelay::start_on(&url, None).unwrap();
+    let second = TestRelay::start_on(&url, Some(&first)).unwrap();
+    let addresses = format!("{},{}", first.address, second.address);
+    let join_cluster = |name: &'static str| {
+        let invite: Invite = first.invite_for(&addresses).unwrap().parse().unwrap();
+        let profile = second.profile_dir(name);
+        async move {
+            let client = Client::create(&profile, b"pw", KdfParams::FAST, 0, &invite, name).unwrap();
+            Session::register(&client, &invite.code).await.unwrap().close().await;
+            client
+        }
+    };
+    let alice = join_cluster("alice").await;
+    let bob = join_cluster("bob").await;
+    alice.add_contact("bob", bob.account()).unwrap();
+    bob.add_contact("alice", alice.account()).unwrap();
+    let to_bob = bob.account().to_string();
+
+    let mut session = Session::login(&alice).await.unwrap();
+    for n in 0..5 {
+        session.send_text(&to_bob, &format!("before {n}"), None).await.unwrap();
+    }
+    session.close().await;
+    // One relay of the two stops for good; whichever the clients used,
+    // they carry on with the other, with tokens the stopped one issued.
+    drop(first);
+    // A session a message: each of its connections picks a relay of the
+    // list at random, so the dead one is tried first (and passed over)
+    // many times over.
+    for n in 0..5 {
+        let mut session = Session::login(&alice).await.unwrap();
+        session.send_text(&to_bob, &format!("after {n}"), None).await.unwrap();
+        session.close().await;
+    }
+    let expected: Vec<String> =
+        (0..5).map(|n| format!("before {n}")).chain((0..5).map(|n| format!("after {n}"))).collect();
+    assert_eq!(received(&bob).await, expected, "lost, repeated or reordered across the failover");
+    drop(second);
+}
+
+/// Sends `draft` until the relay acknowledges it, logging in again as
+/// needed; answers the errors met on the way.
+async fn send_until_acknowledged(client: &Client, to: &str, draft: &hush_client::Draft) -> Vec<String> {
+    let mut errors = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent = async {
+            let mut session = Session::login(client).await?;
+            let sent = session.send_draft(to, draft).await;
+            session.close().await;
+            sent
+        };
+        match sent.await {
+            Ok(()) => return errors,
+            Err(error) => errors.push(error.to_string()),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never acknowledged: {errors:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_database_crash_loses_nothing_acknowledged_and_sends_meanwhile_get_a_clear_error() {
+    let database = hush_pgtest::Cluster::start().unwrap();
+    let relay = TestRelay::start_on(&database.database(), None).unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    alice.add_contact("bob", bob.account()).unwrap();
+    bob.add_contact("alice", alice.account()).unwrap();
+    let to_bob = bob.account().to_string();
+    let drafts: Vec<hush_client::Draft> =
+        (0..12).map(|n| hush_client::Draft::new(&format!("message {n}"), None)).collect();
+
+    for draft in &drafts[..4] {
+        assert!(send_until_acknowledged(&alice, &to_bob, draft).await.is_empty());
+    }
+    // PostgreSQL stops at once, as in a crash: no send is acknowledged
+    // while it is down, and the error says why.
+    database.stop();
+    for draft in &drafts[4..6] {
+        let mut session = match Session::login(&alice).await {
+            Ok(session) => session,
+            Err(error) => {
+                assert!(error.to_string().contains("database"), "unclear error: {error}");
+                continue;
+            }
+        };
+        let sent = session.send_draft(&to_bob, draft).await;
+        let error = sent.expect_err("a send was acknowledged while the database was down");
+        assert!(error.to_string().contains("database"), "unclear error: {error}");
+        session.close().await;
+    }
+    database.restart().unwrap();
+    // The relay reconnects by itself; the drafts refused meanwhile go
+    // through now, once each, and so does the rest.
+    for draft in &drafts[4..] {
+        send_until_acknowledged(&alice, &to_bob, draft).await;
+    }
+    let expected: Vec<String> = (0..12).map(|n| format!("message {n}")).collect();
+    assert_eq!(received(&bob).await, expected, "lost or repeated across the database's crash");
+}

@@ -395,10 +395,13 @@ pub enum ErrorCode {
     NeedToken = 19,
     /// The queue does not exist, or the proof of owning it does not verify.
     BadQueue = 20,
+    /// The relay cannot reach its database: nothing was stored; try again
+    /// (or another relay of the cluster).
+    Unavailable = 21,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 20] = [
+    const ALL: [ErrorCode; 21] = [
         Self::Malformed,
         Self::TooLarge,
         Self::UnsupportedVersion,
@@ -419,6 +422,7 @@ impl ErrorCode {
         Self::BadToken,
         Self::NeedToken,
         Self::BadQueue,
+        Self::Unavailable,
     ];
 
     fn from_u16(value: u16) -> Result<Self, DecodeError> {
@@ -448,6 +452,7 @@ impl ErrorCode {
             Self::BadToken => "the send token is not valid or was spent already",
             Self::NeedToken => "this connection's send budget is spent",
             Self::BadQueue => "unknown queue or bad queue proof",
+            Self::Unavailable => "the relay cannot reach its database: nothing was stored; try again",
         }
     }
 }

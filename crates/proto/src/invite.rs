@@ -1,8 +1,10 @@
 //! Invite strings: one self-contained string holding the relay's address,
 //! its certificate pin and a secret code.
 //!
-//! Format: `hush://ADDRESS/PIN/CODE`, where ADDRESS is `host:port`, PIN is the
-//! hex SHA-256 of the relay certificate and CODE is base32.
+//! Format: `hush://ADDRESS/PIN/CODE`, where ADDRESS is `host:port` (or
+//! several, comma-separated: the relays of one cluster, which share one
+//! certificate), PIN is the hex SHA-256 of the relay certificate and CODE
+//! is base32.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,7 +31,8 @@ pub enum InviteError {
 /// A parsed invite. The code is a secret: it is not printed by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Invite {
-    /// The relay's `host:port`.
+    /// The relay's `host:port`, or its cluster's, comma-separated (see
+    /// [`is_relay_addresses`]).
     pub address: String,
     /// The relay's certificate pin.
     pub pin: CertificatePin,
@@ -60,6 +63,17 @@ pub fn is_relay_address(address: &str) -> bool {
     address.len() <= 255 && host_ok && !port.is_empty() && port.parse::<u16>().is_ok()
 }
 
+/// Most relay addresses one invite (or wipe code) lists.
+pub const MAX_RELAY_ADDRESSES: usize = 8;
+
+/// True for one relay address or several, comma-separated (at most
+/// [`MAX_RELAY_ADDRESSES`]): the relays of one cluster, all serving the
+/// same certificate, among which clients fail over.
+pub fn is_relay_addresses(addresses: &str) -> bool {
+    let count = addresses.split(',').count();
+    count <= MAX_RELAY_ADDRESSES && addresses.split(',').all(is_relay_address)
+}
+
 impl fmt::Display for Invite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "hush://{}/{}/{}", self.address, self.pin, self.code)
@@ -77,7 +91,7 @@ impl FromStr for Invite {
         else {
             return Err(InviteError::Shape);
         };
-        if !is_relay_address(address) {
+        if !is_relay_addresses(address) {
             return Err(InviteError::Shape);
         }
         let pin = pin.parse().map_err(|_| InviteError::Pin)?;
@@ -106,6 +120,15 @@ mod tests {
     }
 
     #[test]
+    fn an_invite_lists_a_cluster_s_relays() {
+        let pin = "00".repeat(32);
+        let text = format!("hush://relay-a.example:7443,10.0.0.2:7443,[::1]:7443/{pin}/abc");
+        let invite: Invite = text.parse().unwrap();
+        assert_eq!(invite.address, "relay-a.example:7443,10.0.0.2:7443,[::1]:7443");
+        assert_eq!(invite.to_string(), text);
+    }
+
+    #[test]
     fn bad_invites_are_refused() {
         assert_eq!("http://x/y/z".parse::<Invite>(), Err(InviteError::Shape));
         assert_eq!("hush://127.0.0.1:1/zz/abc".parse::<Invite>(), Err(InviteError::Pin));
@@ -126,6 +149,15 @@ mod tests {
         for address in ["127.0.0.1:7443", "relay.example.org:443", "[::1]:7443"] {
             assert!(is_relay_address(address), "{address}");
         }
+        for list in ["a:1,", ",a:1", "a:1,,b:2", "a:1, b:2", "a:1,b"] {
+            assert_eq!(
+                format!("hush://{list}/{pin}/abc").parse::<Invite>(),
+                Err(InviteError::Shape),
+                "{list:?}"
+            );
+        }
+        let nine = ["h:1"; MAX_RELAY_ADDRESSES + 1].join(",");
+        assert!(!is_relay_addresses(&nine), "more addresses than any cluster needs");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use frames::{
     WELCOME_PAYLOAD_TAG,
 };
 pub use ids::{AccountId, CertificatePin, DeviceId, GroupId, IdError, IdentityKey};
-pub use invite::{is_relay_address, Invite, InviteError};
+pub use invite::{is_relay_address, is_relay_addresses, Invite, InviteError, MAX_RELAY_ADDRESSES};
 pub use queues::{queue_auth_message, wipe_tag, write_hash, Capability, ContactCode, Destination, QueueId};
 pub use wipe_code::WipeCode;
 

@@ -45,7 +45,7 @@ impl FromStr for WipeCode {
         let rest = text.trim().strip_prefix("hush-wipe://").ok_or(InviteError::Shape)?;
         let parts: Vec<&str> = rest.split('/').collect();
         let [address, pin, account, secret] = parts.as_slice() else { return Err(InviteError::Shape) };
-        if !crate::invite::is_relay_address(address) {
+        if !crate::invite::is_relay_addresses(address) {
             return Err(InviteError::Shape);
         }
         let pin = pin.parse().map_err(|_| InviteError::Pin)?;

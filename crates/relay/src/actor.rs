@@ -63,6 +63,7 @@ where
     fn answer(self: Box<Self>, batch: &Result<(), StoreError>) {
         let result = match (batch, self.result) {
             (Ok(()), Some(result)) => result,
+            (Err(error), _) if error.is_unavailable() => Err(StoreError::Unavailable),
             (Err(error), _) => Err(StoreError::Batch(error.to_string())),
             (Ok(()), None) => Err(StoreError::Batch("operation did not run".into())),
         };

@@ -96,6 +96,19 @@ pub async fn serve(
     };
     let opening = backend.clone();
     let reader = crate::actor::spawn_reader(move || opening.open())?;
+    // Tokens issued by one relay of a cluster are spent at another: on a
+    // shared store, the secret they come from is kept there.
+    let token_secret = match &backend {
+        Backend::Sqlite(_) => dir.token_secret()?,
+        Backend::Postgres(target) => {
+            let target = (**target).clone();
+            tokio::task::spawn_blocking(move || {
+                crate::store::PostgresStore::connect(&target)?.shared_secret("token")
+            })
+            .await
+            .map_err(std::io::Error::other)??
+        }
+    };
     let listener = TcpListener::bind(listen).await?;
     let metrics = match options.metrics {
         Some(address) => {
@@ -133,7 +146,7 @@ pub async fn serve(
         admin_socket: Some(dir.admin_socket()),
         max_connections,
         metrics: counters,
-        token_secret: dir.token_secret()?,
+        token_secret,
     };
     tracing::info!(max_connections, "relay ready");
     ready(Ready { address, pin: tls.pin(), max_connections });

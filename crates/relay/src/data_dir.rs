@@ -41,9 +41,9 @@ pub struct DataDir {
 impl DataDir {
     /// The files every relay of a cluster must share, copied from the
     /// first node's data directory into each new one: the TLS certificate
-    /// and key (clients pin the certificate) and the send-token secret
-    /// (tokens issued by one relay are spent at another).
-    pub const CLUSTER_FILES: [&'static str; 3] = ["cert.pem", "key.pem", "token.key"];
+    /// and key (clients pin the certificate). What else they share (the
+    /// send-token secret) is in the database.
+    pub const CLUSTER_FILES: [&'static str; 2] = ["cert.pem", "key.pem"];
 
     /// Opens `root`, creating it (mode 0700) if needed.
     pub fn create(root: &Path) -> Result<Self, DataDirError> {
@@ -125,7 +125,8 @@ impl DataDir {
     }
 
     /// The secret send tokens are derived from, made on first start
-    /// (`token.key`; every relay of a cluster needs the same one).
+    /// (`token.key`; a relay on a shared PostgreSQL store keeps it in the
+    /// database instead, for every relay of the cluster).
     pub fn token_secret(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, DataDirError> {
         Ok(crate::tokens::TokenDesk::load_or_create_secret(&self.root.join("token.key"))?)
     }

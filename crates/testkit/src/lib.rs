@@ -96,7 +96,13 @@ impl TestRelay {
     /// Mints one single-use invite string (on a thread of its own: a
     /// PostgreSQL store's client must not run on an async runtime).
     pub fn invite(&self) -> std::io::Result<String> {
-        let (data, address) = (self.data(), self.address.to_string());
+        self.invite_for(&self.address.to_string())
+    }
+
+    /// Mints one single-use invite that lists `addresses` (a cluster's
+    /// relays, comma-separated).
+    pub fn invite_for(&self, addresses: &str) -> std::io::Result<String> {
+        let (data, address) = (self.data(), addresses.to_owned());
         let invites = std::thread::scope(|scope| {
             scope
                 .spawn(|| {

@@ -275,9 +275,14 @@ fn store_error_code(error: &StoreError) -> ErrorCode {
         StoreError::NotAMember => ErrorCode::NotAMember,
         StoreError::QueueIdTaken => ErrorCode::Internal,
         StoreError::Full => ErrorCode::RateLimited,
+        _ if error.is_unavailable() => {
+            tracing::warn!(%error, "the store is unavailable");
+            ErrorCode::Unavailable
+        }
         StoreError::Database(_)
         | StoreError::Postgres(_)
         | StoreError::Unreachable { .. }
+        | StoreError::Unavailable
         | StoreError::BadUrl(_)
         | StoreError::NewerSchema { .. }
         | StoreError::Batch(_) => {

@@ -81,6 +81,30 @@ pub enum StoreError {
     /// The store's worker has stopped.
     #[error("store is closed")]
     Closed,
+    /// The database went away during the operation: nothing of it was
+    /// stored.
+    #[error("the database is unavailable")]
+    Unavailable,
+}
+
+impl StoreError {
+    /// True if the database could not be reached (rather than refusing the
+    /// operation): the relay says so to clients, who try again.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Unavailable => true,
+            Self::Postgres(PostgresError(error)) => {
+                error.is_closed()
+                    || error.as_db_error().is_none_or(|db| {
+                        let code = db.code().code();
+                        // Connection exceptions, and the server shutting
+                        // down or starting up.
+                        code.starts_with("08") || code.starts_with("57P")
+                    })
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A PostgreSQL error, shown without the server's detail lines (which can

@@ -128,6 +128,11 @@ CREATE TABLE reports (
     more bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX reports_by_account ON reports (account, id);
+-- Secrets every relay of the cluster shares (the send-token secret).
+CREATE TABLE relay_secrets (
+    name text PRIMARY KEY,
+    value bytea NOT NULL
+);
 "];
 
 /// The advisory lock migrations run under ("hush" and 1).
@@ -272,6 +277,26 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// The 32-byte secret `name` every relay of the cluster shares, made
+    /// by the first relay that asks for it.
+    pub fn shared_secret(&mut self, name: &str) -> Result<zeroize::Zeroizing<[u8; 32]>, StoreError> {
+        let mut fresh = zeroize::Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *fresh);
+        let client = self.client()?;
+        client.execute(
+            "INSERT INTO relay_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &&fresh[..]],
+        )?;
+        let row = client.query_one("SELECT value FROM relay_secrets WHERE name = $1", &[&name])?;
+        let value = zeroize::Zeroizing::new(row.try_get::<_, Vec<u8>>(0)?);
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        if value.len() != 32 {
+            return Err(StoreError::Batch(format!("the shared secret {name} is malformed")));
+        }
+        secret.copy_from_slice(&value);
+        Ok(secret)
+    }
+
     /// Connects as relay `node` (see [`crate::cluster`]).
     pub fn connect_as(target: &Target, node: u64) -> Result<Self, StoreError> {
         let mut store = Self::connect(target)?;
@@ -289,6 +314,16 @@ impl PostgresStore {
         let message = crate::cluster::encode(self.node, &notes);
         self.execute("SELECT pg_notify($1, $2)", &[&crate::cluster::CHANNEL, &message])?;
         Ok(())
+    }
+
+    /// Why the batch's transaction failed: the database went away, or an
+    /// operation's rollback did.
+    fn failed(&self) -> StoreError {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            StoreError::Unavailable
+        } else {
+            StoreError::Batch("the batch's transaction failed".into())
+        }
     }
 
     fn client(&mut self) -> Result<&mut Client, StoreError> {
@@ -363,7 +398,7 @@ impl PostgresStore {
             };
         }
         if self.aborted {
-            return Err(StoreError::Batch("the batch's transaction failed".into()));
+            return Err(self.failed());
         }
         self.simple("SAVEPOINT op")?;
         let noted = self.notes.len();
@@ -377,7 +412,7 @@ impl PostgresStore {
         };
         if undone.is_err() {
             self.aborted = true;
-            return Err(StoreError::Batch("the batch's transaction failed".into()));
+            return Err(self.failed());
         }
         result
     }
@@ -1073,7 +1108,7 @@ impl RelayStore for PostgresStore {
         if std::mem::take(&mut self.aborted) {
             self.notes.clear();
             let _ = self.simple("ROLLBACK");
-            return Err(StoreError::Batch("the batch's transaction failed".into()));
+            return Err(self.failed());
         }
         let committed = self.send_notes().and_then(|()| self.simple("COMMIT"));
         if let Err(error) = committed {
