@@ -1070,6 +1070,8 @@ fn provisioned_accounts_are_counted_and_bad_lines_refused() {
 
 #[path = "e2e/chat.rs"]
 mod chat;
+#[path = "e2e/cluster.rs"]
+mod cluster;
 #[path = "e2e/graph.rs"]
 mod graph;
 #[path = "e2e/operator.rs"]

@@ -59,7 +59,7 @@ pub async fn serve(
     let config = dir.config()?;
     let tls = dir.tls()?;
     let backend = match options.store {
-        Some(url) => dir.use_store(url)?,
+        Some(url) => dir.postgres_store(url)?,
         None => dir.backend()?,
     };
     tracing::info!(store = %backend.describe(), "opening the store");
@@ -94,6 +94,10 @@ pub async fn serve(
             (handle, worker, None)
         }
     };
+    // The database answered: from now on this directory names it.
+    if let Some(url) = options.store {
+        dir.remember_store(url)?;
+    }
     let opening = backend.clone();
     let reader = crate::actor::spawn_reader(move || opening.open())?;
     // Tokens issued by one relay of a cluster are spent at another: on a

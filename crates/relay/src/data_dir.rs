@@ -96,13 +96,10 @@ impl DataDir {
         }
     }
 
-    /// Records the PostgreSQL database this relay (and `hush admin` on this
-    /// directory) uses from now on, in `store.url` (mode 0600: the URL may
-    /// hold a password). Refuses a directory that already holds an
-    /// embedded store, whose data would silently be left behind.
-    pub fn use_store(&self, url: &str) -> Result<Backend, DataDirError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
+    /// The PostgreSQL database at `url`, for this relay. Refuses a
+    /// directory that already holds an embedded store, whose data would
+    /// silently be left behind.
+    pub fn postgres_store(&self, url: &str) -> Result<Backend, DataDirError> {
         let backend = Backend::postgres(url)?;
         if self.root.join("relay.db").exists() {
             return Err(DataDirError::Io(std::io::Error::other(format!(
@@ -110,12 +107,21 @@ impl DataDir {
                 self.root.display()
             ))));
         }
+        Ok(backend)
+    }
+
+    /// Records the PostgreSQL database this relay (and `hush admin` on this
+    /// directory) uses from now on, in `store.url` (mode 0600: the URL may
+    /// hold a password).
+    pub fn remember_store(&self, url: &str) -> Result<(), DataDirError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.root.join(STORE_FILE);
         let mut file =
             std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
         file.write_all(url.as_bytes())?;
         file.sync_all()?;
-        Ok(backend)
+        Ok(())
     }
 
     /// Opens a connection of its own to the store. PostgreSQL's client
