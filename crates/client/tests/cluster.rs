@@ -177,3 +177,46 @@ async fn a_database_crash_loses_nothing_acknowledged_and_sends_meanwhile_get_a_c
     let expected: Vec<String> = (0..12).map(|n| format!("message {n}")).collect();
     assert_eq!(received(&bob).await, expected, "lost or repeated across the database's crash");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_synchronous_standby_promoted_after_the_primary_dies_has_every_acknowledged_message() {
+    let primary = hush_pgtest::Cluster::start().unwrap();
+    let url = primary.database();
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let standby = primary.standby().unwrap();
+    primary.require_synchronous_standby().unwrap();
+    // Commits wait for the standby from here on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while primary.query("SELECT sync_state FROM pg_stat_replication").unwrap() != "sync" {
+        assert!(std::time::Instant::now() < deadline, "the standby never became synchronous");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The relay knows both servers and writes to whichever accepts
+    // writes: the primary, then the standby once promoted.
+    let both = format!(
+        "postgresql://{}@{},{}/{name}?target_session_attrs=read-write",
+        hush_pgtest::USER,
+        primary.host(),
+        standby.host()
+    );
+    let relay = TestRelay::start_on(&both, None).unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    alice.add_contact("bob", bob.account()).unwrap();
+    bob.add_contact("alice", alice.account()).unwrap();
+    let to_bob = bob.account().to_string();
+    let drafts: Vec<hush_client::Draft> =
+        (0..8).map(|n| hush_client::Draft::new(&format!("message {n}"), None)).collect();
+    for draft in &drafts[..4] {
+        assert!(send_until_acknowledged(&alice, &to_bob, draft).await.is_empty());
+    }
+    // The primary dies at once; what it acknowledged is on the standby,
+    // which is promoted. The relay finds it by itself.
+    primary.stop();
+    standby.promote().unwrap();
+    for draft in &drafts[4..] {
+        send_until_acknowledged(&alice, &to_bob, draft).await;
+    }
+    let expected: Vec<String> = (0..8).map(|n| format!("message {n}")).collect();
+    assert_eq!(received(&bob).await, expected, "lost or repeated across the failover");
+}

@@ -20,7 +20,7 @@ use anyhow::Result;
 use clap::Parser;
 
 /// Load generator for the Hush relay.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "hush-loadgen", version, about)]
 pub struct Options {
     /// idle, throughput, latency, drain or crash.
@@ -61,6 +61,20 @@ pub struct Options {
     /// Mosquitto in the same invocation and report Hush/Mosquitto ratios.
     #[arg(long)]
     pub vs_mosquitto: bool,
+    /// Keep the relay's state in PostgreSQL: a URL, or `private` for a
+    /// server of the run's own in a temporary directory (whose CPU time is
+    /// then reported too). Without it, the embedded store.
+    #[arg(long, value_name = "URL|private")]
+    pub store: Option<String>,
+    /// Relays started on the store (more than one needs --store): senders
+    /// are spread over them, and each recipient listens on the relay after
+    /// its sender's, so every message crosses from one relay to another.
+    #[arg(long, default_value_t = 1)]
+    pub relays: usize,
+    /// Run the same scenario on the embedded store first, in the same
+    /// invocation, and report PostgreSQL/SQLite ratios (with --store).
+    #[arg(long, requires = "store")]
+    pub vs_sqlite: bool,
     /// Print the figures as one JSON object (the last line).
     #[arg(long)]
     pub json: bool,

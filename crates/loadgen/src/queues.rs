@@ -57,10 +57,10 @@ pub async fn tokens((sender, receiver): &mut Link, count: usize) -> Result<Vec<T
     Ok(tokens)
 }
 
-/// A sealed connection that spent every token given (its budget is their
-/// sum).
-pub async fn sealed(relay: &RelayUnderTest, tokens: Vec<Token>, source: IpAddr) -> Result<Link> {
-    let mut connection = Connection::open_from(&relay.address, relay.pin, source).await?;
+/// A sealed connection to relay `node` of the cluster that spent every
+/// token given (its budget is their sum).
+pub async fn sealed(relay: &RelayUnderTest, node: usize, tokens: Vec<Token>, source: IpAddr) -> Result<Link> {
+    let mut connection = Connection::open_from(relay.node(node), relay.pin, source).await?;
     hush_client::hello(&mut connection).await?;
     let count = tokens.len() as u32;
     for (request, token) in (0..).zip(tokens) {
@@ -109,9 +109,15 @@ pub async fn make_inboxes((sender, receiver): &mut Link, count: usize) -> Result
     Ok(made.into_iter().flatten().collect())
 }
 
-/// A connection receiving from `inboxes` (proved, delivery not started).
-pub async fn receive_from(relay: &RelayUnderTest, inboxes: &[&Inbox], source: IpAddr) -> Result<Link> {
-    let mut connection = Connection::open_from(&relay.address, relay.pin, source).await?;
+/// A connection to relay `node` of the cluster receiving from `inboxes`
+/// (proved, delivery not started).
+pub async fn receive_from(
+    relay: &RelayUnderTest,
+    node: usize,
+    inboxes: &[&Inbox],
+    source: IpAddr,
+) -> Result<Link> {
+    let mut connection = Connection::open_from(relay.node(node), relay.pin, source).await?;
     let nonce = hush_client::hello(&mut connection).await?;
     for (request, chunk) in (0..).zip(inboxes.chunks(MAX_QUEUES_PER_SUBSCRIBE)) {
         let proofs = chunk

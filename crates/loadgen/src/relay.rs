@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, Context, Result};
 use hush_proto::{CertificatePin, Invite};
 
-/// A relay to drive.
+/// A relay to drive (or the first relay of a cluster).
 pub struct RelayUnderTest {
     /// Where clients connect.
     pub address: String,
@@ -17,11 +17,27 @@ pub struct RelayUnderTest {
     pub pin: CertificatePin,
     data: PathBuf,
     child: Option<Child>,
+    /// The other relays of the cluster (same store, same certificate).
+    peers: Vec<RelayUnderTest>,
+    /// The run's own PostgreSQL server (`--store private`).
+    database: Option<hush_pgtest::Cluster>,
     _temp: Option<TempDir>,
 }
 
 /// A temporary directory removed on drop.
 struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "hush-loadgen-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -44,32 +60,95 @@ fn hush_binary() -> Result<PathBuf> {
 }
 
 impl RelayUnderTest {
+    /// Starts `relays` relays on `store` (a URL, `private`, or None for
+    /// the embedded store).
+    pub fn start_cluster(store: Option<&str>, relays: usize) -> Result<Self> {
+        let Some(store) = store else {
+            if relays > 1 {
+                bail!("--relays {relays} needs --store: relays share a PostgreSQL store");
+            }
+            return Self::start(&[]);
+        };
+        let (url, database) = match store {
+            "private" => {
+                let database = hush_pgtest::Cluster::start().context("starting a private PostgreSQL")?;
+                (database.database(), Some(database))
+            }
+            url => (url.to_owned(), None),
+        };
+        let mut first = Self::start(&["--store", &url])?;
+        first.database = database;
+        for _ in 1..relays {
+            let temp = TempDir::new()?;
+            let data = temp.0.join("relay");
+            Self::prepare(&data)?;
+            for file in ["cert.pem", "key.pem"] {
+                std::fs::copy(first.data.join(file), data.join(file))?;
+            }
+            let mut peer = Self::spawn(&data, "127.0.0.1:0", &["--store", &url])?;
+            peer._temp = Some(temp);
+            first.peers.push(peer);
+        }
+        Ok(first)
+    }
+
+    /// The address of relay `node` of the cluster (round robin).
+    pub fn node(&self, node: usize) -> &str {
+        match node % (self.peers.len() + 1) {
+            0 => &self.address,
+            peer => &self.peers[peer - 1].address,
+        }
+    }
+
+    /// Relays in the cluster.
+    pub fn relays(&self) -> usize {
+        self.peers.len() + 1
+    }
+
+    /// CPU seconds the run's own PostgreSQL server used so far (all its
+    /// processes), if it has one.
+    pub fn database_cpu_seconds(&self) -> Option<f64> {
+        let postmaster = self.database.as_ref()?.postmaster_pid()?;
+        let mut total = process_cpu_seconds(postmaster)?;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                continue;
+            };
+            if parent_pid(pid) == Some(postmaster) {
+                total += process_cpu_seconds(pid).unwrap_or(0.0);
+            }
+        }
+        Some(total)
+    }
+
     /// Starts a fresh relay on a temporary data directory.
-    pub fn start() -> Result<Self> {
-        let temp = std::env::temp_dir().join(format!(
-            "hush-loadgen-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&temp)?;
-        let data = temp.join("relay");
+    fn start(extra: &[&str]) -> Result<Self> {
+        let temp = TempDir::new()?;
+        let data = temp.0.join("relay");
+        Self::prepare(&data)?;
+        let mut relay = Self::spawn(&data, "127.0.0.1:0", extra)?;
+        relay._temp = Some(temp);
+        Ok(relay)
+    }
+
+    /// A data directory with the load generator's settings.
+    fn prepare(data: &Path) -> Result<()> {
         // Every simulated device connects from one of 8 loopback
         // addresses: no per-address connection limit.
-        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&data)?;
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(data)?;
         std::fs::write(
             data.join("relay.json"),
             "{\"max_connections_per_address\": 0, \"tokens_per_day\": 100000000}\n",
         )?;
-        let mut relay = Self::spawn(&data, "127.0.0.1:0")?;
-        relay._temp = Some(TempDir(temp));
-        Ok(relay)
+        Ok(())
     }
 
-    fn spawn(data: &Path, listen: &str) -> Result<Self> {
+    fn spawn(data: &Path, listen: &str, extra: &[&str]) -> Result<Self> {
         let mut child = Command::new(hush_binary()?)
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", listen])
+            .args(extra)
             .env("HUSH_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -87,13 +166,23 @@ impl RelayUnderTest {
             pin: pin.parse()?,
             data: data.to_path_buf(),
             child: Some(child),
+            peers: Vec::new(),
+            database: None,
             _temp: None,
         })
     }
 
     /// A handle that only knows where the relay is (for reconnecting tasks).
     pub fn detached(address: &str, pin: CertificatePin) -> Self {
-        Self { address: address.to_owned(), pin, data: PathBuf::new(), child: None, _temp: None }
+        Self {
+            address: address.to_owned(),
+            pin,
+            data: PathBuf::new(),
+            child: None,
+            peers: Vec::new(),
+            database: None,
+            _temp: None,
+        }
     }
 
     /// Attaches to a running relay.
@@ -104,6 +193,8 @@ impl RelayUnderTest {
             pin: invite.pin,
             data: data.to_path_buf(),
             child: None,
+            peers: Vec::new(),
+            database: None,
             _temp: None,
         })
     }
@@ -153,14 +244,22 @@ impl RelayUnderTest {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Resident memory in KiB.
+    /// Resident memory in KiB (of every relay of the cluster).
     pub fn rss_kib(&self) -> Option<u64> {
-        process_rss_kib(self.pid()?)
+        let mut total = process_rss_kib(self.pid()?)?;
+        for peer in &self.peers {
+            total += peer.rss_kib()?;
+        }
+        Some(total)
     }
 
-    /// CPU seconds used so far (user + system).
+    /// CPU seconds used so far (user + system, every relay of the cluster).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        process_cpu_seconds(self.pid()?)
+        let mut total = process_cpu_seconds(self.pid()?)?;
+        for peer in &self.peers {
+            total += peer.cpu_seconds()?;
+        }
+        Some(total)
     }
 
     /// Kills the relay with SIGKILL and starts it again on the same data.
@@ -168,7 +267,7 @@ impl RelayUnderTest {
         let Some(mut child) = self.child.take() else { bail!("cannot kill a relay we did not start") };
         child.kill()?;
         child.wait()?;
-        let mut restarted = Self::spawn(&self.data, &self.address)?;
+        let mut restarted = Self::spawn(&self.data, &self.address, &[])?;
         self.child = restarted.child.take();
         Ok(())
     }
@@ -179,6 +278,12 @@ pub fn process_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A process's parent, from /proc.
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A process's CPU seconds so far (user + system), from /proc.

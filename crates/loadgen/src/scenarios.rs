@@ -26,7 +26,27 @@ pub async fn run(options: &Options) -> Result<Report> {
     if options.vs_mosquitto && !matches!(options.scenario.as_str(), "throughput" | "latency" | "drain") {
         bail!("--vs-mosquitto covers throughput, latency and drain");
     }
+    let baseline = match options.vs_sqlite {
+        true => {
+            eprintln!("first on the embedded store...");
+            let embedded = Options { store: None, relays: 1, vs_sqlite: false, ..options.clone() };
+            Some(run_hush(&embedded).await?)
+        }
+        false => None,
+    };
     let mut report = run_hush(options).await?;
+    if let Some(baseline) = baseline {
+        for name in
+            ["msgs_per_s", "drain_s", "p50_ms", "p99_ms", "relay_cpu_us_per_msg", "lost", "duplicates"]
+        {
+            if let Some(value) = baseline.number(name) {
+                report.set(&format!("sqlite_{name}"), value);
+            }
+        }
+        if let (Some(store), Some(embedded)) = (report.number("msgs_per_s"), baseline.number("msgs_per_s")) {
+            report.set("vs_sqlite", store / embedded.max(f64::MIN_POSITIVE));
+        }
+    }
     if options.vs_mosquitto {
         let number = |name: &str| report.number(name).unwrap_or(0.0);
         let hush = Figures {
@@ -56,8 +76,11 @@ async fn run_hush(options: &Options) -> Result<Report> {
     }
     let mut relay = match (&options.relay, &options.data) {
         (Some(address), Some(data)) => RelayUnderTest::attach(address, data)?,
-        _ => RelayUnderTest::start()?,
+        _ => RelayUnderTest::start_cluster(options.store.as_deref(), options.relays)?,
     };
+    if options.scenario == "crash" && relay.relays() > 1 {
+        bail!("the crash scenario runs on one relay");
+    }
     if options.accounts > 0 {
         eprintln!("enrolling {} offline accounts...", options.accounts);
         let began = Instant::now();
@@ -100,13 +123,27 @@ pub fn parse(payload: &[u8]) -> Option<(u32, u64, u64)> {
     Some((pair, seq, sent))
 }
 
-fn relay_figures(report: &mut Report, relay: &RelayUnderTest, cpu_before: Option<f64>, delivered: usize) {
+/// CPU seconds so far of the relays and of the run's own database.
+type CpuMark = (Option<f64>, Option<f64>);
+
+fn cpu_mark(relay: &RelayUnderTest) -> CpuMark {
+    (relay.cpu_seconds(), relay.database_cpu_seconds())
+}
+
+fn relay_figures(report: &mut Report, relay: &RelayUnderTest, before: CpuMark, delivered: usize) {
+    report.set("relays", relay.relays());
     report.set("relay_rss_kib", relay.rss_kib());
-    if let (Some(before), Some(after)) = (cpu_before, relay.cpu_seconds()) {
-        let used = after - before;
-        report.set("relay_cpu_s", used);
-        if delivered > 0 {
-            report.set("relay_cpu_us_per_msg", used * 1e6 / delivered as f64);
+    let (relays_before, database_before) = before;
+    for (name, before, after) in [
+        ("relay", relays_before, relay.cpu_seconds()),
+        ("database", database_before, relay.database_cpu_seconds()),
+    ] {
+        if let (Some(before), Some(after)) = (before, after) {
+            let used = after - before;
+            report.set(&format!("{name}_cpu_s"), used);
+            if delivered > 0 {
+                report.set(&format!("{name}_cpu_us_per_msg"), used * 1e6 / delivered as f64);
+            }
         }
     }
 }
@@ -271,13 +308,14 @@ async fn devices(
     let mut accounts = provision(relay, senders + 1, PROVISION_PARALLEL).await?;
     let (_, mut maker) = accounts.pop().ok_or_else(|| anyhow!("no account"))?;
     let maker_tokens = tokens(&mut maker, tokens_for(inboxes)).await?;
-    let mut making = sealed(relay, maker_tokens, source_address(0)).await?;
+    let mut making = sealed(relay, 0, maker_tokens, source_address(0)).await?;
     let inboxes = make_inboxes(&mut making, inboxes).await?;
     let mut links = Vec::with_capacity(senders);
-    for chunk in accounts.chunks_mut(PROVISION_PARALLEL) {
-        let opening = chunk.iter_mut().enumerate().map(|(i, (_, link))| async move {
+    for (chunk, accounts) in accounts.chunks_mut(PROVISION_PARALLEL).enumerate() {
+        let opening = accounts.iter_mut().enumerate().map(|(i, (_, link))| async move {
             let tokens: Vec<Token> = tokens(link, tokens_for(messages)).await?;
-            sealed(relay, tokens, source_address(i)).await
+            // Sender k writes through relay k of the cluster.
+            sealed(relay, chunk * PROVISION_PARALLEL + i, tokens, source_address(i)).await
         });
         for link in futures_util::future::join_all(opening).await {
             links.push(link?);
@@ -298,7 +336,8 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
     let mut recipients = Vec::new();
     let counter = Counter::default();
     for (index, inbox) in inboxes.iter().enumerate() {
-        let link = receive_from(relay, &[inbox], source_address(index)).await?;
+        // Recipient k listens on the relay after sender k's.
+        let link = receive_from(relay, index + 1, &[inbox], source_address(index)).await?;
         recipients.push(inbox.capability());
         // Paced runs acknowledge each message as the real client does;
         // throughput runs batch acknowledgements.
@@ -308,7 +347,7 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
         receiving.push(tokio::spawn(receive(link, (ack_every, messages), start, ready, deadline, counter)));
     }
     ready.wait().await;
-    let cpu_before = relay.cpu_seconds();
+    let cpu_before = cpu_mark(relay);
     let progress = Progress::watch(&options.scenario, messages * pairs, Arc::clone(&counter));
     eprintln!("{pairs} pairs x {messages} messages of {} bytes...", options.size);
     let began = Instant::now();
@@ -362,7 +401,7 @@ async fn idle(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     for (chunk, inboxes) in inboxes.chunks(256).enumerate() {
         let opening = inboxes.iter().enumerate().map(|(i, inbox)| async move {
             let (mut sender, mut receiver) =
-                receive_from(relay, &[inbox], source_address(chunk * 256 + i)).await?;
+                receive_from(relay, chunk * 256 + i, &[inbox], source_address(chunk * 256 + i)).await?;
             sender.send(&ClientFrame::Subscribe).await?;
             match receiver.recv().await? {
                 RelayFrame::QueueEmpty => Ok::<_, anyhow::Error>((sender, receiver)),
@@ -394,6 +433,7 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     let inbox = inboxes.first().ok_or_else(|| anyhow!("no inbox"))?;
     let start = Instant::now();
     let rss_before = relay.rss_kib();
+    let cpu_before = cpu_mark(relay);
     eprintln!("queueing {} messages from {senders} senders for an offline recipient...", options.messages);
     let began = Instant::now();
     let mut sending = Vec::new();
@@ -419,7 +459,8 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     }
     let publish_s = began.elapsed().as_secs_f64();
     let rss_queued = relay.rss_kib();
-    let link = receive_from(relay, &[inbox], source_address(0)).await?;
+    // The recipient comes back to the relay after the first sender's.
+    let link = receive_from(relay, 1, &[inbox], source_address(0)).await?;
     let ready = Arc::new(Barrier::new(1));
     let deadline = Instant::now() + Duration::from_secs(300);
     let began = Instant::now();
@@ -438,6 +479,8 @@ async fn drain(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     report.set("duplicates", got.duplicates);
     report.set("drain_s", drain_s);
     report.set("msgs_per_s", got.unique as f64 / drain_s);
+    // CPU for queueing and draining each message.
+    relay_figures(&mut report, relay, cpu_before, got.unique);
     report.set("relay_rss_kib", rss_queued);
     if let (Some(before), Some(queued)) = (rss_before, rss_queued) {
         let per_message = queued.saturating_sub(before) as f64 * 1024.0 / acked.max(1) as f64;
@@ -458,7 +501,7 @@ async fn crash(relay: &mut RelayUnderTest, options: &Options) -> Result<Report> 
     let mut accounts = provision(relay, pairs + 1, PROVISION_PARALLEL).await?;
     let (_, mut maker) = accounts.pop().ok_or_else(|| anyhow!("no account"))?;
     let maker_tokens = tokens(&mut maker, tokens_for(pairs)).await?;
-    let mut making = sealed(relay, maker_tokens, source_address(0)).await?;
+    let mut making = sealed(relay, 0, maker_tokens, source_address(0)).await?;
     let receivers = make_inboxes(&mut making, pairs).await?;
     // Enough tokens for every message and a few reconnections.
     let mut wallets = Vec::with_capacity(pairs);
@@ -497,7 +540,7 @@ async fn crash(relay: &mut RelayUnderTest, options: &Options) -> Result<Report> 
     for (pair, inbox) in receivers.iter().enumerate() {
         let expected: Vec<bool> = acked[pair].lock().map(|v| v.clone()).unwrap_or_default();
         acked_total += expected.iter().filter(|a| **a).count();
-        let link = receive_from(relay, &[inbox], source_address(pair)).await?;
+        let link = receive_from(relay, 0, &[inbox], source_address(pair)).await?;
         let (seen, duplicates) = collect_all(link, per_pair).await?;
         lost += expected.iter().zip(&seen).filter(|(was_acked, got)| **was_acked && !**got).count();
         redelivered += duplicates;
@@ -539,7 +582,7 @@ impl SenderJob {
             }
             let spend: Vec<Token> = self.wallet.drain(..needed).collect();
             let Ok((mut sender, mut receiver)) =
-                sealed(&self.relay, spend, source_address(self.pair as usize)).await
+                sealed(&self.relay, 0, spend, source_address(self.pair as usize)).await
             else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

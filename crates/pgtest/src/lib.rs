@@ -62,16 +62,93 @@ static NEXT_DATABASE: AtomicU32 = AtomicU32::new(1);
 impl Cluster {
     /// Makes a new cluster (initdb) and starts its server.
     pub fn start() -> io::Result<Self> {
+        let cluster = Self::unstarted()?;
+        cluster.init()?;
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
+    /// A cluster directory with no data yet (deleted when dropped).
+    fn unstarted() -> io::Result<Self> {
         let bin = server_binaries()?;
         let owner = if is_root()? { Some(postgres_user()?) } else { None };
         let root = tempfile::Builder::new().prefix("hush-pg-").tempdir()?.keep();
         let cluster = Self { bin, root, owner, guard: Mutex::new(None) };
-        if let Err(error) = cluster.init() {
-            let _ = std::fs::remove_dir_all(&cluster.root);
-            return Err(error);
+        std::fs::set_permissions(&cluster.root, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::create_dir(cluster.socket_dir())?;
+        if let Some((uid, gid)) = cluster.owner {
+            std::os::unix::fs::chown(&cluster.root, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(cluster.socket_dir(), Some(uid), Some(gid))?;
         }
-        cluster.start_server()?;
         Ok(cluster)
+    }
+
+    /// A streaming-replication standby of this cluster, copied from it
+    /// now (`pg_basebackup`) and started: read-only until promoted.
+    pub fn standby(&self) -> io::Result<Self> {
+        let standby = Self::unstarted()?;
+        standby.run(
+            standby
+                .program("pg_basebackup")
+                .arg("-D")
+                .arg(standby.root.join("data"))
+                .args(["-R", "-X", "stream", "--checkpoint=fast", "-U", USER, "-p", "5432", "-h"])
+                .arg(self.socket_dir()),
+        )?;
+        standby.start_server()?;
+        Ok(standby)
+    }
+
+    /// From now on a commit waits until a standby has it too
+    /// (`synchronous_standby_names = '*'`).
+    pub fn require_synchronous_standby(&self) -> io::Result<()> {
+        self.psql("ALTER SYSTEM SET synchronous_standby_names = '*'")?;
+        self.psql("SELECT pg_reload_conf()")
+    }
+
+    /// Makes a standby the primary (`pg_ctl promote`, waiting until it
+    /// accepts writes).
+    pub fn promote(&self) -> io::Result<()> {
+        self.run(self.program("pg_ctl").arg("promote").arg("-w").arg("-D").arg(self.root.join("data")))
+    }
+
+    /// Runs one query in the `postgres` database and answers its output
+    /// (unaligned, tuples only).
+    pub fn query(&self, sql: &str) -> io::Result<String> {
+        let output = self
+            .program("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                USER,
+                "-d",
+                "postgres",
+                "-p",
+                "5432",
+                "-c",
+            ])
+            .arg(sql)
+            .arg("-h")
+            .arg(self.socket_dir())
+            .output()?;
+        if !output.status.success() {
+            return Err(io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    fn psql(&self, sql: &str) -> io::Result<()> {
+        self.run(
+            self.program("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", USER, "-d", "postgres", "-p", "5432", "-c"])
+                .arg(sql)
+                .arg("-h")
+                .arg(self.socket_dir()),
+        )
     }
 
     /// The cluster this test binary shares (started on first use), or a
@@ -90,12 +167,6 @@ impl Cluster {
     }
 
     fn init(&self) -> io::Result<()> {
-        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o755))?;
-        std::fs::create_dir(self.socket_dir())?;
-        if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(&self.root, Some(uid), Some(gid))?;
-            std::os::unix::fs::chown(self.socket_dir(), Some(uid), Some(gid))?;
-        }
         let data = self.root.join("data");
         self.run(self.program("initdb").arg("-D").arg(&data).args([
             "-U",
@@ -178,6 +249,13 @@ impl Cluster {
         self.start_server()
     }
 
+    /// The running server's main process (for benchmarks that measure
+    /// its CPU time), from `postmaster.pid`.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let pid = std::fs::read_to_string(self.root.join("data/postmaster.pid")).ok()?;
+        pid.lines().next()?.trim().parse().ok()
+    }
+
     /// The directory of the server's socket.
     pub fn socket_dir(&self) -> PathBuf {
         self.root.join("socket")
@@ -186,6 +264,12 @@ impl Cluster {
     /// A connection URL for `database` (the socket directory as the host,
     /// percent-encoded, so no TCP host is ever tried).
     pub fn url(&self, database: &str) -> String {
+        format!("postgresql://{USER}@{}/{database}", self.host())
+    }
+
+    /// `host:port` of this server in a URL: its socket directory,
+    /// percent-encoded (a URL may list several, comma-separated).
+    pub fn host(&self) -> String {
         let mut host = String::new();
         for byte in self.socket_dir().to_string_lossy().bytes() {
             match byte {
@@ -193,7 +277,7 @@ impl Cluster {
                 other => host.push_str(&format!("%{other:02X}")),
             }
         }
-        format!("postgresql://{USER}@{host}:5432/{database}")
+        format!("{host}:5432")
     }
 
     /// Creates a new, empty database and returns its URL.

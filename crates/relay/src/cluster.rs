@@ -159,19 +159,20 @@ fn listen(target: &Target, node: u64, hub: &Hub, stop: &AtomicBool) {
             let mut received = Vec::new();
             let mut failed = false;
             {
+                // Wait for one notification, then take those already
+                // here, and apply them at once.
                 let mut notifications = client.notifications();
-                let mut iter = notifications.timeout_iter(POLL);
-                loop {
-                    match iter.next() {
+                match notifications.timeout_iter(POLL).next() {
+                    Ok(Some(notification)) => received.push(notification.payload().to_owned()),
+                    Ok(None) => {}
+                    Err(_) => failed = true,
+                }
+                let mut pending = notifications.iter();
+                while !failed && received.len() < 256 {
+                    match pending.next() {
                         Ok(Some(notification)) => received.push(notification.payload().to_owned()),
                         Ok(None) => break,
-                        Err(_) => {
-                            failed = true;
-                            break;
-                        }
-                    }
-                    if received.len() >= 256 {
-                        break;
+                        Err(_) => failed = true,
                     }
                 }
             }
