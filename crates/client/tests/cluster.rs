@@ -152,22 +152,27 @@ async fn a_database_crash_loses_nothing_acknowledged_and_sends_meanwhile_get_a_c
     for draft in &drafts[..4] {
         assert!(send_until_acknowledged(&alice, &to_bob, draft).await.is_empty());
     }
-    // PostgreSQL stops at once, as in a crash: no send is acknowledged
-    // while it is down, and the error says why.
+    // PostgreSQL stops at once, as in a crash, under a logged-in session:
+    // no send is acknowledged while it is down, and the error says why
+    // (a connection the relay closed on such an error is closed for the
+    // sends after it).
+    let mut session = Session::login(&alice).await.unwrap();
     database.stop();
+    let mut errors = Vec::new();
     for draft in &drafts[4..6] {
-        let mut session = match Session::login(&alice).await {
-            Ok(session) => session,
-            Err(error) => {
-                assert!(error.to_string().contains("database"), "unclear error: {error}");
-                continue;
-            }
-        };
-        let sent = session.send_draft(&to_bob, draft).await;
-        let error = sent.expect_err("a send was acknowledged while the database was down");
-        assert!(error.to_string().contains("database"), "unclear error: {error}");
-        session.close().await;
+        let error =
+            session.send_draft(&to_bob, draft).await.expect_err("acknowledged while the database was down");
+        errors.push(error.to_string());
     }
+    session.close().await;
+    let login = Session::login(&alice).await.err().map(|error| error.to_string());
+    errors.push(login.unwrap_or_else(|| "logged in while the database was down".into()));
+    assert!(
+        errors.iter().all(|error| error.contains("database") || error.contains("closed the connection")),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("database") || errors[2].contains("database"), "{errors:?}");
+    assert!(errors[2].contains("database"), "a new session's error does not say why: {errors:?}");
     database.restart().unwrap();
     // The relay reconnects by itself; the drafts refused meanwhile go
     // through now, once each, and so does the rest.

@@ -31,8 +31,10 @@ use crate::store::{Mailbox, Target};
 /// The notification channel.
 pub const CHANNEL: &str = "hush";
 
-/// Longest notification sent (PostgreSQL's limit is 8000 bytes).
+/// Most bytes of mailbox names in one notification.
 const MAX_MESSAGE: usize = 7_000;
+/// Longest notification sent at all (PostgreSQL's limit is 8000 bytes).
+const MAX_NOTIFICATION: usize = 7_900;
 
 /// How long the listener waits for a notification before checking that it
 /// should go on and that its connection is alive.
@@ -50,6 +52,9 @@ pub enum Note {
     Close(AccountId),
     /// This account was wiped: pass its wipe order on, then close.
     Wipe(AccountId),
+    /// Accounts were deactivated or wiped, too many to name: check every
+    /// account this relay serves.
+    Recheck,
 }
 
 /// One notification: the sending relay, then the notes. Mailboxes past
@@ -63,6 +68,7 @@ pub fn encode(node: u64, notes: &[Note]) -> String {
             Note::Stored(Mailbox::Account(account)) => format!(" a{}", HEXLOWER.encode(&account.0)),
             Note::Close(account) => format!(" c{}", HEXLOWER.encode(&account.0)),
             Note::Wipe(account) => format!(" w{}", HEXLOWER.encode(&account.0)),
+            Note::Recheck => " !".to_owned(),
         };
         if matches!(note, Note::Stored(_)) && (everything || message.len() + item.len() > MAX_MESSAGE) {
             everything = true;
@@ -74,6 +80,11 @@ pub fn encode(node: u64, notes: &[Note]) -> String {
     }
     if everything {
         message.push_str(" *");
+    }
+    if message.len() > MAX_NOTIFICATION {
+        // Too many operator actions for one notification: every relay
+        // re-reads everything and re-checks every account it serves.
+        return format!("{node:016x} * !");
     }
     message
 }
@@ -88,6 +99,10 @@ pub fn decode(message: &str) -> Option<(u64, Vec<Note>, bool)> {
     for item in items {
         if item == "*" {
             everything = true;
+            continue;
+        }
+        if item == "!" {
+            notes.push(Note::Recheck);
             continue;
         }
         let Some(kind) = item.chars().next() else { continue };
@@ -149,12 +164,15 @@ fn listen(target: &Target, node: u64, hub: &Hub, stop: &AtomicBool) {
                 continue;
             }
         };
+        // What was stored, deactivated or wiped while we did not listen
+        // (or before we first did): read every mailbox again, check every
+        // account we serve.
         if !first {
-            // What was stored while we did not listen: read everything.
             tracing::info!("listening for other relays' writes again; re-reading every mailbox");
-            hub.wake_all();
         }
         first = false;
+        hub.wake_all();
+        recheck(&mut client, hub);
         while !stop.load(Ordering::Acquire) {
             let mut received = Vec::new();
             let mut failed = false;
@@ -188,6 +206,32 @@ fn listen(target: &Target, node: u64, hub: &Hub, stop: &AtomicBool) {
     }
 }
 
+/// Closes the connections of accounts this relay serves that were
+/// deactivated, passing on wipe orders first.
+fn recheck(client: &mut postgres::Client, hub: &Hub) {
+    let served: Vec<Vec<u8>> = hub.accounts().iter().map(|account| account.0.to_vec()).collect();
+    if served.is_empty() {
+        return;
+    }
+    let Ok(rows) = client.query(
+        "SELECT a.id, w.secret FROM accounts a LEFT JOIN wipe_orders w ON w.account = a.id
+         WHERE a.id = ANY($1) AND a.deactivated IS NOT NULL",
+        &[&served],
+    ) else {
+        return;
+    };
+    for row in rows {
+        let Some(account) = row.try_get::<_, Vec<u8>>(0).ok().and_then(account) else { continue };
+        let secret = row.try_get::<_, Option<Vec<u8>>>(1).ok().flatten();
+        match secret.and_then(|secret| <[u8; 32]>::try_from(secret).ok()) {
+            Some(secret) => hub.wipe(&account, secret),
+            None => {
+                hub.close(&account);
+            }
+        }
+    }
+}
+
 /// Applies one notification from another relay.
 fn apply(client: &mut postgres::Client, node: u64, hub: &Hub, message: &str) {
     let Some((from, notes, everything)) = decode(message) else { return };
@@ -200,6 +244,7 @@ fn apply(client: &mut postgres::Client, node: u64, hub: &Hub, message: &str) {
     let mut woken = Vec::new();
     for note in notes {
         match note {
+            Note::Recheck => recheck(client, hub),
             Note::Stored(mailbox) => woken.push(mailbox),
             Note::Close(account) => {
                 hub.close(&account);
@@ -272,6 +317,35 @@ mod tests {
         let (_, decoded, everything) = decode(&message).unwrap();
         assert!(everything, "mailboxes that do not fit must mean every mailbox");
         assert!(decoded.contains(&Note::Close(account)), "an operator's action is never dropped");
+        let wipes: Vec<Note> = (0..400u16)
+            .map(|n| {
+                Note::Wipe(AccountId([
+                    (n % 256) as u8,
+                    (n / 256) as u8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ]))
+            })
+            .collect();
+        let message = encode(1, &wipes);
+        assert!(message.len() <= MAX_NOTIFICATION, "{}", message.len());
+        assert_eq!(decode(&message).map(|(_, notes, all)| (notes, all)), Some((vec![Note::Recheck], true)));
         assert!(decode("not hex").is_none());
         assert_eq!(decode("01 qzz x1 q00").map(|(_, notes, _)| notes.len()), Some(0));
     }

@@ -116,11 +116,16 @@ impl DataDir {
     pub fn remember_store(&self, url: &str) -> Result<(), DataDirError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        // A new file, made 0600 before it holds anything, then renamed
+        // over the old one: never a moment with the URL readable by others
+        // or half written.
         let path = self.root.join(STORE_FILE);
-        let mut file =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+        let fresh = self.root.join(format!("{STORE_FILE}.new"));
+        let _ = std::fs::remove_file(&fresh);
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&fresh)?;
         file.write_all(url.as_bytes())?;
         file.sync_all()?;
+        std::fs::rename(&fresh, &path)?;
         Ok(())
     }
 

@@ -196,6 +196,11 @@ impl Hub {
         }
     }
 
+    /// The accounts with logged-in connections here.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        lock(&self.accounts).keys().copied().collect()
+    }
+
     /// Connections currently registered.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)

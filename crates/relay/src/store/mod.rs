@@ -94,13 +94,17 @@ impl StoreError {
         match self {
             Self::Unreachable { .. } | Self::Unavailable => true,
             Self::Postgres(PostgresError(error)) => {
-                error.is_closed()
-                    || error.as_db_error().is_none_or(|db| {
-                        let code = db.code().code();
-                        // Connection exceptions, and the server shutting
-                        // down or starting up.
-                        code.starts_with("08") || code.starts_with("57P")
-                    })
+                let io = std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>());
+                let retryable = error.as_db_error().is_some_and(|db| {
+                    let code = db.code().code();
+                    // Connection exceptions, the server shutting down or
+                    // starting up, a deadlock or serialization victim, a
+                    // lock not granted in time: nothing was stored.
+                    code.starts_with("08")
+                        || code.starts_with("57P")
+                        || matches!(code, "40P01" | "40001" | "55P03" | "57014")
+                });
+                error.is_closed() || io || retryable
             }
             _ => false,
         }

@@ -113,10 +113,13 @@ CREATE TABLE queue_entries (
     PRIMARY KEY (queue, seq)
 );
 CREATE INDEX queue_entries_by_payload ON queue_entries (payload);
+CREATE INDEX queues_by_use ON queues (used_day);
 CREATE TABLE spent_tokens (
     nonce bytea PRIMARY KEY,
     day bigint NOT NULL
 );
+CREATE INDEX spent_tokens_by_day ON spent_tokens (day);
+CREATE INDEX key_packages_by_expiry ON key_packages (expires);
 CREATE TABLE reports (
     id bigserial PRIMARY KEY,
     account bytea NOT NULL,
@@ -143,6 +146,14 @@ ALTER TABLE mailbox SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuu
 
 /// The advisory lock migrations run under ("hush" and 1).
 const MIGRATION_LOCK: i64 = 0x6875_7368_0000_0001;
+/// The advisory lock of the retention purge: one relay of a cluster purges
+/// at a time, the others skip their turn.
+const PURGE_LOCK: i64 = 0x6875_7368_0000_0002;
+
+/// How long a statement waits for a row lock before giving up (a relay
+/// that stopped mid-batch must not stall the others for long).
+const SESSION_SETTINGS: &str = "SET synchronous_commit = on; SET lock_timeout = '5s'; \
+     SET idle_in_transaction_session_timeout = '30s'";
 
 /// How long connecting may take before the store says it cannot.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -158,12 +169,23 @@ impl Target {
     /// Parses a `postgresql://` or `postgres://` URL (or a libpq key=value
     /// string).
     pub fn parse(url: &str) -> Result<Self, StoreError> {
-        let shown = redact_url(url);
-        let mut config: postgres::Config =
-            url.parse().map_err(|error| StoreError::BadUrl(format!("{shown}: {error}")))?;
+        let mut config: postgres::Config = match url.parse() {
+            Ok(config) => config,
+            Err(error) => return Err(StoreError::BadUrl(format!("{}: {error}", redact_url(url)))),
+        };
+        let shown = redact_password(url, config.get_password());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // Over TCP, TLS is required unless the URL says otherwise (libpq's
+        // default, `prefer`, lets anyone on the path turn it off).
+        let tcp = config.get_hosts().iter().any(|host| matches!(host, postgres::config::Host::Tcp(_)));
+        if tcp && !url.contains("sslmode") {
+            config.ssl_mode(postgres::config::SslMode::Require);
+        }
+        // A dead peer is noticed in seconds, not hours.
+        config.keepalives_idle(Duration::from_secs(30));
+        config.tcp_user_timeout(Duration::from_secs(30));
         config.application_name("hush-relay");
         Ok(Self { config, shown })
     }
@@ -180,8 +202,9 @@ impl Target {
         };
         let mut client = self.config.connect(tls()?).map_err(unreachable)?;
         // Acknowledged means committed to disk (and to a synchronous
-        // standby, if the operator has one), whatever the server's default.
-        client.batch_execute("SET synchronous_commit = on").map_err(unreachable)?;
+        // standby, if the operator has one), whatever the server's default;
+        // a lock held by a stuck relay is waited for seconds, not hours.
+        client.batch_execute(SESSION_SETTINGS).map_err(unreachable)?;
         Ok(client)
     }
 }
@@ -203,26 +226,51 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// `url` with any password replaced by `***`, for logs and errors.
+/// `url` with `password` (as parsed from it) replaced by `***`, wherever
+/// and however it is written.
+fn redact_password(url: &str, password: Option<&[u8]>) -> String {
+    let Some(password) = password.filter(|password| !password.is_empty()) else { return redact_url(url) };
+    let raw = String::from_utf8_lossy(password).into_owned();
+    let encoded: String = password
+        .iter()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(*byte).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    let mut shown = url.to_owned();
+    for form in [raw, encoded.clone(), encoded.to_lowercase()] {
+        shown = shown.replace(&form, "***");
+    }
+    shown
+}
+
+/// `url` with anything that may be a password replaced by `***`, for logs
+/// and errors (also for URLs that do not parse).
 pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        if let Some((userinfo, hosts)) = authority.rsplit_once('@') {
-            if let Some((user, _password)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{hosts}{tail}");
-            }
-        }
-        return url.to_owned();
+        // Credentials end at the last '@' (a password may hold '/', '?'
+        // or '#'); a password given as a parameter goes too.
+        let rest = match rest.rsplit_once('@') {
+            Some((userinfo, hosts)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{hosts}"),
+                None => format!("{userinfo}@{hosts}"),
+            },
+            None => rest.to_owned(),
+        };
+        let rest = match rest.split_once('?') {
+            Some((path, query)) if query.contains("password") => format!("{path}?***"),
+            _ => rest,
+        };
+        return format!("{scheme}://{rest}");
     }
-    // key=value form
-    url.split_whitespace()
-        .map(|pair| match pair.split_once('=') {
-            Some(("password", _)) => "password=***".to_owned(),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    // key=value form: anything after a password key is hidden.
+    match url.find("password") {
+        Some(at) => format!("{}password=***", &url[..at]),
+        None => url.to_owned(),
+    }
 }
 
 fn as_i64(value: u64) -> i64 {
@@ -259,6 +307,9 @@ pub struct PostgresStore {
     in_batch: bool,
     /// Set when the batch's transaction can no longer commit.
     aborted: bool,
+    /// True between BEGIN and COMMIT or ROLLBACK: a connection lost then is
+    /// not silently replaced (the transaction went with it).
+    in_transaction: bool,
     /// This connection's relay, in the notifications it sends (a relay
     /// ignores its own).
     node: u64,
@@ -276,6 +327,7 @@ impl PostgresStore {
             statements: HashMap::new(),
             in_batch: false,
             aborted: false,
+            in_transaction: false,
             node: rand::random(),
             notes: Vec::new(),
         };
@@ -322,6 +374,35 @@ impl PostgresStore {
         Ok(())
     }
 
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.simple("BEGIN")?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    /// Commits the open transaction. `SELECT 1` first: in a transaction
+    /// that an error aborted it fails, where COMMIT alone would answer
+    /// with a quiet rollback. A commit whose answer never came may or may
+    /// not have happened: that is said, not "nothing stored".
+    fn commit(&mut self) -> Result<(), StoreError> {
+        let committed = self.simple("SELECT 1; COMMIT");
+        let lost = self.client.as_ref().is_none_or(Client::is_closed);
+        self.in_transaction = false;
+        match committed {
+            Ok(()) => Ok(()),
+            Err(_) if lost => Err(StoreError::Batch("the database did not confirm the commit".into())),
+            Err(error) => {
+                let _ = self.simple("ROLLBACK");
+                Err(error)
+            }
+        }
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.simple("ROLLBACK");
+        self.in_transaction = false;
+    }
+
     /// Why the batch's transaction failed: the database went away, or an
     /// operation's rollback did.
     fn failed(&self) -> StoreError {
@@ -334,6 +415,11 @@ impl PostgresStore {
 
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
+            if self.in_transaction {
+                // What the transaction did is gone; a new connection must
+                // not carry on (and "commit") as if it were not.
+                return Err(StoreError::Unavailable);
+            }
             self.statements.clear();
             self.client = None;
             self.client = Some(self.target.connect()?);
@@ -394,19 +480,24 @@ impl PostgresStore {
     fn atomic<T>(&mut self, work: impl FnOnce(&mut Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
         if !self.in_batch {
             self.notes.clear();
-            self.simple("BEGIN")?;
+            self.begin()?;
             let result = work(self).and_then(|value| self.send_notes().map(|()| value));
-            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
             self.notes.clear();
-            return match (result, self.simple(end)) {
-                (Ok(value), Ok(())) => Ok(value),
-                (Err(error), _) | (Ok(_), Err(error)) => Err(error),
+            return match result {
+                Ok(value) => self.commit().map(|()| value),
+                Err(error) => {
+                    self.rollback();
+                    Err(error)
+                }
             };
         }
         if self.aborted {
             return Err(self.failed());
         }
-        self.simple("SAVEPOINT op")?;
+        if let Err(error) = self.simple("SAVEPOINT op") {
+            self.aborted = true;
+            return Err(error);
+        }
         let noted = self.notes.len();
         let result = work(self);
         if result.is_err() {
@@ -558,7 +649,11 @@ impl PostgresStore {
         let len = payload.len() as i64;
         let mut refused = Vec::new();
         let mut stored: Option<i64> = None;
-        for (index, capability) in (0..).zip(targets) {
+        // Queue rows are locked in id order, in every batch of every
+        // relay, so two batches never wait for each other in a circle.
+        let mut order: Vec<(u32, &Capability)> = (0..).zip(targets).collect();
+        order.sort_by_key(|(_, capability)| capability.queue.0);
+        for (index, capability) in order {
             let already = out.queued.iter().any(|queued| queued.to == Mailbox::Queue(capability.queue));
             let numbered = if already {
                 None
@@ -604,6 +699,7 @@ impl PostgresStore {
                 payload: Arc::clone(payload),
             });
         }
+        refused.sort_unstable();
         Ok(refused)
     }
 
@@ -622,6 +718,15 @@ impl PostgresStore {
 
     fn delete_queue_in_place(&mut self, queue: &QueueId) -> Result<bool, StoreError> {
         let id = &queue.0[..];
+        // The queue's row first: a write to it waits for this transaction
+        // and then finds no queue, so no entry is added behind our back.
+        let deleted = self.execute("DELETE FROM queues WHERE id = $1", &[&id])? == 1;
+        self.delete_entries(queue)?;
+        Ok(deleted)
+    }
+
+    fn delete_entries(&mut self, queue: &QueueId) -> Result<(), StoreError> {
+        let id = &queue.0[..];
         let payloads = self.query("DELETE FROM queue_entries WHERE queue = $1 RETURNING payload", &[&id])?;
         let mut ids: Vec<i64> = payloads.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()?;
         ids.sort_unstable();
@@ -629,7 +734,7 @@ impl PostgresStore {
         for payload in ids {
             self.drop_if_unreferenced(payload)?;
         }
-        Ok(self.execute("DELETE FROM queues WHERE id = $1", &[&id])? == 1)
+        Ok(())
     }
 
     fn pending_rows(
@@ -658,6 +763,15 @@ impl PostgresStore {
     /// counters), spent tokens of past days, queues unused for
     /// [`QUEUE_IDLE_DAYS`] and old reports; answers how many entries went.
     fn purge(&mut self, now: UnixSeconds) -> Result<u64, StoreError> {
+        // One relay of a cluster purges at a time; the others skip.
+        let ours = self
+            .query_opt("SELECT pg_try_advisory_xact_lock($1)", &[&PURGE_LOCK])?
+            .map(|row| row.try_get::<_, bool>(0))
+            .transpose()?
+            .unwrap_or(false);
+        if !ours {
+            return Ok(0);
+        }
         let now_i = as_i64(now);
         let mailbox = self.execute("DELETE FROM mailbox WHERE expires <= $1", &[&now_i])?;
         self.execute("DELETE FROM group_commits WHERE expires <= $1", &[&now_i])?;
@@ -679,14 +793,16 @@ impl PostgresStore {
             .unwrap_or(0);
         self.execute("DELETE FROM payloads WHERE expires <= $1", &[&now_i])?;
         // A token is good on its day and the next.
-        self.execute("DELETE FROM spent_tokens WHERE day + 1 < $1", &[&day(now)])?;
+        self.execute("DELETE FROM spent_tokens WHERE day < $1", &[&(day(now) - 1)])?;
+        // Idle queues: the row goes only if it is still idle when deleted
+        // (another relay may have just proved it), then its entries.
         let idle = self.query(
-            "SELECT id FROM queues WHERE used_day + $2 < $1",
-            &[&day(now), &as_i64(QUEUE_IDLE_DAYS)],
+            "DELETE FROM queues WHERE used_day < $1 RETURNING id",
+            &[&(day(now) - as_i64(QUEUE_IDLE_DAYS))],
         )?;
         for row in idle {
             if let Some(id) = bytes(row.try_get(0)?) {
-                self.delete_queue_in_place(&QueueId(id))?;
+                self.delete_entries(&QueueId(id))?;
             }
         }
         let cutoff = as_i64(now.saturating_sub(REPORT_DAYS * 24 * 3600));
@@ -826,21 +942,28 @@ impl Operations for PostgresStore {
     fn take_key_package(&mut self, account: &AccountId, now: UnixSeconds) -> Result<Vec<u8>, StoreError> {
         self.atomic(|store| {
             store.require_active(account)?;
-            // SKIP LOCKED: two relays handing out packages at once take
-            // different ones.
-            let row = store
-                .query_opt(
-                    "SELECT seq, last_resort, data FROM key_packages
-                     WHERE account = $1 AND (expires IS NULL OR expires > $2)
-                     ORDER BY last_resort ASC, seq ASC LIMIT 1 FOR UPDATE SKIP LOCKED",
-                    &[&&account.0[..], &as_i64(now)],
-                )?
-                .ok_or(StoreError::NoKeyPackage)?;
-            let (seq, last_resort): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
-            if !last_resort {
-                store.execute("DELETE FROM key_packages WHERE seq = $1", &[&seq])?;
+            let params: Params<'_> = &[&&account.0[..], &as_i64(now)];
+            // A one-time package, taken by one relay only (SKIP LOCKED:
+            // two relays handing out packages at once take different
+            // ones); else the last-resort one, which is shared.
+            let one_time = store.query_opt(
+                "DELETE FROM key_packages WHERE seq = (
+                     SELECT seq FROM key_packages
+                     WHERE account = $1 AND NOT last_resort AND (expires IS NULL OR expires > $2)
+                     ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING data",
+                params,
+            )?;
+            if let Some(row) = one_time {
+                return Ok(row.try_get(0)?);
             }
-            Ok(row.try_get(2)?)
+            let last_resort = store.query_opt(
+                "SELECT data FROM key_packages
+                 WHERE account = $1 AND last_resort AND (expires IS NULL OR expires > $2)
+                 ORDER BY seq DESC LIMIT 1",
+                params,
+            )?;
+            Ok(last_resort.ok_or(StoreError::NoKeyPackage)?.try_get(0)?)
         })
     }
 
@@ -1107,21 +1230,21 @@ impl RelayStore for PostgresStore {
     fn batch(&mut self, work: &mut dyn FnMut(&mut dyn Operations)) -> Result<(), StoreError> {
         self.aborted = false;
         self.notes.clear();
-        self.simple("BEGIN")?;
+        self.begin()?;
         self.in_batch = true;
         work(self);
         self.in_batch = false;
         if std::mem::take(&mut self.aborted) {
             self.notes.clear();
-            let _ = self.simple("ROLLBACK");
-            return Err(self.failed());
+            let failed = self.failed();
+            self.rollback();
+            return Err(failed);
         }
-        let committed = self.send_notes().and_then(|()| self.simple("COMMIT"));
+        let committed = self.send_notes().and_then(|()| self.commit());
         if let Err(error) = committed {
-            // A lost connection leaves the commit's fate unknown to us: the
-            // batch is reported failed (nothing acknowledged), and senders
-            // retry; queue writes carry their own dedupe upstream.
-            let _ = self.simple("ROLLBACK");
+            if self.in_transaction {
+                self.rollback();
+            }
             return Err(error);
         }
         Ok(())

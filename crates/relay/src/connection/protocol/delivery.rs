@@ -69,9 +69,18 @@ impl Delivery {
                         let Some(queued) = push else { return };
                         self.control.buffered.fetch_sub(queued.payload.len(), Ordering::AcqRel);
                         // Pushes of a mailbox not drained yet are ignored:
-                        // the drain reads them from the store.
-                        let fresh = self.cursors.get(&queued.to).is_some_and(|last| queued.id > *last);
-                        if fresh && self.deliver(&queued).await.is_err() {
+                        // the drain reads them from the store. A mailbox
+                        // numbers its entries one after another, so a push
+                        // past the next number means an entry between
+                        // (another relay's, its wake-up still on the way):
+                        // read on from the store, which has both, in order.
+                        let Some(&last) = self.cursors.get(&queued.to) else { continue };
+                        let sent = match queued.id {
+                            id if id == last + 1 => self.deliver(&queued).await,
+                            id if id > last => self.drain(queued.to).await,
+                            _ => Ok(()),
+                        };
+                        if sent.is_err() {
                             return;
                         }
                     }

@@ -480,3 +480,38 @@ async fn commits_are_ordered_one_per_epoch_under_the_epoch_key() {
     }
     assert_eq!(bodies, vec![b"create".to_vec(), b"update".to_vec()]);
 }
+
+/// Another relay of a cluster stores an entry (no push here, its wake-up
+/// still on the way), then this relay stores the next one and pushes it:
+/// the listening device must get both, in order, not the push alone.
+#[tokio::test]
+async fn a_push_past_an_entry_another_relay_stored_brings_that_entry_first() {
+    let relay = Relay::start();
+    let (mut alice, _) = relay.register(&key(1)).await;
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    let (owner, secret) = (key(30), [31; 32]);
+    let queue = sealed.create_queue(&owner, &secret).await;
+    let mut bob = relay.receive(&[(queue, &owner)]).await;
+    assert_eq!(bob.recv().await, RelayFrame::QueueEmpty);
+
+    // "The other relay": a store worker of its own on the same store,
+    // whose writes push to no one.
+    let path = relay.dir.path().join("relay.db");
+    let (other, _worker) = crate::actor::spawn(
+        move || crate::store::SqliteStore::open(&path),
+        |_| {},
+        std::sync::Arc::new(crate::metrics::Metrics::default()),
+    )
+    .unwrap();
+    let payload: std::sync::Arc<[u8]> = std::sync::Arc::from(&b"from the other relay"[..]);
+    let written =
+        other.enqueue_sealed(vec![capability(queue, secret)], payload, 1, u64::MAX / 2).await.unwrap();
+    assert_eq!(written.queued[0].id, 1);
+
+    sealed.send(send(1, vec![capability(queue, secret)], b"from this relay"));
+    assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 1, refused: vec![] });
+    for (expected_seq, expected) in [(1, &b"from the other relay"[..]), (2, &b"from this relay"[..])] {
+        let RelayFrame::QueueDeliver { seq, payload, .. } = bob.recv().await else { panic!("no delivery") };
+        assert_eq!((seq, payload.as_slice()), (expected_seq, expected));
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use hush_proto::GroupId;
+use hush_proto::{AccountId, GroupId};
 
 use super::*;
 use crate::store::contract::{commit, epoch_key, payload};
@@ -293,4 +293,66 @@ fn passwords_never_show() {
     );
     assert_eq!(redact_url("postgres://hush@db/hush"), "postgres://hush@db/hush");
     assert_eq!(redact_url("host=db user=hush password=s3cret"), "host=db user=hush password=***");
+    // Passwords with the characters that end a URL's parts, or given as a
+    // parameter, or quoted: hidden whether or not the URL parses.
+    for (url, secret) in [
+        ("postgresql://hush:pa/ss?w#rd@db.example/hush", "pa/ss?w#rd"),
+        ("postgresql://hush:p%40ss%2Fword@db.example/hush", "p%40ss%2Fword"),
+        ("postgresql://hush@db.example/hush?password=s3cret&sslmode=require", "s3cret"),
+        ("host=db user=hush password='a b c'", "a b c"),
+        ("host=db password = s3cret user=hush", "s3cret"),
+    ] {
+        let shown = match Target::parse(url) {
+            Ok(target) => target.shown().to_owned(),
+            Err(error) => error.to_string(),
+        };
+        assert!(!shown.contains(secret), "{url} shown as {shown}");
+        assert!(!redact_url(url).contains(secret), "{url} redacted as {}", redact_url(url));
+    }
+}
+
+#[test]
+fn a_batch_whose_connection_dies_midway_fails_and_keeps_nothing() {
+    let url = database();
+    let mut store = connect(&url);
+    let to = queue(&mut store, 7);
+    let pid: i32 = store.client().unwrap().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let mut killer = connect(&url);
+    let mut written = None;
+    let mut read = None;
+    let outcome = store.batch(&mut |ops| {
+        written = Some(ops.enqueue_sealed(std::slice::from_ref(&to), &payload(b"x"), 1, 100).is_ok());
+        killer.client().unwrap().execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+        // A read after the connection died must not reconnect and carry
+        // on outside the transaction (then "commit" on a new connection).
+        read = Some(ops.account(&AccountId([1; 20])).is_ok());
+    });
+    assert_eq!(written, Some(true));
+    assert_eq!(read, Some(false), "a read went on, on a new connection, as if in the batch");
+    assert!(outcome.is_err(), "a batch whose connection died was reported committed");
+    assert_eq!(connect(&url).count("queue_entries"), 0);
+    // The next batch reconnects.
+    store
+        .batch(&mut |ops| {
+            assert!(ops.enqueue_sealed(std::slice::from_ref(&to), &payload(b"y"), 1, 100).is_ok())
+        })
+        .unwrap();
+    assert_eq!(connect(&url).count("queue_entries"), 1);
+}
+
+#[test]
+fn a_transaction_an_error_aborted_does_not_report_a_commit() {
+    let url = database();
+    let mut store = connect(&url);
+    let to = queue(&mut store, 8);
+    store.begin().unwrap();
+    store.in_batch = true;
+    assert!(store.enqueue_sealed(std::slice::from_ref(&to), &payload(b"x"), 1, 100).is_ok());
+    store.in_batch = false;
+    // A statement that fails outside any savepoint (a read cancelled by a
+    // timeout, say) aborts the transaction; COMMIT alone would then answer
+    // with a quiet rollback.
+    assert!(store.simple("SELECT 1 / 0").is_err());
+    assert!(store.commit().is_err(), "an aborted transaction was reported committed");
+    assert_eq!(connect(&url).count("queue_entries"), 0);
 }
