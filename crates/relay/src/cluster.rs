@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use data_encoding::HEXLOWER;
-use hush_proto::{AccountId, QueueId};
+use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+use hush_proto::AccountId;
 use postgres::fallible_iterator::FallibleIterator;
 
 use crate::hub::Hub;
@@ -64,8 +64,7 @@ pub fn encode(node: u64, notes: &[Note]) -> String {
     let mut everything = false;
     for note in notes {
         let item = match note {
-            Note::Stored(Mailbox::Queue(queue)) => format!(" q{}", HEXLOWER.encode(&queue.0)),
-            Note::Stored(Mailbox::Account(account)) => format!(" a{}", HEXLOWER.encode(&account.0)),
+            Note::Stored(mailbox) => format!(" {}", tag(mailbox)),
             Note::Close(account) => format!(" c{}", HEXLOWER.encode(&account.0)),
             Note::Wipe(account) => format!(" w{}", HEXLOWER.encode(&account.0)),
             Note::Recheck => " !".to_owned(),
@@ -89,36 +88,51 @@ pub fn encode(node: u64, notes: &[Note]) -> String {
     message
 }
 
-/// A notification read back: who sent it, what it says, and whether it
-/// means every mailbox. Items that do not parse are skipped.
-pub fn decode(message: &str) -> Option<(u64, Vec<Note>, bool)> {
+/// A mailbox as notifications name it: a kind letter and the first 8 bytes
+/// of its id (base64url), so about 580 fit in one notification. Two
+/// mailboxes sharing a tag only cost an extra read.
+pub fn tag(mailbox: &Mailbox) -> String {
+    let (kind, id) = match mailbox {
+        Mailbox::Queue(queue) => ('q', &queue.0[..8]),
+        Mailbox::Account(account) => ('a', &account.0[..8]),
+    };
+    format!("{kind}{}", BASE64URL_NOPAD.encode(id))
+}
+
+/// A notification as heard.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Heard {
+    /// The relay that sent it.
+    pub node: u64,
+    /// Mailboxes written, by [`tag`].
+    pub stored: std::collections::HashSet<String>,
+    /// Every mailbox was written to, or may have been.
+    pub everything: bool,
+    /// The operator's actions: [`Note::Close`], [`Note::Wipe`], [`Note::Recheck`].
+    pub actions: Vec<Note>,
+}
+
+/// Reads a notification back. Items that do not parse are skipped.
+pub fn decode(message: &str) -> Option<Heard> {
     let mut items = message.split(' ');
-    let node = u64::from_str_radix(items.next()?, 16).ok()?;
-    let mut notes = Vec::new();
-    let mut everything = false;
+    let mut heard = Heard { node: u64::from_str_radix(items.next()?, 16).ok()?, ..Heard::default() };
     for item in items {
-        if item == "*" {
-            everything = true;
-            continue;
-        }
-        if item == "!" {
-            notes.push(Note::Recheck);
-            continue;
-        }
         let Some(kind) = item.chars().next() else { continue };
-        let Ok(bytes) = HEXLOWER.decode(&item.as_bytes()[kind.len_utf8()..]) else { continue };
-        let note = match kind {
-            'q' => {
-                <[u8; QueueId::LEN]>::try_from(bytes).ok().map(|id| Note::Stored(Mailbox::Queue(QueueId(id))))
+        let rest = &item[kind.len_utf8()..];
+        match kind {
+            '*' => heard.everything = true,
+            '!' => heard.actions.push(Note::Recheck),
+            'q' | 'a' if BASE64URL_NOPAD.decode(rest.as_bytes()).is_ok_and(|id| id.len() == 8) => {
+                heard.stored.insert(item.to_owned());
             }
-            'a' => account(bytes).map(|id| Note::Stored(Mailbox::Account(id))),
-            'c' => account(bytes).map(Note::Close),
-            'w' => account(bytes).map(Note::Wipe),
-            _ => None,
-        };
-        notes.extend(note);
+            'c' | 'w' => {
+                let Some(id) = HEXLOWER.decode(rest.as_bytes()).ok().and_then(account) else { continue };
+                heard.actions.push(if kind == 'c' { Note::Close(id) } else { Note::Wipe(id) });
+            }
+            _ => {}
+        }
     }
-    Some((node, notes, everything))
+    Some(heard)
 }
 
 fn account(bytes: Vec<u8>) -> Option<AccountId> {
@@ -234,18 +248,18 @@ fn recheck(client: &mut postgres::Client, hub: &Hub) {
 
 /// Applies one notification from another relay.
 fn apply(client: &mut postgres::Client, node: u64, hub: &Hub, message: &str) {
-    let Some((from, notes, everything)) = decode(message) else { return };
-    if from == node {
+    let Some(heard) = decode(message) else { return };
+    if heard.node == node {
         return;
     }
-    if everything {
+    if heard.everything {
         hub.wake_all();
+    } else if !heard.stored.is_empty() {
+        hub.wake_tagged(&heard.stored);
     }
-    let mut woken = Vec::new();
-    for note in notes {
-        match note {
-            Note::Recheck => recheck(client, hub),
-            Note::Stored(mailbox) => woken.push(mailbox),
+    for action in heard.actions {
+        match action {
+            Note::Recheck | Note::Stored(_) => recheck(client, hub),
             Note::Close(account) => {
                 hub.close(&account);
             }
@@ -265,88 +279,65 @@ fn apply(client: &mut postgres::Client, node: u64, hub: &Hub, message: &str) {
             }
         }
     }
-    if !woken.is_empty() {
-        hub.wake(&woken);
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use hush_proto::QueueId;
+
     use super::*;
 
     #[test]
     fn notes_round_trip_and_a_long_list_becomes_everything() {
         let queue = Mailbox::Queue(QueueId([7; 16]));
+        let intro = Mailbox::Account(AccountId([8; 20]));
         let account = AccountId([9; 20]);
-        let notes = [Note::Stored(queue), Note::Stored(queue), Note::Close(account), Note::Wipe(account)];
+        let notes = [
+            Note::Stored(queue),
+            Note::Stored(queue),
+            Note::Stored(intro),
+            Note::Close(account),
+            Note::Wipe(account),
+        ];
         let message = encode(42, &notes);
-        let (node, decoded, everything) = decode(&message).unwrap();
-        assert_eq!(node, 42);
-        assert_eq!(
-            decoded,
-            [Note::Stored(queue), Note::Close(account), Note::Wipe(account)],
-            "repeats go once"
-        );
-        assert!(!everything);
+        let heard = decode(&message).unwrap();
+        assert_eq!(heard.node, 42);
+        assert_eq!(heard.stored, [tag(&queue), tag(&intro)].into_iter().collect());
+        assert_eq!(heard.actions, [Note::Close(account), Note::Wipe(account)]);
+        assert!(!heard.everything);
+        assert!(message.matches(&tag(&queue)).count() == 1, "repeats go once: {message}");
 
-        let many: Vec<Note> = (0..1000u16)
-            .map(|n| {
-                Note::Stored(Mailbox::Queue(QueueId([
-                    (n % 256) as u8,
-                    (n / 256) as u8,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                ])))
-            })
-            .chain([Note::Close(account)])
-            .collect();
+        // A full batch of one-queue sends fits by name.
+        let queue_n = |n: u16| {
+            let mut id = [0u8; 16];
+            id[..2].copy_from_slice(&n.to_be_bytes());
+            Note::Stored(Mailbox::Queue(QueueId(id)))
+        };
+        let batch: Vec<Note> = (0..512).map(queue_n).collect();
+        let heard = decode(&encode(1, &batch)).unwrap();
+        assert!(!heard.everything && heard.stored.len() == 512, "{}", heard.stored.len());
+
+        let many: Vec<Note> = (0..1000).map(queue_n).chain([Note::Close(account)]).collect();
         let message = encode(1, &many);
-        assert!(message.len() <= MAX_MESSAGE + 64, "{}", message.len());
-        let (_, decoded, everything) = decode(&message).unwrap();
-        assert!(everything, "mailboxes that do not fit must mean every mailbox");
-        assert!(decoded.contains(&Note::Close(account)), "an operator's action is never dropped");
+        assert!(message.len() <= MAX_NOTIFICATION, "{}", message.len());
+        let heard = decode(&message).unwrap();
+        assert!(heard.everything, "mailboxes that do not fit must mean every mailbox");
+        assert_eq!(heard.actions, [Note::Close(account)], "an operator's action is never dropped");
+
         let wipes: Vec<Note> = (0..400u16)
             .map(|n| {
-                Note::Wipe(AccountId([
-                    (n % 256) as u8,
-                    (n / 256) as u8,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                ]))
+                let mut id = [0u8; 20];
+                id[..2].copy_from_slice(&n.to_be_bytes());
+                Note::Wipe(AccountId(id))
             })
             .collect();
         let message = encode(1, &wipes);
         assert!(message.len() <= MAX_NOTIFICATION, "{}", message.len());
-        assert_eq!(decode(&message).map(|(_, notes, all)| (notes, all)), Some((vec![Note::Recheck], true)));
+        let heard = decode(&message).unwrap();
+        assert!(heard.everything);
+        assert_eq!(heard.actions, [Note::Recheck]);
         assert!(decode("not hex").is_none());
-        assert_eq!(decode("01 qzz x1 q00").map(|(_, notes, _)| notes.len()), Some(0));
+        let junk = decode("01 qzz x1 q00 cAA").unwrap();
+        assert!(junk.stored.is_empty() && junk.actions.is_empty());
     }
 }

@@ -166,6 +166,20 @@ impl Hub {
         }
     }
 
+    /// Like [`Hub::wake`], for the mailboxes whose [`crate::cluster::tag`]
+    /// is in `tags`.
+    pub fn wake_tagged(&self, tags: &std::collections::HashSet<String>) {
+        let subscribed = lock(&self.mailboxes);
+        for (mailbox, subscribers) in subscribed.iter() {
+            if tags.contains(&crate::cluster::tag(mailbox)) {
+                for subscriber in subscribers {
+                    lock(&subscriber.control.added).push(*mailbox);
+                    subscriber.control.add.notify_one();
+                }
+            }
+        }
+    }
+
     /// Tells every subscribed connection to read all its mailboxes again
     /// (what other relays wrote while this one was not listening).
     pub fn wake_all(&self) {
