@@ -86,10 +86,16 @@ fn committed(outcome: &CommitOutcome) -> &[Queued] {
     }
 }
 
-/// A cheap, cloneable handle to the store worker.
+/// Where one worker takes its jobs.
+type Lane = std_mpsc::Sender<Box<dyn Job>>;
+
+/// A cheap, cloneable handle to the store worker (or workers: lanes, each
+/// with a connection of its own, for a store that takes several writers).
+/// Every write to one queue, and every commit of one group, goes through
+/// the same lane, so they reach the store in the order they came.
 #[derive(Clone)]
 pub struct StoreHandle {
-    sender: std_mpsc::Sender<Box<dyn Job>>,
+    senders: Arc<[Lane]>,
 }
 
 /// A read, run on a reader thread.
@@ -101,16 +107,19 @@ pub struct ReadHandle {
     sender: std_mpsc::Sender<Read>,
 }
 
-/// The worker thread; joining it waits until every queued operation is durable.
+/// The worker threads; joining them waits until every queued operation is
+/// durable.
 pub struct StoreWorker {
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl StoreWorker {
-    /// Waits for the worker to finish the operations already sent. The worker
-    /// stops once every [`StoreHandle`] is dropped.
+    /// Waits for the workers to finish the operations already sent. They
+    /// stop once every [`StoreHandle`] is dropped.
     pub fn join(self) {
-        let _ = self.thread.join();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -124,6 +133,38 @@ pub fn spawn<S: RelayStore>(
     stored: impl Fn(&[Queued]) + Send + 'static,
     metrics: Arc<Metrics>,
 ) -> Result<(StoreHandle, StoreWorker), StoreError> {
+    let (sender, thread) = start_worker(open, stored, metrics)?;
+    Ok((StoreHandle { senders: Arc::from([sender]) }, StoreWorker { threads: vec![thread] }))
+}
+
+/// Like [`spawn`], with `lanes` workers, each on a store `open` opens for
+/// it (PostgreSQL: a connection each, so one batch's round trips do not
+/// wait for another's).
+pub fn spawn_lanes<S: RelayStore>(
+    lanes: usize,
+    open: impl Fn() -> Result<S, StoreError> + Send + Sync + 'static,
+    stored: impl Fn(&[Queued]) + Send + Sync + 'static,
+    metrics: Arc<Metrics>,
+) -> Result<(StoreHandle, StoreWorker), StoreError> {
+    let open = Arc::new(open);
+    let stored = Arc::new(stored);
+    let mut senders = Vec::new();
+    let mut threads = Vec::new();
+    for _ in 0..lanes.max(1) {
+        let (open, stored) = (Arc::clone(&open), Arc::clone(&stored));
+        let (sender, thread) =
+            start_worker(move || open(), move |queued| stored(queued), Arc::clone(&metrics))?;
+        senders.push(sender);
+        threads.push(thread);
+    }
+    Ok((StoreHandle { senders: Arc::from(senders) }, StoreWorker { threads }))
+}
+
+fn start_worker<S: RelayStore>(
+    open: impl FnOnce() -> Result<S, StoreError> + Send + 'static,
+    stored: impl Fn(&[Queued]) + Send + 'static,
+    metrics: Arc<Metrics>,
+) -> Result<(Lane, JoinHandle<()>), StoreError> {
     let (sender, receiver) = std_mpsc::channel();
     let (opened, outcome) = std_mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -139,7 +180,7 @@ pub fn spawn<S: RelayStore>(
         })
         .map_err(|error| StoreError::Batch(error.to_string()))?;
     outcome.recv().map_err(|_| StoreError::Closed)??;
-    Ok((StoreHandle { sender }, StoreWorker { thread }))
+    Ok((sender, thread))
 }
 
 fn run(
@@ -280,7 +321,21 @@ impl StoreHandle {
         T: Send + 'static,
         F: FnOnce(&mut dyn Operations) -> Result<T, StoreError> + Send + 'static,
     {
-        call(&self.sender, stored, work)
+        call(&self.senders[0], stored, work)
+    }
+
+    /// Like `call`, on the lane of `key` (a queue's or a group's first byte).
+    fn call_on<T, F>(
+        &self,
+        key: u8,
+        stored: fn(&T) -> &[Queued],
+        work: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Operations) -> Result<T, StoreError> + Send + 'static,
+    {
+        call(&self.senders[usize::from(key) % self.senders.len()], stored, work)
     }
 
     /// See [`Operations::register`].
@@ -381,7 +436,8 @@ impl StoreHandle {
         now: UnixSeconds,
         expires: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<Enqueued, StoreError>> + Send + 'static {
-        self.call(enqueued, move |s| s.enqueue_sealed(&targets, &payload, now, expires))
+        let lane = targets.first().map_or(0, |target| target.queue.0[0]);
+        self.call_on(lane, enqueued, move |s| s.enqueue_sealed(&targets, &payload, now, expires))
     }
 
     /// See [`Operations::commit_sealed`].
@@ -391,7 +447,8 @@ impl StoreHandle {
         now: UnixSeconds,
         expires: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<CommitOutcome, StoreError>> + Send + 'static {
-        self.call(committed, move |s| s.commit_sealed(&commit, now, expires))
+        let lane = commit.commit.group.0.first().copied().unwrap_or(0);
+        self.call_on(lane, committed, move |s| s.commit_sealed(&commit, now, expires))
     }
 
     /// See [`Operations::ack_queue`].
@@ -400,7 +457,7 @@ impl StoreHandle {
         queue: QueueId,
         seqs: Vec<u64>,
     ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send + 'static {
-        self.call(nothing_stored, move |s| s.ack_queue(&queue, &seqs))
+        self.call_on(queue.0[0], nothing_stored, move |s| s.ack_queue(&queue, &seqs))
     }
 
     /// See [`Operations::rekey_queue`].

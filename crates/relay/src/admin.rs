@@ -21,6 +21,11 @@ use crate::metrics::{Metrics, Source};
 use crate::server::{now, Relay};
 use crate::store::{Backend, Report, SqliteStore, Stats};
 
+/// Store workers of a relay on PostgreSQL, each with a connection of its
+/// own: one batch's round trips to the database need not wait for
+/// another's. (SQLite takes one writer.)
+const STORE_LANES: usize = 2;
+
 /// Descriptors kept back for the store, the admin socket and logs.
 const RESERVED_DESCRIPTORS: u64 = 64;
 
@@ -86,7 +91,8 @@ pub async fn serve(
             listener_thread =
                 Some(crate::cluster::Listener::spawn((**target).clone(), node, Arc::clone(&hub))?);
             let target = (**target).clone();
-            let (handle, worker) = crate::actor::spawn(
+            let (handle, worker) = crate::actor::spawn_lanes(
+                STORE_LANES,
                 move || crate::store::PostgresStore::connect_as(&target, node),
                 move |queued| pushes.push(queued),
                 Arc::clone(&counters),

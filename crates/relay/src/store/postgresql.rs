@@ -105,14 +105,22 @@ CREATE TABLE payloads (
 ALTER TABLE payloads ALTER COLUMN data SET STORAGE EXTERNAL;
 ALTER TABLE mailbox ALTER COLUMN payload SET STORAGE EXTERNAL;
 CREATE INDEX payloads_by_expiry ON payloads (expires);
+-- An entry holds its payload itself when it went to one queue (`data`),
+-- or names the payload row it shares with the other queues it went to.
 CREATE TABLE queue_entries (
     queue bytea NOT NULL,
     seq bigint NOT NULL,
-    payload bigint NOT NULL,
+    payload bigint,
     len bigint NOT NULL,
-    PRIMARY KEY (queue, seq)
+    arrived bigint NOT NULL,
+    expires bigint NOT NULL,
+    data bytea,
+    PRIMARY KEY (queue, seq),
+    CHECK ((payload IS NULL) <> (data IS NULL))
 );
-CREATE INDEX queue_entries_by_payload ON queue_entries (payload);
+ALTER TABLE queue_entries ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE INDEX queue_entries_by_payload ON queue_entries (payload) WHERE payload IS NOT NULL;
+CREATE INDEX queue_entries_by_expiry ON queue_entries (expires);
 CREATE INDEX queues_by_use ON queues (used_day);
 CREATE TABLE spent_tokens (
     nonce bytea PRIMARY KEY,
@@ -707,8 +715,9 @@ impl PostgresStore {
                 }
             };
             self.execute(
-                "INSERT INTO queue_entries (queue, seq, payload, len) VALUES ($1, $2, $3, $4)",
-                &[&&capability.queue.0[..], &seq, &payload_id, &len],
+                "INSERT INTO queue_entries (queue, seq, payload, len, arrived, expires)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&&capability.queue.0[..], &seq, &payload_id, &len, &as_i64(now), &as_i64(expires)],
             )?;
             self.notes.push(crate::cluster::Note::Stored(Mailbox::Queue(capability.queue)));
             out.queued.push(Queued {
@@ -723,8 +732,8 @@ impl PostgresStore {
     }
 
     /// Writes `payload` to one queue in one statement: the queue's row
-    /// numbers the entry (and is locked by the update), the payload is
-    /// stored only if the queue took it.
+    /// numbers the entry (and is locked by the update), and the entry holds
+    /// the payload itself.
     fn write_to_queue(
         &mut self,
         target: &Capability,
@@ -737,14 +746,9 @@ impl PostgresStore {
             "WITH q AS (
                  UPDATE queues SET next_seq = next_seq + 1, entries = entries + 1, bytes = bytes + $2
                  WHERE id = $1 AND write_hash = $3 AND entries < $4 AND bytes + $2 <= $5
-                 RETURNING next_seq - 1 AS seq),
-             p AS (
-                 INSERT INTO payloads (arrived, expires, data)
-                 SELECT $6, $7, $8 WHERE EXISTS (SELECT 1 FROM q) RETURNING id),
-             e AS (
-                 INSERT INTO queue_entries (queue, seq, payload, len)
-                 SELECT $1, q.seq, p.id, $2 FROM q, p RETURNING seq)
-             SELECT seq FROM e",
+                 RETURNING next_seq - 1 AS seq)
+             INSERT INTO queue_entries (queue, seq, len, arrived, expires, data)
+             SELECT $1, q.seq, $2, $6, $7, $8 FROM q RETURNING seq",
             &[
                 &&target.queue.0[..],
                 &len,
@@ -772,15 +776,21 @@ impl PostgresStore {
         Ok(out)
     }
 
-    /// Deletes a payload no queue refers to any more. The payload's row is
-    /// locked first, so two relays acknowledging its last two entries at
-    /// once cannot both see the other's entry and both keep it.
-    fn drop_if_unreferenced(&mut self, payload: i64) -> Result<(), StoreError> {
-        self.query_opt("SELECT 1 FROM payloads WHERE id = $1 FOR UPDATE", &[&payload])?;
+    /// Deletes those of `payloads` (in id order) no queue refers to any
+    /// more. Their rows are locked first, in id order, and the check is a
+    /// statement of its own (so it sees what committed while it waited):
+    /// two relays acknowledging a payload's last two entries at once cannot
+    /// both see the other's entry and both keep it.
+    fn drop_unreferenced(&mut self, payloads: &[i64]) -> Result<(), StoreError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let ids = payloads.to_vec();
+        self.query("SELECT 1 FROM payloads WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&ids])?;
         self.execute(
-            "DELETE FROM payloads WHERE id = $1
-             AND NOT EXISTS (SELECT 1 FROM queue_entries WHERE payload = $1)",
-            &[&payload],
+            "DELETE FROM payloads p WHERE p.id = ANY($1)
+             AND NOT EXISTS (SELECT 1 FROM queue_entries e WHERE e.payload = p.id)",
+            &[&ids],
         )?;
         Ok(())
     }
@@ -796,14 +806,15 @@ impl PostgresStore {
 
     fn delete_entries(&mut self, queue: &QueueId) -> Result<(), StoreError> {
         let id = &queue.0[..];
-        let payloads = self.query("DELETE FROM queue_entries WHERE queue = $1 RETURNING payload", &[&id])?;
+        let payloads = self.query(
+            "DELETE FROM queue_entries WHERE queue = $1 AND payload IS NOT NULL RETURNING payload",
+            &[&id],
+        )?;
+        self.execute("DELETE FROM queue_entries WHERE queue = $1", &[&id])?;
         let mut ids: Vec<i64> = payloads.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()?;
         ids.sort_unstable();
         ids.dedup();
-        for payload in ids {
-            self.drop_if_unreferenced(payload)?;
-        }
-        Ok(())
+        self.drop_unreferenced(&ids)
     }
 
     fn pending_rows(
@@ -821,8 +832,9 @@ impl PostgresStore {
                 &[&&account.0[..], &after, &limit, &now],
             ),
             Mailbox::Queue(queue) => self.query(
-                "SELECT e.seq, p.arrived, p.data FROM queue_entries e JOIN payloads p ON p.id = e.payload
-                 WHERE e.queue = $1 AND e.seq > $2 AND p.expires > $4 ORDER BY e.seq LIMIT $3",
+                "SELECT e.seq, e.arrived, COALESCE(e.data, p.data)
+                 FROM queue_entries e LEFT JOIN payloads p ON p.id = e.payload
+                 WHERE e.queue = $1 AND e.seq > $2 AND e.expires > $4 ORDER BY e.seq LIMIT $3",
                 &[&&queue.0[..], &after, &limit, &now],
             ),
         }
@@ -847,9 +859,7 @@ impl PostgresStore {
         self.execute("DELETE FROM key_packages WHERE expires <= $1", &[&now_i])?;
         let entries: i64 = self
             .query_opt(
-                "WITH gone AS (
-                     DELETE FROM queue_entries e USING payloads p
-                     WHERE e.payload = p.id AND p.expires <= $1 RETURNING e.queue, e.len),
+                "WITH gone AS (DELETE FROM queue_entries WHERE expires <= $1 RETURNING queue, len),
                  counted AS (SELECT queue, count(*) AS n, sum(len) AS b FROM gone GROUP BY queue),
                  updated AS (
                      UPDATE queues q SET entries = q.entries - c.n, bytes = q.bytes - c.b
@@ -1151,29 +1161,23 @@ impl Operations for PostgresStore {
 
     fn ack_queue(&mut self, queue: &QueueId, seqs: &[u64]) -> Result<u64, StoreError> {
         let seqs: Vec<i64> = seqs.iter().map(|seq| as_i64(*seq)).collect();
-        self.atomic(|store| {
-            let gone = store.query(
-                "DELETE FROM queue_entries WHERE queue = $1 AND seq = ANY($2) RETURNING payload, len",
+        // Three statements however many entries (a failure loses the
+        // batch's transaction: acknowledgements are sent again).
+        self.single(|store| {
+            let row = store.query_opt(
+                "WITH gone AS (
+                     DELETE FROM queue_entries WHERE queue = $1 AND seq = ANY($2) RETURNING payload, len),
+                 counted AS (
+                     UPDATE queues SET entries = entries - (SELECT count(*) FROM gone),
+                                       bytes = bytes - (SELECT COALESCE(sum(len), 0) FROM gone)
+                     WHERE id = $1 AND EXISTS (SELECT 1 FROM gone))
+                 SELECT (SELECT count(*) FROM gone),
+                        ARRAY(SELECT DISTINCT payload FROM gone WHERE payload IS NOT NULL ORDER BY payload)",
                 &[&&queue.0[..], &seqs],
             )?;
-            if gone.is_empty() {
-                return Ok(0);
-            }
-            let mut payloads = Vec::with_capacity(gone.len());
-            let mut bytes = 0i64;
-            for row in &gone {
-                payloads.push(row.try_get::<_, i64>(0)?);
-                bytes += row.try_get::<_, i64>(1)?;
-            }
-            let deleted = gone.len() as i64;
-            store.execute(
-                "UPDATE queues SET entries = entries - $2, bytes = bytes - $3 WHERE id = $1",
-                &[&&queue.0[..], &deleted, &bytes],
-            )?;
-            payloads.sort_unstable();
-            for payload in payloads {
-                store.drop_if_unreferenced(payload)?;
-            }
+            let Some(row) = row else { return Ok(0) };
+            let (deleted, payloads): (i64, Vec<i64>) = (row.try_get(0)?, row.try_get(1)?);
+            store.drop_unreferenced(&payloads)?;
             Ok(as_u64(deleted))
         })
     }
@@ -1374,7 +1378,8 @@ impl Admin for PostgresStore {
                     (SELECT COUNT(*) FROM accounts WHERE deactivated IS NULL),
                     (SELECT COUNT(*) FROM mailbox) + (SELECT COUNT(*) FROM queue_entries),
                     ((SELECT COALESCE(SUM(octet_length(payload)), 0) FROM mailbox)
-                      + (SELECT COALESCE(SUM(octet_length(data)), 0) FROM payloads))::bigint,
+                      + (SELECT COALESCE(SUM(octet_length(data)), 0) FROM payloads)
+                      + (SELECT COALESCE(SUM(octet_length(data)), 0) FROM queue_entries))::bigint,
                     (SELECT COUNT(*) FROM queues)",
             &[],
         )?;
