@@ -312,7 +312,8 @@ fn decode_outbox(bytes: &[u8]) -> Option<(String, Draft)> {
 }
 
 /// Errors that mean "not now" (retry after reconnecting), not that a job
-/// failed: the connection is gone, or the relay is busy or going down.
+/// failed: the connection is gone, or the relay is busy, going down or
+/// cannot reach its database.
 fn is_temporary(error: &ClientError) -> bool {
     use hush_proto::ErrorCode;
     matches!(
@@ -327,6 +328,7 @@ fn is_temporary(error: &ClientError) -> bool {
                     | ErrorCode::TooManyConnections
                     | ErrorCode::Internal
                     | ErrorCode::ShuttingDown
+                    | ErrorCode::Unavailable
             )
     )
 }

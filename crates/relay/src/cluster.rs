@@ -62,6 +62,7 @@ pub enum Note {
 pub fn encode(node: u64, notes: &[Note]) -> String {
     let mut message = format!("{node:016x}");
     let mut everything = false;
+    let mut named = std::collections::HashSet::new();
     for note in notes {
         let item = match note {
             Note::Stored(mailbox) => format!(" {}", tag(mailbox)),
@@ -69,13 +70,14 @@ pub fn encode(node: u64, notes: &[Note]) -> String {
             Note::Wipe(account) => format!(" w{}", HEXLOWER.encode(&account.0)),
             Note::Recheck => " !".to_owned(),
         };
+        if !named.insert(item.clone()) {
+            continue;
+        }
         if matches!(note, Note::Stored(_)) && (everything || message.len() + item.len() > MAX_MESSAGE) {
             everything = true;
             continue;
         }
-        if !message.contains(&item) {
-            message.push_str(&item);
-        }
+        message.push_str(&item);
     }
     if everything {
         message.push_str(" *");
@@ -92,11 +94,26 @@ pub fn encode(node: u64, notes: &[Note]) -> String {
 /// of its id (base64url), so about 580 fit in one notification. Two
 /// mailboxes sharing a tag only cost an extra read.
 pub fn tag(mailbox: &Mailbox) -> String {
-    let (kind, id) = match mailbox {
-        Mailbox::Queue(queue) => ('q', &queue.0[..8]),
-        Mailbox::Account(account) => ('a', &account.0[..8]),
-    };
-    format!("{kind}{}", BASE64URL_NOPAD.encode(id))
+    let (kind, id) = tag_key(mailbox);
+    format!("{}{}", char::from(kind), BASE64URL_NOPAD.encode(&id))
+}
+
+/// A [`tag`] as the hub indexes it: the kind letter and the 8 bytes.
+pub type TagKey = (u8, [u8; 8]);
+
+/// The [`TagKey`] of a mailbox.
+pub fn tag_key(mailbox: &Mailbox) -> TagKey {
+    let mut id = [0u8; 8];
+    match mailbox {
+        Mailbox::Queue(queue) => {
+            id.copy_from_slice(&queue.0[..8]);
+            (b'q', id)
+        }
+        Mailbox::Account(account) => {
+            id.copy_from_slice(&account.0[..8]);
+            (b'a', id)
+        }
+    }
 }
 
 /// A notification as heard.
@@ -105,7 +122,7 @@ pub struct Heard {
     /// The relay that sent it.
     pub node: u64,
     /// Mailboxes written, by [`tag`].
-    pub stored: std::collections::HashSet<String>,
+    pub stored: std::collections::HashSet<TagKey>,
     /// Every mailbox was written to, or may have been.
     pub everything: bool,
     /// The operator's actions: [`Note::Close`], [`Note::Wipe`], [`Note::Recheck`].
@@ -122,8 +139,13 @@ pub fn decode(message: &str) -> Option<Heard> {
         match kind {
             '*' => heard.everything = true,
             '!' => heard.actions.push(Note::Recheck),
-            'q' | 'a' if BASE64URL_NOPAD.decode(rest.as_bytes()).is_ok_and(|id| id.len() == 8) => {
-                heard.stored.insert(item.to_owned());
+            'q' | 'a' => {
+                let Some(id) =
+                    BASE64URL_NOPAD.decode(rest.as_bytes()).ok().and_then(|id| <[u8; 8]>::try_from(id).ok())
+                else {
+                    continue;
+                };
+                heard.stored.insert((kind as u8, id));
             }
             'c' | 'w' => {
                 let Some(id) = HEXLOWER.decode(rest.as_bytes()).ok().and_then(account) else { continue };
@@ -302,7 +324,7 @@ mod tests {
         let message = encode(42, &notes);
         let heard = decode(&message).unwrap();
         assert_eq!(heard.node, 42);
-        assert_eq!(heard.stored, [tag(&queue), tag(&intro)].into_iter().collect());
+        assert_eq!(heard.stored, [tag_key(&queue), tag_key(&intro)].into_iter().collect());
         assert_eq!(heard.actions, [Note::Close(account), Note::Wipe(account)]);
         assert!(!heard.everything);
         assert!(message.matches(&tag(&queue)).count() == 1, "repeats go once: {message}");

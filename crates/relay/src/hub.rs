@@ -62,6 +62,9 @@ pub struct Hub {
     connections: AtomicUsize,
     accounts: Mutex<HashMap<AccountId, Vec<Connection>>>,
     mailboxes: Mutex<HashMap<Mailbox, Vec<Subscriber>>>,
+    /// The subscribed mailboxes by [`crate::cluster::tag_key`] (other
+    /// relays name the mailboxes they wrote to by tag).
+    tags: Mutex<HashMap<crate::cluster::TagKey, Vec<Mailbox>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,7 +90,12 @@ impl Hub {
     /// Starts pushing what is stored for `mailbox` to connection `id`.
     pub fn subscribe(&self, mailbox: Mailbox, id: u64, control: &Arc<Control>, pushes: mpsc::Sender<Push>) {
         let subscriber = Subscriber { id, pushes, control: Arc::clone(control) };
-        lock(&self.mailboxes).entry(mailbox).or_default().push(subscriber);
+        let mut subscribed = lock(&self.mailboxes);
+        let subscribers = subscribed.entry(mailbox).or_default();
+        if subscribers.is_empty() {
+            lock(&self.tags).entry(crate::cluster::tag_key(&mailbox)).or_default().push(mailbox);
+        }
+        subscribers.push(subscriber);
     }
 
     /// Closes every connection subscribed to `mailbox` but `id` (a queue
@@ -108,6 +116,14 @@ impl Hub {
             subscribers.retain(|subscriber| subscriber.id != id);
             if subscribers.is_empty() {
                 subscribed.remove(&mailbox);
+                let key = crate::cluster::tag_key(&mailbox);
+                let mut tags = lock(&self.tags);
+                if let Some(tagged) = tags.get_mut(&key) {
+                    tagged.retain(|other| *other != mailbox);
+                    if tagged.is_empty() {
+                        tags.remove(&key);
+                    }
+                }
             }
         }
     }
@@ -168,16 +184,12 @@ impl Hub {
 
     /// Like [`Hub::wake`], for the mailboxes whose [`crate::cluster::tag`]
     /// is in `tags`.
-    pub fn wake_tagged(&self, tags: &std::collections::HashSet<String>) {
-        let subscribed = lock(&self.mailboxes);
-        for (mailbox, subscribers) in subscribed.iter() {
-            if tags.contains(&crate::cluster::tag(mailbox)) {
-                for subscriber in subscribers {
-                    lock(&subscriber.control.added).push(*mailbox);
-                    subscriber.control.add.notify_one();
-                }
-            }
-        }
+    pub fn wake_tagged(&self, tags: &std::collections::HashSet<crate::cluster::TagKey>) {
+        let mailboxes: Vec<Mailbox> = {
+            let index = lock(&self.tags);
+            tags.iter().filter_map(|key| index.get(key)).flatten().copied().collect()
+        };
+        self.wake(&mailboxes);
     }
 
     /// Tells every subscribed connection to read all its mailboxes again

@@ -315,6 +315,9 @@ pub struct PostgresStore {
     in_batch: bool,
     /// Set when the batch's transaction can no longer commit.
     aborted: bool,
+    /// Why, if a statement said so (a deadlock, a lock not granted in
+    /// time): then the whole batch may simply be sent again.
+    retryable_abort: bool,
     /// True between BEGIN and COMMIT or ROLLBACK: a connection lost then is
     /// not silently replaced (the transaction went with it).
     in_transaction: bool,
@@ -335,6 +338,7 @@ impl PostgresStore {
             statements: HashMap::new(),
             in_batch: false,
             aborted: false,
+            retryable_abort: false,
             in_transaction: false,
             node: rand::random(),
             notes: Vec::new(),
@@ -394,9 +398,10 @@ impl PostgresStore {
         }
         let noted = self.notes.len();
         let result = work(self);
-        if result.is_err() {
+        if let Err(error) = &result {
             self.notes.truncate(noted);
             self.aborted = true;
+            self.retryable_abort |= error.is_unavailable();
         }
         result
     }
@@ -433,7 +438,7 @@ impl PostgresStore {
     /// Why the batch's transaction failed: the database went away, or an
     /// operation's rollback did.
     fn failed(&self) -> StoreError {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
+        if self.retryable_abort || self.client.as_ref().is_none_or(Client::is_closed) {
             StoreError::Unavailable
         } else {
             StoreError::Batch("the batch's transaction failed".into())
@@ -1306,6 +1311,7 @@ impl Operations for PostgresStore {
 impl RelayStore for PostgresStore {
     fn batch(&mut self, work: &mut dyn FnMut(&mut dyn Operations)) -> Result<(), StoreError> {
         self.aborted = false;
+        self.retryable_abort = false;
         self.notes.clear();
         self.begin()?;
         self.in_batch = true;
