@@ -180,6 +180,32 @@ impl User {
     }
 }
 
+impl User {
+    /// `hush recv --wait 60` in the background, once `relay` counts its two
+    /// connections (the logged-in one and the one that receives its queues).
+    fn listen_on(&self, relay: &Relay) -> Child {
+        let listening = Command::new(HUSH)
+            .arg("--home")
+            .arg(&self.home)
+            .args(["recv", "--wait", "60"])
+            .env("HUSH_PASSPHRASE", &self.passphrase)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let socket = relay.data.join("admin.sock");
+        wait_until("the listening client's connections", || {
+            use std::io::{Read, Write};
+            let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else { return false };
+            let _ = stream.write_all(b"connections\n");
+            let mut reply = [0u8; 32];
+            let n = stream.read(&mut reply).unwrap_or(0);
+            String::from_utf8_lossy(&reply[..n]).trim() == "ok 2"
+        });
+        listening
+    }
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -697,25 +723,7 @@ fn deactivation_closes_a_live_connection() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
     let bob = User::join(dir.path(), "bob", &relay);
-    let mut listening = Command::new(HUSH)
-        .arg("--home")
-        .arg(&bob.home)
-        .args(["recv", "--wait", "60"])
-        .env("HUSH_PASSPHRASE", &bob.passphrase)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let socket = relay.data.join("admin.sock");
-    wait_until("bob's connection to be registered", || {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else { return false };
-        let _ = stream.write_all(b"connections\n");
-        let mut reply = [0u8; 32];
-        let n = stream.read(&mut reply).unwrap_or(0);
-        // Its logged-in connection and the one that receives its queues.
-        String::from_utf8_lossy(&reply[..n]).trim() == "ok 2"
-    });
+    let mut listening = bob.listen_on(&relay);
     let out =
         hush(&["admin", "deactivate", &bob.account, "--data", relay.data.to_str().unwrap()], None, None);
     assert!(out.status.success());
@@ -1023,25 +1031,8 @@ fn remote_wipe_reaches_a_connected_device_at_once() {
     let out = hush(&["join", &relay.invite(), "--json"], Some(&home), Some("bob-pass"));
     let code =
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["wipe_code"].as_str().unwrap().to_owned();
-    let mut listening = Command::new(HUSH)
-        .arg("--home")
-        .arg(&home)
-        .args(["recv", "--wait", "60"])
-        .env("HUSH_PASSPHRASE", "bob-pass")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let socket = relay.data.join("admin.sock");
-    wait_until("bob's connection", || {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else { return false };
-        let _ = stream.write_all(b"connections\n");
-        let mut reply = [0u8; 32];
-        let n = stream.read(&mut reply).unwrap_or(0);
-        // Its logged-in connection and the one that receives its queues.
-        String::from_utf8_lossy(&reply[..n]).trim() == "ok 2"
-    });
+    let bob = User { home: home.clone(), passphrase: "bob-pass".into(), account: String::new() };
+    let mut listening = bob.listen_on(&relay);
     assert!(hush(&["remote-wipe", &code], None, None).status.success());
     wait_until("the connected device to wipe itself", || listening.try_wait().unwrap().is_some());
     assert!(!listening.wait().unwrap().success());

@@ -137,21 +137,31 @@ async fn send_until_acknowledged(client: &Client, to: &str, draft: &hush_client:
     }
 }
 
+/// Alice and bob, contacts of each other on `relay`, and `count` drafts
+/// from alice to bob ("message 0", ...) of which the first four went
+/// through.
+async fn contacts_with_four_sent(
+    relay: &TestRelay,
+    count: usize,
+) -> (Client, Client, Vec<hush_client::Draft>) {
+    let alice = join(relay, "alice").await;
+    let bob = join(relay, "bob").await;
+    alice.add_contact("bob", bob.account()).unwrap();
+    bob.add_contact("alice", alice.account()).unwrap();
+    let drafts: Vec<hush_client::Draft> =
+        (0..count).map(|n| hush_client::Draft::new(&format!("message {n}"), None)).collect();
+    for draft in &drafts[..4] {
+        assert!(send_until_acknowledged(&alice, &bob.account().to_string(), draft).await.is_empty());
+    }
+    (alice, bob, drafts)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_database_crash_loses_nothing_acknowledged_and_sends_meanwhile_get_a_clear_error() {
     let database = hush_pgtest::Cluster::start().unwrap();
     let relay = TestRelay::start_on(&database.database(), None).unwrap();
-    let alice = join(&relay, "alice").await;
-    let bob = join(&relay, "bob").await;
-    alice.add_contact("bob", bob.account()).unwrap();
-    bob.add_contact("alice", alice.account()).unwrap();
+    let (alice, bob, drafts) = contacts_with_four_sent(&relay, 12).await;
     let to_bob = bob.account().to_string();
-    let drafts: Vec<hush_client::Draft> =
-        (0..12).map(|n| hush_client::Draft::new(&format!("message {n}"), None)).collect();
-
-    for draft in &drafts[..4] {
-        assert!(send_until_acknowledged(&alice, &to_bob, draft).await.is_empty());
-    }
     // PostgreSQL stops at once, as in a crash, under a logged-in session:
     // no send is acknowledged while it is down, and the error says why
     // (a connection the relay closed on such an error is closed for the
@@ -205,16 +215,8 @@ async fn a_synchronous_standby_promoted_after_the_primary_dies_has_every_acknowl
         standby.host()
     );
     let relay = TestRelay::start_on(&both, None).unwrap();
-    let alice = join(&relay, "alice").await;
-    let bob = join(&relay, "bob").await;
-    alice.add_contact("bob", bob.account()).unwrap();
-    bob.add_contact("alice", alice.account()).unwrap();
+    let (alice, bob, drafts) = contacts_with_four_sent(&relay, 8).await;
     let to_bob = bob.account().to_string();
-    let drafts: Vec<hush_client::Draft> =
-        (0..8).map(|n| hush_client::Draft::new(&format!("message {n}"), None)).collect();
-    for draft in &drafts[..4] {
-        assert!(send_until_acknowledged(&alice, &to_bob, draft).await.is_empty());
-    }
     // The primary dies at once; what it acknowledged is on the standby,
     // which is promoted. The relay finds it by itself.
     primary.stop();

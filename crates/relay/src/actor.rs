@@ -321,7 +321,7 @@ impl StoreHandle {
         T: Send + 'static,
         F: FnOnce(&mut dyn Operations) -> Result<T, StoreError> + Send + 'static,
     {
-        call(&self.senders[0], stored, work)
+        self.call_on(0, stored, work)
     }
 
     /// Like `call`, on the lane of `key` (a queue's or a group's first byte).

@@ -110,24 +110,7 @@ fn deactivation_through_one_node_closes_a_connection_held_by_the_other() {
     let (first, second) = cluster(dir.path(), &store_url());
     // Bob's invite names the first relay only: his live connection is there.
     let bob = join_cluster(dir.path(), "bob", &second, &first.address);
-    let mut listening = Command::new(HUSH)
-        .arg("--home")
-        .arg(&bob.home)
-        .args(["recv", "--wait", "60"])
-        .env("HUSH_PASSPHRASE", &bob.passphrase)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let socket = first.data.join("admin.sock");
-    wait_until("bob's connections to the first relay", || {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else { return false };
-        let _ = stream.write_all(b"connections\n");
-        let mut reply = [0u8; 32];
-        let n = stream.read(&mut reply).unwrap_or(0);
-        String::from_utf8_lossy(&reply[..n]).trim() == "ok 2"
-    });
+    let mut listening = bob.listen_on(&first);
     // The operator works on the second node's data directory.
     let out =
         hush(&["admin", "deactivate", &bob.account, "--data", second.data.to_str().unwrap()], None, None);
