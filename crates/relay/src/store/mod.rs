@@ -291,6 +291,50 @@ pub struct SealedCommitRequest {
     pub rotate: Vec<(Capability, [u8; 32])>,
 }
 
+/// A sealed commit's Welcome destinations, split by kind, each with its
+/// index among the request's targets (as `RelayFrame::Sent` counts them:
+/// the commit's targets, then the Welcome's, then the rotations).
+pub(crate) struct WelcomeTargets {
+    /// Queues, and their indexes.
+    pub queues: Vec<Capability>,
+    /// The index of each of `queues`.
+    pub queue_indexes: Vec<u32>,
+    /// Introduction mailboxes, each with its index. One copy of the
+    /// Welcome each: a payload row shared by two introduction mailboxes
+    /// would link the two accounts.
+    pub accounts: Vec<(AccountId, u32)>,
+}
+
+impl SealedCommitRequest {
+    /// The Welcome's destinations, split (see [`WelcomeTargets`]).
+    pub(crate) fn welcome_targets(&self) -> WelcomeTargets {
+        let mut targets =
+            WelcomeTargets { queues: Vec::new(), queue_indexes: Vec::new(), accounts: Vec::new() };
+        for (index, destination) in (self.targets.len() as u32..).zip(&self.welcome_to) {
+            match destination {
+                Destination::Queue(capability) => {
+                    targets.queues.push(capability.clone());
+                    targets.queue_indexes.push(index);
+                }
+                Destination::Account(account) => targets.accounts.push((*account, index)),
+            }
+        }
+        targets
+    }
+
+    /// The rotations, each with its index among the request's targets.
+    pub(crate) fn rotations(&self) -> impl Iterator<Item = (u32, &(Capability, [u8; 32]))> {
+        ((self.targets.len() + self.welcome_to.len()) as u32..).zip(&self.rotate)
+    }
+}
+
+/// What makes two reports the same report: the reported account and the
+/// content it signed.
+pub(crate) fn report_digest(account: &AccountId, content: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new().chain_update(account.0).chain_update(content).finalize().into()
+}
+
 /// Most payloads waiting in one queue: a queue over it refuses new ones
 /// (the sender hears it as a refused target) until its owner drains it.
 pub const MAX_QUEUE_ENTRIES: u64 = 100_000;

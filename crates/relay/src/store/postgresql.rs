@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hush_proto::{AccountId, Capability, Destination, IdentityKey, QueueId};
+use hush_proto::{AccountId, Capability, IdentityKey, QueueId};
 use postgres::types::ToSql;
 use postgres::{Client, Row, Statement};
 use sha2::{Digest, Sha256};
@@ -1119,36 +1119,20 @@ impl Operations for PostgresStore {
             }
             let mut out = Enqueued::default();
             out.refused = store.write_to_queues(&request.targets, &commit.payload, now, expires, &mut out)?;
-            // Indexes go on counting through the Welcome's destinations,
-            // then the rotations.
-            let mut index = request.targets.len() as u32;
             if let Some(welcome) = &commit.welcome {
-                let mut queues = Vec::new();
-                let mut queue_indexes = Vec::new();
-                for destination in &request.welcome_to {
-                    match destination {
-                        Destination::Queue(capability) => {
-                            queues.push(capability.clone());
-                            queue_indexes.push(index);
-                        }
-                        // One copy per account: a payload row shared by two
-                        // introduction mailboxes would link the two accounts.
-                        Destination::Account(account) => {
-                            if !store.introduce(account, welcome, now, expires, &mut out)? {
-                                out.refused.push(index);
-                            }
-                        }
+                let welcome_targets = request.welcome_targets();
+                for (account, index) in &welcome_targets.accounts {
+                    if !store.introduce(account, welcome, now, expires, &mut out)? {
+                        out.refused.push(*index);
                     }
-                    index += 1;
                 }
                 let mut welcomed = Enqueued::default();
-                let refused = store.write_to_queues(&queues, welcome, now, expires, &mut welcomed)?;
-                out.refused.extend(refused.iter().map(|i| queue_indexes[*i as usize]));
+                let refused =
+                    store.write_to_queues(&welcome_targets.queues, welcome, now, expires, &mut welcomed)?;
+                out.refused.extend(refused.iter().map(|i| welcome_targets.queue_indexes[*i as usize]));
                 out.queued.extend(welcomed.queued);
-            } else {
-                index += request.welcome_to.len() as u32;
             }
-            for (capability, next_hash) in &request.rotate {
+            for (index, (capability, next_hash)) in request.rotations() {
                 let rotated = store.execute(
                     "UPDATE queues SET write_hash = $3 WHERE id = $1 AND write_hash = $2",
                     &[&&capability.queue.0[..], &&capability.write_hash()[..], &&next_hash[..]],
@@ -1156,7 +1140,6 @@ impl Operations for PostgresStore {
                 if rotated == 0 {
                     out.refused.push(index);
                 }
-                index += 1;
             }
             out.refused.sort_unstable();
             out.queued.sort_by_key(|queued| queued.id);
@@ -1220,8 +1203,7 @@ impl Operations for PostgresStore {
             store.simple("LOCK TABLE reports IN SHARE ROW EXCLUSIVE MODE")?;
             // The same message reported again (by another member, or
             // twice) is one report.
-            let digest: [u8; 32] =
-                Sha256::new().chain_update(account.0).chain_update(content).finalize().into();
+            let digest = super::report_digest(account, content);
             if store.query_opt("SELECT 1 FROM reports WHERE digest = $1", &[&&digest[..]])?.is_some() {
                 return Ok(());
             }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use hush_proto::{Capability, Destination, QueueId};
+use hush_proto::{Capability, QueueId};
 use rusqlite::{params, OptionalExtension};
 use subtle::ConstantTimeEq;
 
@@ -208,37 +208,22 @@ impl SqliteStore {
         }
         let mut out = Enqueued::default();
         self.write_to_queues(&request.targets, &commit.payload, now, expires, 0, &mut out)?;
-        // Indexes go on counting through the Welcome's destinations, then
-        // the rotations.
-        let mut index = request.targets.len() as u32;
         if let Some(welcome) = &commit.welcome {
-            let mut queues = Vec::new();
-            let mut queue_indexes = Vec::new();
-            for destination in &request.welcome_to {
-                match destination {
-                    Destination::Queue(capability) => {
-                        queues.push(capability.clone());
-                        queue_indexes.push(index);
+            let welcome_targets = request.welcome_targets();
+            for (account, index) in &welcome_targets.accounts {
+                match self.account(account)? {
+                    Some(record) if !record.deactivated => {
+                        out.queued.extend(self.insert_queued(&[*account], welcome, now, expires)?);
                     }
-                    // One copy per account: a payload row shared by two
-                    // introduction mailboxes would link the two accounts.
-                    Destination::Account(account) => match self.account(account)? {
-                        Some(record) if !record.deactivated => {
-                            out.queued.extend(self.insert_queued(&[*account], welcome, now, expires)?);
-                        }
-                        _ => out.refused.push(index),
-                    },
+                    _ => out.refused.push(*index),
                 }
-                index += 1;
             }
             let mut welcomed = Enqueued::default();
-            self.write_to_queues(&queues, welcome, now, expires, 0, &mut welcomed)?;
-            out.refused.extend(welcomed.refused.iter().map(|i| queue_indexes[*i as usize]));
+            self.write_to_queues(&welcome_targets.queues, welcome, now, expires, 0, &mut welcomed)?;
+            out.refused.extend(welcomed.refused.iter().map(|i| welcome_targets.queue_indexes[*i as usize]));
             out.queued.extend(welcomed.queued);
-        } else {
-            index += request.welcome_to.len() as u32;
         }
-        for (capability, next_hash) in &request.rotate {
+        for (index, (capability, next_hash)) in request.rotations() {
             if self.writable(capability)?.is_some() {
                 self.connection
                     .prepare_cached("UPDATE queues SET write_hash = ?2 WHERE id = ?1")?
@@ -246,7 +231,6 @@ impl SqliteStore {
             } else {
                 out.refused.push(index);
             }
-            index += 1;
         }
         out.refused.sort_unstable();
         out.queued.sort_by_key(|queued| queued.id);

@@ -5,7 +5,6 @@
 
 use hush_proto::AccountId;
 use rusqlite::{params, OptionalExtension};
-use sha2::{Digest, Sha256};
 
 use super::{as_i64, as_u64, SqliteStore};
 use crate::store::{
@@ -42,7 +41,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         // The same message reported again (by another member, or twice)
         // is one report.
-        let digest: [u8; 32] = Sha256::new().chain_update(account.0).chain_update(content).finalize().into();
+        let digest = crate::store::report_digest(account, content);
         let known: Option<i64> = self
             .connection
             .prepare_cached("SELECT id FROM reports WHERE digest = ?1")?
