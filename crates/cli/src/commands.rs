@@ -320,6 +320,13 @@ fn serve(
 ) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUSH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The PostgreSQL client logs every statement's parameters (queue ids,
+    // ciphertext, account ids) at debug level: never, whatever HUSH_LOG
+    // asks.
+    let filter = ["tokio_postgres=info", "postgres=info"]
+        .into_iter()
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter, tracing_subscriber::EnvFilter::add_directive);
     let log = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     match log_format {
         LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),

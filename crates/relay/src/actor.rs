@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use futures_util::future::Either;
 use hush_proto::{AccountId, Capability, IdentityKey, QueueId};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::store::{
     AccountRecord, CommitOutcome, Enqueued, Mailbox, Operations, Queued, RelayStore, SealedCommitRequest,
-    Stats, Store, StoreError, UnixSeconds,
+    Stats, Store, StoreError, UnixSeconds, Write, Written,
 };
 
 /// Most operations in one batch.
@@ -29,10 +30,66 @@ const MAX_BATCH: usize = 512;
 trait Job: Send {
     /// Runs the operation and keeps its result.
     fn run(&mut self, store: &mut dyn Operations);
+    /// The write this job is, if it is one the store may do together with
+    /// its neighbours in the batch ([`Operations::write_each`]).
+    fn write(&self) -> Option<&Write> {
+        None
+    }
+    /// Keeps the result of the job's [`Job::write`], done by the batch.
+    fn written(&mut self, _result: Result<Written, StoreError>) {}
     /// Payloads this job stored (pushed to recipients once durable).
     fn stored(&self) -> &[Queued];
     /// Sends the result, or the batch's failure if it was not made durable.
     fn answer(self: Box<Self>, batch: &Result<(), StoreError>);
+}
+
+/// An operation's answer once its batch's fate is known: its own result
+/// if the batch was made durable, else why not.
+fn settle<T>(batch: &Result<(), StoreError>, result: Option<Result<T, StoreError>>) -> Result<T, StoreError> {
+    match (batch, result) {
+        (Ok(()), Some(result)) => result,
+        (Err(error), _) if error.is_unavailable() => Err(StoreError::Unavailable),
+        (Err(error), _) => Err(StoreError::Batch(error.to_string())),
+        (Ok(()), None) => Err(StoreError::Batch("operation did not run".into())),
+    }
+}
+
+/// A job that is a [`Write`].
+struct Described {
+    write: Write,
+    result: Option<Result<Written, StoreError>>,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+impl Job for Described {
+    fn run(&mut self, store: &mut dyn Operations) {
+        self.result = Some(self.write.run(store));
+    }
+
+    fn write(&self) -> Option<&Write> {
+        Some(&self.write)
+    }
+
+    fn written(&mut self, result: Result<Written, StoreError>) {
+        self.result = Some(result);
+    }
+
+    fn stored(&self) -> &[Queued] {
+        match &self.result {
+            Some(Ok(Written::Enqueued(enqueued))) => &enqueued.queued,
+            _ => &[],
+        }
+    }
+
+    fn answer(self: Box<Self>, batch: &Result<(), StoreError>) {
+        let _ = self.reply.send(settle(batch, self.result));
+    }
+}
+
+/// The error for a [`Written`] of another kind than its [`Write`]'s (a
+/// store that answered out of order).
+fn mismatched(written: &Written) -> StoreError {
+    StoreError::Batch(format!("the store answered a write with {written:?}"))
 }
 
 struct Call<T, F> {
@@ -61,13 +118,7 @@ where
     }
 
     fn answer(self: Box<Self>, batch: &Result<(), StoreError>) {
-        let result = match (batch, self.result) {
-            (Ok(()), Some(result)) => result,
-            (Err(error), _) if error.is_unavailable() => Err(StoreError::Unavailable),
-            (Err(error), _) => Err(StoreError::Batch(error.to_string())),
-            (Ok(()), None) => Err(StoreError::Batch("operation did not run".into())),
-        };
-        let _ = self.reply.send(result);
+        let _ = self.reply.send(settle(batch, self.result));
     }
 }
 
@@ -199,8 +250,24 @@ fn run(
         }
         let started = Instant::now();
         let outcome = store.batch(&mut |operations| {
-            for job in batch.iter_mut() {
-                job.run(operations);
+            let mut next = 0;
+            while next < batch.len() {
+                // A run of jobs that are writes goes to the store at once.
+                let run = batch[next..].iter().take_while(|job| job.write().is_some()).count();
+                if run == 0 {
+                    batch[next].run(operations);
+                    next += 1;
+                    continue;
+                }
+                let end = next + run;
+                let results = {
+                    let writes: Vec<&Write> = batch[next..end].iter().filter_map(|job| job.write()).collect();
+                    operations.write_each(&writes)
+                };
+                for (job, result) in batch[next..end].iter_mut().zip(results) {
+                    job.written(result);
+                }
+                next = end;
             }
         });
         metrics.batch(batch.len(), started.elapsed(), outcome.is_ok());
@@ -338,6 +405,21 @@ impl StoreHandle {
         call(&self.senders[usize::from(key) % self.senders.len()], stored, work)
     }
 
+    /// Hands `write` to the lane of `key` now, as [`call`] does.
+    fn write_on(
+        &self,
+        key: u8,
+        write: Write,
+    ) -> impl std::future::Future<Output = Result<Written, StoreError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Described { write, result: None, reply });
+        let sent = self.senders[usize::from(key) % self.senders.len()].send(job);
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
     /// See [`Operations::register`].
     pub fn register(
         &self,
@@ -437,7 +519,19 @@ impl StoreHandle {
         expires: UnixSeconds,
     ) -> impl std::future::Future<Output = Result<Enqueued, StoreError>> + Send + 'static {
         let lane = targets.first().map_or(0, |target| target.queue.0[0]);
-        self.call_on(lane, enqueued, move |s| s.enqueue_sealed(&targets, &payload, now, expires))
+        if let [target] = &targets[..] {
+            let written =
+                self.write_on(lane, Write::Enqueue { target: target.clone(), payload, now, expires });
+            return Either::Left(async move {
+                match written.await? {
+                    Written::Enqueued(enqueued) => Ok(enqueued),
+                    other => Err(mismatched(&other)),
+                }
+            });
+        }
+        Either::Right(
+            self.call_on(lane, enqueued, move |s| s.enqueue_sealed(&targets, &payload, now, expires)),
+        )
     }
 
     /// See [`Operations::commit_sealed`].
@@ -457,7 +551,13 @@ impl StoreHandle {
         queue: QueueId,
         seqs: Vec<u64>,
     ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send + 'static {
-        self.call_on(queue.0[0], nothing_stored, move |s| s.ack_queue(&queue, &seqs))
+        let written = self.write_on(queue.0[0], Write::Ack { queue, seqs });
+        async move {
+            match written.await? {
+                Written::Acked(deleted) => Ok(deleted),
+                other => Err(mismatched(&other)),
+            }
+        }
     }
 
     /// See [`Operations::rekey_queue`].
@@ -484,7 +584,13 @@ impl StoreHandle {
         day: u64,
         nonce: [u8; 32],
     ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send + 'static {
-        self.call(nothing_stored, move |s| s.spend_token(day, &nonce))
+        let written = self.write_on(0, Write::Spend { day, nonce });
+        async move {
+            match written.await? {
+                Written::Spent(fresh) => Ok(fresh),
+                other => Err(mismatched(&other)),
+            }
+        }
     }
 
     /// See [`Operations::add_report`].

@@ -189,7 +189,7 @@ impl Listener {
 fn listen(target: &Target, node: u64, hub: &Hub, stop: &AtomicBool) {
     let mut first = true;
     while !stop.load(Ordering::Acquire) {
-        let mut client = match target.connect().and_then(|mut client| {
+        let mut client = match target.connect_blocking().and_then(|mut client| {
             client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
             Ok(client)
         }) {

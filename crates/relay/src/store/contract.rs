@@ -203,6 +203,7 @@ contract! {
     a_full_queue_refuses_more_and_the_others_still_get_theirs,
     one_account_cannot_fill_the_report_store_and_reports_expire,
     the_report_store_is_bounded_in_bytes,
+    writes_done_together_answer_as_each_would_alone,
 }
 
 fn invite_is_used_up_after_its_uses(store: &mut dyn TestStore) {
@@ -537,4 +538,72 @@ fn the_report_store_is_bounded_in_bytes(store: &mut dyn TestStore) {
     }
     let refused = Operations::add_report(store, &AccountId([250; 20]), &big, &[0; 64], "", 0);
     assert!(matches!(refused, Err(StoreError::Full)), "{refused:?}");
+}
+
+fn writes_done_together_answer_as_each_would_alone(store: &mut dyn TestStore) {
+    let (a, to_a) = queue(store, 1);
+    let (b, to_b) = queue(store, 2);
+    // Entry 1 of both queues shares one payload.
+    Operations::enqueue_sealed(store, &[to_a.clone(), to_b.clone()], &payload(b"shared"), 5, 100).unwrap();
+    let wrong = Capability { queue: a, secret: [9; 32] };
+    let enqueue = |target: &Capability, body: &[u8]| Write::Enqueue {
+        target: target.clone(),
+        payload: payload(body),
+        now: 6,
+        expires: 100,
+    };
+    let writes = [
+        enqueue(&to_a, b"one"),
+        enqueue(&wrong, b"refused"),
+        Write::Spend { day: 0, nonce: [4; 32] },
+        Write::Spend { day: 0, nonce: [4; 32] },
+        Write::Ack { queue: a, seqs: vec![1] },
+        Write::Ack { queue: b, seqs: vec![1, 7] },
+        enqueue(&to_b, b"two"),
+        enqueue(&to_a, b"three"),
+    ];
+    let mut results = Vec::new();
+    store
+        .batch(&mut |ops| {
+            let writes: Vec<&Write> = writes.iter().collect();
+            results = ops.write_each(&writes);
+        })
+        .unwrap();
+    let answered: Vec<String> = results
+        .iter()
+        .map(|result| match result {
+            Ok(Written::Enqueued(enqueued)) => {
+                let ids: Vec<u64> = enqueued.queued.iter().map(|queued| queued.id).collect();
+                format!("queued {ids:?} refused {:?}", enqueued.refused)
+            }
+            Ok(Written::Acked(deleted)) => format!("acked {deleted}"),
+            Ok(Written::Spent(fresh)) => format!("spent {fresh}"),
+            Err(error) => format!("error {error}"),
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            "queued [2] refused []",
+            "queued [] refused [0]",
+            "spent true",
+            "spent false",
+            "acked 1",
+            "acked 1",
+            "queued [2] refused []",
+            "queued [3] refused []",
+        ]
+    );
+    let bodies = |store: &mut dyn TestStore, queue: QueueId| -> Vec<(u64, Vec<u8>)> {
+        Operations::pending(store, &Mailbox::Queue(queue), 0, 10, 7)
+            .unwrap()
+            .into_iter()
+            .map(|queued| (queued.id, queued.payload.to_vec()))
+            .collect()
+    };
+    assert_eq!(bodies(store, a), [(2, b"one".to_vec()), (3, b"three".to_vec())]);
+    assert_eq!(bodies(store, b), [(2, b"two".to_vec())]);
+    assert_eq!(store.payloads(), 3, "the shared payload went with its last entry");
+    assert_eq!(store.queue_counters(&a), (2, 8));
+    assert_eq!(store.queue_counters(&b), (1, 3));
 }

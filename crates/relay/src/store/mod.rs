@@ -413,10 +413,73 @@ pub struct Stats {
 /// size is known by holding more than one largest payload's worth.
 pub const PAGE_BYTES: usize = 2 * hush_proto::limits::MAX_PAYLOAD_BYTES;
 
+/// One of the relay's most frequent writes, described rather than done,
+/// so that a store can send a batch's run of them to its database at once
+/// (see [`Operations::write_each`]).
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// [`Operations::enqueue_sealed`] to one queue.
+    Enqueue {
+        /// The queue, with its write secret.
+        target: Capability,
+        /// What to queue.
+        payload: Arc<[u8]>,
+        /// When it arrived.
+        now: UnixSeconds,
+        /// When it is deleted, delivered or not.
+        expires: UnixSeconds,
+    },
+    /// [`Operations::ack_queue`].
+    Ack {
+        /// The queue.
+        queue: QueueId,
+        /// The delivered entries.
+        seqs: Vec<u64>,
+    },
+    /// [`Operations::spend_token`].
+    Spend {
+        /// The token's day.
+        day: u64,
+        /// Its nonce.
+        nonce: [u8; 32],
+    },
+}
+
+/// What a [`Write`] did: what the operation it describes answers.
+#[derive(Debug)]
+pub enum Written {
+    /// From [`Write::Enqueue`].
+    Enqueued(Enqueued),
+    /// From [`Write::Ack`]: entries deleted.
+    Acked(u64),
+    /// From [`Write::Spend`]: false if the token was spent already.
+    Spent(bool),
+}
+
+impl Write {
+    /// Does this write on its own, through the operation it describes.
+    pub fn run<S: Operations + ?Sized>(&self, store: &mut S) -> Result<Written, StoreError> {
+        match self {
+            Self::Enqueue { target, payload, now, expires } => store
+                .enqueue_sealed(std::slice::from_ref(target), payload, *now, *expires)
+                .map(Written::Enqueued),
+            Self::Ack { queue, seqs } => store.ack_queue(queue, seqs).map(Written::Acked),
+            Self::Spend { day, nonce } => store.spend_token(*day, nonce).map(Written::Spent),
+        }
+    }
+}
+
 /// The operations on the relay's state, one method per operation. Each
 /// call is atomic on its own: one that fails leaves no trace, whatever else
 /// the batch it belongs to does.
 pub trait Operations {
+    /// Does `writes` in order, each as its operation would, and answers
+    /// each. A store whose writes wait for a database's answers may send
+    /// them all before reading any (PostgreSQL does): then one that fails
+    /// fails the batch, as it would have alone.
+    fn write_each(&mut self, writes: &[&Write]) -> Vec<Result<Written, StoreError>> {
+        writes.iter().map(|write| write.run(self)).collect()
+    }
     /// Creates an account with an invite whose code hashes to `invite_hash`.
     fn register(
         &mut self,

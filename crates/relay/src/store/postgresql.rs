@@ -14,24 +14,29 @@
 //! - versioned migrations, applied under an advisory lock, so relays
 //!   starting together migrate once.
 //!
-//! The client is the `postgres` crate (tokio-postgres under a blocking
-//! facade): the store runs on the store worker's own thread, one
-//! connection per worker, so there is nothing to pool.
+//! The client is tokio-postgres, driven on the store worker's own thread
+//! (see [`connection`]): one connection per worker, so there is nothing to
+//! pool, and a batch's one-statement writes are pipelined.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hush_proto::{AccountId, Capability, IdentityKey, QueueId};
-use postgres::types::ToSql;
-use postgres::{Client, Row, Statement};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
+
+mod connection;
+
+use connection::{Connection, Params};
 
 use super::{
     AccountRecord, Admin, CommitOutcome, CommitRequest, Decision, Enqueued, GroupRecord, Mailbox, Operations,
-    Queued, RelayStore, Report, SealedCommitRequest, Stats, StoreError, UnixSeconds, MAX_QUEUE_BYTES,
-    MAX_QUEUE_ENTRIES, MAX_REPORTS, MAX_REPORTS_PER_ACCOUNT, MAX_REPORT_BYTES, QUEUE_IDLE_DAYS, REPORT_DAYS,
+    Queued, RelayStore, Report, SealedCommitRequest, Stats, StoreError, UnixSeconds, Write, Written,
+    MAX_QUEUE_BYTES, MAX_QUEUE_ENTRIES, MAX_REPORTS, MAX_REPORTS_PER_ACCOUNT, MAX_REPORT_BYTES,
+    QUEUE_IDLE_DAYS, REPORT_DAYS,
 };
 
 /// The schema, one entry per version: a database at version `n` has had
@@ -169,7 +174,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where a PostgreSQL store is: the parsed URL, and how to show it.
 #[derive(Clone)]
 pub struct Target {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     shown: String,
 }
 
@@ -177,7 +182,7 @@ impl Target {
     /// Parses a `postgresql://` or `postgres://` URL (or a libpq key=value
     /// string).
     pub fn parse(url: &str) -> Result<Self, StoreError> {
-        let mut config: postgres::Config = match url.parse() {
+        let mut config: tokio_postgres::Config = match url.parse() {
             Ok(config) => config,
             Err(error) => return Err(StoreError::BadUrl(format!("{}: {error}", redact_url(url)))),
         };
@@ -187,9 +192,9 @@ impl Target {
         }
         // Over TCP, TLS is required unless the URL says otherwise (libpq's
         // default, `prefer`, lets anyone on the path turn it off).
-        let tcp = config.get_hosts().iter().any(|host| matches!(host, postgres::config::Host::Tcp(_)));
+        let tcp = config.get_hosts().iter().any(|host| matches!(host, tokio_postgres::config::Host::Tcp(_)));
         if tcp && !url.contains("sslmode") {
-            config.ssl_mode(postgres::config::SslMode::Require);
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
         }
         // A dead peer is noticed in seconds, not hours.
         config.keepalives_idle(Duration::from_secs(30));
@@ -203,15 +208,25 @@ impl Target {
         &self.shown
     }
 
-    pub(crate) fn connect(&self) -> Result<Client, StoreError> {
+    pub(crate) fn connect(&self) -> Result<Connection, StoreError> {
+        let unreachable = |reason: String| StoreError::Unreachable { url: self.shown.clone(), reason };
+        let mut connection =
+            Connection::connect(&self.config, tls()?).map_err(|error| unreachable(error.to_string()))?;
+        // Acknowledged means committed to disk (and to a synchronous
+        // standby, if the operator has one), whatever the server's default;
+        // a lock held by a stuck relay is waited for seconds, not hours.
+        connection.batch_execute(SESSION_SETTINGS).map_err(|error| unreachable(error.to_string()))?;
+        Ok(connection)
+    }
+
+    /// A blocking client, for the cluster's listener (which needs the
+    /// `postgres` crate's notification iterator).
+    pub(crate) fn connect_blocking(&self) -> Result<postgres::Client, StoreError> {
         let unreachable = |error: postgres::Error| StoreError::Unreachable {
             url: self.shown.clone(),
             reason: error.to_string(),
         };
-        let mut client = self.config.connect(tls()?).map_err(unreachable)?;
-        // Acknowledged means committed to disk (and to a synchronous
-        // standby, if the operator has one), whatever the server's default;
-        // a lock held by a stuck relay is waited for seconds, not hours.
+        let mut client = postgres::Config::from(self.config.clone()).connect(tls()?).map_err(unreachable)?;
         client.batch_execute(SESSION_SETTINGS).map_err(unreachable)?;
         Ok(client)
     }
@@ -302,13 +317,114 @@ fn bytes<const N: usize>(value: Vec<u8>) -> Option<[u8; N]> {
     <[u8; N]>::try_from(value).ok()
 }
 
-type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+/// Queues a payload to one queue in one statement: the queue's row numbers
+/// the entry (and is locked by the update until the transaction ends), and
+/// the entry holds the payload itself. No row if the write secret does not
+/// match or the queue is full.
+const ENQUEUE_ONE: &str = "WITH q AS (
+         UPDATE queues SET next_seq = next_seq + 1, entries = entries + 1, bytes = bytes + $2
+         WHERE id = $1 AND write_hash = $3 AND entries < $4 AND bytes + $2 <= $5
+         RETURNING next_seq - 1 AS seq)
+     INSERT INTO queue_entries (queue, seq, len, arrived, expires, data)
+     SELECT $1, q.seq, $2, $6, $7, $8 FROM q RETURNING seq";
+
+/// Deletes a queue's delivered entries and counts them off its row;
+/// answers how many went and the shared payloads they named (see
+/// [`PostgresStore::drop_unreferenced`]).
+const ACK_ENTRIES: &str = "WITH gone AS (
+         DELETE FROM queue_entries WHERE queue = $1 AND seq = ANY($2) RETURNING payload, len),
+     counted AS (
+         UPDATE queues SET entries = entries - (SELECT count(*) FROM gone),
+                           bytes = bytes - (SELECT COALESCE(sum(len), 0) FROM gone)
+         WHERE id = $1 AND EXISTS (SELECT 1 FROM gone))
+     SELECT (SELECT count(*) FROM gone),
+            ARRAY(SELECT DISTINCT payload FROM gone WHERE payload IS NOT NULL ORDER BY payload)";
+
+/// Marks a token spent; a row only if it was not already.
+const SPEND_TOKEN: &str =
+    "INSERT INTO spent_tokens (nonce, day) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING RETURNING 1";
+
+/// The queue whose row a write locks, if any.
+fn locked_queue(write: &Write) -> Option<QueueId> {
+    match write {
+        Write::Enqueue { target, .. } => Some(target.queue),
+        Write::Ack { queue, .. } => Some(*queue),
+        Write::Spend { .. } => None,
+    }
+}
+
+/// What [`ACK_ENTRIES`] answered: entries deleted, shared payloads named.
+fn acked(row: Option<Row>) -> Result<(u64, Vec<i64>), StoreError> {
+    let Some(row) = row else { return Ok((0, Vec::new())) };
+    Ok((as_u64(row.try_get(0)?), row.try_get(1)?))
+}
+
+/// The parameters of [`ENQUEUE_ONE`].
+struct EnqueueArgs<'a> {
+    queue: &'a [u8],
+    len: i64,
+    write_hash: Vec<u8>,
+    max_entries: i64,
+    max_bytes: i64,
+    now: i64,
+    expires: i64,
+    payload: &'a [u8],
+}
+
+impl<'a> EnqueueArgs<'a> {
+    fn new(target: &'a Capability, payload: &'a [u8], now: UnixSeconds, expires: UnixSeconds) -> Self {
+        Self {
+            queue: &target.queue.0,
+            len: payload.len() as i64,
+            write_hash: target.write_hash().to_vec(),
+            max_entries: as_i64(MAX_QUEUE_ENTRIES),
+            max_bytes: as_i64(MAX_QUEUE_BYTES),
+            now: as_i64(now),
+            expires: as_i64(expires),
+            payload,
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.queue,
+            &self.len,
+            &self.write_hash,
+            &self.max_entries,
+            &self.max_bytes,
+            &self.now,
+            &self.expires,
+            &self.payload,
+        ]
+    }
+}
+
+/// The parameters of a [`Write`]'s statement.
+enum WriteArgs<'a> {
+    Enqueue(EnqueueArgs<'a>),
+    Ack { queue: &'a [u8], seqs: Vec<i64> },
+    Spend { nonce: &'a [u8], day: i64 },
+}
+
+impl<'a> WriteArgs<'a> {
+    fn new(write: &'a Write) -> Self {
+        match write {
+            Write::Enqueue { target, payload, now, expires } => {
+                Self::Enqueue(EnqueueArgs::new(target, payload, *now, *expires))
+            }
+            Write::Ack { queue, seqs } => {
+                Self::Ack { queue: &queue.0, seqs: seqs.iter().map(|seq| as_i64(*seq)).collect() }
+            }
+            Write::Spend { day, nonce } => Self::Spend { nonce, day: as_i64(*day) },
+        }
+    }
+}
 
 /// A relay's connection to a PostgreSQL store.
 pub struct PostgresStore {
     target: Target,
     /// None after the connection was lost; the next batch reconnects.
-    client: Option<Client>,
+    client: Option<Connection>,
     /// Prepared statements of the current connection.
     statements: HashMap<&'static str, Statement>,
     /// True inside [`RelayStore::batch`].
@@ -418,7 +534,7 @@ impl PostgresStore {
     /// not have happened: that is said, not "nothing stored".
     fn commit(&mut self) -> Result<(), StoreError> {
         let committed = self.simple("SELECT 1; COMMIT");
-        let lost = self.client.as_ref().is_none_or(Client::is_closed);
+        let lost = self.client.as_ref().is_none_or(Connection::is_closed);
         self.in_transaction = false;
         match committed {
             Ok(()) => Ok(()),
@@ -438,15 +554,15 @@ impl PostgresStore {
     /// Why the batch's transaction failed: the database went away, or an
     /// operation's rollback did.
     fn failed(&self) -> StoreError {
-        if self.retryable_abort || self.client.as_ref().is_none_or(Client::is_closed) {
+        if self.retryable_abort || self.client.as_ref().is_none_or(Connection::is_closed) {
             StoreError::Unavailable
         } else {
             StoreError::Batch("the batch's transaction failed".into())
         }
     }
 
-    fn client(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
+    fn client(&mut self) -> Result<&mut Connection, StoreError> {
+        if self.client.as_ref().is_none_or(Connection::is_closed) {
             if self.in_transaction {
                 // What the transaction did is gone; a new connection must
                 // not carry on (and "commit") as if it were not.
@@ -461,21 +577,26 @@ impl PostgresStore {
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let client = self.client()?;
-        let mut transaction = client.transaction()?;
-        transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-        transaction.batch_execute("CREATE TABLE IF NOT EXISTS hush_schema (version integer NOT NULL)")?;
-        let found: Option<i32> = transaction.query_one("SELECT max(version) FROM hush_schema", &[])?.get(0);
-        let found = found.unwrap_or(0);
-        let known = MIGRATIONS.len() as i32;
-        if found > known {
-            return Err(StoreError::NewerSchema { found, known });
+        client.batch_execute("BEGIN")?;
+        let migrated = (|| {
+            client.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            client.batch_execute("CREATE TABLE IF NOT EXISTS hush_schema (version integer NOT NULL)")?;
+            let found: Option<i32> = client.query_one("SELECT max(version) FROM hush_schema", &[])?.get(0);
+            let found = found.unwrap_or(0);
+            let known = MIGRATIONS.len() as i32;
+            if found > known {
+                return Err(StoreError::NewerSchema { found, known });
+            }
+            for (version, sql) in (1..).zip(MIGRATIONS).skip(found as usize) {
+                client.batch_execute(sql)?;
+                client.execute("INSERT INTO hush_schema (version) VALUES ($1)", &[&version])?;
+            }
+            Ok(client.batch_execute("COMMIT")?)
+        })();
+        if migrated.is_err() {
+            let _ = client.batch_execute("ROLLBACK");
         }
-        for (version, sql) in (1..).zip(MIGRATIONS).skip(found as usize) {
-            transaction.batch_execute(sql)?;
-            transaction.execute("INSERT INTO hush_schema (version) VALUES ($1)", &[&version])?;
-        }
-        transaction.commit()?;
-        Ok(())
+        migrated
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
@@ -746,25 +867,19 @@ impl PostgresStore {
         now: UnixSeconds,
         expires: UnixSeconds,
     ) -> Result<Enqueued, StoreError> {
-        let len = payload.len() as i64;
-        let row = self.query_opt(
-            "WITH q AS (
-                 UPDATE queues SET next_seq = next_seq + 1, entries = entries + 1, bytes = bytes + $2
-                 WHERE id = $1 AND write_hash = $3 AND entries < $4 AND bytes + $2 <= $5
-                 RETURNING next_seq - 1 AS seq)
-             INSERT INTO queue_entries (queue, seq, len, arrived, expires, data)
-             SELECT $1, q.seq, $2, $6, $7, $8 FROM q RETURNING seq",
-            &[
-                &&target.queue.0[..],
-                &len,
-                &&target.write_hash()[..],
-                &as_i64(MAX_QUEUE_ENTRIES),
-                &as_i64(MAX_QUEUE_BYTES),
-                &as_i64(now),
-                &as_i64(expires),
-                &&payload[..],
-            ],
-        )?;
+        let args = EnqueueArgs::new(target, payload, now, expires);
+        let row = self.query_opt(ENQUEUE_ONE, &args.params())?;
+        self.enqueued_one(target, payload, now, row)
+    }
+
+    /// What [`ENQUEUE_ONE`] answered with `row`, as `enqueue_sealed` says it.
+    fn enqueued_one(
+        &mut self,
+        target: &Capability,
+        payload: &Arc<[u8]>,
+        now: UnixSeconds,
+        row: Option<Row>,
+    ) -> Result<Enqueued, StoreError> {
         let mut out = Enqueued::default();
         match row {
             Some(row) => {
@@ -779,6 +894,58 @@ impl PostgresStore {
             None => out.refused.push(0),
         }
         Ok(out)
+    }
+
+    /// Sends every write of `writes` before reading any answer (one round
+    /// trip for them all, not one each), then deletes the payloads the
+    /// acknowledgements among them left unreferenced.
+    ///
+    /// They go in the order of the queue rows they lock (token spends
+    /// first), each queue's writes in their own order: every relay's
+    /// batches lock queues in the same order, so a relay's sends and
+    /// another's acknowledgements of the same queues never wait for each
+    /// other in a circle. Writes to different queues commit together, so
+    /// their order is not seen.
+    fn pipeline(&mut self, writes: &[&Write]) -> Result<Vec<Written>, StoreError> {
+        let enqueue = self.statement(ENQUEUE_ONE)?;
+        let ack = self.statement(ACK_ENTRIES)?;
+        let spend = self.statement(SPEND_TOKEN)?;
+        let mut order: Vec<usize> = (0..writes.len()).collect();
+        order.sort_by_key(|&index| locked_queue(writes[index]));
+        let writes: Vec<(usize, &Write)> = order.iter().map(|&index| (index, writes[index])).collect();
+        // The statements' parameters, owned here while they are sent.
+        let args: Vec<WriteArgs<'_>> = writes.iter().map(|(_, write)| WriteArgs::new(write)).collect();
+        let statements: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = args
+            .iter()
+            .map(|args| match args {
+                WriteArgs::Enqueue(args) => (&enqueue, args.params()),
+                WriteArgs::Ack { queue, seqs } => (&ack, vec![queue as &(dyn ToSql + Sync), seqs]),
+                WriteArgs::Spend { nonce, day } => (&spend, vec![nonce as &(dyn ToSql + Sync), day]),
+            })
+            .collect();
+        let statements: Vec<(&Statement, Params<'_>)> =
+            statements.iter().map(|(statement, params)| (*statement, &params[..])).collect();
+        let rows = self.client()?.pipeline(&statements);
+        let mut written: Vec<Option<Written>> = writes.iter().map(|_| None).collect();
+        let mut payloads = Vec::new();
+        for (&(index, write), row) in writes.iter().zip(rows) {
+            let row = row?;
+            written[index] = Some(match write {
+                Write::Enqueue { target, payload, now, .. } => {
+                    Written::Enqueued(self.enqueued_one(target, payload, *now, row)?)
+                }
+                Write::Ack { .. } => {
+                    let (deleted, shared) = acked(row)?;
+                    payloads.extend(shared);
+                    Written::Acked(deleted)
+                }
+                Write::Spend { .. } => Written::Spent(row.is_some()),
+            });
+        }
+        payloads.sort_unstable();
+        payloads.dedup();
+        self.drop_unreferenced(&payloads)?;
+        written.into_iter().map(|written| written.ok_or(StoreError::Closed)).collect()
     }
 
     /// Deletes those of `payloads` (in id order) no queue refers to any
@@ -917,6 +1084,30 @@ impl PostgresStore {
 }
 
 impl Operations for PostgresStore {
+    /// Pipelines the writes (see [`PostgresStore::pipeline`]) inside a
+    /// batch, where a failed one fails the batch anyway; each alone
+    /// otherwise.
+    fn write_each(&mut self, writes: &[&Write]) -> Vec<Result<Written, StoreError>> {
+        if !self.in_batch || writes.len() < 2 {
+            return writes.iter().map(|write| write.run(self)).collect();
+        }
+        if self.aborted {
+            return writes.iter().map(|_| Err(self.failed())).collect();
+        }
+        let noted = self.notes.len();
+        match self.pipeline(writes) {
+            Ok(written) => written.into_iter().map(Ok).collect(),
+            Err(error) => {
+                self.notes.truncate(noted);
+                self.aborted = true;
+                self.retryable_abort |= error.is_unavailable();
+                let mut failed: Vec<_> = writes.iter().skip(1).map(|_| Err(self.failed())).collect();
+                failed.insert(0, Err(error));
+                failed
+            }
+        }
+    }
+
     fn register(
         &mut self,
         invite_hash: &[u8; 32],
@@ -1152,21 +1343,10 @@ impl Operations for PostgresStore {
         // Three statements however many entries (a failure loses the
         // batch's transaction: acknowledgements are sent again).
         self.single(|store| {
-            let row = store.query_opt(
-                "WITH gone AS (
-                     DELETE FROM queue_entries WHERE queue = $1 AND seq = ANY($2) RETURNING payload, len),
-                 counted AS (
-                     UPDATE queues SET entries = entries - (SELECT count(*) FROM gone),
-                                       bytes = bytes - (SELECT COALESCE(sum(len), 0) FROM gone)
-                     WHERE id = $1 AND EXISTS (SELECT 1 FROM gone))
-                 SELECT (SELECT count(*) FROM gone),
-                        ARRAY(SELECT DISTINCT payload FROM gone WHERE payload IS NOT NULL ORDER BY payload)",
-                &[&&queue.0[..], &seqs],
-            )?;
-            let Some(row) = row else { return Ok(0) };
-            let (deleted, payloads): (i64, Vec<i64>) = (row.try_get(0)?, row.try_get(1)?);
+            let row = store.query_opt(ACK_ENTRIES, &[&&queue.0[..], &seqs])?;
+            let (deleted, payloads) = acked(row)?;
             store.drop_unreferenced(&payloads)?;
-            Ok(as_u64(deleted))
+            Ok(deleted)
         })
     }
 
@@ -1241,11 +1421,8 @@ impl Operations for PostgresStore {
 
     fn spend_token(&mut self, token_day: u64, nonce: &[u8; 32]) -> Result<bool, StoreError> {
         self.single(|store| {
-            let inserted = store.execute(
-                "INSERT INTO spent_tokens (nonce, day) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
-                &[&&nonce[..], &as_i64(token_day)],
-            )?;
-            Ok(inserted == 1)
+            let inserted = store.query_opt(SPEND_TOKEN, &[&&nonce[..], &as_i64(token_day)])?;
+            Ok(inserted.is_some())
         })
     }
 

@@ -356,3 +356,102 @@ fn a_transaction_an_error_aborted_does_not_report_a_commit() {
     assert!(store.commit().is_err(), "an aborted transaction was reported committed");
     assert_eq!(connect(&url).count("queue_entries"), 0);
 }
+
+#[test]
+fn pipelined_writes_fail_together_when_one_fails_and_keep_nothing() {
+    let url = database();
+    let mut store = connect(&url);
+    let to_a = queue(&mut store, 7);
+    let to_b = queue(&mut store, 8);
+    store.simple("SET lock_timeout = '200ms'").unwrap();
+    // Another connection holds queue b's row: the second write waits for
+    // it, then fails; the third, sent behind it, fails with it.
+    let mut holder = connect(&url);
+    holder.simple("BEGIN").unwrap();
+    holder.execute_raw("SELECT 1 FROM queues WHERE id = $1 FOR UPDATE", &[&&to_b.queue.0[..]]).unwrap();
+    let write = |target: &Capability| Write::Enqueue {
+        target: target.clone(),
+        payload: payload(b"x"),
+        now: 1,
+        expires: 100,
+    };
+    let writes = [write(&to_a), write(&to_b), write(&to_a)];
+    let mut results = Vec::new();
+    let outcome = store.batch(&mut |ops| {
+        let writes: Vec<&Write> = writes.iter().collect();
+        results = ops.write_each(&writes);
+    });
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    assert!(matches!(outcome, Err(StoreError::Unavailable)), "a lock timeout is worth a retry: {outcome:?}");
+    holder.simple("ROLLBACK").unwrap();
+    assert_eq!(connect(&url).count("queue_entries"), 0);
+    // Nothing is left over for the next batch.
+    store
+        .batch(&mut |ops| {
+            let writes: Vec<&Write> = writes.iter().collect();
+            assert!(ops.write_each(&writes).iter().all(Result::is_ok));
+        })
+        .unwrap();
+    assert_eq!(connect(&url).count("queue_entries"), 3);
+}
+
+#[test]
+fn pipelined_writes_on_a_dead_connection_fail_and_keep_nothing() {
+    let url = database();
+    let mut store = connect(&url);
+    let to = queue(&mut store, 7);
+    let pid: i32 = store.client().unwrap().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let mut killer = connect(&url);
+    let write = Write::Enqueue { target: to.clone(), payload: payload(b"x"), now: 1, expires: 100 };
+    let mut results = Vec::new();
+    let outcome = store.batch(&mut |ops| {
+        assert!(ops.write_each(&[&write, &write]).iter().all(Result::is_ok));
+        killer.client().unwrap().execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+        results = ops.write_each(&[&write, &write]);
+    });
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    assert!(outcome.is_err(), "a batch whose connection died was reported committed");
+    assert_eq!(connect(&url).count("queue_entries"), 0);
+}
+
+#[test]
+fn two_relays_writing_the_same_queues_in_opposite_orders_do_not_deadlock() {
+    let url = database();
+    let mut setup = connect(&url);
+    let (q1, q2, q3) = (queue(&mut setup, 1), queue(&mut setup, 2), queue(&mut setup, 3));
+    // A third connection holds q3, which both batches need half-way
+    // through: arrived in these orders, relay A would hold q1 and relay B
+    // q2 when it is released, and each would then wait for the other's.
+    let mut holder = connect(&url);
+    holder.simple("BEGIN").unwrap();
+    holder.execute_raw("SELECT 1 FROM queues WHERE id = $1 FOR UPDATE", &[&&q3.queue.0[..]]).unwrap();
+    let write = |target: &Capability| Write::Enqueue {
+        target: target.clone(),
+        payload: payload(b"x"),
+        now: 1,
+        expires: 100,
+    };
+    let relays: Vec<_> = [[&q1, &q3, &q2], [&q2, &q3, &q1]]
+        .into_iter()
+        .map(|targets| {
+            let writes: Vec<Write> = targets.into_iter().map(write).collect();
+            let mut store = connect(&url);
+            std::thread::spawn(move || {
+                let mut results = Vec::new();
+                let outcome = store.batch(&mut |ops| {
+                    let writes: Vec<&Write> = writes.iter().collect();
+                    results = ops.write_each(&writes);
+                });
+                (outcome, results.iter().all(Result::is_ok))
+            })
+        })
+        .collect();
+    wait_for_lock_waiters(&url, 2);
+    holder.simple("ROLLBACK").unwrap();
+    for relay in relays {
+        let (outcome, all_ok) = relay.join().unwrap();
+        assert!(outcome.is_ok() && all_ok, "a batch failed: {outcome:?}");
+    }
+    assert_eq!(connect(&url).count("queue_entries"), 6);
+}
