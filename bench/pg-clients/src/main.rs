@@ -322,6 +322,8 @@ impl Sqlx {
             sqlx::postgres::PgPoolOptions::new()
                 .max_connections(writers as u32)
                 .min_connections(writers as u32)
+                // No ping before each transaction: the others send none.
+                .test_before_acquire(false)
                 .connect_with(options),
         )?;
         Ok(Self { runtime, pool })

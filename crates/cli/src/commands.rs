@@ -320,17 +320,36 @@ fn serve(
 ) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUSH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     // The PostgreSQL client logs every statement's parameters (queue ids,
-    // ciphertext, account ids) at debug level: never, whatever HUSH_LOG
-    // asks.
-    let filter = ["tokio_postgres=info", "postgres=info"]
-        .into_iter()
-        .filter_map(|directive| directive.parse().ok())
-        .fold(filter, tracing_subscriber::EnvFilter::add_directive);
-    let log = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    // ciphertext, account ids) below info level: never, whatever HUSH_LOG
+    // asks (a cap no directive overrides, however specific its target).
+    let postgres_capped = tracing_subscriber::filter::filter_fn(|metadata| {
+        let target = metadata.target();
+        *metadata.level() <= tracing::Level::INFO
+            || !(target.starts_with("tokio_postgres") || target.starts_with("postgres"))
+    });
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
     match log_format {
-        LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-        LogFormat::Json => log.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => registry
+            .with(
+                log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_filter(postgres_capped)
+                    .with_filter(filter),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                log.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_filter(postgres_capped)
+                    .with_filter(filter),
+            )
+            .init(),
     }
     // Blocking threads well under the service unit's TasksMax (512).
     let runtime =

@@ -26,7 +26,9 @@ fn cluster(dir: &Path, url: &str) -> (Relay, Relay) {
     for file in ["cert.pem", "key.pem"] {
         std::fs::copy(first.data.join(file), second_data.join(file)).unwrap();
     }
-    let second = Relay::spawn(&second_data, "127.0.0.1:0", &["--store", url], "debug");
+    // The most specific directive for the module that logs statements.
+    let log_level = "debug,tokio_postgres::query=trace";
+    let second = Relay::spawn(&second_data, "127.0.0.1:0", &["--store", url], log_level);
     assert_eq!(first.pin, second.pin);
     (first, second)
 }

@@ -204,6 +204,7 @@ contract! {
     one_account_cannot_fill_the_report_store_and_reports_expire,
     the_report_store_is_bounded_in_bytes,
     writes_done_together_answer_as_each_would_alone,
+    many_writes_done_together_keep_each_queue_s_order,
 }
 
 fn invite_is_used_up_after_its_uses(store: &mut dyn TestStore) {
@@ -606,4 +607,45 @@ fn writes_done_together_answer_as_each_would_alone(store: &mut dyn TestStore) {
     assert_eq!(store.payloads(), 3, "the shared payload went with its last entry");
     assert_eq!(store.queue_counters(&a), (2, 8));
     assert_eq!(store.queue_counters(&b), (1, 3));
+}
+
+fn many_writes_done_together_keep_each_queue_s_order(store: &mut dyn TestStore) {
+    // More writes than a small join keeps inline, interleaved over two
+    // queues, acknowledgements among them.
+    let (a, to_a) = queue(store, 1);
+    let (b, to_b) = queue(store, 2);
+    let mut writes = Vec::new();
+    for n in 0..40u8 {
+        let target = if n % 2 == 0 { &to_a } else { &to_b };
+        writes.push(Write::Enqueue { target: target.clone(), payload: payload(&[n]), now: 6, expires: 100 });
+        if n == 20 {
+            writes.push(Write::Ack { queue: a, seqs: vec![1, 2] });
+        }
+    }
+    let mut results = Vec::new();
+    store
+        .batch(&mut |ops| {
+            let writes: Vec<&Write> = writes.iter().collect();
+            results = ops.write_each(&writes);
+        })
+        .unwrap();
+    let mut numbers = Vec::new();
+    for result in results {
+        match result.unwrap() {
+            Written::Enqueued(enqueued) => numbers.push(enqueued.queued[0].id),
+            Written::Acked(deleted) => assert_eq!(deleted, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected: Vec<u64> = (1..=20).flat_map(|n| [n, n]).collect();
+    assert_eq!(numbers, expected, "each queue numbers its writes in their order");
+    let bodies = |store: &mut dyn TestStore, queue: QueueId| -> Vec<u8> {
+        Operations::pending(store, &Mailbox::Queue(queue), 0, 100, 7)
+            .unwrap()
+            .into_iter()
+            .map(|queued| queued.payload[0])
+            .collect()
+    };
+    assert_eq!(bodies(store, a), (4..40).step_by(2).collect::<Vec<u8>>());
+    assert_eq!(bodies(store, b), (1..40).step_by(2).collect::<Vec<u8>>());
 }

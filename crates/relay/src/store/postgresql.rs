@@ -344,12 +344,14 @@ const ACK_ENTRIES: &str = "WITH gone AS (
 const SPEND_TOKEN: &str =
     "INSERT INTO spent_tokens (nonce, day) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING RETURNING 1";
 
-/// The queue whose row a write locks, if any.
-fn locked_queue(write: &Write) -> Option<QueueId> {
+/// Where a write comes in the order every batch takes its locks in: token
+/// spends by nonce (two relays inserting the same two nonces in opposite
+/// orders would wait for each other), then writes to queues by queue id.
+fn lock_order(write: &Write) -> (u8, &[u8]) {
     match write {
-        Write::Enqueue { target, .. } => Some(target.queue),
-        Write::Ack { queue, .. } => Some(*queue),
-        Write::Spend { .. } => None,
+        Write::Spend { nonce, .. } => (0, &nonce[..]),
+        Write::Enqueue { target, .. } => (1, &target.queue.0[..]),
+        Write::Ack { queue, .. } => (1, &queue.0[..]),
     }
 }
 
@@ -900,8 +902,8 @@ impl PostgresStore {
     /// trip for them all, not one each), then deletes the payloads the
     /// acknowledgements among them left unreferenced.
     ///
-    /// They go in the order of the queue rows they lock (token spends
-    /// first), each queue's writes in their own order: every relay's
+    /// They go in the order of the rows they lock ([`lock_order`]), each
+    /// queue's writes in their own order: every relay's
     /// batches lock queues in the same order, so a relay's sends and
     /// another's acknowledgements of the same queues never wait for each
     /// other in a circle. Writes to different queues commit together, so
@@ -911,7 +913,7 @@ impl PostgresStore {
         let ack = self.statement(ACK_ENTRIES)?;
         let spend = self.statement(SPEND_TOKEN)?;
         let mut order: Vec<usize> = (0..writes.len()).collect();
-        order.sort_by_key(|&index| locked_queue(writes[index]));
+        order.sort_by_key(|&index| lock_order(writes[index]));
         let writes: Vec<(usize, &Write)> = order.iter().map(|&index| (index, writes[index])).collect();
         // The statements' parameters, owned here while they are sent.
         let args: Vec<WriteArgs<'_>> = writes.iter().map(|(_, write)| WriteArgs::new(write)).collect();

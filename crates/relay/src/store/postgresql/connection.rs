@@ -8,6 +8,9 @@ use futures_util::future::join_all;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Row, Statement, ToStatement};
 
+/// How long connecting may take, if the config does not say.
+const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Parameters of one statement.
 pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -26,7 +29,13 @@ impl Connection {
     ) -> Result<Self, ConnectError> {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ConnectError::Io)?;
-        let (client, connection) = runtime.block_on(config.connect(tls)).map_err(ConnectError::Postgres)?;
+        // The config's timeout covers each socket's connect; this one the
+        // whole of it (TLS, start-up, authentication) as well.
+        let deadline = config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let (client, connection) = runtime
+            .block_on(async { tokio::time::timeout(deadline, config.connect(tls)).await })
+            .map_err(|_| ConnectError::TimedOut)?
+            .map_err(ConnectError::Postgres)?;
         // The connection's end (an error, or the server going away) shows
         // as the client being closed: every later call fails with it.
         runtime.spawn(async move {
@@ -89,8 +98,11 @@ impl Connection {
         statements: &[(&Statement, Params<'_>)],
     ) -> Vec<Result<Option<Row>, Error>> {
         let client = &self.client;
-        // join_all polls the futures in order, and each sends its
-        // statement when first polled: they reach the server in order.
+        // join_all polls the futures in order (also past 30 of them, where
+        // it keeps them in a FuturesOrdered), and each puts its statement
+        // on the connection's queue when first polled, before it awaits
+        // anything: they reach the server in order. A test sends more than
+        // 30 writes to two queues and checks their order.
         self.runtime.block_on(join_all(
             statements.iter().map(|(statement, params)| client.query_opt(*statement, params)),
         ))
@@ -103,6 +115,8 @@ pub(super) enum ConnectError {
     /// The runtime that drives the connection could not be made.
     Io(std::io::Error),
     Postgres(Error),
+    /// The server did not finish the start-up in time.
+    TimedOut,
 }
 
 impl std::fmt::Display for ConnectError {
@@ -110,6 +124,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             Self::Io(error) => error.fmt(f),
             Self::Postgres(error) => error.fmt(f),
+            Self::TimedOut => f.write_str("timed out"),
         }
     }
 }
