@@ -191,6 +191,20 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
+/// Waits for every writer task; their batches' latencies.
+fn join(
+    runtime: &tokio::runtime::Runtime,
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>>>>,
+) -> Result<Vec<Duration>> {
+    runtime.block_on(async {
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await??);
+        }
+        Ok(all)
+    })
+}
+
 /// tokio-postgres with a deadpool pool; statements one after another, or
 /// pipelined.
 struct Pooled {
@@ -299,13 +313,7 @@ impl Client for Pooled {
             .iter()
             .map(|share| self.runtime.spawn(Self::share(self.pool.clone(), *share, self.pipelined)))
             .collect();
-        self.runtime.block_on(async {
-            let mut all = Vec::new();
-            for task in tasks {
-                all.extend(task.await??);
-            }
-            Ok(all)
-        })
+        join(&self.runtime, tasks)
     }
 }
 
@@ -366,13 +374,7 @@ impl Client for Sqlx {
     fn run(&mut self, shares: &[Share]) -> Result<Vec<Duration>> {
         let tasks: Vec<_> =
             shares.iter().map(|share| self.runtime.spawn(Self::share(self.pool.clone(), *share))).collect();
-        self.runtime.block_on(async {
-            let mut all = Vec::new();
-            for task in tasks {
-                all.extend(task.await??);
-            }
-            Ok(all)
-        })
+        join(&self.runtime, tasks)
     }
 }
 

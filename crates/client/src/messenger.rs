@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::session::{Draft, Session};
+use crate::session::{Draft, Session, SEALED_IDLE};
 
 /// First wait after a lost connection; doubled each failure up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -464,12 +464,15 @@ impl Worker<'_> {
             if self.closing {
                 return Ok(Flow::Stop);
             }
+            // An unused sending connection is closed (see SEALED_IDLE).
+            let rest_sealed = session.sealed_idle_at(SEALED_IDLE);
             tokio::select! {
                 command = commands.recv() => {
                     if self.take(command)? == Flow::Stop {
                         return Ok(Flow::Stop);
                     }
                 }
+                _ = until(rest_sealed) => session.rest_sealed(SEALED_IDLE).await,
                 push = session.next_push() => {
                     session.handle_push(push?).await?;
                     self.report(Update::Changed);
@@ -659,4 +662,12 @@ async fn run_job(
 fn jittered(base: Duration) -> Duration {
     let factor = rand::thread_rng().gen_range(0.8..1.2);
     base.mul_f64(factor)
+}
+
+/// Waits until `at`, or for ever if there is no `at`.
+async fn until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }

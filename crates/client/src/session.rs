@@ -25,6 +25,12 @@ use crate::transport::Connection;
 
 /// How long a request may wait for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a long-running client (the messenger) keeps an unused sealed
+/// connection before closing it: an idle device then holds no sending
+/// connection at the relay (about 14 KiB of the relay's memory each), and
+/// the next send opens one again with a token.
+pub const SEALED_IDLE: Duration = Duration::from_secs(60);
 /// How long a send whose targets were refused waits for the commit that
 /// may have moved their queues on.
 const CATCH_UP_AFTER_REFUSAL: Duration = Duration::from_secs(3);
@@ -299,6 +305,8 @@ pub struct Session<'a> {
     account: Connection,
     queues: Option<QueueLink>,
     sealed: Option<Connection>,
+    /// When the sealed connection was last used.
+    sealed_used: Instant,
     next_request: u32,
     subscribed: bool,
     queue_empty: bool,
@@ -315,6 +323,7 @@ impl<'a> Session<'a> {
             account,
             queues: None,
             sealed: None,
+            sealed_used: Instant::now(),
             next_request: 1,
             subscribed: false,
             queue_empty: false,
@@ -482,6 +491,27 @@ impl<'a> Session<'a> {
         self.sealed.as_mut().ok_or(ClientError::Disconnected)
     }
 
+    /// Whether a sealed (sending) connection is open.
+    pub fn sealed_open(&self) -> bool {
+        self.sealed.is_some()
+    }
+
+    /// When the sealed connection will have been unused for `idle`, if one
+    /// is open.
+    pub fn sealed_idle_at(&self, idle: Duration) -> Option<Instant> {
+        self.sealed.as_ref().map(|_| self.sealed_used + idle)
+    }
+
+    /// Closes the sealed connection if it has been unused for `idle` (what
+    /// was left of its token's budget goes with it).
+    pub async fn rest_sealed(&mut self, idle: Duration) {
+        if self.sealed_used.elapsed() >= idle {
+            if let Some(sealed) = self.sealed.take() {
+                sealed.close().await;
+            }
+        }
+    }
+
     /// Sends a request on the sealed connection (setting its request id)
     /// and waits for the answer; a spent budget is topped up with another
     /// token and the request sent again.
@@ -513,6 +543,7 @@ impl<'a> Session<'a> {
     }
 
     async fn sealed_answer(&mut self, request: u32) -> Result<Answer, ClientError> {
+        self.sealed_used = Instant::now();
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let connection = self.sealed.as_mut().ok_or(ClientError::Disconnected)?;
         loop {

@@ -472,3 +472,28 @@ async fn a_queue_that_no_longer_proves_is_forgotten_and_locks_nothing() {
     assert!(session.send_text("pair", "anyone there?", None).await.is_err());
     session.close().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unused_sending_connection_is_closed_and_the_next_send_opens_another() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    bob.add_contact("alice", alice.account()).unwrap();
+    let bob_id = bob.account().to_string();
+    let mut session = Session::login(&alice).await.unwrap();
+    session.send_text(&bob_id, "before", None).await.unwrap();
+    assert!(session.sealed_open());
+    // Just used: kept, with a time to close it.
+    session.rest_sealed(hush_client::SEALED_IDLE).await;
+    assert!(session.sealed_open());
+    assert!(session.sealed_idle_at(hush_client::SEALED_IDLE).is_some());
+    // Unused for long enough: closed, and nothing left to wait for.
+    session.rest_sealed(Duration::ZERO).await;
+    assert!(!session.sealed_open());
+    assert!(session.sealed_idle_at(hush_client::SEALED_IDLE).is_none());
+    // The next send opens another (with a token of its own).
+    session.send_text(&bob_id, "after", None).await.unwrap();
+    assert!(session.sealed_open());
+    session.close().await;
+    assert_eq!(texts(&bob).await, ["before", "after"]);
+}

@@ -51,6 +51,25 @@ pub(super) fn commit(group: &GroupId, epoch: u64, body: &[u8], signer: &SigningK
     }
 }
 
+/// A one-queue send of `body`, arrived at 1 and kept until 100.
+pub(super) fn send_to(target: &Capability, body: &[u8]) -> Write {
+    Write::Enqueue { target: target.clone(), payload: payload(body), now: 1, expires: 100 }
+}
+
+/// Does `writes` together, in one batch: the batch's outcome, and each
+/// write's answer.
+pub(super) fn write_together<S: RelayStore + ?Sized>(
+    store: &mut S,
+    writes: &[Write],
+) -> (Result<(), StoreError>, Vec<Result<Written, StoreError>>) {
+    let mut results = Vec::new();
+    let outcome = store.batch(&mut |ops| {
+        let writes: Vec<&Write> = writes.iter().collect();
+        results = ops.write_each(&writes);
+    });
+    (outcome, results)
+}
+
 /// The queue every test commit goes to (made on first use).
 pub(super) const MEMBER_QUEUE: QueueId = QueueId([0x51; 16]);
 pub(super) const MEMBER_SECRET: [u8; 32] = [0x52; 32];
@@ -547,29 +566,18 @@ fn writes_done_together_answer_as_each_would_alone(store: &mut dyn TestStore) {
     // Entry 1 of both queues shares one payload.
     Operations::enqueue_sealed(store, &[to_a.clone(), to_b.clone()], &payload(b"shared"), 5, 100).unwrap();
     let wrong = Capability { queue: a, secret: [9; 32] };
-    let enqueue = |target: &Capability, body: &[u8]| Write::Enqueue {
-        target: target.clone(),
-        payload: payload(body),
-        now: 6,
-        expires: 100,
-    };
     let writes = [
-        enqueue(&to_a, b"one"),
-        enqueue(&wrong, b"refused"),
+        send_to(&to_a, b"one"),
+        send_to(&wrong, b"refused"),
         Write::Spend { day: 0, nonce: [4; 32] },
         Write::Spend { day: 0, nonce: [4; 32] },
         Write::Ack { queue: a, seqs: vec![1] },
         Write::Ack { queue: b, seqs: vec![1, 7] },
-        enqueue(&to_b, b"two"),
-        enqueue(&to_a, b"three"),
+        send_to(&to_b, b"two"),
+        send_to(&to_a, b"three"),
     ];
-    let mut results = Vec::new();
-    store
-        .batch(&mut |ops| {
-            let writes: Vec<&Write> = writes.iter().collect();
-            results = ops.write_each(&writes);
-        })
-        .unwrap();
+    let (outcome, results) = write_together(store, &writes);
+    outcome.unwrap();
     let answered: Vec<String> = results
         .iter()
         .map(|result| match result {
@@ -617,18 +625,13 @@ fn many_writes_done_together_keep_each_queue_s_order(store: &mut dyn TestStore) 
     let mut writes = Vec::new();
     for n in 0..40u8 {
         let target = if n % 2 == 0 { &to_a } else { &to_b };
-        writes.push(Write::Enqueue { target: target.clone(), payload: payload(&[n]), now: 6, expires: 100 });
+        writes.push(send_to(target, &[n]));
         if n == 20 {
             writes.push(Write::Ack { queue: a, seqs: vec![1, 2] });
         }
     }
-    let mut results = Vec::new();
-    store
-        .batch(&mut |ops| {
-            let writes: Vec<&Write> = writes.iter().collect();
-            results = ops.write_each(&writes);
-        })
-        .unwrap();
+    let (outcome, results) = write_together(store, &writes);
+    outcome.unwrap();
     let mut numbers = Vec::new();
     for result in results {
         match result.unwrap() {

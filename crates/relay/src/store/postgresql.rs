@@ -525,7 +525,16 @@ impl PostgresStore {
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.simple("BEGIN")?;
+        if let Err(error) = self.simple("BEGIN") {
+            // A connection that died since the last batch (the database
+            // restarted, say) is found out only now, before any of the
+            // batch's work: start it again on a new connection, once.
+            if !error.is_unavailable() {
+                return Err(error);
+            }
+            self.client = None;
+            self.simple("BEGIN")?;
+        }
         self.in_transaction = true;
         Ok(())
     }
@@ -593,7 +602,7 @@ impl PostgresStore {
                 client.batch_execute(sql)?;
                 client.execute("INSERT INTO hush_schema (version) VALUES ($1)", &[&version])?;
             }
-            Ok(client.batch_execute("COMMIT")?)
+            client.batch_execute("COMMIT")
         })();
         if migrated.is_err() {
             let _ = client.batch_execute("ROLLBACK");
@@ -612,21 +621,21 @@ impl PostgresStore {
 
     fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, StoreError> {
         let statement = self.statement(sql)?;
-        Ok(self.client()?.execute(&statement, params)?)
+        self.client()?.execute(&statement, params)
     }
 
     fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
         let statement = self.statement(sql)?;
-        Ok(self.client()?.query(&statement, params)?)
+        self.client()?.query(&statement, params)
     }
 
     fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
         let statement = self.statement(sql)?;
-        Ok(self.client()?.query_opt(&statement, params)?)
+        self.client()?.query_opt(&statement, params)
     }
 
     fn simple(&mut self, sql: &str) -> Result<(), StoreError> {
-        Ok(self.client()?.batch_execute(sql)?)
+        self.client()?.batch_execute(sql)
     }
 
     /// Runs one writing operation atomically: in a savepoint inside a
@@ -927,7 +936,7 @@ impl PostgresStore {
             .collect();
         let statements: Vec<(&Statement, Params<'_>)> =
             statements.iter().map(|(statement, params)| (*statement, &params[..])).collect();
-        let rows = self.client()?.pipeline(&statements);
+        let rows = self.client()?.pipeline(&statements)?;
         let mut written: Vec<Option<Written>> = writes.iter().map(|_| None).collect();
         let mut payloads = Vec::new();
         for (&(index, write), row) in writes.iter().zip(rows) {
@@ -1081,7 +1090,7 @@ impl PostgresStore {
     /// Runs SQL directly (tests that set counters up).
     #[cfg(test)]
     pub(crate) fn execute_raw(&mut self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
-        Ok(self.client()?.execute(sql, params)?)
+        self.client()?.execute(sql, params)
     }
 }
 

@@ -10,7 +10,7 @@ use ed25519_dalek::SigningKey;
 use hush_proto::{AccountId, GroupId};
 
 use super::*;
-use crate::store::contract::{commit, epoch_key, payload};
+use crate::store::contract::{commit, epoch_key, payload, send_to, write_together};
 
 fn database() -> String {
     hush_pgtest::Cluster::shared().database()
@@ -370,18 +370,8 @@ fn pipelined_writes_fail_together_when_one_fails_and_keep_nothing() {
     let mut holder = connect(&url);
     holder.simple("BEGIN").unwrap();
     holder.execute_raw("SELECT 1 FROM queues WHERE id = $1 FOR UPDATE", &[&&to_a.queue.0[..]]).unwrap();
-    let write = |target: &Capability| Write::Enqueue {
-        target: target.clone(),
-        payload: payload(b"x"),
-        now: 1,
-        expires: 100,
-    };
-    let writes = [write(&to_b), write(&to_a), write(&to_b)];
-    let mut results = Vec::new();
-    let outcome = store.batch(&mut |ops| {
-        let writes: Vec<&Write> = writes.iter().collect();
-        results = ops.write_each(&writes);
-    });
+    let writes = [send_to(&to_b, b"x"), send_to(&to_a, b"x"), send_to(&to_b, b"x")];
+    let (outcome, results) = write_together(&mut store, &writes);
     assert_eq!(results.len(), 3);
     assert!(results.iter().all(Result::is_err), "{results:?}");
     assert!(
@@ -392,12 +382,8 @@ fn pipelined_writes_fail_together_when_one_fails_and_keep_nothing() {
     holder.simple("ROLLBACK").unwrap();
     assert_eq!(connect(&url).count("queue_entries"), 0);
     // Nothing is left over for the next batch.
-    store
-        .batch(&mut |ops| {
-            let writes: Vec<&Write> = writes.iter().collect();
-            assert!(ops.write_each(&writes).iter().all(Result::is_ok));
-        })
-        .unwrap();
+    let (outcome, results) = write_together(&mut store, &writes);
+    assert!(outcome.is_ok() && results.iter().all(Result::is_ok), "{outcome:?} {results:?}");
     assert_eq!(connect(&url).count("queue_entries"), 3);
 }
 
@@ -408,7 +394,7 @@ fn pipelined_writes_on_a_dead_connection_fail_and_keep_nothing() {
     let to = queue(&mut store, 7);
     let pid: i32 = store.client().unwrap().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let mut killer = connect(&url);
-    let write = Write::Enqueue { target: to.clone(), payload: payload(b"x"), now: 1, expires: 100 };
+    let write = send_to(&to, b"x");
     let mut results = Vec::new();
     let outcome = store.batch(&mut |ops| {
         assert!(ops.write_each(&[&write, &write]).iter().all(Result::is_ok));
@@ -431,23 +417,13 @@ fn two_relays_writing_the_same_queues_in_opposite_orders_do_not_deadlock() {
     let mut holder = connect(&url);
     holder.simple("BEGIN").unwrap();
     holder.execute_raw("SELECT 1 FROM queues WHERE id = $1 FOR UPDATE", &[&&q3.queue.0[..]]).unwrap();
-    let write = |target: &Capability| Write::Enqueue {
-        target: target.clone(),
-        payload: payload(b"x"),
-        now: 1,
-        expires: 100,
-    };
     let relays: Vec<_> = [[&q1, &q3, &q2], [&q2, &q3, &q1]]
         .into_iter()
         .map(|targets| {
-            let writes: Vec<Write> = targets.into_iter().map(write).collect();
+            let writes: Vec<Write> = targets.into_iter().map(|target| send_to(target, b"x")).collect();
             let mut store = connect(&url);
             std::thread::spawn(move || {
-                let mut results = Vec::new();
-                let outcome = store.batch(&mut |ops| {
-                    let writes: Vec<&Write> = writes.iter().collect();
-                    results = ops.write_each(&writes);
-                });
+                let (outcome, results) = write_together(&mut store, &writes);
                 (outcome, results.iter().all(Result::is_ok))
             })
         })
@@ -459,4 +435,35 @@ fn two_relays_writing_the_same_queues_in_opposite_orders_do_not_deadlock() {
         assert!(outcome.is_ok() && all_ok, "a batch failed: {outcome:?}");
     }
     assert_eq!(connect(&url).count("queue_entries"), 6);
+}
+
+#[test]
+fn a_connection_lost_between_batches_is_replaced_before_the_next_one() {
+    let url = database();
+    let mut store = connect(&url);
+    let to = queue(&mut store, 7);
+    let pid: i32 = store.client().unwrap().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let mut killer = connect(&url);
+    killer.client().unwrap().execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive: i64 = killer
+            .client()
+            .unwrap()
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .unwrap()
+            .get(0);
+        if alive == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backend did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The store has not noticed yet; its next batch must not fail for it.
+    store
+        .batch(&mut |ops| {
+            assert!(ops.enqueue_sealed(std::slice::from_ref(&to), &payload(b"x"), 1, 100).is_ok())
+        })
+        .unwrap();
+    assert_eq!(connect(&url).count("queue_entries"), 1);
 }
