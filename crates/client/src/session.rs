@@ -334,7 +334,10 @@ impl<'a> Session<'a> {
     }
 
     /// Opens a connection to the profile's relay and runs the handshake.
-    async fn admit(client: &Client, credentials: Credentials) -> Result<(Connection, u32), ClientError> {
+    pub(crate) async fn admit(
+        client: &Client,
+        credentials: Credentials,
+    ) -> Result<(Connection, u32), ClientError> {
         let (address, pin) = client.relay();
         let mut connection = Connection::open(address, pin).await?;
         let sign = |purpose, nonce: &[u8; 32], pin: &hush_proto::CertificatePin| {
@@ -507,7 +510,8 @@ impl<'a> Session<'a> {
     pub async fn rest_sealed(&mut self, idle: Duration) {
         if self.sealed_used.elapsed() >= idle {
             if let Some(sealed) = self.sealed.take() {
-                sealed.close().await;
+                // A relay that does not answer the close is not waited for.
+                let _ = tokio::time::timeout(Duration::from_secs(2), sealed.close()).await;
             }
         }
     }

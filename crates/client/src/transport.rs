@@ -1,12 +1,13 @@
 //! The connection to the relay: TLS 1.3 with the relay's certificate pinned
 //! (no certificate authority is trusted), WebSocket on top, one frame per
-//! binary message.
+//! binary message (sent as fragments of at most
+//! [`MAX_WIRE_FRAME_BYTES`] each).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use hush_proto::limits::MAX_FRAME_BYTES;
+use futures_util::{Sink, SinkExt, StreamExt};
+use hush_proto::limits::{MAX_FRAME_BYTES, MAX_WIRE_FRAME_BYTES};
 use hush_proto::{CertificatePin, ClientFrame, RelayFrame};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
@@ -14,8 +15,10 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::ClientError;
@@ -183,7 +186,7 @@ impl Connection {
         })?;
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME_BYTES))
-            .max_frame_size(Some(MAX_FRAME_BYTES));
+            .max_frame_size(Some(MAX_WIRE_FRAME_BYTES));
         let (ws, _) = tokio_tungstenite::client_async_with_config("wss://hush-relay/", tls, Some(config))
             .await
             .map_err(|error| ClientError::Transport(format!("WebSocket: {error}")))?;
@@ -192,10 +195,8 @@ impl Connection {
 
     /// Sends one frame.
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
-        self.ws
-            .send(Message::binary(frame.encode()))
-            .await
-            .map_err(|error| ClientError::Transport(error.to_string()))
+        feed(&mut self.ws, frame.encode()).await?;
+        self.ws.flush().await.map_err(|error| ClientError::Transport(error.to_string()))
     }
 
     /// Sends raw bytes as one message (tests use this to send garbage).
@@ -222,6 +223,29 @@ impl Connection {
 
 type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
+/// Queues `bytes` as one binary message without flushing: one frame, or,
+/// past [`MAX_WIRE_FRAME_BYTES`], fragments of that size (a binary frame,
+/// then continuations, the last one final), so that neither side's
+/// WebSocket buffers grow to a large payload's size and stay there.
+async fn feed<S>(sink: &mut S, bytes: Vec<u8>) -> Result<(), ClientError>
+where
+    S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let failed = |error: tokio_tungstenite::tungstenite::Error| ClientError::Transport(error.to_string());
+    if bytes.len() <= MAX_WIRE_FRAME_BYTES {
+        return sink.feed(Message::binary(bytes)).await.map_err(failed);
+    }
+    let bytes = Bytes::from(bytes);
+    let pieces = bytes.len().div_ceil(MAX_WIRE_FRAME_BYTES);
+    for n in 0..pieces {
+        let start = n * MAX_WIRE_FRAME_BYTES;
+        let piece = bytes.slice(start..(start + MAX_WIRE_FRAME_BYTES).min(bytes.len()));
+        let opcode = OpCode::Data(if n == 0 { Data::Binary } else { Data::Continue });
+        sink.feed(Message::Frame(Frame::message(piece, opcode, n + 1 == pieces))).await.map_err(failed)?;
+    }
+    Ok(())
+}
+
 /// The sending half of a split connection.
 pub struct FrameSender {
     sink: futures_util::stream::SplitSink<Ws, Message>,
@@ -230,10 +254,7 @@ pub struct FrameSender {
 impl FrameSender {
     /// Queues a frame without flushing.
     pub async fn feed(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
-        self.sink
-            .feed(Message::binary(frame.encode()))
-            .await
-            .map_err(|error| ClientError::Transport(error.to_string()))
+        feed(&mut self.sink, frame.encode()).await
     }
 
     /// Flushes queued frames.
@@ -243,10 +264,8 @@ impl FrameSender {
 
     /// Sends one frame.
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
-        self.sink
-            .send(Message::binary(frame.encode()))
-            .await
-            .map_err(|error| ClientError::Transport(error.to_string()))
+        feed(&mut self.sink, frame.encode()).await?;
+        self.flush().await
     }
 }
 
@@ -382,5 +401,52 @@ mod tests {
                 Err(error) => panic!("the freed slot was never reused: {error}"),
             }
         }
+    }
+
+    /// After login, a message longer than one wire frame must come in
+    /// fragments: one frame that long ends the connection (a relay that
+    /// took it would keep a buffer that size while the connection idles).
+    #[tokio::test]
+    async fn after_login_one_frame_longer_than_a_wire_frame_ends_the_connection() {
+        let relay = hush_testkit::TestRelay::start().unwrap();
+        let invite: hush_proto::Invite = relay.invite().unwrap().parse().unwrap();
+        let client = crate::Client::create(
+            &relay.profile_dir("a"),
+            b"pw",
+            hush_store::KdfParams::FAST,
+            0,
+            &invite,
+            "a",
+        )
+        .unwrap();
+        crate::Session::register(&client, &invite.code).await.unwrap().close().await;
+        let login = crate::Credentials::Login { account: client.account() };
+        let (mut connection, _) = crate::Session::admit(&client, login).await.unwrap();
+        // A well-formed frame of 24 KB (two key packages of 12 KB), sent
+        // in fragments, is taken and answered.
+        let upload = |request| ClientFrame::UploadKeyPackages {
+            request,
+            one_time: vec![vec![7; 12_000], vec![8; 12_000]],
+            last_resort: None,
+            expires_at: u64::MAX / 2,
+        };
+        connection.send(&upload(1)).await.unwrap();
+        let answered = tokio::time::timeout(Duration::from_secs(10), connection.recv()).await.unwrap();
+        assert!(
+            !matches!(
+                answered,
+                Err(ClientError::Relay(hush_proto::ErrorCode::TooLarge)
+                    | ClientError::Disconnected
+                    | ClientError::Transport(_))
+            ),
+            "a fragmented 24 KB frame was refused: {answered:?}"
+        );
+        // The same frame in one WebSocket frame ends the connection.
+        connection.send_raw(upload(2).encode()).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), connection.recv()).await.unwrap();
+        assert!(
+            matches!(ended, Err(ClientError::Relay(hush_proto::ErrorCode::TooLarge))),
+            "one 24 KB frame was taken: {ended:?}"
+        );
     }
 }

@@ -27,6 +27,16 @@ fn throughput_delivers_every_pipelined_message_once() {
 }
 
 #[test]
+fn payloads_larger_than_a_wire_frame_arrive_whole() {
+    // 600 KB: dozens of WebSocket fragments each way (client to relay,
+    // relay to client), reassembled and checked by the recipients.
+    let report = run(&["throughput", "--pairs", "2", "--messages", "3", "--window", "1", "--size", "600000"]);
+    assert_eq!(report["delivered"], 6);
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["duplicates"], 0);
+}
+
+#[test]
 fn growth_enrols_offline_accounts_before_the_run() {
     let report = run(&["throughput", "--pairs", "2", "--messages", "100", "--accounts", "5000"]);
     assert_eq!(report["offline_accounts"], 5000);

@@ -31,4 +31,5 @@ pub use queues::{queue_auth_message, wipe_tag, write_hash, Capability, ContactCo
 pub use wipe_code::WipeCode;
 
 /// The protocol version spoken by this build; a relay refuses any other.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: WebSocket frames of at most [`limits::MAX_WIRE_FRAME_BYTES`].
+pub const PROTOCOL_VERSION: u16 = 4;

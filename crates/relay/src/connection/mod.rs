@@ -11,14 +11,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hush_proto::limits::{MAX_FRAME_BYTES, MAX_PREAUTH_BYTES};
+use hush_proto::limits::{MAX_FRAME_BYTES, MAX_PREAUTH_BYTES, MAX_WIRE_FRAME_BYTES};
 use hush_proto::{ClientFrame, DecodeError, ErrorCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::server::Shared;
@@ -47,11 +49,12 @@ pub(crate) enum ConnectionError {
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_WIRE_FRAME_BYTES))
         // Bounds what waits unsent (automatic pongs to a client that sends
         // pings and never reads, above all): past it, writing fails and the
-        // connection ends.
-        .max_write_buffer_size(MAX_FRAME_BYTES + 64 * 1024)
+        // connection ends. A few fragments: the buffer keeps the largest
+        // size it ever reached.
+        .max_write_buffer_size(4 * MAX_WIRE_FRAME_BYTES)
         .read_buffer_size(512)
         .write_buffer_size(0)
 }
@@ -378,12 +381,33 @@ async fn feed_all(
     // flushed, not merely fed.
     let mut shares = Vec::with_capacity(frames.len());
     for out in frames {
-        sink.feed(Message::binary(out.frame.encode())).await?;
+        let bytes = out.frame.encode();
+        if bytes.len() <= MAX_WIRE_FRAME_BYTES {
+            sink.feed(Message::binary(bytes)).await?;
+        } else {
+            for fragment in fragments(bytes) {
+                sink.feed(fragment).await?;
+            }
+        }
         shares.push(out._window);
     }
     sink.flush().await?;
     drop(shares);
     Ok(())
+}
+
+/// `bytes` as WebSocket fragments of at most [`MAX_WIRE_FRAME_BYTES`]: a
+/// binary frame, then continuations, the last one final (see
+/// [`MAX_WIRE_FRAME_BYTES`] for why).
+pub(crate) fn fragments(bytes: Vec<u8>) -> impl Iterator<Item = Message> {
+    let bytes = Bytes::from(bytes);
+    let pieces = bytes.len().div_ceil(MAX_WIRE_FRAME_BYTES).max(1);
+    (0..pieces).map(move |n| {
+        let start = n * MAX_WIRE_FRAME_BYTES;
+        let piece = bytes.slice(start..(start + MAX_WIRE_FRAME_BYTES).min(bytes.len()));
+        let opcode = OpCode::Data(if n == 0 { Data::Binary } else { Data::Continue });
+        Message::Frame(Frame::message(piece, opcode, n + 1 == pieces))
+    })
 }
 
 #[cfg(test)]
@@ -408,6 +432,28 @@ mod tests {
         }
         header.extend_from_slice(&[1, 2, 3, 4]);
         header
+    }
+
+    #[test]
+    fn a_large_frame_goes_as_fragments_no_larger_than_a_wire_frame() {
+        let bytes: Vec<u8> = (0..40_000u32).map(|n| n as u8).collect();
+        let mut joined = Vec::new();
+        let mut kinds = Vec::new();
+        for message in fragments(bytes.clone()) {
+            let Message::Frame(frame) = message else { panic!("not a frame") };
+            assert!(frame.payload().len() <= MAX_WIRE_FRAME_BYTES);
+            kinds.push((frame.header().opcode, frame.header().is_final));
+            joined.extend_from_slice(frame.payload());
+        }
+        assert_eq!(joined, bytes);
+        assert_eq!(
+            kinds,
+            [
+                (OpCode::Data(Data::Binary), false),
+                (OpCode::Data(Data::Continue), false),
+                (OpCode::Data(Data::Continue), true)
+            ]
+        );
     }
 
     #[test]
