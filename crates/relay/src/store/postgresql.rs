@@ -387,8 +387,8 @@ impl<'a> EnqueueArgs<'a> {
         }
     }
 
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
             &self.queue,
             &self.len,
             &self.write_hash,
@@ -929,7 +929,7 @@ impl PostgresStore {
         let statements: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = args
             .iter()
             .map(|args| match args {
-                WriteArgs::Enqueue(args) => (&enqueue, args.params()),
+                WriteArgs::Enqueue(args) => (&enqueue, args.params().to_vec()),
                 WriteArgs::Ack { queue, seqs } => (&ack, vec![queue as &(dyn ToSql + Sync), seqs]),
                 WriteArgs::Spend { nonce, day } => (&spend, vec![nonce as &(dyn ToSql + Sync), day]),
             })

@@ -27,6 +27,11 @@ fn queue(store: &mut PostgresStore, seed: u8) -> Capability {
     Capability { queue: id, secret }
 }
 
+/// The server process behind `store`'s connection.
+fn backend_pid(store: &mut PostgresStore) -> i32 {
+    store.client().unwrap().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
+}
+
 /// Waits until `sessions` connections of this database wait for a lock.
 fn wait_for_lock_waiters(url: &str, sessions: i64) {
     let mut watcher = connect(url);
@@ -316,7 +321,7 @@ fn a_batch_whose_connection_dies_midway_fails_and_keeps_nothing() {
     let url = database();
     let mut store = connect(&url);
     let to = queue(&mut store, 7);
-    let pid: i32 = store.client().unwrap().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let pid = backend_pid(&mut store);
     let mut killer = connect(&url);
     let mut written = None;
     let mut read = None;
@@ -392,7 +397,7 @@ fn pipelined_writes_on_a_dead_connection_fail_and_keep_nothing() {
     let url = database();
     let mut store = connect(&url);
     let to = queue(&mut store, 7);
-    let pid: i32 = store.client().unwrap().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let pid = backend_pid(&mut store);
     let mut killer = connect(&url);
     let write = send_to(&to, b"x");
     let mut results = Vec::new();
@@ -442,7 +447,7 @@ fn a_connection_lost_between_batches_is_replaced_before_the_next_one() {
     let url = database();
     let mut store = connect(&url);
     let to = queue(&mut store, 7);
-    let pid: i32 = store.client().unwrap().query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let pid = backend_pid(&mut store);
     let mut killer = connect(&url);
     killer.client().unwrap().execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
