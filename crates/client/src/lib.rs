@@ -25,5 +25,5 @@ pub use hardening::harden_process;
 pub use hush_store::now_ms;
 pub use hush_store::{KdfParams, Rekey};
 pub use messenger::{Job, Link, Messenger, Ticket, Update};
-pub use session::{report, send_wipe_order, Draft, Push, Session, SEALED_IDLE};
+pub use session::{report, send_wipe_order, Draft, Push, Session, ACCOUNT_IDLE, SEALED_IDLE};
 pub use transport::{Connection, FrameReceiver, FrameSender};

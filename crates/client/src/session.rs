@@ -31,6 +31,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection at the relay (about 14 KiB of the relay's memory each), and
 /// the next send opens one again with a token.
 pub const SEALED_IDLE: Duration = Duration::from_secs(60);
+/// How long a long-running client keeps an unused logged-in connection
+/// before closing it: an idle device then holds one connection at the
+/// relay, its queue connection, and logs in again to check in (see
+/// [`Session::check_in`]) or when it needs the account plane.
+pub const ACCOUNT_IDLE: Duration = Duration::from_secs(30);
 /// How long a send whose targets were refused waits for the commit that
 /// may have moved their queues on.
 const CATCH_UP_AFTER_REFUSAL: Duration = Duration::from_secs(3);
@@ -298,11 +303,19 @@ struct QueueLink {
 /// A session of one profile with its relay, on three connections that the
 /// relay cannot link by anything it is told: the logged-in one (key
 /// packages, send tokens, introductions, wipe orders), the queue one
-/// (receiving), and a sealed one (sending, opened with a token when first
-/// needed).
+/// (receiving, and wipe orders too), and a sealed one (sending, opened
+/// with a token when first needed). A long-running client closes the
+/// logged-in and sealed ones while unused; they are opened again when
+/// needed.
 pub struct Session<'a> {
     client: &'a Client,
-    account: Connection,
+    /// The logged-in connection, unless it rests.
+    account: Option<Connection>,
+    /// When the logged-in connection was last used.
+    account_used: Instant,
+    /// How many key packages the relay held at the last login, until they
+    /// are topped up.
+    held_key_packages: Option<u32>,
     queues: Option<QueueLink>,
     sealed: Option<Connection>,
     /// When the sealed connection was last used.
@@ -320,7 +333,9 @@ impl<'a> Session<'a> {
     fn new(client: &'a Client, account: Connection) -> Self {
         Self {
             client,
-            account,
+            account: Some(account),
+            account_used: Instant::now(),
+            held_key_packages: None,
             queues: None,
             sealed: None,
             sealed_used: Instant::now(),
@@ -422,6 +437,76 @@ impl<'a> Session<'a> {
         wipe_order(self.client, secret)
     }
 
+    // ----- the logged-in connection -----
+
+    /// The logged-in connection, logging in again if it rests (then the
+    /// introduction mailbox is asked for again, if it was, and the key
+    /// packages the relay holds are noted for the next upkeep). A wipe
+    /// order or a deactivation found at that login ends the session.
+    async fn account(&mut self) -> Result<&mut Connection, ClientError> {
+        if self.account.is_none() {
+            let credentials = Credentials::Login { account: self.client.account() };
+            let (mut connection, key_packages) = Self::admit(self.client, credentials).await?;
+            if self.subscribed {
+                connection.send(&ClientFrame::Subscribe).await?;
+                self.intro_empty = false;
+            }
+            self.account = Some(connection);
+            self.held_key_packages = Some(key_packages);
+        }
+        self.account_used = Instant::now();
+        self.account.as_mut().ok_or(ClientError::Disconnected)
+    }
+
+    /// Whether the logged-in connection is open.
+    pub fn account_open(&self) -> bool {
+        self.account.is_some()
+    }
+
+    /// When the logged-in connection will have been unused for `idle`, if
+    /// it is open.
+    pub fn account_idle_at(&self, idle: Duration) -> Option<Instant> {
+        self.account.as_ref().map(|_| self.account_used + idle)
+    }
+
+    /// Closes the logged-in connection if it has been unused for `idle`.
+    /// Nothing waiting for it is lost: introductions not acknowledged are
+    /// delivered again at the next login, and a wipe order reaches the
+    /// queue connection.
+    pub async fn rest_account(&mut self, idle: Duration) {
+        if self.account_used.elapsed() >= idle {
+            if let Some(account) = self.account.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), account.close()).await;
+            }
+        }
+    }
+
+    /// Logs in again if the logged-in connection rests, takes what waits
+    /// in the introduction mailbox, and replaces the key packages others
+    /// took: what a long-running client does now and then while its
+    /// logged-in connection rests. A deactivation, and introductions from
+    /// those who know only this account's id, are learnt then.
+    pub async fn check_in(&mut self) -> Result<(), ClientError> {
+        self.account().await?;
+        self.drain().await?;
+        self.top_up_key_packages().await
+    }
+
+    /// Replaces the key packages others took since the last login.
+    async fn top_up_key_packages(&mut self) -> Result<(), ClientError> {
+        let held = self.held_key_packages.take().unwrap_or(u32::MAX);
+        match self.maintain_key_packages(held).await {
+            // Refused (an upload already expired: this device's clock is
+            // wrong): said, tried again at the next upkeep, and the session
+            // goes on.
+            Err(ClientError::Relay(code)) => {
+                tracing::warn!(?code, "the relay refused this device's key packages: is its clock right?");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     // ----- tokens -----
 
     /// Asks for send tokens when fewer than [`TOKENS_LOW`] of today's are
@@ -436,7 +521,8 @@ impl<'a> Session<'a> {
         let wanted = TOKENS_BATCH.saturating_sub(wallet.tokens.len());
         let tokens = TokenRequest::new(wanted, &mut rand::rngs::OsRng);
         let request = self.request_id();
-        self.account.send(&ClientFrame::IssueTokens { request, blinded: tokens.blinded().to_vec() }).await?;
+        let frame = ClientFrame::IssueTokens { request, blinded: tokens.blinded().to_vec() };
+        self.account().await?.send(&frame).await?;
         let Answer::Tokens(issued) = self.account_answer(request).await? else {
             return Err(ClientError::Protocol("unexpected answer to a token request".into()));
         };
@@ -797,7 +883,7 @@ impl<'a> Session<'a> {
         if let ClientFrame::UploadKeyPackages { request: r, .. } = &mut frame {
             *r = request;
         }
-        self.account.send(&frame).await?;
+        self.account().await?.send(&frame).await?;
         match self.account_answer(request).await? {
             Answer::Accepted => {}
             _ => return Err(ClientError::Protocol("unexpected answer to a key package upload".into())),
@@ -808,7 +894,9 @@ impl<'a> Session<'a> {
 
     /// Closes the connections.
     pub async fn close(self) {
-        self.account.close().await;
+        if let Some(account) = self.account {
+            account.close().await;
+        }
         if let Some(link) = self.queues {
             link.connection.close().await;
         }
@@ -829,7 +917,8 @@ impl<'a> Session<'a> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let frame = tokio::time::timeout(left, self.account.recv())
+            let account = self.account.as_mut().ok_or(ClientError::Disconnected)?;
+            let frame = tokio::time::timeout(left, account.recv())
                 .await
                 .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
             match frame {
@@ -851,7 +940,7 @@ impl<'a> Session<'a> {
             (Plane::Account, RelayFrame::Deliver { id, payload, .. }) => {
                 self.received += 1;
                 self.client.engine().deliver_introduction(&payload)?;
-                self.account.send(&ClientFrame::Ack { ids: vec![id] }).await?;
+                self.account().await?.send(&ClientFrame::Ack { ids: vec![id] }).await?;
                 // A Welcome gave us a queue in a new group: receive from it.
                 self.prove_queues().await?;
                 self.queue_upkeep().await
@@ -875,10 +964,12 @@ impl<'a> Session<'a> {
     }
 
     /// Asks the relay for queued and live deliveries (once per session):
-    /// our queues, and the introduction mailbox.
+    /// our queues, and the introduction mailbox (again at each login).
     pub async fn subscribe(&mut self) -> Result<(), ClientError> {
         if !self.subscribed {
-            self.account.send(&ClientFrame::Subscribe).await?;
+            if let Some(account) = self.account.as_mut() {
+                account.send(&ClientFrame::Subscribe).await?;
+            }
             let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
             link.connection.send(&ClientFrame::Subscribe).await?;
             self.subscribed = true;
@@ -886,11 +977,15 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// The next frame of either receiving connection.
+    /// The next frame of either receiving connection (the queue one alone
+    /// while the logged-in one rests).
     async fn next_frame(&mut self) -> Result<(Plane, RelayFrame), ClientError> {
         let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+        let Some(account) = self.account.as_mut() else {
+            return Ok((Plane::Queues, link.connection.recv().await?));
+        };
         tokio::select! {
-            frame = self.account.recv() => Ok((Plane::Account, frame?)),
+            frame = account.recv() => Ok((Plane::Account, frame?)),
             frame = link.connection.recv() => Ok((Plane::Queues, frame?)),
         }
     }
@@ -900,7 +995,7 @@ impl<'a> Session<'a> {
     /// they come, so this is free).
     async fn drain(&mut self) -> Result<(), ClientError> {
         self.subscribe().await?;
-        while !(self.queue_empty && self.intro_empty) {
+        while !(self.queue_empty && (self.intro_empty || self.account.is_none())) {
             let (plane, frame) = self.next_frame().await?;
             self.handle(plane, frame).await?;
         }
@@ -1454,22 +1549,15 @@ impl<'a> Session<'a> {
 
     /// What a long-running session does now and then (`hush chat`: every
     /// minute): self-updates that are due, and key-package rotation and
-    /// deletion (the relay's count is only known at login, so no refill).
+    /// deletion (the relay's count is only known at a login, so a refill
+    /// only after one).
     pub async fn housekeeping(&mut self) -> Result<(), ClientError> {
         self.client.engine().expire_held()?;
         self.top_up_tokens().await?;
         self.queue_upkeep().await?;
         self.self_update_due().await?;
         self.remove_inactive().await?;
-        match self.maintain_key_packages(u32::MAX).await {
-            // Refused (as at login: is this device's clock right?): tried
-            // again at the next upkeep, without ending the session.
-            Err(ClientError::Relay(code)) => {
-                tracing::warn!(?code, "the relay refused this device's key packages: is its clock right?");
-                Ok(())
-            }
-            other => other,
-        }
+        self.top_up_key_packages().await
     }
 
     /// Creates a named group.

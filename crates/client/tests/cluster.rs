@@ -64,6 +64,35 @@ async fn clients_of_two_relays_on_one_database_chat_live() {
     bob_listens.close().await;
 }
 
+/// A wipe ordered through one relay reaches a device that is not logged
+/// in and receives through the other: its queue connection there is
+/// closed, and the login that follows gets the order.
+#[tokio::test(flavor = "current_thread")]
+async fn a_wipe_ordered_at_one_relay_reaches_a_resting_device_on_the_other() {
+    let url = hush_pgtest::Cluster::shared().database();
+    let first = TestRelay::start_on(&url, None).unwrap();
+    let second = TestRelay::start_on(&url, Some(&first)).unwrap();
+    let alice = join(&second, "alice").await;
+    let mut session = Session::login(&alice).await.unwrap();
+    session.receive(Duration::ZERO).await.unwrap();
+    session.rest_account(Duration::ZERO).await;
+    assert!(!session.account_open());
+
+    let mut code = alice.wipe_code().unwrap();
+    code.address = first.address.to_string();
+    hush_client::send_wipe_order(&code, Duration::from_secs(10)).await.unwrap();
+    let push = tokio::time::timeout(Duration::from_secs(20), session.next_push())
+        .await
+        .expect("the queue connection on the other relay was not closed");
+    let ended = match push {
+        Ok(push) => session.handle_push(push).await,
+        Err(error) => Err(error),
+    };
+    assert!(ended.is_err(), "the queue connection carried on: {ended:?}");
+    let again = Session::login(&alice).await.map(|_| ());
+    assert!(matches!(again, Err(hush_client::ClientError::WipeOrdered)), "{again:?}");
+}
+
 /// Texts `client` receives on a fresh session (waiting for the relay's
 /// queue-empty marker), in order.
 async fn received(client: &Client) -> Vec<String> {

@@ -497,3 +497,55 @@ async fn an_unused_sending_connection_is_closed_and_the_next_send_opens_another(
     session.close().await;
     assert_eq!(texts(&bob).await, ["before", "after"]);
 }
+
+/// A long-running client closes its logged-in connection while unused: an
+/// introduction then waits at the relay until the client checks in, and
+/// nothing of it is lost.
+#[tokio::test]
+async fn a_resting_account_connection_takes_introductions_at_the_next_check_in() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let bob = join(&relay, "bob").await;
+    let mut session = Session::login(&alice).await.unwrap();
+    session.receive(Duration::ZERO).await.unwrap();
+    session.rest_account(hush_client::ACCOUNT_IDLE).await;
+    assert!(session.account_open(), "just used: kept");
+    session.rest_account(Duration::ZERO).await;
+    assert!(!session.account_open());
+    assert!(session.account_idle_at(hush_client::ACCOUNT_IDLE).is_none());
+
+    // Bob knows only Alice's account id: his Welcome goes to her
+    // introduction mailbox, which nothing reads while she rests.
+    bob.add_contact("alice", alice.account()).unwrap();
+    let mut bobs = Session::login(&bob).await.unwrap();
+    bobs.send_text("alice", "hello", None).await.unwrap();
+    bobs.close().await;
+    assert_eq!(session.receive(Duration::ZERO).await.unwrap(), 0);
+    assert!(alice.take_unshown().unwrap().is_empty());
+
+    session.check_in().await.unwrap();
+    assert!(session.account_open());
+    let got: Vec<String> = alice.take_unshown().unwrap().into_iter().map(|m| m.text).collect();
+    assert_eq!(got, ["hello"]);
+    session.close().await;
+}
+
+/// A wipe order reaches a device whose logged-in connection rests, on its
+/// queue connection, at once.
+#[tokio::test]
+async fn a_wipe_order_reaches_a_device_that_is_not_logged_in() {
+    let relay = TestRelay::start().unwrap();
+    let alice = join(&relay, "alice").await;
+    let mut session = Session::login(&alice).await.unwrap();
+    session.receive(Duration::ZERO).await.unwrap();
+    session.rest_account(Duration::ZERO).await;
+    assert!(!session.account_open());
+
+    hush_client::send_wipe_order(&alice.wipe_code().unwrap(), Duration::from_secs(10)).await.unwrap();
+    let push = tokio::time::timeout(Duration::from_secs(10), session.next_push())
+        .await
+        .expect("no wipe order arrived")
+        .unwrap();
+    let handled = session.handle_push(push).await;
+    assert!(matches!(handled, Err(hush_client::ClientError::WipeOrdered)), "{handled:?}");
+}

@@ -437,7 +437,7 @@ impl StoreHandle {
         account: AccountId,
         secret: [u8; 32],
         now: UnixSeconds,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Vec<QueueId>, StoreError>> + Send + 'static {
         self.call(nothing_stored, move |s| s.remote_wipe(&account, &secret, now))
     }
 

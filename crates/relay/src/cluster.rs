@@ -13,7 +13,9 @@
 //! - The same channel carries the operator's actions that other relays
 //!   must apply to their own connections: an account deactivated (close
 //!   its connections), a remote wipe (pass the order on, read from the
-//!   store, never carried in the notification).
+//!   store, never carried in the notification, and close the connections
+//!   receiving from the queues it deleted, whose devices then log in and
+//!   get the order there).
 //! - PostgreSQL sends a notification only when its transaction commits,
 //!   so no relay is woken for a batch that was rolled back.
 
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
-use hush_proto::AccountId;
+use hush_proto::{AccountId, QueueId};
 use postgres::fallible_iterator::FallibleIterator;
 
 use crate::hub::Hub;
@@ -52,6 +54,8 @@ pub enum Note {
     Close(AccountId),
     /// This account was wiped: pass its wipe order on, then close.
     Wipe(AccountId),
+    /// A wipe deleted this queue: close the connections receiving from it.
+    Gone(QueueId),
     /// Accounts were deactivated or wiped, too many to name: check every
     /// account this relay serves.
     Recheck,
@@ -68,6 +72,7 @@ pub fn encode(node: u64, notes: &[Note]) -> String {
             Note::Stored(mailbox) => format!(" {}", tag(mailbox)),
             Note::Close(account) => format!(" c{}", HEXLOWER.encode(&account.0)),
             Note::Wipe(account) => format!(" w{}", HEXLOWER.encode(&account.0)),
+            Note::Gone(queue) => format!(" g{}", BASE64URL_NOPAD.encode(&tag_key(&Mailbox::Queue(*queue)).1)),
             Note::Recheck => " !".to_owned(),
         };
         if !named.insert(item.clone()) {
@@ -127,6 +132,8 @@ pub struct Heard {
     pub everything: bool,
     /// The operator's actions: [`Note::Close`], [`Note::Wipe`], [`Note::Recheck`].
     pub actions: Vec<Note>,
+    /// Queues a wipe deleted ([`Note::Gone`]), by [`tag`].
+    pub gone: std::collections::HashSet<TagKey>,
 }
 
 /// Reads a notification back. Items that do not parse are skipped.
@@ -139,13 +146,16 @@ pub fn decode(message: &str) -> Option<Heard> {
         match kind {
             '*' => heard.everything = true,
             '!' => heard.actions.push(Note::Recheck),
-            'q' | 'a' => {
+            'q' | 'a' | 'g' => {
                 let Some(id) =
                     BASE64URL_NOPAD.decode(rest.as_bytes()).ok().and_then(|id| <[u8; 8]>::try_from(id).ok())
                 else {
                     continue;
                 };
-                heard.stored.insert((kind as u8, id));
+                match kind {
+                    'g' => heard.gone.insert((b'q', id)),
+                    _ => heard.stored.insert((kind as u8, id)),
+                };
             }
             'c' | 'w' => {
                 let Some(id) = HEXLOWER.decode(rest.as_bytes()).ok().and_then(account) else { continue };
@@ -279,9 +289,12 @@ fn apply(client: &mut postgres::Client, node: u64, hub: &Hub, message: &str) {
     } else if !heard.stored.is_empty() {
         hub.wake_tagged(&heard.stored);
     }
+    if !heard.gone.is_empty() {
+        hub.close_tagged(&heard.gone);
+    }
     for action in heard.actions {
         match action {
-            Note::Recheck | Note::Stored(_) => recheck(client, hub),
+            Note::Recheck | Note::Stored(_) | Note::Gone(_) => recheck(client, hub),
             Note::Close(account) => {
                 hub.close(&account);
             }
@@ -305,8 +318,6 @@ fn apply(client: &mut postgres::Client, node: u64, hub: &Hub, message: &str) {
 
 #[cfg(test)]
 mod tests {
-    use hush_proto::QueueId;
-
     use super::*;
 
     #[test]
@@ -320,12 +331,14 @@ mod tests {
             Note::Stored(intro),
             Note::Close(account),
             Note::Wipe(account),
+            Note::Gone(QueueId([6; 16])),
         ];
         let message = encode(42, &notes);
         let heard = decode(&message).unwrap();
         assert_eq!(heard.node, 42);
         assert_eq!(heard.stored, [tag_key(&queue), tag_key(&intro)].into_iter().collect());
         assert_eq!(heard.actions, [Note::Close(account), Note::Wipe(account)]);
+        assert_eq!(heard.gone, [tag_key(&Mailbox::Queue(QueueId([6; 16])))].into_iter().collect());
         assert!(!heard.everything);
         assert!(message.matches(&tag(&queue)).count() == 1, "repeats go once: {message}");
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use hush_proto::AccountId;
+use hush_proto::{AccountId, QueueId};
 use tokio::sync::{mpsc, Notify};
 
 use crate::store::{Mailbox, Queued};
@@ -219,6 +219,35 @@ impl Hub {
         for (_, control) in accounts.get(account).map(Vec::as_slice).unwrap_or_default() {
             *lock(&control.wipe) = Some(secret);
             control.close.notify_one();
+        }
+    }
+
+    /// Passes a wipe order to every connection receiving from `queues`
+    /// (which the order's secret tagged, and which are gone), then closes
+    /// them: a device that is not logged in hears of its wipe at once.
+    pub fn wipe_queues(&self, queues: &[QueueId], secret: [u8; 32]) {
+        let subscribed = lock(&self.mailboxes);
+        for queue in queues {
+            for subscriber in subscribed.get(&Mailbox::Queue(*queue)).into_iter().flatten() {
+                *lock(&subscriber.control.wipe) = Some(secret);
+                subscriber.control.close.notify_one();
+            }
+        }
+    }
+
+    /// Closes the connections receiving from the queues whose
+    /// [`crate::cluster::tag`] is in `tags` (another relay's wipe deleted
+    /// them: their devices log in again and get the order there).
+    pub fn close_tagged(&self, tags: &std::collections::HashSet<crate::cluster::TagKey>) {
+        let mailboxes: Vec<Mailbox> = {
+            let index = lock(&self.tags);
+            tags.iter().filter_map(|key| index.get(key)).flatten().copied().collect()
+        };
+        let subscribed = lock(&self.mailboxes);
+        for mailbox in mailboxes.iter().filter(|mailbox| matches!(mailbox, Mailbox::Queue(_))) {
+            for subscriber in subscribed.get(mailbox).into_iter().flatten() {
+                subscriber.control.close.notify_one();
+            }
         }
     }
 

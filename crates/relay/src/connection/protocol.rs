@@ -213,7 +213,8 @@ pub(crate) async fn login(
 }
 
 /// Checks a wipe code and, if it matches, orders the wipe: the account is
-/// deactivated and its live connections get the order at once.
+/// deactivated, and its live connections, logged in or receiving from the
+/// queues the order deleted, get it at once.
 async fn remote_wipe(
     shared: &Shared,
     outbound: &mpsc::Sender<Outbound>,
@@ -222,9 +223,10 @@ async fn remote_wipe(
     secret: [u8; 32],
 ) -> ConnectionError {
     let answer = match shared.store.remote_wipe(account, secret, shared.now()).await {
-        Ok(()) => {
+        Ok(deleted) => {
             tracing::info!("remote wipe ordered");
             shared.hub.wipe(&account, secret);
+            shared.hub.wipe_queues(&deleted, secret);
             RelayFrame::Accepted { request, inactive: Vec::new() }
         }
         Err(error) => RelayFrame::Rejected { request, code: store_error_code(&error) },

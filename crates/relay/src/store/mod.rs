@@ -489,13 +489,14 @@ pub trait Operations {
         now: UnixSeconds,
     ) -> Result<AccountId, StoreError>;
     /// Checks a wipe secret; on a match deactivates the account, keeps
-    /// the order for its device and deletes the queues the secret tags.
+    /// the order for its device and deletes the queues the secret tags,
+    /// answering which (their subscribers get the order at once).
     fn remote_wipe(
         &mut self,
         account: &AccountId,
         secret: &[u8; 32],
         now: UnixSeconds,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Vec<QueueId>, StoreError>;
     /// Looks an account up.
     fn account(&mut self, account: &AccountId) -> Result<Option<AccountRecord>, StoreError>;
     /// Stores key packages valid until `expires` (replacing the

@@ -1154,7 +1154,7 @@ impl Operations for PostgresStore {
         account: &AccountId,
         secret: &[u8; 32],
         now: UnixSeconds,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<QueueId>, StoreError> {
         self.atomic(|store| {
             let stored =
                 store.query_opt("SELECT wipe_hash FROM accounts WHERE id = $1", &[&&account.0[..]])?;
@@ -1172,6 +1172,7 @@ impl Operations for PostgresStore {
             store.notes.push(crate::cluster::Note::Wipe(*account));
             // The device's queues, tagged with its wipe secret, go with it.
             let tagged = store.query("SELECT id, wipe_tag FROM queues WHERE wipe_tag IS NOT NULL", &[])?;
+            let mut deleted = Vec::new();
             for row in tagged {
                 let (Some(id), tag) =
                     (bytes::<{ QueueId::LEN }>(row.try_get(0)?), row.try_get::<_, Vec<u8>>(1)?)
@@ -1181,9 +1182,12 @@ impl Operations for PostgresStore {
                 let queue = QueueId(id);
                 if bool::from(tag.as_slice().ct_eq(&hush_proto::wipe_tag(secret, &queue)[..])) {
                     store.delete_queue_in_place(&queue)?;
+                    // Their connections at other relays are closed.
+                    store.notes.push(crate::cluster::Note::Gone(queue));
+                    deleted.push(queue);
                 }
             }
-            Ok(())
+            Ok(deleted)
         })
     }
 

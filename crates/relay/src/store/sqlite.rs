@@ -186,7 +186,7 @@ impl SqliteStore {
         account: &AccountId,
         secret: &[u8; 32],
         now: UnixSeconds,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<QueueId>, StoreError> {
         use sha2::{Digest, Sha256};
         use subtle::ConstantTimeEq;
         let stored: Option<Vec<u8>> = self
@@ -206,8 +206,7 @@ impl SqliteStore {
             .execute(params![&account.0[..], &secret[..], as_i64(now)])?;
         self.deactivate_in_place(account, now)?;
         // The device's queues, tagged with its wipe secret, go with it.
-        self.delete_wiped_queues(secret)?;
-        Ok(())
+        self.delete_wiped_queues(secret)
     }
 
     fn deactivate_in_place(&self, account: &AccountId, now: UnixSeconds) -> Result<usize, StoreError> {
@@ -481,7 +480,7 @@ impl Operations for SqliteStore {
         account: &AccountId,
         secret: &[u8; 32],
         now: UnixSeconds,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<QueueId>, StoreError> {
         self.atomic(|store| store.remote_wipe(account, secret, now))
     }
 

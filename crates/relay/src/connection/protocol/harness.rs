@@ -92,16 +92,16 @@ impl Relay {
 
     /// A new account with `key`, logged in.
     pub(crate) async fn register(&self, key: &SigningKey) -> (Peer, AccountId) {
+        self.register_wiped_by(key, [0; 32]).await
+    }
+
+    /// As [`Self::register`], with the hash of a wipe secret.
+    pub(crate) async fn register_wiped_by(&self, key: &SigningKey, wipe_hash: [u8; 32]) -> (Peer, AccountId) {
         let mut peer = self.connect();
         let nonce = peer.hello().await;
         let signature = key.sign(&auth_message(AuthPurpose::Register, &nonce, &PIN)).to_bytes();
         let identity_key = IdentityKey(key.verifying_key().to_bytes());
-        peer.send(ClientFrame::Register {
-            invite_code: INVITE.into(),
-            identity_key,
-            signature,
-            wipe_hash: [0; 32],
-        });
+        peer.send(ClientFrame::Register { invite_code: INVITE.into(), identity_key, signature, wipe_hash });
         let account = identity_key.account();
         assert_eq!(peer.recv().await, RelayFrame::Ready { account, key_packages: 0 });
         (peer, account)

@@ -335,6 +335,40 @@ async fn an_owner_can_hand_a_queue_over_and_delete_it() {
     assert_eq!(store.stats().unwrap().queues, 1, "the other queue, and nothing of the deleted one");
 }
 
+/// A device whose logged-in connection rests hears of its wipe on its
+/// queue connection, at once; connections to other queues carry on.
+#[tokio::test]
+async fn a_wipe_order_reaches_the_connections_of_the_queues_it_deletes() {
+    use sha2::{Digest, Sha256};
+    let relay = Relay::start();
+    let secret = [42u8; 32];
+    let (mut alice, account) = relay.register_wiped_by(&key(1), Sha256::digest(secret).into()).await;
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    drop(alice);
+    let (owner, other_owner) = (key(20), key(22));
+    let queue = sealed.create_queue(&owner, &[21; 32]).await;
+    let other = sealed.create_queue(&other_owner, &[23; 32]).await;
+    let mut device = relay.receive(&[(queue, &owner)]).await;
+    assert_eq!(device.recv().await, RelayFrame::QueueEmpty);
+    let (owner_key, wipe_tag) = (owner.verifying_key().to_bytes(), hush_proto::wipe_tag(&secret, &queue));
+    device.send(ClientFrame::RekeyQueue { request: 1, queue, owner_key, wipe_tag });
+    assert_eq!(device.recv().await, RelayFrame::Accepted { request: 1, inactive: vec![] });
+    let mut bystander = relay.receive(&[(other, &other_owner)]).await;
+    assert_eq!(bystander.recv().await, RelayFrame::QueueEmpty);
+
+    let mut peer = relay.connect();
+    let _ = peer.hello().await;
+    peer.send(ClientFrame::RemoteWipe { request: 1, account, secret });
+    assert_eq!(peer.recv().await, RelayFrame::Accepted { request: 1, inactive: vec![] });
+    assert_eq!(device.recv().await, RelayFrame::WipeOrder { secret });
+    assert!(device.next().await.is_none(), "the connection stays open after the order");
+    sealed.send(send(2, vec![capability(queue, [21; 32]), capability(other, [23; 32])], b"after"));
+    assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 2, refused: vec![0] }, "the queue is gone");
+    assert!(
+        matches!(bystander.recv().await, RelayFrame::QueueDeliver { payload, .. } if payload == b"after")
+    );
+}
+
 #[tokio::test]
 async fn a_report_is_kept_only_with_its_senders_signature_and_never_on_the_account_plane() {
     let relay = Relay::start();

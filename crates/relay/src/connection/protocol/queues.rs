@@ -112,9 +112,14 @@ impl QueueSession {
         loop {
             let frame = tokio::select! {
                 frame = incoming.next_frame() => frame?,
-                // A queue it proved was handed over to another owner key.
+                // A queue it proved was handed over to another owner key,
+                // or deleted by a wipe order (passed on, if it came here).
                 _ = control.close.notified() => {
-                    return Err(Box::pin(refuse(&self.outbound, ErrorCode::BadQueue)).await)
+                    let wipe = control.wipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                    return Err(match wipe {
+                        Some(secret) => Box::pin(super::pass_wipe_order(&self.outbound, secret)).await,
+                        None => Box::pin(refuse(&self.outbound, ErrorCode::BadQueue)).await,
+                    });
                 }
                 _ = shutdown.changed() => {
                     return Err(Box::pin(refuse(&self.outbound, ErrorCode::ShuttingDown)).await)

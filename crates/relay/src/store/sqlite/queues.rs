@@ -285,20 +285,20 @@ impl SqliteStore {
     }
 
     /// Deletes the queues a wipe secret tags (see [`hush_proto::wipe_tag`]);
-    /// answers how many.
-    pub(super) fn delete_wiped_queues(&self, secret: &[u8; 32]) -> Result<usize, StoreError> {
+    /// answers which.
+    pub(super) fn delete_wiped_queues(&self, secret: &[u8; 32]) -> Result<Vec<QueueId>, StoreError> {
         let tagged: Vec<(Vec<u8>, Vec<u8>)> = self
             .connection
             .prepare_cached("SELECT id, wipe_tag FROM queues WHERE wipe_tag IS NOT NULL")?
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        let mut deleted = 0;
+        let mut deleted = Vec::new();
         for (id, tag) in tagged {
             let Ok(id) = <[u8; QueueId::LEN]>::try_from(id.as_slice()) else { continue };
             let queue = QueueId(id);
             if bool::from(tag.as_slice().ct_eq(&hush_proto::wipe_tag(secret, &queue)[..])) {
                 self.delete_queue(&queue)?;
-                deleted += 1;
+                deleted.push(queue);
             }
         }
         Ok(deleted)
