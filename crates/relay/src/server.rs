@@ -13,7 +13,6 @@ use hush_proto::{AccountId, CertificatePin};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
 use crate::actor::{ReadHandle, StoreHandle};
@@ -107,7 +106,7 @@ impl Relay {
             None => None,
         };
         let purge = tokio::spawn(purge_loop(Arc::clone(&shared)));
-        let acceptor = TlsAcceptor::from(self.tls);
+        let tls = self.tls;
         let slots = Arc::new(Semaphore::new(self.max_connections));
         let addresses = PerAddress::new(shared.config.max_connections_per_address);
         let mut tasks = tokio::task::JoinSet::new();
@@ -134,7 +133,7 @@ impl Relay {
                     };
                     shared.metrics.connection_accepted();
                     let connection =
-                        crate::connection::serve(Arc::clone(&shared), acceptor.clone(), stream, stopped.clone());
+                        crate::connection::serve(Arc::clone(&shared), Arc::clone(&tls), stream, stopped.clone());
                     tasks.spawn(async move {
                         connection.await;
                         drop((slot, per_address));

@@ -3,6 +3,7 @@
 //! deliveries) is in [`protocol`], which sees only frames.
 
 pub(crate) mod protocol;
+mod tls;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,6 @@ use hush_proto::{ClientFrame, DecodeError, ErrorCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -62,7 +62,7 @@ fn ws_config() -> WebSocketConfig {
 /// Serves one accepted TCP connection to its end.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -72,7 +72,7 @@ pub(crate) async fn serve(
     // Each phase is boxed so a connection's task holds only the memory of
     // the phase it is in: the TLS and WebSocket handshakes are large state
     // machines that an idle connection should not keep paying for.
-    let result = match Box::pin(open(acceptor, stream, deadline)).await {
+    let result = match Box::pin(open(tls, stream, deadline)).await {
         Ok((ws, logged_in)) => Box::pin(log_in_and_serve(shared, ws, logged_in, shutdown, deadline)).await,
         Err(error) => Err(error),
     };
@@ -85,11 +85,11 @@ pub(crate) async fn serve(
 /// through the async functions by value, its ~3 KB would stay reserved in
 /// each of their state machines for the connection's whole life.
 async fn open(
-    acceptor: TlsAcceptor,
+    config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     deadline: Instant,
 ) -> Result<(Box<Ws>, Arc<AtomicBool>), ConnectionError> {
-    let tls = tokio::time::timeout_at(deadline.into(), acceptor.accept(stream))
+    let tls = tokio::time::timeout_at(deadline.into(), tls::accept(config, stream))
         .await
         .map_err(|_| ConnectionError::Timeout)?
         .map_err(ConnectionError::Tls)?;
@@ -152,7 +152,7 @@ async fn log_in_and_serve(
 /// left of them (the WebSocket codec reserves a frame's announced length
 /// before reading it, so such a header never reaches it).
 struct Budgeted {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    inner: tls::TlsStream,
     read: usize,
     scan: Scan,
     logged_in: Arc<AtomicBool>,
