@@ -3,12 +3,12 @@
 //! once, and the logged-in connections per account, so deactivation can
 //! close them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hush_proto::{AccountId, QueueId};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::store::{Mailbox, Queued};
 
@@ -19,9 +19,15 @@ pub const PUSH_BUFFER: usize = 1024;
 /// store has already written, not `PUSH_BUFFER` payloads of the largest size.
 pub const PUSH_BYTES: usize = 8 * 1024 * 1024;
 
-/// Signals from the hub to one connection.
+/// Signals from the hub to one connection, and the payloads pushed to it.
 #[derive(Default)]
 pub struct Control {
+    /// Payloads stored for its mailboxes, waiting for its delivery (at most
+    /// [`PUSH_BUFFER`]). A queue here rather than a channel: a channel
+    /// allocates a block of slots up front, on every idle connection.
+    pub pushes: Mutex<VecDeque<Push>>,
+    /// Wakes the delivery after `pushes` grew.
+    pub pushed: Notify,
     /// Set when a push was dropped because the buffer was full: the
     /// connection must re-read its mailboxes from the store.
     pub lagged: AtomicBool,
@@ -41,9 +47,8 @@ pub struct Control {
     pub add: Notify,
 }
 
-/// A payload pushed to a connection. Boxed: each connection's channel
-/// preallocates a block of slots, and an idle connection should not pay for
-/// slots of the payload's full size.
+/// A payload pushed to a connection. Boxed: the queue of pushes keeps its
+/// largest size, and should not keep it in slots of the payload's full size.
 pub type Push = Box<Queued>;
 
 /// A logged-in connection: its id and its signals.
@@ -51,7 +56,6 @@ type Connection = (u64, Arc<Control>);
 
 struct Subscriber {
     id: u64,
-    pushes: mpsc::Sender<Push>,
     control: Arc<Control>,
 }
 
@@ -88,8 +92,8 @@ impl Hub {
     }
 
     /// Starts pushing what is stored for `mailbox` to connection `id`.
-    pub fn subscribe(&self, mailbox: Mailbox, id: u64, control: &Arc<Control>, pushes: mpsc::Sender<Push>) {
-        let subscriber = Subscriber { id, pushes, control: Arc::clone(control) };
+    pub fn subscribe(&self, mailbox: Mailbox, id: u64, control: &Arc<Control>) {
+        let subscriber = Subscriber { id, control: Arc::clone(control) };
         let mut subscribed = lock(&self.mailboxes);
         let subscribers = subscribed.entry(mailbox).or_default();
         if subscribers.is_empty() {
@@ -161,7 +165,17 @@ impl Hub {
                 // The first push is taken whatever its size, so one
                 // payload larger than the cap still gets through.
                 let over = before > 0 && before + len > PUSH_BYTES;
-                if over || subscriber.pushes.try_send(Box::new(item.clone())).is_err() {
+                let taken = !over && {
+                    let mut pushes = lock(&control.pushes);
+                    let room = pushes.len() < PUSH_BUFFER;
+                    if room {
+                        pushes.push_back(Box::new(item.clone()));
+                    }
+                    room
+                };
+                if taken {
+                    control.pushed.notify_one();
+                } else {
                     control.buffered.fetch_sub(len, Ordering::AcqRel);
                     control.lagged.store(true, Ordering::Release);
                     control.lag.notify_one();
@@ -270,11 +284,10 @@ mod tests {
         Queued { id, to: Mailbox::Account(account), arrived_at: 0, payload: Arc::from(vec![0u8; len]) }
     }
 
-    fn subscribed(hub: &Hub, account: AccountId) -> (Arc<Control>, mpsc::Receiver<Push>) {
+    fn subscribed(hub: &Hub, account: AccountId) -> Arc<Control> {
         let (id, control) = hub.register(Some(account));
-        let (sender, receiver) = mpsc::channel(PUSH_BUFFER);
-        hub.subscribe(Mailbox::Account(account), id, &control, sender);
-        (control, receiver)
+        hub.subscribe(Mailbox::Account(account), id, &control);
+        control
     }
 
     /// A subscriber that does not read holds at most `PUSH_BYTES` of pushed
@@ -284,16 +297,13 @@ mod tests {
     fn pushes_to_a_slow_reader_are_bounded_in_bytes() {
         let hub = Hub::default();
         let account = AccountId([1; 20]);
-        let (control, mut pushes) = subscribed(&hub, account);
+        let control = subscribed(&hub, account);
         let len = 1024 * 1024;
         let batch: Vec<Queued> = (1..=64).map(|id| queued(id, account, len)).collect();
         hub.push(&batch);
 
         assert!(control.lagged.load(Ordering::Acquire), "the reader was not told it lags");
-        let mut held = 0;
-        while let Ok(item) = pushes.try_recv() {
-            held += item.payload.len();
-        }
+        let held: usize = lock(&control.pushes).iter().map(|item| item.payload.len()).sum();
         assert!(held <= PUSH_BYTES, "{held} bytes buffered for one connection");
         assert_eq!(control.buffered.load(Ordering::Acquire), held);
     }
@@ -304,9 +314,9 @@ mod tests {
     fn one_large_push_gets_through() {
         let hub = Hub::default();
         let account = AccountId([2; 20]);
-        let (control, mut pushes) = subscribed(&hub, account);
+        let control = subscribed(&hub, account);
         hub.push(&[queued(1, account, PUSH_BYTES + 1)]);
         assert!(!control.lagged.load(Ordering::Acquire));
-        assert_eq!(pushes.try_recv().expect("pushed").id, 1);
+        assert_eq!(lock(&control.pushes).pop_front().expect("pushed").id, 1);
     }
 }

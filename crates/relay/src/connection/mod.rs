@@ -104,8 +104,10 @@ async fn open(
     Ok((Box::new(ws), logged_in))
 }
 
-/// Login, then the session, on one WebSocket whose writer task sends what
-/// both queue.
+/// Login, then the session, on one WebSocket whose writer sends what both
+/// queue. The writer runs in the connection's own task, beside the
+/// conversation: one task per connection, and the socket's reading and
+/// writing wake the same task.
 async fn log_in_and_serve(
     shared: Arc<Shared>,
     ws: Box<Ws>,
@@ -115,7 +117,7 @@ async fn log_in_and_serve(
 ) -> Result<(), ConnectionError> {
     let (sink, incoming) = (*ws).split();
     let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-    let mut writer = Writer::spawn(sink, queue);
+    let mut writer = std::pin::pin!(write_loop(sink, queue));
     let mut frames = WsFrames(incoming);
     let conversation = Box::pin(async {
         let account = Box::pin(protocol::login(&shared, &mut frames, &outbound, deadline)).await?;
@@ -129,7 +131,7 @@ async fn log_in_and_serve(
     let (result, writer_ended) = tokio::select! {
         biased;
         result = conversation => (result, false),
-        _ = &mut writer.0 => (Err(ConnectionError::Stalled), true),
+        _ = &mut writer => (Err(ConnectionError::Stalled), true),
     };
     if !writer_ended {
         // What is queued (a refusal, the last answers) gets a bounded time
@@ -139,7 +141,7 @@ async fn log_in_and_serve(
         } else {
             deadline.max(Instant::now() + CLOSE_GRACE)
         };
-        if let Some(mut sink) = writer.finish(until).await {
+        if let Ok(Some(mut sink)) = tokio::time::timeout_at(until.into(), writer).await {
             let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
         }
     }
@@ -286,28 +288,6 @@ impl AsyncWrite for Budgeted {
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a refusal or a closing handshake may take to reach the client.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// The writer task, aborted if the connection's own task ends first (or is
-/// aborted at shutdown), so a writer stuck on a client never outlives it.
-struct Writer(tokio::task::JoinHandle<Option<Sink>>);
-
-impl Writer {
-    fn spawn(sink: Sink, queue: mpsc::Receiver<Outbound>) -> Self {
-        Self(tokio::spawn(write_loop(sink, queue)))
-    }
-
-    /// Waits until `until` at most for the writer to send what was queued;
-    /// the sink back if its queue ended without a close.
-    async fn finish(mut self, until: Instant) -> Option<Sink> {
-        tokio::time::timeout_at(until.into(), &mut self.0).await.ok().and_then(Result::ok).flatten()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Client frames from WebSocket binary messages, one frame each.
 struct WsFrames(futures_util::stream::SplitStream<Ws>);

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::ConnectionError;
-use crate::hub::{Control, PUSH_BUFFER};
+use crate::hub::Control;
 use crate::server::Shared;
 use crate::store::{Mailbox, StoreError};
 use crate::tokens::Refusal;
@@ -295,6 +295,24 @@ fn store_error_code(error: &StoreError) -> ErrorCode {
     }
 }
 
+/// What a session does next, boxed (see the sessions' loops).
+type Work<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), ConnectionError>> + Send + 'a>>;
+
+/// Ends a session the hub closed (passing on the wipe order it was given,
+/// if any, else refusing with `code`) or the relay's shutdown did.
+fn closed<'a>(outbound: &'a mpsc::Sender<Outbound>, control: &Control, code: ErrorCode) -> Work<'a> {
+    let wipe = match code {
+        ErrorCode::ShuttingDown => None,
+        _ => control.wipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(),
+    };
+    Box::pin(async move {
+        Err(match wipe {
+            Some(secret) => pass_wipe_order(outbound, secret).await,
+            None => refuse(outbound, code).await,
+        })
+    })
+}
+
 /// A token bucket: a hostile or buggy client is slowed down, never the relay.
 struct RateLimit {
     tokens: f64,
@@ -365,28 +383,32 @@ impl Session {
         let mut limit = RateLimit::new(&self.shared);
         let control = Arc::clone(&self.control);
         loop {
-            let frame = tokio::select! {
-                frame = incoming.next_frame() => frame?,
-                _ = control.close.notified() => {
-                    let wipe = control.wipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-                    return Err(match wipe {
-                        Some(secret) => Box::pin(pass_wipe_order(&self.outbound, secret)).await,
-                        None => Box::pin(refuse(&self.outbound, ErrorCode::Deactivated)).await,
-                    });
-                }
-                _ = shutdown.changed() => {
-                    return Err(Box::pin(refuse(&self.outbound, ErrorCode::ShuttingDown)).await)
-                }
+            // Each branch makes the work to do, boxed, and nothing is
+            // awaited inside the select: an idle connection's task is as big
+            // as its largest await point, and it spends its life waiting
+            // for the next frame here, so neither a frame (a few hundred
+            // bytes) nor its handling may stay reserved beside that wait.
+            let work: Work<'_> = tokio::select! {
+                frame = incoming.next_frame() => Box::pin(self.take(frame?)),
+                _ = control.close.notified() => closed(&self.outbound, &control, ErrorCode::Deactivated),
+                _ = shutdown.changed() => closed(&self.outbound, &control, ErrorCode::ShuttingDown),
             };
-            // Boxed: an idle connection's task is as big as its largest
-            // await point, and it spends its life waiting above.
-            match frame {
-                Ok(frame) => Box::pin(self.handle(frame)).await,
-                Err(code) => return Err(Box::pin(refuse(&self.outbound, code)).await),
-            }
+            work.await?;
             if let Some(wait) = limit.take() {
                 Box::pin(tokio::time::sleep(wait)).await;
             }
+        }
+    }
+
+    /// Handles a frame, or refuses what could not be decoded (which ends
+    /// the connection).
+    async fn take(&mut self, frame: Result<ClientFrame, ErrorCode>) -> Result<(), ConnectionError> {
+        match frame {
+            Ok(frame) => {
+                self.handle(frame).await;
+                Ok(())
+            }
+            Err(code) => Err(refuse(&self.outbound, code).await),
         }
     }
 
@@ -491,15 +513,14 @@ impl Session {
     /// Starts delivery of the account's introduction mailbox.
     fn subscribe(&mut self) {
         let mailbox = Mailbox::Account(self.account);
-        let (pushes, receiver) = mpsc::channel(PUSH_BUFFER);
-        self.shared.hub.subscribe(mailbox, self.connection_id, &self.control, pushes);
+        self.shared.hub.subscribe(mailbox, self.connection_id, &self.control);
         let delivery = Delivery::new(
             Arc::clone(&self.shared),
             Arc::clone(&self.control),
             self.outbound.clone(),
             [mailbox],
         );
-        self.delivery = Some(tokio::spawn(delivery.run(receiver)));
+        self.delivery = Some(tokio::spawn(delivery.run()));
     }
 }
 

@@ -4,6 +4,8 @@
 //! while it runs); a logged-in connection's is its introduction mailbox.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use hush_proto::RelayFrame;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::{refuse, store_error_code, OutFrame, Outbound};
-use crate::hub::{Control, Push};
+use crate::hub::Control;
 use crate::server::Shared;
 use crate::store::{Mailbox, Queued, PAGE_BYTES};
 
@@ -51,65 +53,80 @@ impl Delivery {
     /// Runs until the connection ends. Mailboxes added to the control's
     /// `added` (already subscribed at the hub) are drained, then followed
     /// live.
-    pub(super) async fn run(mut self, mut pushes: mpsc::Receiver<Push>) {
+    pub(super) async fn run(mut self) {
+        // What each wake-up does is boxed, and nothing is awaited inside
+        // the select: an idle connection's delivery is as big as its
+        // largest await point, and it spends its life waiting here.
         loop {
-            self.control.lagged.store(false, Ordering::Release);
-            let mailboxes: Vec<Mailbox> = self.cursors.keys().copied().collect();
-            for mailbox in mailboxes {
-                if self.drain(mailbox).await.is_err() {
-                    return;
-                }
-            }
-            if self.send(RelayFrame::QueueEmpty).await.is_err() {
+            if Box::pin(self.drain_all()).await.is_err() {
                 return;
             }
             loop {
-                tokio::select! {
-                    push = pushes.recv() => {
-                        let Some(queued) = push else { return };
-                        self.control.buffered.fetch_sub(queued.payload.len(), Ordering::AcqRel);
-                        // Pushes of a mailbox not drained yet are ignored:
-                        // the drain reads them from the store. A mailbox
-                        // numbers its entries one after another, so a push
-                        // past the next number means an entry between
-                        // (another relay's, its wake-up still on the way):
-                        // read on from the store, which has both, in order.
-                        let Some(&last) = self.cursors.get(&queued.to) else { continue };
-                        let sent = match queued.id {
-                            id if id == last + 1 => self.deliver(&queued).await,
-                            id if id > last => self.drain(queued.to).await,
-                            _ => Ok(()),
-                        };
-                        if sent.is_err() {
-                            return;
-                        }
-                    }
-                    _ = self.control.add.notified() => {
-                        let added = std::mem::take(
-                            &mut *self.control.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-                        );
-                        // New mailboxes are drained from the start and
-                        // end with `QueueEmpty`; known ones (woken by
-                        // another relay's write) are read on from their
-                        // cursors.
-                        let mut fresh = false;
-                        for mailbox in added {
-                            if let std::collections::hash_map::Entry::Vacant(new) = self.cursors.entry(mailbox) {
-                                new.insert(0);
-                                fresh = true;
-                            }
-                            if self.drain(mailbox).await.is_err() {
-                                return;
-                            }
-                        }
-                        if fresh && self.send(RelayFrame::QueueEmpty).await.is_err() {
-                            return;
-                        }
-                    }
+                let woke: Pin<Box<dyn Future<Output = Result<(), ()>> + Send + '_>> = tokio::select! {
+                    _ = self.control.pushed.notified() => Box::pin(self.take_pushes()),
+                    _ = self.control.add.notified() => Box::pin(self.take_added()),
                     _ = self.control.lag.notified() => break,
+                };
+                if woke.await.is_err() {
+                    return;
                 }
             }
         }
+    }
+
+    /// Every mailbox from its cursor, then `QueueEmpty`.
+    async fn drain_all(&mut self) -> Result<(), ()> {
+        self.control.lagged.store(false, Ordering::Release);
+        let mailboxes: Vec<Mailbox> = self.cursors.keys().copied().collect();
+        for mailbox in mailboxes {
+            self.drain(mailbox).await?;
+        }
+        self.send(RelayFrame::QueueEmpty).await
+    }
+
+    /// Delivers what was pushed.
+    async fn take_pushes(&mut self) -> Result<(), ()> {
+        while let Some(queued) = self.next_push() {
+            self.control.buffered.fetch_sub(queued.payload.len(), Ordering::AcqRel);
+            // Pushes of a mailbox not drained yet are ignored: the drain
+            // reads them from the store. A mailbox numbers its entries one
+            // after another, so a push past the next number means an entry
+            // between (another relay's, its wake-up still on the way): read
+            // on from the store, which has both, in order.
+            let Some(&last) = self.cursors.get(&queued.to) else { continue };
+            match queued.id {
+                id if id == last + 1 => self.deliver(&queued).await?,
+                id if id > last => self.drain(queued.to).await?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains the mailboxes added: new ones from the start, ending with
+    /// `QueueEmpty`; known ones (woken by another relay's write) from their
+    /// cursors.
+    async fn take_added(&mut self) -> Result<(), ()> {
+        let added = std::mem::take(
+            &mut *self.control.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut fresh = false;
+        for mailbox in added {
+            if let std::collections::hash_map::Entry::Vacant(new) = self.cursors.entry(mailbox) {
+                new.insert(0);
+                fresh = true;
+            }
+            self.drain(mailbox).await?;
+        }
+        if fresh {
+            self.send(RelayFrame::QueueEmpty).await?;
+        }
+        Ok(())
+    }
+
+    /// The oldest payload pushed and not taken yet.
+    fn next_push(&self) -> Option<crate::hub::Push> {
+        self.control.pushes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front()
     }
 
     /// Sends everything queued in `mailbox`, page by page; the next page is

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::delivery::Delivery;
 use super::{refuse, spawn_answer, Answer, ConnectionError, FrameSource, Outbound, RateLimit, IN_FLIGHT};
-use crate::hub::{Control, Push, PUSH_BUFFER};
+use crate::hub::Control;
 use crate::server::Shared;
 use crate::store::Mailbox;
 
@@ -76,16 +76,12 @@ pub(super) struct QueueSession {
     connection_id: u64,
     control: Arc<Control>,
     subscribed: HashSet<QueueId>,
-    pushes: mpsc::Sender<Push>,
-    /// Until delivery starts: the pushes already subscribed.
-    waiting: Option<mpsc::Receiver<Push>>,
     delivery: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl QueueSession {
     pub(super) fn new(shared: Arc<Shared>, proved: Proved, outbound: mpsc::Sender<Outbound>) -> Self {
         let (connection_id, control) = shared.hub.register(None);
-        let (pushes, receiver) = mpsc::channel(PUSH_BUFFER);
         let mut session = Self {
             shared,
             outbound,
@@ -94,8 +90,6 @@ impl QueueSession {
             connection_id,
             control,
             subscribed: HashSet::new(),
-            pushes,
-            waiting: Some(receiver),
             delivery: None,
         };
         session.add(&proved.queues);
@@ -110,25 +104,19 @@ impl QueueSession {
         let mut limit = RateLimit::new(&self.shared);
         let control = Arc::clone(&self.control);
         loop {
-            let frame = tokio::select! {
-                frame = incoming.next_frame() => frame?,
+            // Each branch makes the work to do, boxed, and nothing is
+            // awaited inside the select: an idle connection's task is as big
+            // as its largest await point, and it spends its life waiting
+            // for the next frame here, so neither a frame (a few hundred
+            // bytes) nor its handling may stay reserved beside that wait.
+            let work: super::Work<'_> = tokio::select! {
+                frame = incoming.next_frame() => Box::pin(self.take(frame?)),
                 // A queue it proved was handed over to another owner key,
                 // or deleted by a wipe order (passed on, if it came here).
-                _ = control.close.notified() => {
-                    let wipe = control.wipe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-                    return Err(match wipe {
-                        Some(secret) => Box::pin(super::pass_wipe_order(&self.outbound, secret)).await,
-                        None => Box::pin(refuse(&self.outbound, ErrorCode::BadQueue)).await,
-                    });
-                }
-                _ = shutdown.changed() => {
-                    return Err(Box::pin(refuse(&self.outbound, ErrorCode::ShuttingDown)).await)
-                }
+                _ = control.close.notified() => super::closed(&self.outbound, &control, ErrorCode::BadQueue),
+                _ = shutdown.changed() => super::closed(&self.outbound, &control, ErrorCode::ShuttingDown),
             };
-            match frame {
-                Ok(frame) => Box::pin(self.handle(frame)).await,
-                Err(code) => return Err(Box::pin(refuse(&self.outbound, code)).await),
-            }
+            work.await?;
             if let Some(wait) = limit.take() {
                 Box::pin(tokio::time::sleep(wait)).await;
             }
@@ -141,7 +129,7 @@ impl QueueSession {
         for queue in queues {
             if self.subscribed.insert(*queue) {
                 let mailbox = Mailbox::Queue(*queue);
-                self.shared.hub.subscribe(mailbox, self.connection_id, &self.control, self.pushes.clone());
+                self.shared.hub.subscribe(mailbox, self.connection_id, &self.control);
                 if self.delivery.is_some() {
                     self.control
                         .added
@@ -151,6 +139,18 @@ impl QueueSession {
                     self.control.add.notify_one();
                 }
             }
+        }
+    }
+
+    /// Handles a frame, or refuses what could not be decoded (which ends
+    /// the connection).
+    async fn take(&mut self, frame: Result<ClientFrame, ErrorCode>) -> Result<(), ConnectionError> {
+        match frame {
+            Ok(frame) => {
+                self.handle(frame).await;
+                Ok(())
+            }
+            Err(code) => Err(refuse(&self.outbound, code).await),
         }
     }
 
@@ -175,7 +175,7 @@ impl QueueSession {
                 self.answer(Some(request), answer).await;
             }
             ClientFrame::Subscribe => {
-                if let Some(pushes) = self.waiting.take() {
+                if self.delivery.is_none() {
                     let mailboxes = self.subscribed.iter().map(|queue| Mailbox::Queue(*queue));
                     let delivery = Delivery::new(
                         Arc::clone(&self.shared),
@@ -183,7 +183,7 @@ impl QueueSession {
                         self.outbound.clone(),
                         mailboxes,
                     );
-                    self.delivery = Some(tokio::spawn(delivery.run(pushes)));
+                    self.delivery = Some(tokio::spawn(delivery.run()));
                 }
             }
             ClientFrame::AckQueues { items } => {

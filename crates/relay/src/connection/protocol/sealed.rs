@@ -97,19 +97,34 @@ impl SealedSession {
     ) -> Result<(), ConnectionError> {
         let mut limit = RateLimit::new(&self.shared);
         loop {
-            let frame = tokio::select! {
-                frame = incoming.next_frame() => frame?,
+            // Each branch makes the work to do, boxed, and nothing is
+            // awaited inside the select: an idle connection's task is as big
+            // as its largest await point, and it spends its life waiting
+            // for the next frame here, so neither a frame (a few hundred
+            // bytes) nor its handling may stay reserved beside that wait.
+            let work: super::Work<'_> = tokio::select! {
+                frame = incoming.next_frame() => Box::pin(self.take(frame?)),
                 _ = shutdown.changed() => {
-                    return Err(Box::pin(refuse(&self.outbound, ErrorCode::ShuttingDown)).await)
+                    let outbound = &self.outbound;
+                    Box::pin(async move { Err(refuse(outbound, ErrorCode::ShuttingDown).await) })
                 }
             };
-            match frame {
-                Ok(frame) => Box::pin(self.handle(frame)).await,
-                Err(code) => return Err(Box::pin(refuse(&self.outbound, code)).await),
-            }
+            work.await?;
             if let Some(wait) = limit.take() {
                 Box::pin(tokio::time::sleep(wait)).await;
             }
+        }
+    }
+
+    /// Handles a frame, or refuses what could not be decoded (which ends
+    /// the connection).
+    async fn take(&mut self, frame: Result<ClientFrame, ErrorCode>) -> Result<(), ConnectionError> {
+        match frame {
+            Ok(frame) => {
+                self.handle(frame).await;
+                Ok(())
+            }
+            Err(code) => Err(refuse(&self.outbound, code).await),
         }
     }
 
