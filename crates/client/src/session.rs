@@ -327,6 +327,10 @@ pub struct Session<'a> {
     received: usize,
     /// Members whose queues stayed refused, by group, to be removed.
     inactive: Vec<(Vec<u8>, Vec<AccountId>)>,
+    /// The relay's tokens did not verify for this device's day: the upkeep
+    /// asks again only at the next check-in (or when a send needs one), not
+    /// with a login every minute.
+    tokens_refused: bool,
 }
 
 impl<'a> Session<'a> {
@@ -345,6 +349,7 @@ impl<'a> Session<'a> {
             intro_empty: false,
             received: 0,
             inactive: Vec::new(),
+            tokens_refused: false,
         }
     }
 
@@ -446,7 +451,11 @@ impl<'a> Session<'a> {
     async fn account(&mut self) -> Result<&mut Connection, ClientError> {
         if self.account.is_none() {
             let credentials = Credentials::Login { account: self.client.account() };
-            let (mut connection, key_packages) = Self::admit(self.client, credentials).await?;
+            // A relay that takes the connection and then says nothing is a
+            // lost connection, not a wait for ever.
+            let admitted = tokio::time::timeout(REQUEST_TIMEOUT, Self::admit(self.client, credentials)).await;
+            let (mut connection, key_packages) = admitted
+                .map_err(|_| ClientError::Transport("the relay did not answer the login in time".into()))??;
             if self.subscribed {
                 connection.send(&ClientFrame::Subscribe).await?;
                 self.intro_empty = false;
@@ -487,6 +496,7 @@ impl<'a> Session<'a> {
     /// logged-in connection rests. A deactivation, and introductions from
     /// those who know only this account's id, are learnt then.
     pub async fn check_in(&mut self) -> Result<(), ClientError> {
+        self.tokens_refused = false;
         self.account().await?;
         self.drain().await?;
         self.top_up_key_packages().await
@@ -537,9 +547,13 @@ impl<'a> Session<'a> {
     /// key of its own) only leaves the device without tokens: it cannot
     /// send, and still receives.
     async fn top_up_tokens(&mut self) -> Result<(), ClientError> {
+        if self.tokens_refused {
+            return Ok(());
+        }
         match self.refill_tokens().await {
             Err(ClientError::Protocol(reason)) => {
                 tracing::warn!(%reason, "no send tokens: is this device's clock right?");
+                self.tokens_refused = true;
                 Ok(())
             }
             other => other,

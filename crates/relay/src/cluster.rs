@@ -61,12 +61,17 @@ pub enum Note {
     Recheck,
 }
 
-/// One notification: the sending relay, then the notes. Mailboxes past
-/// [`MAX_MESSAGE`] become `*`: every mailbox.
-pub fn encode(node: u64, notes: &[Note]) -> String {
-    let mut message = format!("{node:016x}");
+/// The notifications for a transaction's notes, each naming the sending
+/// relay: one for what was stored and the operator's actions (mailboxes
+/// past [`MAX_MESSAGE`] become `*`, every mailbox), and as many more as the
+/// queues a wipe deleted need (they are never summed up: only their names
+/// tell the other relays which connections to close).
+pub fn encode(node: u64, notes: &[Note]) -> Vec<String> {
+    let prefix = format!("{node:016x}");
+    let mut message = prefix.clone();
     let mut everything = false;
     let mut named = std::collections::HashSet::new();
+    let mut gone: Vec<String> = Vec::new();
     for note in notes {
         let item = match note {
             Note::Stored(mailbox) => format!(" {}", tag(mailbox)),
@@ -76,6 +81,13 @@ pub fn encode(node: u64, notes: &[Note]) -> String {
             Note::Recheck => " !".to_owned(),
         };
         if !named.insert(item.clone()) {
+            continue;
+        }
+        if matches!(note, Note::Gone(_)) {
+            match gone.last_mut() {
+                Some(last) if last.len() + item.len() <= MAX_NOTIFICATION => last.push_str(&item),
+                _ => gone.push(format!("{prefix}{item}")),
+            }
             continue;
         }
         if matches!(note, Note::Stored(_)) && (everything || message.len() + item.len() > MAX_MESSAGE) {
@@ -90,9 +102,14 @@ pub fn encode(node: u64, notes: &[Note]) -> String {
     if message.len() > MAX_NOTIFICATION {
         // Too many operator actions for one notification: every relay
         // re-reads everything and re-checks every account it serves.
-        return format!("{node:016x} * !");
+        message = format!("{prefix} * !");
     }
-    message
+    let mut messages = Vec::with_capacity(1 + gone.len());
+    if message.len() > prefix.len() {
+        messages.push(message);
+    }
+    messages.extend(gone);
+    messages
 }
 
 /// A mailbox as notifications name it: a kind letter and the first 8 bytes
@@ -333,12 +350,15 @@ mod tests {
             Note::Wipe(account),
             Note::Gone(QueueId([6; 16])),
         ];
-        let message = encode(42, &notes);
-        let heard = decode(&message).unwrap();
+        let messages = encode(42, &notes);
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        let (message, heard) = (&messages[0], decode(&messages[0]).unwrap());
         assert_eq!(heard.node, 42);
         assert_eq!(heard.stored, [tag_key(&queue), tag_key(&intro)].into_iter().collect());
         assert_eq!(heard.actions, [Note::Close(account), Note::Wipe(account)]);
-        assert_eq!(heard.gone, [tag_key(&Mailbox::Queue(QueueId([6; 16])))].into_iter().collect());
+        let gone = decode(&messages[1]).unwrap();
+        assert_eq!(gone.node, 42);
+        assert_eq!(gone.gone, [tag_key(&Mailbox::Queue(QueueId([6; 16])))].into_iter().collect());
         assert!(!heard.everything);
         assert!(message.matches(&tag(&queue)).count() == 1, "repeats go once: {message}");
 
@@ -349,11 +369,11 @@ mod tests {
             Note::Stored(Mailbox::Queue(QueueId(id)))
         };
         let batch: Vec<Note> = (0..512).map(queue_n).collect();
-        let heard = decode(&encode(1, &batch)).unwrap();
+        let heard = decode(&encode(1, &batch)[0]).unwrap();
         assert!(!heard.everything && heard.stored.len() == 512, "{}", heard.stored.len());
 
         let many: Vec<Note> = (0..1000).map(queue_n).chain([Note::Close(account)]).collect();
-        let message = encode(1, &many);
+        let message = encode(1, &many).remove(0);
         assert!(message.len() <= MAX_NOTIFICATION, "{}", message.len());
         let heard = decode(&message).unwrap();
         assert!(heard.everything, "mailboxes that do not fit must mean every mailbox");
@@ -366,11 +386,27 @@ mod tests {
                 Note::Wipe(AccountId(id))
             })
             .collect();
-        let message = encode(1, &wipes);
+        let message = encode(1, &wipes).remove(0);
         assert!(message.len() <= MAX_NOTIFICATION, "{}", message.len());
         let heard = decode(&message).unwrap();
         assert!(heard.everything);
         assert_eq!(heard.actions, [Note::Recheck]);
+
+        // The queues of a wipe are all named, however many, in as many
+        // notifications as they need.
+        let gone: Vec<Note> = (0..2000u16)
+            .map(|n| {
+                let mut id = [0u8; 16];
+                id[..2].copy_from_slice(&n.to_be_bytes());
+                Note::Gone(QueueId(id))
+            })
+            .chain([Note::Wipe(account)])
+            .collect();
+        let messages = encode(1, &gone);
+        assert!(messages.len() > 2 && messages.iter().all(|message| message.len() <= MAX_NOTIFICATION));
+        let heard: Vec<Heard> = messages.iter().map(|message| decode(message).unwrap()).collect();
+        assert_eq!(heard[0].actions, [Note::Wipe(account)]);
+        assert_eq!(heard.iter().map(|heard| heard.gone.len()).sum::<usize>(), 2000);
         assert!(decode("not hex").is_none());
         let junk = decode("01 qzz x1 q00 cAA").unwrap();
         assert!(junk.stored.is_empty() && junk.actions.is_empty());

@@ -10,6 +10,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -189,8 +190,9 @@ impl TlsStream {
     /// Reads what the socket has into `incoming`; the number of bytes (0 at
     /// the end of the stream).
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut read = ReadBuf::new(&mut chunk);
+        // Not zeroed first: only what the socket fills is looked at.
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut chunk);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
         let received = read.filled();
         if self.incoming.len() + received.len() > MAX_INCOMING {
@@ -216,10 +218,12 @@ impl TlsStream {
         Poll::Ready(Ok(()))
     }
 
-    /// Queues an alert rustls has for the peer after an error.
+    /// Queues an alert rustls has for the peer after an error. (rustls is
+    /// given what it was given before: it keeps offsets into that buffer
+    /// while a handshake message spans records.)
     fn queue_alert(&mut self) {
         for _ in 0..4 {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     let encoded = append(
@@ -305,8 +309,8 @@ impl AsyncRead for TlsStream {
                 Step::Again | Step::Wrote(_) => {}
                 Step::Closed => return Poll::Ready(Ok(())),
                 Step::NeedInput => {
-                    // What processing queued (an answer to a key update)
-                    // goes out without waiting for the next write.
+                    // What processing queued (session tickets after the
+                    // handshake) goes out without waiting for a write.
                     if let Poll::Ready(Err(error)) = this.poll_send(cx) {
                         return Poll::Ready(Err(error));
                     }
@@ -494,6 +498,28 @@ mod tests {
         let echoed = reader.await.unwrap().expect("the server did not close cleanly");
         assert!(echoed == sent, "{} bytes came back of {}", echoed.len(), sent.len());
         assert_eq!(server.await.unwrap(), (0, 0, 0), "buffers kept after the last record");
+    }
+
+    /// A handshake that breaks off inside a handshake message spanning
+    /// records (a hello announcing more than it carries, then the end of
+    /// the stream) fails cleanly: no panic, an error for the caller.
+    #[tokio::test]
+    async fn a_handshake_cut_inside_a_message_fails_cleanly() {
+        let (server_config, _) = configs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            accept(server_config, tcp).await.map(drop)
+        });
+        let mut tcp = TcpStream::connect(address).await.unwrap();
+        // A handshake record carrying the start of a ClientHello that
+        // announces 256 bytes, then garbage, then the end of the stream.
+        tcp.write_all(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x01, 0x00]).await.unwrap();
+        tcp.write_all(&[0x17; 40]).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let accepted = server.await.expect("the handshake panicked");
+        assert!(accepted.is_err());
     }
 
     /// A client that offers only classical key exchange gets an alert, not

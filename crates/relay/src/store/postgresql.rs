@@ -492,15 +492,17 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// Sends the transaction's notes, as one notification that PostgreSQL
-    /// delivers when (and only if) the transaction commits.
+    /// Sends the transaction's notes, as notifications that PostgreSQL
+    /// delivers when (and only if) the transaction commits: one, unless a
+    /// wipe deleted more queues than it names.
     fn send_notes(&mut self) -> Result<(), StoreError> {
         if self.notes.is_empty() {
             return Ok(());
         }
         let notes = std::mem::take(&mut self.notes);
-        let message = crate::cluster::encode(self.node, &notes);
-        self.execute("SELECT pg_notify($1, $2)", &[&crate::cluster::CHANNEL, &message])?;
+        for message in crate::cluster::encode(self.node, &notes) {
+            self.execute("SELECT pg_notify($1, $2)", &[&crate::cluster::CHANNEL, &message])?;
+        }
         Ok(())
     }
 

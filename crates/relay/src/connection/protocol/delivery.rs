@@ -17,6 +17,9 @@ use crate::hub::Control;
 use crate::server::Shared;
 use crate::store::{Mailbox, Queued, PAGE_BYTES};
 
+/// Pushes delivered per turn of the delivery loop.
+const PUSH_BATCH: usize = 64;
+
 /// Payloads read from the store per page while draining a mailbox.
 const DRAIN_PAGE: u32 = 512;
 
@@ -84,9 +87,19 @@ impl Delivery {
         self.send(RelayFrame::QueueEmpty).await
     }
 
-    /// Delivers what was pushed.
+    /// Delivers what was pushed, a batch at a time: the rest waits for the
+    /// next turn, so that queues added and lags are seen meanwhile.
     async fn take_pushes(&mut self) -> Result<(), ()> {
-        while let Some(queued) = self.next_push() {
+        for _ in 0..PUSH_BATCH {
+            let Some(queued) = self.next_push() else {
+                // Emptied: a queue that grew in a burst gives its room back.
+                let mut pushes =
+                    self.control.pushes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if pushes.is_empty() && pushes.capacity() > PUSH_BATCH {
+                    *pushes = std::collections::VecDeque::new();
+                }
+                return Ok(());
+            };
             self.control.buffered.fetch_sub(queued.payload.len(), Ordering::AcqRel);
             // Pushes of a mailbox not drained yet are ignored: the drain
             // reads them from the store. A mailbox numbers its entries one
@@ -100,6 +113,7 @@ impl Delivery {
                 _ => {}
             }
         }
+        self.control.pushed.notify_one();
         Ok(())
     }
 
