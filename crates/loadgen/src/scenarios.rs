@@ -396,6 +396,7 @@ async fn pairs(relay: &RelayUnderTest, options: &Options, pace: Pace, messages: 
 async fn idle(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
     let (_, inboxes) = devices(relay, 0, 0, options.connections).await?;
     let before = relay.rss_kib();
+    let cpu_before = relay.cpu_seconds();
     eprintln!("opening {} connections...", options.connections);
     let mut links = Vec::with_capacity(inboxes.len());
     for (chunk, inboxes) in inboxes.chunks(256).enumerate() {
@@ -412,10 +413,17 @@ async fn idle(relay: &RelayUnderTest, options: &Options) -> Result<Report> {
             links.push(link?);
         }
     }
+    // What opening one cost the relay: a TLS handshake with the hybrid key
+    // exchange, a queue proved (a signature checked, a store read and a
+    // write) and drained: about what a device's check-in costs.
+    let cpu_after = relay.cpu_seconds();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = relay.rss_kib();
     let mut report = Report::new("idle");
     report.set("connections", links.len());
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        report.set("relay_cpu_us_per_connection", (after - before) * 1e6 / links.len().max(1) as f64);
+    }
     report.set("relay_rss_before_kib", before);
     report.set("relay_rss_kib", after);
     if let (Some(before), Some(after)) = (before, after) {
