@@ -310,6 +310,7 @@ where
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+    use hush_proto::ErrorCode;
     use rustls::crypto::aws_lc_rs::kx_group::{X25519, X25519MLKEM768};
     use rustls::NamedGroup;
 
@@ -448,5 +449,86 @@ mod tests {
             matches!(ended, Err(ClientError::Relay(hush_proto::ErrorCode::TooLarge))),
             "one 24 KB frame was taken: {ended:?}"
         );
+    }
+
+    /// A profile registered at `relay`, with its contact queue made.
+    async fn registered(relay: &hush_testkit::TestRelay, name: &str) -> crate::Client {
+        let invite: hush_proto::Invite = relay.invite().unwrap().parse().unwrap();
+        let dir = relay.profile_dir(name);
+        let client =
+            crate::Client::create(&dir, b"pw", hush_store::KdfParams::FAST, 0, &invite, name).unwrap();
+        crate::Session::register(&client, &invite.code).await.unwrap().close().await;
+        client
+    }
+
+    /// A queue connection never needs a large message: one past its
+    /// plane's limit is refused as its fragments arrive, where the same
+    /// kind of frame, smaller, is merely answered as out of place.
+    #[tokio::test]
+    async fn a_queue_connection_takes_no_message_past_its_plane_s_limit() {
+        use ed25519_dalek::Signer as _;
+        let relay = hush_testkit::TestRelay::start().unwrap();
+        let client = registered(&relay, "a").await;
+        let (queue, owner) = client.engine().own_queues().unwrap().remove(0);
+        let pin: CertificatePin = relay.pin.parse().unwrap();
+        let mut connection = Connection::open(&relay.address.to_string(), pin).await.unwrap();
+        let nonce = crate::handshake::hello(&mut connection).await.unwrap();
+        let proof = owner.sign(&hush_proto::queue_auth_message(&nonce, &pin, &queue)).to_bytes();
+        connection
+            .send(&ClientFrame::SubscribeQueues { request: 1, proofs: vec![(queue, proof)] })
+            .await
+            .unwrap();
+        assert!(matches!(connection.recv().await.unwrap(), RelayFrame::Accepted { request: 1, .. }));
+        let send = |request, len| ClientFrame::SealedSend {
+            request,
+            targets: vec![hush_proto::Capability { queue, secret: [1; 32] }],
+            payload: vec![0; len],
+            ttl_secs: 0,
+        };
+        connection.send(&send(2, 20_000)).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), connection.recv()).await.unwrap();
+        assert!(
+            matches!(answer, Ok(RelayFrame::Rejected { request: 2, code: ErrorCode::Unexpected })),
+            "{answer:?}"
+        );
+        connection.send(&send(3, 100_000)).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), connection.recv()).await.unwrap();
+        assert!(matches!(ended, Err(ClientError::Relay(ErrorCode::TooLarge))), "100 KB taken: {ended:?}");
+    }
+
+    /// A message sent in fragments must be whole in time: finished within
+    /// the relay's timeout it is answered, trickled past it the connection
+    /// ends (and holds nothing longer).
+    #[tokio::test]
+    async fn a_message_left_unfinished_in_fragments_ends_the_connection_at_its_deadline() {
+        let config = hush_relay::RelayConfig { fragmented_message_timeout_secs: 1, ..Default::default() };
+        let relay = hush_testkit::TestRelay::start_with(&config).unwrap();
+        let client = registered(&relay, "a").await;
+        let login = crate::Credentials::Login { account: client.account() };
+        let (mut connection, _) = crate::Session::admit(&client, login).await.unwrap();
+        let upload = ClientFrame::UploadKeyPackages {
+            request: 1,
+            one_time: vec![vec![7; 12_000], vec![8; 12_000]],
+            last_resort: None,
+            expires_at: u64::MAX / 2,
+        };
+        let bytes = Bytes::from(upload.encode());
+        let (first, rest) = (bytes.slice(..MAX_WIRE_FRAME_BYTES), bytes.slice(MAX_WIRE_FRAME_BYTES..));
+        let fragment = |piece: Bytes, first: bool, last: bool| {
+            let opcode = OpCode::Data(if first { Data::Binary } else { Data::Continue });
+            Message::Frame(Frame::message(piece, opcode, last))
+        };
+        // Slow, but in time.
+        connection.ws.send(fragment(first.clone(), true, false)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        connection.ws.send(fragment(rest, false, true)).await.unwrap();
+        let answered = tokio::time::timeout(Duration::from_secs(10), connection.recv()).await.unwrap();
+        assert!(matches!(answered, Ok(RelayFrame::Accepted { request: 1, .. })), "{answered:?}");
+        // Never finished.
+        connection.ws.send(fragment(first, true, false)).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), connection.recv())
+            .await
+            .expect("the relay waited past the deadline for the rest of the message");
+        assert!(matches!(ended, Err(ClientError::Disconnected | ClientError::Transport(_))), "{ended:?}");
     }
 }

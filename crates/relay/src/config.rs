@@ -27,6 +27,10 @@ pub struct RelayConfig {
     pub tokens_per_day: u32,
     /// Seconds a client has to finish TLS, WebSocket and login, all together.
     pub handshake_timeout_secs: u64,
+    /// Seconds a message sent in fragments may take from its first
+    /// fragment to its last (a client that trickles one in holds memory
+    /// meanwhile); past them the connection ends.
+    pub fragmented_message_timeout_secs: u64,
 }
 
 impl Default for RelayConfig {
@@ -39,6 +43,8 @@ impl Default for RelayConfig {
             frame_burst: 4_000,
             tokens_per_day: 2_000,
             handshake_timeout_secs: 15,
+            // 4 MiB at 300 kbit/s takes about 110 s.
+            fragmented_message_timeout_secs: 120,
         }
     }
 }
@@ -69,5 +75,10 @@ impl RelayConfig {
     /// The handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs.max(1))
+    }
+
+    /// The fragmented-message timeout.
+    pub fn fragmented_message_timeout(&self) -> Duration {
+        Duration::from_secs(self.fragmented_message_timeout_secs.max(1))
     }
 }

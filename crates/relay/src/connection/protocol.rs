@@ -91,6 +91,25 @@ pub(crate) enum Opened {
     Sealed(sealed::Budget),
 }
 
+impl Opened {
+    /// The largest message a client may send on this kind of connection.
+    pub(crate) fn message_limit(&self) -> usize {
+        use hush_proto::limits::{MAX_FRAME_BYTES, MAX_KEY_PACKAGES_PER_UPLOAD, MAX_KEY_PACKAGE_BYTES};
+        match self {
+            // Key packages: a full upload, with room for its framing.
+            Opened::Account(_) => (MAX_KEY_PACKAGES_PER_UPLOAD + 2) * (MAX_KEY_PACKAGE_BYTES + 8),
+            // Acknowledgements and queue proofs: tens of kilobytes at most.
+            Opened::Queues(_) => QUEUE_MESSAGE_LIMIT,
+            // Sends and commits, up to the largest payload.
+            Opened::Sealed(_) => MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// The largest message on a queue connection: a full acknowledgement
+/// (1,000 items of 24 bytes) or proof of 32 queues, with room to spare.
+pub(crate) const QUEUE_MESSAGE_LIMIT: usize = 64 * 1024;
+
 /// Serves a client that proved something until it leaves, its account is
 /// deactivated or the relay shuts down.
 pub(crate) async fn session(
