@@ -576,9 +576,10 @@ impl<'a> Session<'a> {
 
     // ----- the sealed connection -----
 
-    /// The sealed connection, opened with a token if there is none.
+    /// The sealed connection, opened with a token if there is none (or the
+    /// relay ended the one there was: restarted, say).
     async fn sealed(&mut self) -> Result<&mut Connection, ClientError> {
-        if self.sealed.is_none() {
+        if !self.sealed_open() {
             let token = self.take_token().await?;
             let (address, pin) = self.client.relay();
             let mut connection = Connection::open(address, pin).await?;
@@ -594,8 +595,12 @@ impl<'a> Session<'a> {
         self.sealed.as_mut().ok_or(ClientError::Disconnected)
     }
 
-    /// Whether a sealed (sending) connection is open.
-    pub fn sealed_open(&self) -> bool {
+    /// Whether a sealed (sending) connection is open; one the relay ended
+    /// is let go here.
+    pub fn sealed_open(&mut self) -> bool {
+        if self.sealed.as_mut().is_some_and(Connection::ended) {
+            self.sealed = None;
+        }
         self.sealed.is_some()
     }
 

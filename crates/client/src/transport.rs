@@ -209,6 +209,16 @@ impl Connection {
         read_frame(&mut self.ws).await
     }
 
+    /// Whether the relay ended this connection (or sent something nobody
+    /// asked for): checked without waiting, before a connection that sat
+    /// unused is used again, so that a request is not lost on it. A frame
+    /// that arrived is consumed, so only for connections that receive
+    /// nothing unasked.
+    pub fn ended(&mut self) -> bool {
+        use futures_util::FutureExt as _;
+        self.ws.next().now_or_never().is_some()
+    }
+
     /// Closes the connection politely.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;

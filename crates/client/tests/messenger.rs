@@ -135,6 +135,31 @@ async fn pair(relay: &TestRelay, gate: &Gate) -> (Client, Client) {
     (alice, bob)
 }
 
+/// A sending connection the relay ended while it sat unused (a restart, a
+/// lost route) is found out before the next send, which goes on a new one
+/// rather than failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sending_connection_the_relay_ended_is_replaced_before_the_next_send() {
+    let relay = TestRelay::start().unwrap();
+    let gate = Gate::start(relay.address).await;
+    let (alice, bob) = pair(&relay, &gate).await;
+    let mut session = Session::login(&alice).await.unwrap();
+    session.send_text("bob", "before", None).await.unwrap();
+    assert!(session.sealed_open());
+    // Every connection through the gate is cut.
+    gate.set_open(false);
+    tokio::time::timeout(WAIT, async {
+        while session.sealed_open() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the cut sending connection still counts as open");
+    gate.set_open(true);
+    session.send_text("bob", "after", None).await.unwrap();
+    assert_eq!(texts(&bob).await, ["before", "after"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_arrive_live_and_reads_see_them() {
     let relay = TestRelay::start().unwrap();
