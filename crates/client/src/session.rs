@@ -116,6 +116,7 @@ async fn sealed_exchange(
     let (address, pin) = client.relay();
     let mut connection = Connection::open(address, pin).await?;
     crate::handshake::hello(&mut connection).await?;
+    check_token_key(&mut connection, client, token.day).await?;
     connection.send(&ClientFrame::Spend { request: 0, token }).await?;
     set_request(&mut frame, 1);
     connection.send(&frame).await?;
@@ -187,13 +188,83 @@ const TOKENS_BATCH: usize = 32;
 /// The device's unspent send tokens, in its encrypted store.
 const WALLET: &str = "send_tokens";
 
-/// Unspent send tokens of today and yesterday (the relay takes no older).
+/// The token keys the device's tokens were issued under, by day.
+const TOKEN_KEYS: &str = "send_token_keys";
+
+/// What a device says when a relay tried to tag its tokens.
+const TAGGED: &str = "the relay issued this device's send tokens under a key it does not show to \
+                      others, so it could recognise them when spent: they were thrown away";
+
+/// The token keys this device's tokens were issued under: (day, key).
+fn token_keys(client: &Client) -> Result<Vec<(u64, [u8; 32])>, ClientError> {
+    let bytes = client.store.setting(TOKEN_KEYS)?.unwrap_or_default();
+    Ok(bytes
+        .chunks_exact(40)
+        .filter_map(|chunk| {
+            Some((u64::from_be_bytes(chunk[..8].try_into().ok()?), chunk[8..].try_into().ok()?))
+        })
+        .collect())
+}
+
+/// Records the key of `day`'s tokens; a second, different key for a day
+/// is the relay singling this device out, and refused.
+fn record_token_key(client: &Client, day: u64, key: [u8; 32], today: u64) -> Result<(), ClientError> {
+    let mut keys = token_keys(client)?;
+    keys.retain(|(known, _)| known + 1 >= today);
+    match keys.iter().find(|(known, _)| *known == day) {
+        Some((_, known)) if *known != key => {
+            tracing::warn!("the relay issued send tokens under a second key for one day; refused");
+            return Err(ClientError::Protocol(TAGGED.into()));
+        }
+        Some(_) => {}
+        None => keys.push((day, key)),
+    }
+    let bytes: Vec<u8> =
+        keys.iter().flat_map(|(day, key)| day.to_be_bytes().into_iter().chain(key.iter().copied())).collect();
+    Ok(client.store.set_setting(TOKEN_KEYS, &bytes)?)
+}
+
+/// Before a token of `day` is shown to the relay, on the connection that
+/// will show it and has proved nothing yet: asks for the day's key, which
+/// the relay shows without knowing who asks, and compares it with the key
+/// the token was issued under. A relay that issued this device's tokens
+/// under a key of their own (to recognise them when spent) is caught here,
+/// and the day's tokens are thrown away unspent. (A relay that tells this
+/// connection from others by its address can still lie to it; see the
+/// README on addresses.)
+async fn check_token_key(connection: &mut Connection, client: &Client, day: u64) -> Result<(), ClientError> {
+    let issued_under = token_keys(client)?.into_iter().find(|(known, _)| *known == day).map(|(_, key)| key);
+    connection.send(&ClientFrame::TokenKey { request: 0, day }).await?;
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, connection.recv())
+        .await
+        .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
+    match answer {
+        RelayFrame::TokenKey { request: 0, day: shown, public_key }
+            if shown == day && Some(public_key) == issued_under =>
+        {
+            Ok(())
+        }
+        RelayFrame::TokenKey { request: 0, .. } | RelayFrame::Rejected { request: 0, .. } => {
+            tracing::warn!("the relay's token key for this device's tokens is not the one it shows; refused");
+            let today = day_of(client.now_ms() / 1000);
+            let mut wallet = Wallet::load(client, today)?;
+            wallet.tokens.retain(|token| token.day != day);
+            wallet.save(client)?;
+            Err(ClientError::Protocol(TAGGED.into()))
+        }
+        _ => Err(ClientError::Protocol("unexpected answer to a token key request".into())),
+    }
+}
+
+/// Unspent send tokens of today and yesterday (the relay takes no older),
+/// each of a day whose key is recorded (see [`check_token_key`]).
 struct Wallet {
     tokens: Vec<Token>,
 }
 
 impl Wallet {
     fn load(client: &Client, today: u64) -> Result<Self, ClientError> {
+        let keys = token_keys(client)?;
         let bytes = zeroize::Zeroizing::new(client.store.setting(WALLET)?.unwrap_or_default());
         let tokens = bytes
             .chunks_exact(104)
@@ -205,6 +276,7 @@ impl Wallet {
                 })
             })
             .filter(|token| token.day + 1 >= today && token.day <= today)
+            .filter(|token| keys.iter().any(|(day, _)| *day == token.day))
             .collect();
         Ok(Self { tokens })
     }
@@ -298,6 +370,8 @@ struct QueueLink {
     connection: Connection,
     nonce: [u8; 32],
     proved: HashSet<QueueId>,
+    /// `Subscribe` was sent on it: delivery runs.
+    delivering: bool,
 }
 
 /// A session of one profile with its relay, on three connections that the
@@ -322,7 +396,10 @@ pub struct Session<'a> {
     sealed_used: Instant,
     next_request: u32,
     subscribed: bool,
-    queue_empty: bool,
+    /// `QueueEmpty`s the queue connection owes: one for `Subscribe`, one
+    /// for each proof accepted after it (each drains its queues and says
+    /// so). Drained when none are owed.
+    queue_empties_owed: usize,
     intro_empty: bool,
     received: usize,
     /// Members whose queues stayed refused, by group, to be removed.
@@ -345,7 +422,7 @@ impl<'a> Session<'a> {
             sealed_used: Instant::now(),
             next_request: 1,
             subscribed: false,
-            queue_empty: false,
+            queue_empties_owed: 0,
             intro_empty: false,
             received: 0,
             inactive: Vec::new(),
@@ -524,7 +601,7 @@ impl<'a> Session<'a> {
     /// key, and that the day is today's, is checked by `finish`.
     async fn refill_tokens(&mut self) -> Result<(), ClientError> {
         let today = day_of(self.client.now_ms() / 1000);
-        let mut wallet = Wallet::load(self.client, today)?;
+        let wallet = Wallet::load(self.client, today)?;
         if wallet.tokens.len() >= TOKENS_LOW {
             return Ok(());
         }
@@ -538,6 +615,9 @@ impl<'a> Session<'a> {
         };
         let fresh =
             tokens.finish(&issued, today).map_err(|error| ClientError::Protocol(error.to_string()))?;
+        // One key a day: a second one would be a key for this device alone.
+        record_token_key(self.client, issued.day, issued.public_key, today)?;
+        let mut wallet = Wallet::load(self.client, today)?;
         wallet.tokens.extend(fresh);
         wallet.save(self.client)
     }
@@ -584,6 +664,7 @@ impl<'a> Session<'a> {
             let (address, pin) = self.client.relay();
             let mut connection = Connection::open(address, pin).await?;
             crate::handshake::hello(&mut connection).await?;
+            check_token_key(&mut connection, self.client, token.day).await?;
             connection.send(&ClientFrame::Spend { request: 0, token }).await?;
             match connection.recv().await? {
                 RelayFrame::Accepted { request: 0, .. } => {}
@@ -754,14 +835,14 @@ impl<'a> Session<'a> {
                 (*queue, owner.sign(&hush_proto::queue_auth_message(&nonce, &pin, queue)).to_bytes())
             })
             .collect();
-        // Once delivery runs, the relay drains queues proved later and says
-        // so with another `QueueEmpty`: wait for it again.
-        if self.subscribed {
-            self.queue_empty = false;
-        }
         self.queue_request(|request| ClientFrame::SubscribeQueues { request, proofs }).await?;
         let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
         link.proved.extend(queues.iter().map(|(queue, _)| *queue));
+        // Once delivery runs, the relay drains queues proved later and says
+        // so with a `QueueEmpty` of this proof's own, after its answer.
+        if link.delivering {
+            self.queue_empties_owed += 1;
+        }
         Ok(())
     }
 
@@ -779,10 +860,14 @@ impl<'a> Session<'a> {
                 let (address, pin) = self.client.relay();
                 let mut connection = Connection::open(address, pin).await?;
                 let nonce = crate::handshake::hello(&mut connection).await?;
-                self.queues = Some(QueueLink { connection, nonce, proved: HashSet::new() });
+                let link = QueueLink { connection, nonce, proved: HashSet::new(), delivering: false };
+                self.queues = Some(link);
             }
             match self.prove_batch(&[(queue, key)]).await {
                 Ok(()) => {
+                    // A connection opened after the session subscribed (the
+                    // last one's opening proof was refused) delivers too.
+                    self.start_delivery().await?;
                     if is_next {
                         self.client.engine().rekeyed(&queue)?;
                     }
@@ -853,7 +938,14 @@ impl<'a> Session<'a> {
                     })
                     .await;
                 let deleted = match proved {
-                    Ok(()) => self.queue_request(|request| ClientFrame::DeleteQueue { request, queue }).await,
+                    Ok(()) => {
+                        // Proved while delivery runs: the relay drains it
+                        // and owes a `QueueEmpty` for it.
+                        if self.queues.as_ref().is_some_and(|link| link.delivering) {
+                            self.queue_empties_owed += 1;
+                        }
+                        self.queue_request(|request| ClientFrame::DeleteQueue { request, queue }).await
+                    }
                     Err(error) => Err(error),
                 };
                 match deleted {
@@ -972,7 +1064,7 @@ impl<'a> Session<'a> {
                 self.deliver(queue, seq, &payload).await
             }
             (Plane::Queues, RelayFrame::QueueEmpty) => {
-                self.queue_empty = true;
+                self.queue_empties_owed = self.queue_empties_owed.saturating_sub(1);
                 Ok(())
             }
             (_, RelayFrame::Error { code, .. }) => Err(ClientError::Relay(code)),
@@ -989,9 +1081,20 @@ impl<'a> Session<'a> {
             if let Some(account) = self.account.as_mut() {
                 account.send(&ClientFrame::Subscribe).await?;
             }
-            let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
-            link.connection.send(&ClientFrame::Subscribe).await?;
             self.subscribed = true;
+            self.start_delivery().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts delivery on the queue connection, once the session has
+    /// subscribed, if it is not running there yet.
+    async fn start_delivery(&mut self) -> Result<(), ClientError> {
+        let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
+        if self.subscribed && !link.delivering {
+            link.connection.send(&ClientFrame::Subscribe).await?;
+            link.delivering = true;
+            self.queue_empties_owed += 1;
         }
         Ok(())
     }
@@ -1014,7 +1117,7 @@ impl<'a> Session<'a> {
     /// they come, so this is free).
     async fn drain(&mut self) -> Result<(), ClientError> {
         self.subscribe().await?;
-        while !(self.queue_empty && (self.intro_empty || self.account.is_none())) {
+        while self.queue_empties_owed > 0 || !(self.intro_empty || self.account.is_none()) {
             let (plane, frame) = self.next_frame().await?;
             self.handle(plane, frame).await?;
         }
@@ -1788,4 +1891,55 @@ fn creating_key(group_id: &[u8]) -> String {
 /// Set while members were added to a group and not all told its name yet.
 fn unnamed_key(group_id: &[u8]) -> String {
     format!("unnamed:{}", data_encoding::HEXLOWER.encode(group_id))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    async fn registered(relay: &hush_testkit::TestRelay, name: &str) -> Client {
+        let invite: hush_proto::Invite = relay.invite().unwrap().parse().unwrap();
+        let dir = relay.profile_dir(name);
+        let client = Client::create(&dir, b"pw", hush_store::KdfParams::FAST, 0, &invite, name).unwrap();
+        Session::register(&client, &invite.code).await.unwrap().close().await;
+        client
+    }
+
+    /// A relay that issued this device's tokens under a key other than the
+    /// one it shows everyone (here: the device holds another key for the
+    /// day than the relay shows) is caught on the connection that would
+    /// spend one, before any is shown: the send fails and the day's tokens
+    /// are thrown away.
+    #[tokio::test]
+    async fn tokens_under_a_key_the_relay_does_not_show_everyone_are_never_spent() {
+        let relay = hush_testkit::TestRelay::start().unwrap();
+        let alice = registered(&relay, "alice").await;
+        let bob = registered(&relay, "bob").await;
+        alice.add_contact("bob", bob.account()).unwrap();
+        let today = day_of(alice.now_ms() / 1000);
+        assert!(!Wallet::load(&alice, today).unwrap().tokens.is_empty());
+        let mut keys = token_keys(&alice).unwrap();
+        assert!(!keys.is_empty(), "no token key recorded at issuance");
+        for (_, key) in &mut keys {
+            key[0] ^= 1;
+        }
+        let bytes: Vec<u8> = keys
+            .iter()
+            .flat_map(|(day, key)| day.to_be_bytes().into_iter().chain(key.iter().copied()))
+            .collect();
+        alice.store.set_setting(TOKEN_KEYS, &bytes).unwrap();
+
+        let mut session = Session::login(&alice).await.unwrap();
+        let sent = session.send_text("bob", "hello", None).await;
+        assert!(matches!(&sent, Err(ClientError::Protocol(reason)) if reason == TAGGED), "{sent:?}");
+        assert!(Wallet::load(&alice, today).unwrap().tokens.is_empty(), "tagged tokens kept");
+        session.close().await;
+        // A second key for a day the device already has one for is refused
+        // at issuance too.
+        let recorded = token_keys(&alice).unwrap()[0];
+        let refused = record_token_key(&alice, recorded.0, [9; 32], today);
+        assert!(matches!(refused, Err(ClientError::Protocol(_))));
+    }
 }

@@ -201,6 +201,7 @@ fn write_seed_corpora() {
             signature: [6; 64],
             reason: "spam".into(),
         },
+        ClientFrame::TokenKey { request: 13, day: 20_000 },
     ];
     write_seeds("client_frame", client.iter().map(ClientFrame::encode));
     let relay = vec![
@@ -231,6 +232,7 @@ fn write_seed_corpora() {
             arrived_at: 1_800_000_000,
             payload: vec![4; 60],
         },
+        RelayFrame::TokenKey { request: 9, day: 20_000, public_key: [5; 32] },
     ];
     write_seeds("relay_frame", relay.iter().map(RelayFrame::encode));
     let pin = CertificatePin([0xab; 32]);
@@ -377,6 +379,7 @@ fn write_relay_session_seeds() {
     ];
     let before_login = vec![
         ClientFrame::Hello { version: hush_proto::PROTOCOL_VERSION },
+        ClientFrame::TokenKey { request: 1, day: 20_000 },
         ClientFrame::Login { account: bob, signature: [3; 64] },
     ];
     let wipe = vec![

@@ -229,6 +229,17 @@ pub enum ClientFrame {
         /// The reporter's words for the operator.
         reason: String,
     },
+    /// Asks for the public token key of `day` (today's or yesterday's), on
+    /// a connection that has not proved anything yet: the key anyone is
+    /// shown, to compare with the one this device's tokens were issued
+    /// under before spending one (a relay that issued them under a key of
+    /// their own would know them when spent).
+    TokenKey {
+        /// Echoed in the answer.
+        request: u32,
+        /// The key day.
+        day: u64,
+    },
 }
 
 /// Sealed requests (sends, commits, queue creations, key package fetches)
@@ -347,6 +358,15 @@ pub enum RelayFrame {
         code: ErrorCode,
         /// Detail for a person (no user data).
         message: String,
+    },
+    /// The public token key of a day (the answer to `TokenKey`).
+    TokenKey {
+        /// The request it answers.
+        request: u32,
+        /// The key day.
+        day: u64,
+        /// The key, as `Tokens` names it.
+        public_key: [u8; 32],
     },
 }
 
@@ -643,7 +663,8 @@ impl ClientFrame {
             | Self::SealedCommit { request, .. }
             | Self::RekeyQueue { request, .. }
             | Self::DeleteQueue { request, .. }
-            | Self::Report { request, .. } => Some(*request),
+            | Self::Report { request, .. }
+            | Self::TokenKey { request, .. } => Some(*request),
             Self::Hello { .. }
             | Self::Register { .. }
             | Self::Login { .. }
@@ -837,6 +858,12 @@ impl ClientFrame {
                 w.bytes(reason.as_bytes());
                 w.finish()
             }
+            Self::TokenKey { request, day } => {
+                let mut w = Writer::with_tag(0x15);
+                w.u32(*request);
+                w.u64(*day);
+                w.finish()
+            }
         }
     }
 
@@ -939,6 +966,7 @@ impl ClientFrame {
                 signature: r.array()?,
                 reason: r.string("report reason", MAX_REPORT_REASON_BYTES)?,
             },
+            0x15 => Self::TokenKey { request: r.u32()?, day: r.u64()? },
             other => return Err(DecodeError::UnknownFrame(other)),
         };
         r.finish()?;
@@ -1027,6 +1055,13 @@ impl RelayFrame {
                 w.array(secret);
                 w.finish()
             }
+            Self::TokenKey { request, day, public_key } => {
+                let mut w = Writer::with_tag(0x8f);
+                w.u32(*request);
+                w.u64(*day);
+                w.array(public_key);
+                w.finish()
+            }
             Self::Error { code, message } => {
                 let mut w = Writer::with_tag(0x89);
                 w.u16(*code as u16);
@@ -1084,6 +1119,7 @@ impl RelayFrame {
                 code: ErrorCode::from_u16(r.u16()?)?,
                 message: r.string("error message", MAX_ERROR_MESSAGE_BYTES)?,
             },
+            0x8f => Self::TokenKey { request: r.u32()?, day: r.u64()?, public_key: r.array()? },
             other => return Err(DecodeError::UnknownFrame(other)),
         };
         r.finish()?;
@@ -1270,6 +1306,7 @@ mod tests {
                     ClientFrame::Report { request, account, content, signature, reason }
                 }
             ),
+            (any::<u32>(), any::<u64>()).prop_map(|(request, day)| ClientFrame::TokenKey { request, day }),
         ]
     }
 
@@ -1309,6 +1346,8 @@ mod tests {
             (queue(), any::<u64>(), any::<u64>(), blob()).prop_map(|(queue, seq, arrived_at, payload)| {
                 RelayFrame::QueueDeliver { queue, seq, arrived_at, payload }
             }),
+            (any::<u32>(), any::<u64>(), any::<[u8; 32]>())
+                .prop_map(|(request, day, public_key)| RelayFrame::TokenKey { request, day, public_key }),
         ]
     }
 

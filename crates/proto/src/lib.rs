@@ -32,4 +32,5 @@ pub use wipe_code::WipeCode;
 
 /// The protocol version spoken by this build; a relay refuses any other.
 /// 4: WebSocket frames of at most [`limits::MAX_WIRE_FRAME_BYTES`].
-pub const PROTOCOL_VERSION: u16 = 4;
+/// 5: `TokenKey`, asked before a token is spent.
+pub const PROTOCOL_VERSION: u16 = 5;

@@ -39,11 +39,14 @@ pub struct Control {
     pub close: Notify,
     /// A wipe order to pass on before closing.
     pub wipe: Mutex<Option<[u8; 32]>>,
-    /// Mailboxes subscribed after delivery started, for it to drain, and
-    /// mailboxes another relay wrote to (see [`crate::cluster`]), for it
-    /// to read again from its cursors.
+    /// Mailboxes another relay wrote to (see [`crate::cluster`]), for the
+    /// delivery to read again from its cursors.
     pub added: Mutex<Vec<Mailbox>>,
-    /// Wakes the delivery task after `added` grew.
+    /// Queues proved after delivery started, one batch per proof (perhaps
+    /// empty: queues proved before), for the delivery to drain, each batch
+    /// followed by its own `QueueEmpty`.
+    pub proved: Mutex<Vec<Vec<Mailbox>>>,
+    /// Wakes the delivery task after `added` or `proved` grew.
     pub add: Notify,
 }
 

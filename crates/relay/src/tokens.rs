@@ -115,23 +115,29 @@ impl TokenDesk {
     /// it was spent already is the store's to say). One scalar
     /// multiplication (~70 µs).
     pub(crate) fn check(&self, token: &Token, now: u64) -> bool {
-        let issuer = {
-            let mut today = self.today.lock().unwrap_or_else(PoisonError::into_inner);
-            if self.turn(&mut today, day_of(now)).is_err() {
-                return false;
+        self.issuer(token.day, now).is_some_and(|issuer| issuer.check(token))
+    }
+
+    /// The public key of `day`, if it is today or yesterday: the same for
+    /// everyone who asks (see `ClientFrame::TokenKey`).
+    pub(crate) fn public_key(&self, day: u64, now: u64) -> Option<[u8; ELEMENT_BYTES]> {
+        self.issuer(day, now).map(|issuer| issuer.public_key())
+    }
+
+    /// The issuer of `day`, if it is today or yesterday at `now`.
+    fn issuer(&self, day: u64, now: u64) -> Option<Arc<TokenIssuer>> {
+        let mut today = self.today.lock().unwrap_or_else(PoisonError::into_inner);
+        self.turn(&mut today, day_of(now)).ok()?;
+        if day == today.day {
+            today.issuer.clone()
+        } else if day + 1 == today.day {
+            if today.yesterday.is_none() {
+                today.yesterday = TokenIssuer::for_day(&self.secret, day).ok().map(Arc::new);
             }
-            if token.day == today.day {
-                today.issuer.clone()
-            } else if token.day + 1 == today.day {
-                if today.yesterday.is_none() {
-                    today.yesterday = TokenIssuer::for_day(&self.secret, token.day).ok().map(Arc::new);
-                }
-                today.yesterday.clone()
-            } else {
-                None
-            }
-        };
-        issuer.is_some_and(|issuer| issuer.check(token))
+            today.yesterday.clone()
+        } else {
+            None
+        }
     }
 }
 
@@ -172,5 +178,12 @@ mod tests {
         // day never moves back, and the counts are not reset.
         assert_eq!(desk.issue(bob, six.blinded(), now).unwrap_err(), Refusal::Quota);
         assert_eq!(desk.issue(bob, &six.blinded()[..5], now).map(|issued| issued.day), Ok(20_001));
+        // The key anyone is shown is the one issuances name, for today and
+        // yesterday only.
+        let later = now + DAY_SECS;
+        assert_eq!(desk.public_key(20_001, later), Some(tomorrow.public_key));
+        assert_eq!(desk.public_key(20_000, later), Some(issued.public_key));
+        assert_eq!(desk.public_key(19_999, later), None);
+        assert_eq!(desk.public_key(20_002, later), None);
     }
 }

@@ -163,7 +163,19 @@ pub(crate) async fn login(
     let mut nonce = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let _ = outbound.send(Outbound::frame(RelayFrame::Challenge { nonce })).await;
-    let (account, key_packages) = match next_frame_before(incoming, deadline).await? {
+    // The day's token key, for anyone who asks before proving anything (a
+    // device compares it with the key its tokens were issued under); the
+    // read budget and the deadline bound how often.
+    let mut first = next_frame_before(incoming, deadline).await?;
+    while let Ok(ClientFrame::TokenKey { request, day }) = first {
+        let answer = match shared.tokens.public_key(day, shared.now()) {
+            Some(public_key) => RelayFrame::TokenKey { request, day, public_key },
+            None => RelayFrame::Rejected { request, code: ErrorCode::Malformed },
+        };
+        let _ = outbound.send(Outbound::frame(answer)).await;
+        first = next_frame_before(incoming, deadline).await?;
+    }
+    let (account, key_packages) = match first {
         Ok(ClientFrame::RemoteWipe { request, account, secret }) => {
             return Err(remote_wipe(shared, outbound, request, account, secret).await);
         }
@@ -500,7 +512,8 @@ impl Session {
             | ClientFrame::SealedCommit { request, .. }
             | ClientFrame::RekeyQueue { request, .. }
             | ClientFrame::DeleteQueue { request, .. }
-            | ClientFrame::Report { request, .. } => {
+            | ClientFrame::Report { request, .. }
+            | ClientFrame::TokenKey { request, .. } => {
                 let refused = Answer::Rejected(ErrorCode::Unexpected);
                 self.spawn_request(Some(request), async move { Ok(refused) }).await;
             }

@@ -60,10 +60,12 @@ impl Delivery {
         // What each wake-up does is boxed, and nothing is awaited inside
         // the select: an idle connection's delivery is as big as its
         // largest await point, and it spends its life waiting here.
+        let mut first = true;
         loop {
-            if Box::pin(self.drain_all()).await.is_err() {
+            if Box::pin(self.drain_all(first)).await.is_err() {
                 return;
             }
+            first = false;
             loop {
                 let woke: Pin<Box<dyn Future<Output = Result<(), ()>> + Send + '_>> = tokio::select! {
                     _ = self.control.pushed.notified() => Box::pin(self.take_pushes()),
@@ -77,14 +79,19 @@ impl Delivery {
         }
     }
 
-    /// Every mailbox from its cursor, then `QueueEmpty`.
-    async fn drain_all(&mut self) -> Result<(), ()> {
+    /// Every mailbox from its cursor, then (the first time) `QueueEmpty`.
+    async fn drain_all(&mut self, first: bool) -> Result<(), ()> {
         self.control.lagged.store(false, Ordering::Release);
         let mailboxes: Vec<Mailbox> = self.cursors.keys().copied().collect();
         for mailbox in mailboxes {
             self.drain(mailbox).await?;
         }
-        self.send(RelayFrame::QueueEmpty).await
+        // Once: a client counts one `QueueEmpty` for `Subscribe` and one
+        // per proof after it, and a re-read after a lag is neither.
+        if first {
+            self.send(RelayFrame::QueueEmpty).await?;
+        }
+        Ok(())
     }
 
     /// Delivers what was pushed, a batch at a time: the rest waits for the
@@ -117,22 +124,23 @@ impl Delivery {
         Ok(())
     }
 
-    /// Drains the mailboxes added: new ones from the start, ending with
-    /// `QueueEmpty`; known ones (woken by another relay's write) from their
-    /// cursors.
+    /// Reads the mailboxes another relay wrote to on from their cursors
+    /// (one not drained yet is left to its batch), then drains each batch
+    /// of queues proved from the start, each ending with a `QueueEmpty` of
+    /// its own.
     async fn take_added(&mut self) -> Result<(), ()> {
-        let added = std::mem::take(
-            &mut *self.control.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        let mut fresh = false;
-        for mailbox in added {
-            if let std::collections::hash_map::Entry::Vacant(new) = self.cursors.entry(mailbox) {
-                new.insert(0);
-                fresh = true;
+        let woken = std::mem::take(&mut *lock(&self.control.added));
+        for mailbox in woken {
+            if self.cursors.contains_key(&mailbox) {
+                self.drain(mailbox).await?;
             }
-            self.drain(mailbox).await?;
         }
-        if fresh {
+        let batches = std::mem::take(&mut *lock(&self.control.proved));
+        for batch in batches {
+            for mailbox in batch {
+                self.cursors.entry(mailbox).or_insert(0);
+                self.drain(mailbox).await?;
+            }
             self.send(RelayFrame::QueueEmpty).await?;
         }
         Ok(())
@@ -215,4 +223,8 @@ impl Delivery {
     async fn send(&self, frame: RelayFrame) -> Result<(), ()> {
         self.outbound.send(Outbound::frame(frame)).await.map_err(|_| ())
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -139,6 +139,52 @@ async fn a_queue_proved_later_is_drained_then_followed() {
     assert!(matches!(bob.recv().await, RelayFrame::QueueDeliver { payload, .. } if payload == b"live"));
 }
 
+/// A client counts on one `QueueEmpty` for `Subscribe` and one for each
+/// proof accepted after it, after that proof's queues were drained: proofs
+/// sent back to back, before the first drain is over, are not answered by
+/// one `QueueEmpty` between them, and a proof of queues proved already
+/// still gets its own.
+#[tokio::test]
+async fn every_proof_after_subscribe_gets_a_queue_empty_of_its_own() {
+    let relay = Relay::start();
+    let (mut alice, _) = relay.register(&key(1)).await;
+    let mut sealed = relay.sealed(tokens(&mut alice, 1).await.remove(0)).await;
+    let owners = [key(20), key(22), key(24)];
+    let mut queues = Vec::new();
+    for (n, owner) in owners.iter().enumerate() {
+        let secret = [30 + n as u8; 32];
+        let queue = sealed.create_queue(owner, &secret).await;
+        sealed.send(send(10 + n as u32, vec![capability(queue, secret)], &[n as u8]));
+        assert!(matches!(sealed.recv().await, RelayFrame::Sent { .. }));
+        queues.push(queue);
+    }
+    let mut bob = relay.connect();
+    let nonce = bob.hello().await;
+    let proof =
+        |n: usize| (queues[n], owners[n].sign(&queue_auth_message(&nonce, &PIN, &queues[n])).to_bytes());
+    bob.send(ClientFrame::SubscribeQueues { request: 1, proofs: vec![proof(0)] });
+    assert_eq!(bob.recv().await, RelayFrame::Accepted { request: 1, inactive: vec![] });
+    // Subscribe, two proofs and a proof of a queue proved already, at once.
+    bob.send(ClientFrame::Subscribe);
+    bob.send(ClientFrame::SubscribeQueues { request: 2, proofs: vec![proof(1)] });
+    bob.send(ClientFrame::SubscribeQueues { request: 3, proofs: vec![proof(2)] });
+    bob.send(ClientFrame::SubscribeQueues { request: 4, proofs: vec![proof(0)] });
+    let mut empties = 0;
+    let mut delivered = Vec::new();
+    while empties < 4 {
+        match bob.recv().await {
+            RelayFrame::QueueEmpty => empties += 1,
+            RelayFrame::QueueDeliver { payload, .. } => delivered.push((payload[0], empties)),
+            RelayFrame::Accepted { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    delivered.sort_unstable();
+    // Each payload came between the QueueEmpty before its proof's and its
+    // proof's own.
+    assert_eq!(delivered, [(0, 0), (1, 1), (2, 2)], "(payload, QueueEmpty frames before it)");
+}
+
 #[tokio::test]
 async fn a_token_opens_one_budget_once() {
     let relay = Relay::start();
@@ -176,6 +222,32 @@ async fn a_token_opens_one_budget_once() {
     assert_eq!(sealed.recv().await, RelayFrame::Accepted { request: 101, inactive: vec![] });
     sealed.send(send(102, vec![capability(queue, [21; 32])], b"x"));
     assert_eq!(sealed.recv().await, RelayFrame::Sent { request: 102, refused: vec![] });
+}
+
+/// Before proving anything, anyone may ask for a day's token key: the key
+/// issuances name, for today and yesterday only; the connection then goes
+/// on to spend a token as usual.
+#[tokio::test]
+async fn the_token_key_is_shown_to_anyone_before_a_token_is_spent() {
+    let relay = Relay::start();
+    let (mut alice, _) = relay.register(&key(1)).await;
+    let request = hush_proto::tokens::TokenRequest::new(2, &mut rand::rngs::OsRng);
+    alice.send(ClientFrame::IssueTokens { request: 1, blinded: request.blinded().to_vec() });
+    let RelayFrame::Tokens { issued, .. } = alice.recv().await else { panic!("no tokens") };
+    let mut tokens = request.finish(&issued, issued.day).unwrap();
+
+    let mut peer = relay.connect();
+    let _ = peer.hello().await;
+    peer.send(ClientFrame::TokenKey { request: 2, day: issued.day });
+    let shown = RelayFrame::TokenKey { request: 2, day: issued.day, public_key: issued.public_key };
+    assert_eq!(peer.recv().await, shown);
+    peer.send(ClientFrame::TokenKey { request: 3, day: issued.day + 1 });
+    assert_eq!(peer.recv().await, RelayFrame::Rejected { request: 3, code: ErrorCode::Malformed });
+    peer.send(ClientFrame::Spend { request: 4, token: tokens.remove(0) });
+    assert_eq!(peer.recv().await, RelayFrame::Accepted { request: 4, inactive: vec![] });
+    // Not once the connection is open: it is asked before a token is shown.
+    peer.send(ClientFrame::TokenKey { request: 5, day: issued.day });
+    assert_eq!(peer.recv().await, RelayFrame::Rejected { request: 5, code: ErrorCode::Unexpected });
 }
 
 #[tokio::test]

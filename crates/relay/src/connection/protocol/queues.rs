@@ -124,21 +124,21 @@ impl QueueSession {
     }
 
     /// Subscribes queues at the hub (pushes are kept until delivery runs)
-    /// and tells a running delivery to drain them.
+    /// and tells a running delivery to drain them: one batch, answered by
+    /// one `QueueEmpty` once drained, even if every queue in it was proved
+    /// before (a client counts on one per proof).
     fn add(&mut self, queues: &[QueueId]) {
+        let mut batch = Vec::new();
         for queue in queues {
             if self.subscribed.insert(*queue) {
                 let mailbox = Mailbox::Queue(*queue);
                 self.shared.hub.subscribe(mailbox, self.connection_id, &self.control);
-                if self.delivery.is_some() {
-                    self.control
-                        .added
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(mailbox);
-                    self.control.add.notify_one();
-                }
+                batch.push(mailbox);
             }
+        }
+        if self.delivery.is_some() {
+            self.control.proved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(batch);
+            self.control.add.notify_one();
         }
     }
 
