@@ -117,26 +117,33 @@ async fn sealed_exchange(
     let mut connection = Connection::open(address, pin).await?;
     crate::handshake::hello(&mut connection).await?;
     check_token_key(&mut connection, client, token.day).await?;
+    // The request only once the token is taken: sent before, it would be
+    // read under the relay's budget for connections that proved nothing.
     connection.send(&ClientFrame::Spend { request: 0, token }).await?;
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    answer_on(&mut connection, 0, deadline).await?;
     set_request(&mut frame, 1);
     connection.send(&frame).await?;
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
-    let answer = loop {
+    let answer = answer_on(&mut connection, 1, deadline).await?;
+    connection.close().await;
+    Ok(answer)
+}
+
+/// The answer to `request` on `connection`, before `deadline`.
+async fn answer_on(
+    connection: &mut Connection,
+    request: u32,
+    deadline: Instant,
+) -> Result<Answer, ClientError> {
+    loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let frame = tokio::time::timeout(left, connection.recv())
             .await
             .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
-        match frame {
-            RelayFrame::Accepted { request: 0, .. } => {}
-            other => {
-                if let Some(answer) = answer_to(other, 1)? {
-                    break answer;
-                }
-            }
+        if let Some(answer) = answer_to(frame, request)? {
+            return Ok(answer);
         }
-    };
-    connection.close().await;
-    Ok(answer)
+    }
 }
 
 /// The `Report` frame for a received message, and the message.
@@ -219,6 +226,10 @@ fn record_token_key(client: &Client, day: u64, key: [u8; 32], today: u64) -> Res
         Some(_) => {}
         None => keys.push((day, key)),
     }
+    save_token_keys(client, &keys)
+}
+
+fn save_token_keys(client: &Client, keys: &[(u64, [u8; 32])]) -> Result<(), ClientError> {
     let bytes: Vec<u8> =
         keys.iter().flat_map(|(day, key)| day.to_be_bytes().into_iter().chain(key.iter().copied())).collect();
     Ok(client.store.set_setting(TOKEN_KEYS, &bytes)?)
@@ -228,33 +239,53 @@ fn record_token_key(client: &Client, day: u64, key: [u8; 32], today: u64) -> Res
 /// will show it and has proved nothing yet: asks for the day's key, which
 /// the relay shows without knowing who asks, and compares it with the key
 /// the token was issued under. A relay that issued this device's tokens
-/// under a key of their own (to recognise them when spent) is caught here,
-/// and the day's tokens are thrown away unspent. (A relay that tells this
-/// connection from others by its address can still lie to it; see the
-/// README on addresses.)
+/// under a key of their own (to recognise them when spent) is caught here:
+/// the day's tokens are thrown away unspent, and the day is marked so that
+/// no more are taken under that key. A day the relay no longer takes (the
+/// clocks disagree about midnight) only loses its tokens. (A relay that
+/// tells this connection from others by its address can still lie to it;
+/// see the README on addresses.)
 async fn check_token_key(connection: &mut Connection, client: &Client, day: u64) -> Result<(), ClientError> {
     let issued_under = token_keys(client)?.into_iter().find(|(known, _)| *known == day).map(|(_, key)| key);
     connection.send(&ClientFrame::TokenKey { request: 0, day }).await?;
     let answer = tokio::time::timeout(REQUEST_TIMEOUT, connection.recv())
         .await
         .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
+    let today = day_of(client.now_ms() / 1000);
+    let drop_day = || -> Result<(), ClientError> {
+        let mut wallet = Wallet::load(client, today)?;
+        wallet.tokens.retain(|token| token.day != day);
+        wallet.save(client)
+    };
     match answer {
-        RelayFrame::TokenKey { request: 0, day: shown, public_key }
-            if shown == day && Some(public_key) == issued_under =>
-        {
-            Ok(())
-        }
-        RelayFrame::TokenKey { request: 0, .. } | RelayFrame::Rejected { request: 0, .. } => {
+        RelayFrame::TokenKey { request: 0, day: shown, public_key } if shown == day => {
+            if Some(public_key) == issued_under {
+                return Ok(());
+            }
             tracing::warn!("the relay's token key for this device's tokens is not the one it shows; refused");
-            let today = day_of(client.now_ms() / 1000);
-            let mut wallet = Wallet::load(client, today)?;
-            wallet.tokens.retain(|token| token.day != day);
-            wallet.save(client)?;
+            drop_day()?;
+            poison_token_day(client, day, today)?;
             Err(ClientError::Protocol(TAGGED.into()))
+        }
+        RelayFrame::Rejected { request: 0, .. } => {
+            drop_day()?;
+            Err(ClientError::Relay(ErrorCode::NeedToken))
         }
         _ => Err(ClientError::Protocol("unexpected answer to a token key request".into())),
     }
 }
+
+/// Marks `day` as one whose tokens the relay tried to tag: its recorded
+/// key becomes one no issuance can match, so no more are taken that day.
+fn poison_token_day(client: &Client, day: u64, today: u64) -> Result<(), ClientError> {
+    let mut keys = token_keys(client)?;
+    keys.retain(|(known, _)| *known != day && known + 1 >= today);
+    keys.push((day, POISONED));
+    save_token_keys(client, &keys)
+}
+
+/// The key recorded for a day whose tokens were tagged.
+const POISONED: [u8; 32] = [0; 32];
 
 /// Unspent send tokens of today and yesterday (the relay takes no older),
 /// each of a day whose key is recorded (see [`check_token_key`]).
@@ -659,12 +690,24 @@ impl<'a> Session<'a> {
     /// The sealed connection, opened with a token if there is none (or the
     /// relay ended the one there was: restarted, say).
     async fn sealed(&mut self) -> Result<&mut Connection, ClientError> {
-        if !self.sealed_open() {
+        // Twice at most: a day the relay no longer takes (the clocks
+        // disagree about midnight) loses its tokens, and the next is today's.
+        for tries_left in (0..2).rev() {
+            if self.sealed_open() {
+                break;
+            }
             let token = self.take_token().await?;
             let (address, pin) = self.client.relay();
             let mut connection = Connection::open(address, pin).await?;
             crate::handshake::hello(&mut connection).await?;
-            check_token_key(&mut connection, self.client, token.day).await?;
+            match check_token_key(&mut connection, self.client, token.day).await {
+                Ok(()) => {}
+                Err(ClientError::Relay(ErrorCode::NeedToken)) if tries_left > 0 => {
+                    connection.close().await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
             connection.send(&ClientFrame::Spend { request: 0, token }).await?;
             match connection.recv().await? {
                 RelayFrame::Accepted { request: 0, .. } => {}
@@ -715,11 +758,14 @@ impl<'a> Session<'a> {
                 Err(error) => Err(error),
             };
             match answered {
+                // The budget is spent: the request goes again on a new
+                // connection, opened with a token whose key is checked
+                // first. (Spending another on this one would skip that
+                // check, and link the requests of both tokens.)
                 Err(ClientError::Relay(ErrorCode::NeedToken)) => {
-                    let token = self.take_token().await?;
-                    let request = self.request_id();
-                    self.sealed().await?.send(&ClientFrame::Spend { request, token }).await?;
-                    self.sealed_answer(request).await?;
+                    if let Some(sealed) = self.sealed.take() {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), sealed.close()).await;
+                    }
                 }
                 Err(error @ (ClientError::Disconnected | ClientError::Transport(_))) => {
                     // The next request opens a new one.

@@ -92,6 +92,8 @@ impl fmt::Debug for Token {
 pub struct TokenIssuer {
     day: u64,
     server: VoprfServer<Suite>,
+    /// The public key, serialized once.
+    public_key: [u8; ELEMENT_BYTES],
 }
 
 impl TokenIssuer {
@@ -102,7 +104,8 @@ impl TokenIssuer {
         let mut info = b"hush send tokens, day ".to_vec();
         info.extend_from_slice(&day.to_be_bytes());
         let server = VoprfServer::new_from_seed(secret, &info).map_err(|_| TokenError::KeyDerivation)?;
-        Ok(Self { day, server })
+        let public_key = element_bytes(Suite::serialize_elem(server.get_public_key()).as_slice());
+        Ok(Self { day, server, public_key })
     }
 
     /// Its key day.
@@ -112,7 +115,7 @@ impl TokenIssuer {
 
     /// The day's public key, which the proof of every issuance refers to.
     pub fn public_key(&self) -> [u8; ELEMENT_BYTES] {
-        element_bytes(Suite::serialize_elem(self.server.get_public_key()).as_slice())
+        self.public_key
     }
 
     /// Evaluates `blinded` elements, with one proof that all of them used

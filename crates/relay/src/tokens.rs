@@ -130,7 +130,7 @@ impl TokenDesk {
         self.turn(&mut today, day_of(now)).ok()?;
         if day == today.day {
             today.issuer.clone()
-        } else if day + 1 == today.day {
+        } else if day.checked_add(1) == Some(today.day) {
             if today.yesterday.is_none() {
                 today.yesterday = TokenIssuer::for_day(&self.secret, day).ok().map(Arc::new);
             }

@@ -98,7 +98,7 @@ async fn open(
         .map_err(ConnectionError::Tls)?;
     let reading = Arc::new(Reading::default());
     let stream =
-        Budgeted { inner: tls, read: 0, scan: Scan::Request(0), message: 0, reading: Arc::clone(&reading) };
+        Budgeted { inner: tls, read: 0, scan: Scan::start(), message: 0, reading: Arc::clone(&reading) };
     let ws = tokio::time::timeout_at(
         deadline.into(),
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())),
@@ -181,7 +181,10 @@ pub(crate) struct Reading {
     /// When the fragmented message being read began (its first fragment's
     /// header), as milliseconds after `base`, plus one; 0 if none is.
     partial: AtomicU64,
-    /// How long it may take, in milliseconds.
+    /// Its payload bytes announced so far: the longer it is, the longer it
+    /// may take.
+    partial_bytes: AtomicU64,
+    /// How long one may take besides, in milliseconds.
     timeout_ms: AtomicU64,
     base: OnceInstant,
 }
@@ -195,6 +198,12 @@ impl Default for OnceInstant {
     }
 }
 
+/// The slowest a fragmented message may arrive, on top of the timeout: a
+/// slow link is not cut off for sending a large message (8 MiB at this
+/// rate takes about 9 minutes), and a client that trickles one in cannot
+/// hold its bytes for longer than sending them would take.
+const FRAGMENTED_BYTES_PER_SEC: u64 = 16 * 1024;
+
 impl Reading {
     fn logged_in(&self) -> bool {
         self.limit.load(Ordering::Relaxed) > 0
@@ -206,27 +215,6 @@ impl Reading {
         self.limit.store(limit.max(1), Ordering::Relaxed);
     }
 
-    /// Follows one frame header after login (its first byte and payload
-    /// length), adding to `message`, the length of the data message being
-    /// read; false if the message grows past `limit`.
-    fn frame(&self, message: &mut u64, first: u8, payload: u64, limit: u64) -> bool {
-        let (last, opcode) = (first & 0x80 != 0, first & 0x0f);
-        match opcode {
-            // A message's first frame, or a continuation.
-            0x1 | 0x2 => *message = payload,
-            0x0 => *message = message.saturating_add(payload),
-            // Control frames (tungstenite caps them at 125 bytes) may come
-            // between fragments.
-            _ => return true,
-        }
-        match last {
-            true => self.end_partial(),
-            false if opcode != 0x0 => self.begin_partial(),
-            false => {}
-        }
-        *message <= limit
-    }
-
     fn begin_partial(&self) {
         let since = u64::try_from(self.base.0.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.partial.store(since + 1, Ordering::Relaxed);
@@ -234,6 +222,7 @@ impl Reading {
 
     fn end_partial(&self) {
         self.partial.store(0, Ordering::Relaxed);
+        self.partial_bytes.store(0, Ordering::Relaxed);
     }
 
     /// When the fragmented message being read must be complete, if one is.
@@ -241,8 +230,12 @@ impl Reading {
         match self.partial.load(Ordering::Relaxed) {
             0 => None,
             since => {
-                let timeout = self.timeout_ms.load(Ordering::Relaxed);
-                Some(self.base.0 + Duration::from_millis((since - 1).saturating_add(timeout)))
+                let bytes = self.partial_bytes.load(Ordering::Relaxed);
+                let allowed = self
+                    .timeout_ms
+                    .load(Ordering::Relaxed)
+                    .saturating_add(bytes.saturating_mul(1000) / FRAGMENTED_BYTES_PER_SEC);
+                Some(self.base.0 + Duration::from_millis((since - 1).saturating_add(allowed)))
             }
         }
     }
@@ -254,40 +247,129 @@ impl Reading {
 #[error("message too large for this connection")]
 struct MessageTooLarge;
 
-/// Where the bytes read before login are: in the upgrade request (how much
-/// of its blank line is matched), in a frame header (its bytes so far), or
-/// in a payload (bytes left).
+/// Where the bytes read are: in the upgrade request (how much of its blank
+/// line is matched, and how many bytes came before), in a frame header
+/// (its bytes so far), or in a frame's payload (bytes left, and its
+/// header's first byte).
 #[derive(Clone, Copy)]
 enum Scan {
-    Request(usize),
+    Request { matched: usize, seen: usize },
     Header { bytes: [u8; 14], len: usize },
-    Payload(u64),
+    Payload { rest: u64, first: u8 },
+}
+
+/// What a connection may send, frame by frame, as [`Scan`] finds them.
+trait Rules {
+    /// A frame header: its first byte (FIN and opcode) and payload length.
+    /// False refuses the frame.
+    fn header(&mut self, first: u8, payload: u64) -> bool;
+    /// The end of a frame's payload.
+    fn end(&mut self, first: u8);
+}
+
+/// WebSocket data frames: text, binary, continuation.
+fn is_data(first: u8) -> bool {
+    matches!(first & 0x0f, 0x0..=0x2)
+}
+
+fn is_final(first: u8) -> bool {
+    first & 0x80 != 0
+}
+
+/// Before login: no frame longer than what is left of the budget, and no
+/// message in fragments (nothing a client sends before proving anything
+/// comes near a fragment's size; a fragment read now would escape the
+/// timing of fragmented messages).
+struct PreLogin {
+    left: u64,
+}
+
+impl Rules for PreLogin {
+    fn header(&mut self, first: u8, payload: u64) -> bool {
+        payload <= self.left && !(is_data(first) && (!is_final(first) || first & 0x0f == 0))
+    }
+
+    fn end(&mut self, _: u8) {}
+}
+
+/// After login: a data message no longer than the plane takes, and one in
+/// fragments timed from its first fragment to the end of its last.
+struct AfterLogin<'a> {
+    reading: &'a Reading,
+    /// Payload bytes of the data message being read, so far.
+    message: &'a mut u64,
+    limit: u64,
+}
+
+impl Rules for AfterLogin<'_> {
+    fn header(&mut self, first: u8, payload: u64) -> bool {
+        if !is_data(first) {
+            // Control frames (tungstenite caps them at 125 bytes) may come
+            // between fragments.
+            return true;
+        }
+        *self.message = match first & 0x0f {
+            0x0 => self.message.saturating_add(payload),
+            _ => payload,
+        };
+        if !is_final(first) && first & 0x0f != 0 {
+            self.reading.begin_partial();
+        }
+        if self.reading.partial.load(Ordering::Relaxed) != 0 {
+            self.reading.partial_bytes.store(*self.message, Ordering::Relaxed);
+        }
+        *self.message <= self.limit
+    }
+
+    fn end(&mut self, first: u8) {
+        // The message is whole once its last frame's payload is read, not
+        // when that frame's header is.
+        if is_data(first) && is_final(first) {
+            self.reading.end_partial();
+            *self.message = 0;
+        }
+    }
 }
 
 impl Scan {
-    /// Follows `chunk`, calling `header` with the first byte and payload
-    /// length of each frame header completed in it; false as soon as
-    /// `header` refuses one.
-    fn follow(&mut self, chunk: &[u8], mut header: impl FnMut(u8, u64) -> bool) -> bool {
+    fn start() -> Self {
+        Scan::Request { matched: 0, seen: 0 }
+    }
+
+    /// Follows `chunk` under `rules`; false as soon as they refuse a frame,
+    /// or the upgrade request is not one whose end the scan can tell.
+    fn follow(&mut self, chunk: &[u8], rules: &mut impl Rules) -> bool {
         let mut at = 0;
         while at < chunk.len() {
             *self = match *self {
                 // A payload is skipped whole, not byte by byte.
-                Scan::Payload(rest) => {
+                Scan::Payload { rest, first } => {
                     let skip = rest.min((chunk.len() - at) as u64);
                     at += skip as usize;
                     match rest - skip {
-                        0 => Scan::Header { bytes: [0; 14], len: 0 },
-                        rest => Scan::Payload(rest),
+                        0 => {
+                            rules.end(first);
+                            Scan::Header { bytes: [0; 14], len: 0 }
+                        }
+                        rest => Scan::Payload { rest, first },
                     }
                 }
-                Scan::Request(matched) => {
+                Scan::Request { matched, seen } => {
                     let byte = chunk[at];
                     at += 1;
+                    // Lines end in CRLF. The WebSocket library's parser
+                    // also takes a bare LF, and skips blank lines before
+                    // the request: refused, so that the request ends where
+                    // the scan says it does and frames are followed from
+                    // their first byte.
+                    if byte == b'\n' && matched != 1 && matched != 3 {
+                        return false;
+                    }
                     match byte == b"\r\n\r\n"[matched] {
+                        true if matched == 3 && seen < MIN_REQUEST => return false,
                         true if matched == 3 => Scan::Header { bytes: [0; 14], len: 0 },
-                        true => Scan::Request(matched + 1),
-                        false => Scan::Request(usize::from(byte == b'\r')),
+                        true => Scan::Request { matched: matched + 1, seen: seen + 1 },
+                        false => Scan::Request { matched: usize::from(byte == b'\r'), seen: seen + 1 },
                     }
                 }
                 Scan::Header { mut bytes, len } => {
@@ -296,9 +378,12 @@ impl Scan {
                     let len = len + 1;
                     match frame_length(&bytes[..len]) {
                         None => Scan::Header { bytes, len },
-                        Some(payload) if !header(bytes[0], payload) => return false,
-                        Some(0) => Scan::Header { bytes: [0; 14], len: 0 },
-                        Some(payload) => Scan::Payload(payload),
+                        Some(payload) if !rules.header(bytes[0], payload) => return false,
+                        Some(0) => {
+                            rules.end(bytes[0]);
+                            Scan::Header { bytes: [0; 14], len: 0 }
+                        }
+                        Some(payload) => Scan::Payload { rest: payload, first: bytes[0] },
                     }
                 }
             };
@@ -306,6 +391,10 @@ impl Scan {
         true
     }
 }
+
+/// The shortest upgrade request before its blank line: `GET / HTTP/1.1`
+/// and a line end.
+const MIN_REQUEST: usize = 16;
 
 /// The payload length a complete WebSocket frame header announces, or
 /// `None` while the header is incomplete (RFC 6455, section 5.2).
@@ -338,10 +427,9 @@ impl AsyncRead for Budgeted {
         if limit > 0 {
             let before = buf.filled().len();
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-            let (message, reading) = (&mut this.message, &this.reading);
-            let fits = this.scan.follow(&buf.filled()[before..], |first, payload| {
-                reading.frame(message, first, payload, limit as u64)
-            });
+            let mut rules =
+                AfterLogin { reading: &this.reading, message: &mut this.message, limit: limit as u64 };
+            let fits = this.scan.follow(&buf.filled()[before..], &mut rules);
             if !fits {
                 return Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -364,7 +452,7 @@ impl AsyncRead for Budgeted {
             let chunk = limited.filled();
             this.read += chunk.len();
             let left = MAX_PREAUTH_BYTES.saturating_sub(this.read) as u64;
-            if !this.scan.follow(chunk, |_, payload| payload <= left) {
+            if !this.scan.follow(chunk, &mut PreLogin { left }) {
                 let error =
                     std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large before login");
                 return Poll::Ready(Err(error));
@@ -431,15 +519,28 @@ impl WsFrames {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Result<Message, tokio_tungstenite::tungstenite::Error>>, ConnectionError>> {
+        // The deadline first: frames that keep coming (pings between
+        // fragments) do not put it off.
+        if self.reading.partial_deadline().is_some_and(|deadline| deadline <= Instant::now()) {
+            return Poll::Ready(Err(ConnectionError::TooSlow));
+        }
         if let Poll::Ready(message) = self.stream.poll_next_unpin(cx) {
             return Poll::Ready(Ok(message));
         }
+        // Read again: what was just read may have begun a fragmented message.
         let Some(deadline) = self.reading.partial_deadline() else {
             self.timer = None;
             return Poll::Pending;
         };
         let sleep = match &mut self.timer {
-            Some((armed, sleep)) if *armed == deadline => sleep,
+            Some((armed, sleep)) => {
+                // The message grew, and with it the time it may take.
+                if *armed != deadline {
+                    *armed = deadline;
+                    sleep.as_mut().reset(deadline.into());
+                }
+                sleep
+            }
             timer => &mut timer.insert((deadline, Box::pin(tokio::time::sleep_until(deadline.into())))).1,
         };
         match sleep.as_mut().poll(cx) {
@@ -558,9 +659,10 @@ mod tests {
 
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: hush-relay\r\nUpgrade: websocket\r\n\r\n";
 
-    /// A masked binary frame header announcing `len` payload bytes.
-    fn header(len: u64) -> Vec<u8> {
-        let mut header = vec![0x82];
+    /// A masked frame header: its first byte (FIN and opcode), announcing
+    /// `len` payload bytes.
+    fn frame_header(first: u8, len: u64) -> Vec<u8> {
+        let mut header = vec![first];
         match len {
             0..=125 => header.push(0x80 | len as u8),
             126..=65_535 => {
@@ -576,27 +678,55 @@ mod tests {
         header
     }
 
+    /// A whole binary frame's header.
+    fn header(len: u64) -> Vec<u8> {
+        frame_header(0x82, len)
+    }
+
+    /// A frame: header and payload.
+    fn frame(first: u8, len: usize) -> Vec<u8> {
+        let mut frame = frame_header(first, len as u64);
+        frame.extend(std::iter::repeat_n(0, len));
+        frame
+    }
+
+    /// A scan already past the upgrade request.
+    fn after_request() -> Scan {
+        let mut scan = Scan::start();
+        assert!(scan.follow(REQUEST, &mut PreLogin { left: 4_000 }));
+        scan
+    }
+
     #[test]
-    fn after_login_a_message_is_counted_across_its_fragments_and_timed_from_the_first() {
+    fn after_login_a_message_is_counted_across_its_fragments_and_timed_until_its_last_byte() {
         let reading = Reading::default();
         reading.open(100, Duration::from_secs(5));
         let mut message = 0;
+        let mut scan = after_request();
+        let mut follow = |bytes: &[u8]| {
+            scan.follow(bytes, &mut AfterLogin { reading: &reading, message: &mut message, limit: 100 })
+        };
         // One frame, whole: counted, no timer.
-        assert!(reading.frame(&mut message, 0x82, 100, 100));
+        assert!(follow(&frame(0x82, 100)));
         assert!(reading.partial_deadline().is_none());
         // In fragments, with a ping between: the timer runs from the first
-        // fragment, and the sum is what counts.
-        assert!(reading.frame(&mut message, 0x02, 60, 100));
+        // fragment, longer as the message grows, and the sum is what counts.
+        assert!(follow(&frame(0x02, 60)));
         let deadline = reading.partial_deadline().expect("no timer for a fragmented message");
-        assert!(deadline <= Instant::now() + Duration::from_secs(5));
-        assert!(reading.frame(&mut message, 0x89, 4, 100));
-        assert!(reading.frame(&mut message, 0x00, 30, 100));
-        assert_eq!(reading.partial_deadline(), Some(deadline), "a ping or a middle fragment reset the timer");
-        assert!(reading.frame(&mut message, 0x80, 10, 100));
-        assert!(reading.partial_deadline().is_none(), "the last fragment left the timer running");
+        assert!(deadline <= Instant::now() + Duration::from_secs(6));
+        assert!(follow(&frame(0x89, 4)));
+        assert!(follow(&frame(0x00, 30)));
+        assert!(reading.partial_deadline().is_some_and(|later| later >= deadline));
+        // The last fragment's header does not stop the timer: its last
+        // byte does.
+        assert!(follow(&frame_header(0x80, 10)));
+        assert!(follow(&[0; 9]));
+        assert!(reading.partial_deadline().is_some(), "the timer stopped before the message was whole");
+        assert!(follow(&[0]));
+        assert!(reading.partial_deadline().is_none(), "the whole message left the timer running");
         // A next message starts from nothing; past the limit is refused.
-        assert!(reading.frame(&mut message, 0x02, 90, 100));
-        assert!(!reading.frame(&mut message, 0x00, 11, 100));
+        assert!(follow(&frame(0x02, 90)));
+        assert!(!follow(&frame_header(0x00, 11)));
     }
 
     #[test]
@@ -621,37 +751,63 @@ mod tests {
         );
     }
 
-    /// A header check allowing payloads of at most `left` bytes.
-    fn within(left: usize) -> impl FnMut(u8, u64) -> bool {
-        move |_, payload| payload <= left as u64
-    }
-
     #[test]
     fn before_login_a_frame_announcing_more_than_the_budget_is_refused_at_its_header() {
+        let within = |left: usize| PreLogin { left: left as u64 };
         // A login-sized frame, then another, byte by byte or at once.
         let mut stream = REQUEST.to_vec();
         for _ in 0..2 {
             stream.extend(header(200));
             stream.extend([0; 200]);
         }
-        let mut scan = Scan::Request(0);
-        assert!(scan.follow(&stream, within(MAX_PREAUTH_BYTES - stream.len())));
-        let mut scan = Scan::Request(0);
-        assert!(stream.iter().all(|byte| scan.follow(&[*byte], within(1_000))));
+        let mut scan = Scan::start();
+        assert!(scan.follow(&stream, &mut within(MAX_PREAUTH_BYTES - stream.len())));
+        let mut scan = Scan::start();
+        assert!(stream.iter().all(|byte| scan.follow(&[*byte], &mut within(1_000))));
         // Headers announcing 8 MiB, 70,000 or 2,000 bytes with 1,000 left
         // are refused, in whichever length form.
         for len in [8 << 20, 70_000, 2_000] {
-            let mut scan = Scan::Request(0);
-            assert!(scan.follow(REQUEST, within(4_000)));
-            assert!(!scan.follow(&header(len), within(1_000)), "{len}");
+            let mut scan = after_request();
+            assert!(!scan.follow(&header(len), &mut within(1_000)), "{len}");
         }
         // A frame split across reads is followed: its payload is skipped,
         // and the next header is checked.
-        let mut scan = Scan::Request(0);
-        assert!(scan.follow(REQUEST, within(4_000)));
-        assert!(scan.follow(&header(300)[..3], within(3_000)));
-        assert!(scan.follow(&header(300)[3..], within(3_000)));
-        assert!(scan.follow(&[0; 300], within(3_000)));
-        assert!(!scan.follow(&header(5_000), within(3_000)));
+        let mut scan = after_request();
+        assert!(scan.follow(&header(300)[..3], &mut within(3_000)));
+        assert!(scan.follow(&header(300)[3..], &mut within(3_000)));
+        assert!(scan.follow(&[0; 300], &mut within(3_000)));
+        assert!(!scan.follow(&header(5_000), &mut within(3_000)));
+        // No message in fragments before login: neither a first fragment
+        // nor a continuation; a ping is fine.
+        for first in [0x02, 0x00, 0x80] {
+            let mut scan = after_request();
+            assert!(!scan.follow(&frame_header(first, 10), &mut within(3_000)), "{first:#x}");
+        }
+        assert!(after_request().follow(&frame(0x89, 4), &mut within(3_000)));
+    }
+
+    /// The WebSocket library would also take a request whose lines end in
+    /// a bare LF, or that starts with blank lines; the scan would then lose
+    /// where the frames begin. Refused.
+    #[test]
+    fn an_upgrade_request_the_scan_cannot_end_where_the_parser_does_is_refused() {
+        let bare = b"GET / HTTP/1.1\nHost: hush-relay\nUpgrade: websocket\n\n";
+        let mixed = b"GET / HTTP/1.1\r\nHost: hush-relay\r\n\n";
+        let blank = b"\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        for request in [&bare[..], &mixed[..], &blank[..]] {
+            let mut scan = Scan::start();
+            assert!(
+                !scan.follow(request, &mut PreLogin { left: 4_000 }),
+                "{:?}",
+                String::from_utf8_lossy(request)
+            );
+        }
+        // One blank line before the request is harmless: the scan still
+        // ends where the request does.
+        let mut scan = Scan::start();
+        let mut leading = b"\r\n".to_vec();
+        leading.extend_from_slice(REQUEST);
+        assert!(scan.follow(&leading, &mut PreLogin { left: 4_000 }));
+        assert!(matches!(scan, Scan::Header { len: 0, .. }));
     }
 }

@@ -164,10 +164,15 @@ pub(crate) async fn login(
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let _ = outbound.send(Outbound::frame(RelayFrame::Challenge { nonce })).await;
     // The day's token key, for anyone who asks before proving anything (a
-    // device compares it with the key its tokens were issued under); the
-    // read budget and the deadline bound how often.
+    // device compares it with the key its tokens were issued under): twice
+    // at most (today's and yesterday's), the rest is out of place.
     let mut first = next_frame_before(incoming, deadline).await?;
+    let mut asked = 0;
     while let Ok(ClientFrame::TokenKey { request, day }) = first {
+        asked += 1;
+        if asked > 2 {
+            return Err(refuse(outbound, ErrorCode::Unexpected).await);
+        }
         let answer = match shared.tokens.public_key(day, shared.now()) {
             Some(public_key) => RelayFrame::TokenKey { request, day, public_key },
             None => RelayFrame::Rejected { request, code: ErrorCode::Malformed },

@@ -248,6 +248,16 @@ async fn the_token_key_is_shown_to_anyone_before_a_token_is_spent() {
     // Not once the connection is open: it is asked before a token is shown.
     peer.send(ClientFrame::TokenKey { request: 5, day: issued.day });
     assert_eq!(peer.recv().await, RelayFrame::Rejected { request: 5, code: ErrorCode::Unexpected });
+    // Twice at most before a proof (today's and yesterday's): the relay is
+    // not a free source of work for a connection that proved nothing.
+    let mut peer = relay.connect();
+    let _ = peer.hello().await;
+    for request in 1..=2 {
+        peer.send(ClientFrame::TokenKey { request, day: issued.day });
+        assert!(matches!(peer.recv().await, RelayFrame::TokenKey { .. }));
+    }
+    peer.send(ClientFrame::TokenKey { request: 3, day: issued.day });
+    assert_eq!(peer.refused().await, ErrorCode::Unexpected);
 }
 
 #[tokio::test]
