@@ -405,6 +405,40 @@ struct QueueLink {
     delivering: bool,
 }
 
+/// A connection a long-running client closes while unused (the logged-in
+/// one, the sealed one), and when it was last used.
+struct Resting {
+    connection: Option<Connection>,
+    used: Instant,
+}
+
+impl Resting {
+    fn new(connection: Option<Connection>) -> Self {
+        Self { connection, used: Instant::now() }
+    }
+
+    /// The connection, marked as used now.
+    fn used(&mut self) -> Result<&mut Connection, ClientError> {
+        self.used = Instant::now();
+        self.connection.as_mut().ok_or(ClientError::Disconnected)
+    }
+
+    /// When it will have been unused for `idle`, if it is open.
+    fn idle_at(&self, idle: Duration) -> Option<Instant> {
+        self.connection.as_ref().map(|_| self.used + idle)
+    }
+
+    /// Closes it if it has been unused for `idle` (a relay that does not
+    /// answer the close is not waited for).
+    async fn rest(&mut self, idle: Duration) {
+        if self.used.elapsed() >= idle {
+            if let Some(connection) = self.connection.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), connection.close()).await;
+            }
+        }
+    }
+}
+
 /// A session of one profile with its relay, on three connections that the
 /// relay cannot link by anything it is told: the logged-in one (key
 /// packages, send tokens, introductions, wipe orders), the queue one
@@ -415,16 +449,13 @@ struct QueueLink {
 pub struct Session<'a> {
     client: &'a Client,
     /// The logged-in connection, unless it rests.
-    account: Option<Connection>,
-    /// When the logged-in connection was last used.
-    account_used: Instant,
+    account: Resting,
     /// How many key packages the relay held at the last login, until they
     /// are topped up.
     held_key_packages: Option<u32>,
     queues: Option<QueueLink>,
-    sealed: Option<Connection>,
-    /// When the sealed connection was last used.
-    sealed_used: Instant,
+    /// The sealed connection, opened when first needed.
+    sealed: Resting,
     next_request: u32,
     subscribed: bool,
     /// `QueueEmpty`s the queue connection owes: one for `Subscribe`, one
@@ -445,12 +476,10 @@ impl<'a> Session<'a> {
     fn new(client: &'a Client, account: Connection) -> Self {
         Self {
             client,
-            account: Some(account),
-            account_used: Instant::now(),
+            account: Resting::new(Some(account)),
             held_key_packages: None,
             queues: None,
-            sealed: None,
-            sealed_used: Instant::now(),
+            sealed: Resting::new(None),
             next_request: 1,
             subscribed: false,
             queue_empties_owed: 0,
@@ -557,7 +586,7 @@ impl<'a> Session<'a> {
     /// packages the relay holds are noted for the next upkeep). A wipe
     /// order or a deactivation found at that login ends the session.
     async fn account(&mut self) -> Result<&mut Connection, ClientError> {
-        if self.account.is_none() {
+        if self.account.connection.is_none() {
             let credentials = Credentials::Login { account: self.client.account() };
             // A relay that takes the connection and then says nothing is a
             // lost connection, not a wait for ever.
@@ -568,22 +597,21 @@ impl<'a> Session<'a> {
                 connection.send(&ClientFrame::Subscribe).await?;
                 self.intro_empty = false;
             }
-            self.account = Some(connection);
+            self.account.connection = Some(connection);
             self.held_key_packages = Some(key_packages);
         }
-        self.account_used = Instant::now();
-        self.account.as_mut().ok_or(ClientError::Disconnected)
+        self.account.used()
     }
 
     /// Whether the logged-in connection is open.
     pub fn account_open(&self) -> bool {
-        self.account.is_some()
+        self.account.connection.is_some()
     }
 
     /// When the logged-in connection will have been unused for `idle`, if
     /// it is open.
     pub fn account_idle_at(&self, idle: Duration) -> Option<Instant> {
-        self.account.as_ref().map(|_| self.account_used + idle)
+        self.account.idle_at(idle)
     }
 
     /// Closes the logged-in connection if it has been unused for `idle`.
@@ -591,11 +619,7 @@ impl<'a> Session<'a> {
     /// delivered again at the next login, and a wipe order reaches the
     /// queue connection.
     pub async fn rest_account(&mut self, idle: Duration) {
-        if self.account_used.elapsed() >= idle {
-            if let Some(account) = self.account.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(2), account.close()).await;
-            }
-        }
+        self.account.rest(idle).await;
     }
 
     /// Logs in again if the logged-in connection rests, takes what waits
@@ -714,35 +738,30 @@ impl<'a> Session<'a> {
                 RelayFrame::Error { code, .. } => return Err(ClientError::Relay(code)),
                 _ => return Err(ClientError::Protocol("unexpected answer to a token".into())),
             }
-            self.sealed = Some(connection);
+            self.sealed.connection = Some(connection);
         }
-        self.sealed.as_mut().ok_or(ClientError::Disconnected)
+        self.sealed.connection.as_mut().ok_or(ClientError::Disconnected)
     }
 
     /// Whether a sealed (sending) connection is open; one the relay ended
     /// is let go here.
     pub fn sealed_open(&mut self) -> bool {
-        if self.sealed.as_mut().is_some_and(Connection::ended) {
-            self.sealed = None;
+        if self.sealed.connection.as_mut().is_some_and(Connection::ended) {
+            self.sealed.connection = None;
         }
-        self.sealed.is_some()
+        self.sealed.connection.is_some()
     }
 
     /// When the sealed connection will have been unused for `idle`, if one
     /// is open.
     pub fn sealed_idle_at(&self, idle: Duration) -> Option<Instant> {
-        self.sealed.as_ref().map(|_| self.sealed_used + idle)
+        self.sealed.idle_at(idle)
     }
 
     /// Closes the sealed connection if it has been unused for `idle` (what
     /// was left of its token's budget goes with it).
     pub async fn rest_sealed(&mut self, idle: Duration) {
-        if self.sealed_used.elapsed() >= idle {
-            if let Some(sealed) = self.sealed.take() {
-                // A relay that does not answer the close is not waited for.
-                let _ = tokio::time::timeout(Duration::from_secs(2), sealed.close()).await;
-            }
-        }
+        self.sealed.rest(idle).await;
     }
 
     /// Sends a request on the sealed connection (setting its request id)
@@ -763,13 +782,11 @@ impl<'a> Session<'a> {
                 // first. (Spending another on this one would skip that
                 // check, and link the requests of both tokens.)
                 Err(ClientError::Relay(ErrorCode::NeedToken)) => {
-                    if let Some(sealed) = self.sealed.take() {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), sealed.close()).await;
-                    }
+                    self.sealed.rest(Duration::ZERO).await;
                 }
                 Err(error @ (ClientError::Disconnected | ClientError::Transport(_))) => {
                     // The next request opens a new one.
-                    self.sealed = None;
+                    self.sealed.connection = None;
                     return Err(error);
                 }
                 other => return other,
@@ -779,9 +796,8 @@ impl<'a> Session<'a> {
     }
 
     async fn sealed_answer(&mut self, request: u32) -> Result<Answer, ClientError> {
-        self.sealed_used = Instant::now();
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let connection = self.sealed.as_mut().ok_or(ClientError::Disconnected)?;
+        let connection = self.sealed.used()?;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let frame = tokio::time::timeout(left, connection.recv())
@@ -1050,16 +1066,12 @@ impl<'a> Session<'a> {
     }
 
     /// Closes the connections.
-    pub async fn close(self) {
-        if let Some(account) = self.account {
-            account.close().await;
-        }
+    pub async fn close(mut self) {
+        self.account.rest(Duration::ZERO).await;
         if let Some(link) = self.queues {
             link.connection.close().await;
         }
-        if let Some(sealed) = self.sealed {
-            sealed.close().await;
-        }
+        self.sealed.rest(Duration::ZERO).await;
     }
 
     fn request_id(&mut self) -> u32 {
@@ -1074,7 +1086,7 @@ impl<'a> Session<'a> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let account = self.account.as_mut().ok_or(ClientError::Disconnected)?;
+            let account = self.account.connection.as_mut().ok_or(ClientError::Disconnected)?;
             let frame = tokio::time::timeout(left, account.recv())
                 .await
                 .map_err(|_| ClientError::Transport("the relay did not answer in time".into()))??;
@@ -1124,7 +1136,7 @@ impl<'a> Session<'a> {
     /// our queues, and the introduction mailbox (again at each login).
     pub async fn subscribe(&mut self) -> Result<(), ClientError> {
         if !self.subscribed {
-            if let Some(account) = self.account.as_mut() {
+            if let Some(account) = self.account.connection.as_mut() {
                 account.send(&ClientFrame::Subscribe).await?;
             }
             self.subscribed = true;
@@ -1149,7 +1161,7 @@ impl<'a> Session<'a> {
     /// while the logged-in one rests).
     async fn next_frame(&mut self) -> Result<(Plane, RelayFrame), ClientError> {
         let link = self.queues.as_mut().ok_or(ClientError::Disconnected)?;
-        let Some(account) = self.account.as_mut() else {
+        let Some(account) = self.account.connection.as_mut() else {
             return Ok((Plane::Queues, link.connection.recv().await?));
         };
         tokio::select! {
@@ -1163,7 +1175,7 @@ impl<'a> Session<'a> {
     /// they come, so this is free).
     async fn drain(&mut self) -> Result<(), ClientError> {
         self.subscribe().await?;
-        while self.queue_empties_owed > 0 || !(self.intro_empty || self.account.is_none()) {
+        while self.queue_empties_owed > 0 || !(self.intro_empty || self.account.connection.is_none()) {
             let (plane, frame) = self.next_frame().await?;
             self.handle(plane, frame).await?;
         }
